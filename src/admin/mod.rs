@@ -1,0 +1,181 @@
+//! The admin HTTP API: status, health, readiness and metrics.
+//!
+//! Served on the admin listener, separate from peer traffic. This module reads state; it
+//! never probes and never changes the world. Errors are JSON `{code, message}` with a stable
+//! `code`, so scripts can branch on them.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::health::{self, HealthBoard, TargetView};
+
+/// What the admin API reads.
+#[derive(Clone)]
+pub struct AdminState {
+    /// This agent's id.
+    pub agent_id: String,
+    /// This agent's region.
+    pub region: String,
+    /// Health of every probed target.
+    pub board: Arc<HealthBoard>,
+    /// The agent's metrics.
+    pub registry: prometheus::Registry,
+}
+
+/// An API error: HTTP status, a stable machine-readable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code, e.g. `not_found`.
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Builds the router.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: format!("no such endpoint: {}", uri.path()),
+            }
+        })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                message: format!("method {method} is not allowed here"),
+            }
+        })
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct Liveness {
+    status: &'static str,
+}
+
+async fn healthz() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    probed: usize,
+    targets: usize,
+}
+
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<Readiness>) {
+    let (probed, targets) = state.board.progress();
+    let ready = state.board.ready();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(Readiness {
+            ready,
+            probed,
+            targets,
+        }),
+    )
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state.registry),
+    )
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Serialize)]
+pub struct StatusResponse {
+    /// This agent.
+    pub agent: AgentInfo,
+    /// Whether every target was probed at least once.
+    pub ready: bool,
+    /// Targets per state.
+    pub summary: Summary,
+    /// Every probed target.
+    pub targets: Vec<TargetView>,
+}
+
+/// Identity of the answering agent.
+#[derive(Debug, Serialize)]
+pub struct AgentInfo {
+    /// Agent id.
+    pub id: String,
+    /// Agent region.
+    pub region: String,
+    /// failoverd version.
+    pub version: &'static str,
+}
+
+/// Count of targets per state.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Up targets.
+    pub up: usize,
+    /// Down targets.
+    pub down: usize,
+    /// Unknown targets.
+    pub unknown: usize,
+}
+
+async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
+    let targets = state.board.views();
+    let mut summary = Summary::default();
+    for t in &targets {
+        match t.state {
+            health::State::Up => summary.up += 1,
+            health::State::Down => summary.down += 1,
+            health::State::Unknown => summary.unknown += 1,
+        }
+    }
+    Json(StatusResponse {
+        agent: AgentInfo {
+            id: state.agent_id.clone(),
+            region: state.region.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        ready: state.board.ready(),
+        summary,
+        targets,
+    })
+}

@@ -1,0 +1,131 @@
+//! The agent: builds every component from a validated config and runs them until shutdown.
+//!
+//! `Config` → [`Agent::build`] (probes, health board, metrics; nothing is started) →
+//! [`Agent::run`] with an already-bound admin listener and a shutdown token. Tests bind port 0
+//! and hand the listener in; `main` binds the configured address.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::health::HealthBoard;
+use crate::metrics::{self, ProbeMetrics};
+use crate::probe::scheduler::ProbeTask;
+use crate::probe::{AnyProbe, BuildError, HttpClients};
+use crate::topology::{Target, Topology};
+
+/// Why the agent could not be built or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A metric could not be registered (a programming error: duplicate names).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A probe could not be built from its target.
+    #[error("cannot build probe: {0}")]
+    Probe(#[from] BuildError),
+    /// The admin server failed.
+    #[error("admin server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A built, not yet running agent.
+pub struct Agent {
+    config: Config,
+    targets: Vec<Target>,
+    board: Arc<HealthBoard>,
+    registry: prometheus::Registry,
+    tasks: Vec<ProbeTask<AnyProbe>>,
+}
+
+impl Agent {
+    /// Builds probes, health board and metrics for the targets this agent probes.
+    pub fn build(config: Config) -> Result<Agent, AgentError> {
+        let topology = Topology::from_config(&config);
+        let targets = topology.probed_from(&config.agent.region, config.agent.probe_scope);
+        let registry = prometheus::Registry::new();
+        metrics::register_build_info(&registry)?;
+        let probe_metrics = ProbeMetrics::new(&registry)?;
+        let board = Arc::new(HealthBoard::new(&targets));
+        let mut clients = HttpClients::default();
+        let mut tasks = Vec::with_capacity(targets.len());
+        for target in &targets {
+            let slot = board
+                .slot(&target.id)
+                .expect("the board has a slot for every target");
+            tasks.push(ProbeTask {
+                id: target.id.clone(),
+                settings: target.settings.clone(),
+                probe: AnyProbe::build(target, &mut clients)?,
+                board: board.clone(),
+                slot,
+                metrics: probe_metrics.target(target),
+            });
+        }
+        Ok(Agent {
+            config,
+            targets,
+            board,
+            registry,
+            tasks,
+        })
+    }
+
+    /// The health board (shared; it stays valid after the agent stops).
+    pub fn board(&self) -> Arc<HealthBoard> {
+        self.board.clone()
+    }
+
+    /// The targets this agent probes.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Runs probes and the admin API until `shutdown` is cancelled, then waits for both.
+    pub async fn run(
+        self,
+        admin_listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), AgentError> {
+        let Agent {
+            config,
+            board,
+            registry,
+            tasks,
+            targets,
+        } = self;
+        tracing::info!(
+            agent = %config.agent.id,
+            region = %config.agent.region,
+            targets = targets.len(),
+            admin = %admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "agent starting"
+        );
+        let mut probes = JoinSet::new();
+        for task in tasks {
+            probes.spawn(task.run(shutdown.clone()));
+        }
+        let app = admin::router(AdminState {
+            agent_id: config.agent.id.clone(),
+            region: config.agent.region.clone(),
+            board,
+            registry,
+        });
+        let served = axum::serve(admin_listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        // The server only returns on shutdown or error; either way the probes stop too.
+        shutdown.cancel();
+        while let Some(joined) = probes.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "probe task panicked");
+            }
+        }
+        served.map_err(AgentError::Serve)?;
+        tracing::info!("agent stopped");
+        Ok(())
+    }
+}

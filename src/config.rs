@@ -1,0 +1,1174 @@
+//! Typed configuration: loading, defaults and validation.
+//!
+//! Loading happens in two steps. First the file (TOML or YAML, by extension) is merged with
+//! `FAILOVERD__SECTION__KEY` environment overrides and deserialized with serde; unknown keys
+//! are rejected there, because a typo in failover configuration silently falling back to a
+//! default is dangerous. Then [`Config::validate`] checks the rules that span fields (timeouts
+//! shorter than intervals, regions that exist, unique names) and collects *every* problem,
+//! each naming its key path, so one run of `failoverd check-config` shows them all.
+//!
+//! Secrets are never required inline: every password or token is a [`SecretRef`] naming a
+//! file or an environment variable, read when it is used so that rotation needs no restart.
+//! This module owns no I/O beyond reading the config file and checking that secrets resolve.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default probe interval: one second, so a dead target is seen within a few seconds.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default probe timeout: half the interval, so a slow answer is still a failure before the
+/// next probe is due.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default consecutive successes before a target is Up: two, so one lucky answer from a
+/// flapping target does not bring it back.
+pub const DEFAULT_RISE: u32 = 2;
+/// Default consecutive failures before a target is Down: three. One lost packet or a GC pause
+/// must not count, and 3 s of detection still leaves room for a failover under 5 s.
+pub const DEFAULT_FALL: u32 = 3;
+/// Default time SIGTERM waits for tasks to finish before the process exits anyway.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default Route53 record TTL in seconds: short, so clients follow a failover quickly.
+pub const DEFAULT_ROUTE53_TTL: u32 = 30;
+/// Default priority of a Postgres member when choosing among equally caught-up replicas.
+pub const DEFAULT_PG_PRIORITY: u32 = 100;
+/// The shortest interval accepted: faster probing only adds load, not certainty.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Largest Route53 weight (the service accepts 0..=255).
+pub const MAX_WEIGHT: u32 = 255;
+
+/// The whole configuration of one agent, as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This agent: who it is and where it listens.
+    pub agent: AgentConfig,
+    /// The other agents of the cluster (one per region).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Settings shared by all agents of the cluster.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Probe defaults, overridable per kind and per target.
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    /// The regions and their public API health targets.
+    pub regions: Vec<RegionConfig>,
+    /// The Postgres cluster, if any.
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+    /// The Redis shards, if any.
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// The Route53 weighted records that steer traffic, if any.
+    #[serde(default)]
+    pub route53: Option<Route53Config>,
+}
+
+/// This agent's identity and listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Unique agent id, e.g. `eu-west-3-a`.
+    pub id: String,
+    /// The region this agent runs in; must be one of `regions`.
+    pub region: String,
+    /// Address of the admin HTTP API (status, metrics, commands).
+    pub admin_listen: SocketAddr,
+    /// Address of the peer listener used for consensus traffic.
+    pub peer_listen: Option<SocketAddr>,
+    /// Directory for persistent state (Raft log, history).
+    pub data_dir: PathBuf,
+    /// Which targets this agent probes.
+    #[serde(default)]
+    pub probe_scope: ProbeScope,
+    /// Log format: `auto` (JSON unless stderr is a terminal), `json` or `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// How long SIGTERM waits for in-flight work (default 10 s).
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+/// Which targets an agent probes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeScope {
+    /// The API targets of every region (they are public endpoints) and the Postgres and Redis
+    /// members of the agent's own region. The production setting: datastores are reached
+    /// only from inside their region.
+    #[default]
+    OwnRegion,
+    /// Every target of every region (a single agent watching a whole lab).
+    All,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, human text when it is.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Another agent of the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's agent id.
+    pub id: String,
+    /// The region the peer runs in.
+    pub region: String,
+    /// Base URL of the peer listener, e.g. `https://failoverd.eu-central-1.internal:7071`.
+    pub peer_url: String,
+    /// Base URL of the peer's admin API.
+    pub admin_url: Option<String>,
+}
+
+/// Settings shared by every agent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Shared secret that authenticates peer traffic.
+    pub secret: Option<SecretRef>,
+}
+
+/// The admin API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer tokens accepted for mutating calls; several, so they can rotate.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+    /// Whether read-only endpoints answer without a token (default true: status and metrics
+    /// are needed by scrapers and dashboards that hold no token).
+    #[serde(default = "default_true")]
+    pub open_reads: bool,
+}
+
+/// A named admin bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it; recorded as the actor of every call made with it.
+    pub name: String,
+    /// Where the token is read from.
+    pub secret: SecretRef,
+}
+
+/// Where a secret is read from. Written as `{ file = "/run/secrets/x" }` or
+/// `{ env = "VAR" }`; never inline, so config files can be shared and logged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretRef {
+    /// A file whose content (trailing newline trimmed) is the secret.
+    File(PathBuf),
+    /// An environment variable holding the secret.
+    Env(String),
+}
+
+/// A secret value. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself; call only where it is handed to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why a secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        /// The file named in the config.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The variable is unset or not valid UTF-8.
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    /// The secret is empty.
+    #[error("secret from {0} is empty")]
+    Empty(String),
+}
+
+impl SecretRef {
+    /// Reads the secret now. Callers read at connect time so that a rotated file is used.
+    pub fn load(&self) -> Result<Secret, SecretError> {
+        let (value, origin) = match self {
+            SecretRef::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                (text, format!("file {}", path.display()))
+            }
+            SecretRef::Env(var) => {
+                let text =
+                    std::env::var(var).map_err(|_| SecretError::EnvMissing(var.clone()))?;
+                (text, format!("env {var}"))
+            }
+        };
+        let trimmed = value.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            return Err(SecretError::Empty(origin));
+        }
+        Ok(Secret(trimmed.to_owned()))
+    }
+}
+
+/// Probe settings that can be set globally, per kind and per target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeOverrides {
+    /// Time between two probes of one target.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Hard limit on one probe; must be shorter than the interval.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Consecutive successes that turn a target Up.
+    pub rise: Option<u32>,
+    /// Consecutive failures that turn a target Down.
+    pub fall: Option<u32>,
+}
+
+/// The `[probe]` section: global defaults and one table per kind.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Global interval (default 1 s).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Global timeout (default 500 ms).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Global rise (default 2).
+    pub rise: Option<u32>,
+    /// Global fall (default 3).
+    pub fall: Option<u32>,
+    /// Overrides for HTTP targets.
+    #[serde(default)]
+    pub http: ProbeOverrides,
+    /// Overrides for Postgres members.
+    #[serde(default)]
+    pub postgres: ProbeOverrides,
+    /// Overrides for Redis members.
+    #[serde(default)]
+    pub redis: ProbeOverrides,
+}
+
+/// The kind of a probe target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// An HTTP(S) endpoint.
+    Http,
+    /// A Postgres member.
+    Postgres,
+    /// A Redis member.
+    Redis,
+}
+
+impl TargetKind {
+    /// The lowercase name used in ids, labels and config keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Http => "http",
+            TargetKind::Postgres => "postgres",
+            TargetKind::Redis => "redis",
+        }
+    }
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Probe settings after defaults are applied, with where each value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// Time between probes.
+    pub interval: Duration,
+    /// Hard timeout of one probe.
+    pub timeout: Duration,
+    /// Successes to turn Up.
+    pub rise: u32,
+    /// Failures to turn Down.
+    pub fall: u32,
+}
+
+impl ProbeConfig {
+    fn kind(&self, kind: TargetKind) -> &ProbeOverrides {
+        match kind {
+            TargetKind::Http => &self.http,
+            TargetKind::Postgres => &self.postgres,
+            TargetKind::Redis => &self.redis,
+        }
+    }
+
+    /// Resolves the settings of one target: target value, else kind value, else global
+    /// value, else the default. Returns the settings and, per field, the key it came from.
+    pub fn resolve(
+        &self,
+        kind: TargetKind,
+        target: &ProbeOverrides,
+        target_key: &str,
+    ) -> (ProbeSettings, [String; 4]) {
+        let kind_cfg = self.kind(kind);
+        let kind_key = format!("probe.{kind}");
+        fn pick<T: Copy>(
+            field: &str,
+            target: (Option<T>, &str),
+            kind: (Option<T>, &str),
+            global: Option<T>,
+            default: T,
+        ) -> (T, String) {
+            if let Some(v) = target.0 {
+                (v, format!("{}.probe.{field}", target.1))
+            } else if let Some(v) = kind.0 {
+                (v, format!("{}.{field}", kind.1))
+            } else if let Some(v) = global {
+                (v, format!("probe.{field}"))
+            } else {
+                (default, format!("default {field}"))
+            }
+        }
+        let (interval, si) = pick(
+            "interval",
+            (target.interval, target_key),
+            (kind_cfg.interval, &kind_key),
+            self.interval,
+            DEFAULT_INTERVAL,
+        );
+        let (timeout, st) = pick(
+            "timeout",
+            (target.timeout, target_key),
+            (kind_cfg.timeout, &kind_key),
+            self.timeout,
+            DEFAULT_TIMEOUT,
+        );
+        let (rise, sr) = pick(
+            "rise",
+            (target.rise, target_key),
+            (kind_cfg.rise, &kind_key),
+            self.rise,
+            DEFAULT_RISE,
+        );
+        let (fall, sf) = pick(
+            "fall",
+            (target.fall, target_key),
+            (kind_cfg.fall, &kind_key),
+            self.fall,
+            DEFAULT_FALL,
+        );
+        (
+            ProbeSettings {
+                interval,
+                timeout,
+                rise,
+                fall,
+            },
+            [si, st, sr, sf],
+        )
+    }
+}
+
+/// One region: its share of traffic and its API health targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Region name, e.g. `eu-west-3`.
+    pub name: String,
+    /// Route53 weight of the region when in service (0..=255).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// The HTTP endpoints whose health decides whether the region serves.
+    #[serde(default)]
+    pub api: Vec<HttpTargetConfig>,
+}
+
+/// How an HTTP probe uses connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionMode {
+    /// A new TCP (and TLS) connection for every probe. The default: it exercises the whole
+    /// path a new client takes (DNS, SYN through every firewall and load balancer, handshake),
+    /// so a broken listener or a firewall change is seen even while old connections live.
+    #[default]
+    Fresh,
+    /// Keep the connection alive between probes. Much cheaper, but a long-lived connection can
+    /// hide faults that only new connections meet.
+    Reuse,
+}
+
+/// An HTTP(S) health target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTargetConfig {
+    /// Name, unique within the region.
+    pub name: String,
+    /// Full URL to GET.
+    pub url: String,
+    /// Accepted status codes; empty means any 2xx.
+    #[serde(default)]
+    pub expect_status: Vec<u16>,
+    /// The body must contain this text.
+    pub body_contains: Option<String>,
+    /// The body must be JSON with this field (a JSON pointer such as `/status`).
+    pub json_pointer: Option<String>,
+    /// The field at `json_pointer` must equal this (string or JSON literal); without it the
+    /// field only has to exist.
+    pub json_equals: Option<String>,
+    /// A slower answer counts as a failure.
+    #[serde(default, with = "humantime_serde")]
+    pub max_latency: Option<Duration>,
+    /// Extra request headers (e.g. `Host`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Verify the server certificate (default true).
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    /// PEM file with extra CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Connection mode (default `fresh`).
+    #[serde(default)]
+    pub connection: ConnectionMode,
+    /// Probe settings for this target.
+    #[serde(default)]
+    pub probe: ProbeOverrides,
+}
+
+/// The Postgres cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Cluster name, used in ids and labels.
+    #[serde(default = "default_pg_cluster")]
+    pub cluster: String,
+    /// Password used for every member that sets none of its own.
+    pub password: Option<SecretRef>,
+    /// The members: one primary and its streaming replicas.
+    pub members: Vec<PostgresMemberConfig>,
+}
+
+/// One Postgres server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresMemberConfig {
+    /// Member name, unique in the cluster.
+    pub name: String,
+    /// Region the member runs in.
+    pub region: String,
+    /// libpq-style connection string without the password, e.g.
+    /// `host=10.0.1.5 port=5432 user=failoverd dbname=postgres`.
+    pub dsn: String,
+    /// Password for this member (overrides `postgres.password`).
+    pub password: Option<SecretRef>,
+    /// Preference among equally caught-up candidates: higher wins.
+    #[serde(default = "default_pg_priority")]
+    pub priority: u32,
+    /// Never promote this member (e.g. a delayed or reporting replica).
+    #[serde(default)]
+    pub no_failover: bool,
+    /// Probe settings for this member.
+    #[serde(default)]
+    pub probe: ProbeOverrides,
+}
+
+/// The Redis shards.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Password for every member that sets none of its own.
+    pub password: Option<SecretRef>,
+    /// The shards.
+    #[serde(default)]
+    pub shards: Vec<RedisShardConfig>,
+}
+
+/// How a shard replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisMode {
+    /// One master with replicas (`REPLICAOF`).
+    Replication,
+    /// Redis Cluster nodes.
+    Cluster,
+}
+
+/// One Redis shard (or one Redis Cluster).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisShardConfig {
+    /// Shard name, unique.
+    pub name: String,
+    /// Replication mode.
+    pub mode: RedisMode,
+    /// Password for this shard's members (overrides `redis.password`).
+    pub password: Option<SecretRef>,
+    /// The members.
+    pub members: Vec<RedisMemberConfig>,
+}
+
+/// One Redis server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisMemberConfig {
+    /// Member name, unique in the shard.
+    pub name: String,
+    /// Region the member runs in.
+    pub region: String,
+    /// `redis://host:port` or `rediss://host:port` (TLS); no password in the URL.
+    pub url: String,
+    /// Probe settings for this member.
+    #[serde(default)]
+    pub probe: ProbeOverrides,
+}
+
+/// The Route53 weighted record set that spreads traffic over the regions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53Config {
+    /// Hosted zone id.
+    pub zone_id: String,
+    /// Record name, e.g. `api.example.com.`.
+    pub record_name: String,
+    /// Record type: `A`, `AAAA` or `CNAME`.
+    #[serde(default = "default_record_type")]
+    pub record_type: String,
+    /// Record TTL in seconds (default 30).
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// API endpoint override (an emulator in tests and labs).
+    pub endpoint_url: Option<String>,
+    /// One weighted record per region, keyed by region name.
+    pub regions: BTreeMap<String, Route53RegionRecord>,
+}
+
+/// The weighted record of one region.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53RegionRecord {
+    /// The record's set identifier.
+    pub set_identifier: String,
+    /// The record's value (an address or a load balancer name).
+    pub value: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_weight() -> u32 {
+    100
+}
+fn default_pg_cluster() -> String {
+    "main".to_owned()
+}
+fn default_pg_priority() -> u32 {
+    DEFAULT_PG_PRIORITY
+}
+fn default_record_type() -> String {
+    "CNAME".to_owned()
+}
+fn default_ttl() -> u32 {
+    DEFAULT_ROUTE53_TTL
+}
+
+/// One broken rule, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Key path, e.g. `regions[1].api[0].url`.
+    pub key: String,
+    /// What is wrong, as the rule that is broken.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing or not valid TOML/YAML.
+    #[error("cannot read config {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key has the wrong type, is unknown, or a required key is missing.
+    #[error("{key}: {message}")]
+    Parse {
+        /// Key path of the offending value.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file parsed, but rules across fields are broken.
+    #[error("{} configuration error(s):\n{}", .0.len(), .0.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+impl ConfigError {
+    /// Every problem, one per line, each naming its key.
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        match self {
+            ConfigError::Read { path, message } => vec![ConfigIssue {
+                key: path.display().to_string(),
+                message: message.clone(),
+            }],
+            ConfigError::Parse { key, message } => vec![ConfigIssue {
+                key: key.clone(),
+                message: message.clone(),
+            }],
+            ConfigError::Invalid(issues) => issues.clone(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (format by extension: `.toml`, `.yaml`, `.yml`), applies
+    /// `FAILOVERD__SECTION__KEY` overrides from the environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => config::FileFormat::Toml,
+            Some("yaml") | Some("yml") => config::FileFormat::Yaml,
+            _ => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    message: "file name must end in .toml, .yaml or .yml".to_owned(),
+                })
+            }
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::from_str_with_env(&text, format, env).map_err(|e| match e {
+            ConfigError::Read { message, .. } => ConfigError::Read {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text (for tests and embedding).
+    pub fn from_str_with_env(
+        text: &str,
+        format: config::FileFormat,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let overrides: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("FAILOVERD__"))
+            .collect();
+        let merged = config::Config::builder()
+            .add_source(config::File::from_str(text, format))
+            .add_source(
+                config::Environment::with_prefix("FAILOVERD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| ConfigError::Read {
+                path: PathBuf::from("<inline>"),
+                message: e.to_string(),
+            })?;
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse {
+                message: strip_config_key_suffix(&e.into_inner().to_string()),
+                key,
+            }
+        })?;
+        let issues = config.validate();
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(issues))
+        }
+    }
+
+    /// How long SIGTERM waits before the process exits anyway.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.agent.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE)
+    }
+
+    /// Checks every rule that spans fields; returns all broken rules (empty when valid).
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut v = Validator::default();
+        let regions: HashSet<&str> = self.regions.iter().map(|r| r.name.as_str()).collect();
+
+        // Agent.
+        v.name("agent.id", &self.agent.id);
+        if !regions.contains(self.agent.region.as_str()) {
+            v.push(
+                "agent.region",
+                format!("region {:?} is not one of `regions`", self.agent.region),
+            );
+        }
+        if Some(self.agent.admin_listen) == self.agent.peer_listen {
+            v.push(
+                "agent.peer_listen",
+                "must differ from agent.admin_listen: peer and admin traffic use separate listeners",
+            );
+        }
+        if self.agent.data_dir.as_os_str().is_empty() {
+            v.push("agent.data_dir", "must not be empty");
+        }
+        if self.agent.shutdown_grace == Some(Duration::ZERO) {
+            v.push("agent.shutdown_grace", "must be greater than 0");
+        }
+
+        // Peers.
+        let mut agent_ids = HashSet::from([self.agent.id.as_str()]);
+        for (i, peer) in self.peers.iter().enumerate() {
+            let key = format!("peers[{i}]");
+            v.name(&format!("{key}.id"), &peer.id);
+            if !agent_ids.insert(peer.id.as_str()) {
+                v.push(
+                    format!("{key}.id"),
+                    format!("agent id {:?} is used twice (agent ids must be unique)", peer.id),
+                );
+            }
+            if !regions.contains(peer.region.as_str()) {
+                v.push(
+                    format!("{key}.region"),
+                    format!("region {:?} is not one of `regions`", peer.region),
+                );
+            }
+            v.url(&format!("{key}.peer_url"), &peer.peer_url, &["http", "https"]);
+            if let Some(url) = &peer.admin_url {
+                v.url(&format!("{key}.admin_url"), url, &["http", "https"]);
+            }
+        }
+
+        // Admin tokens.
+        let mut token_names = HashSet::new();
+        for (i, token) in self.admin.tokens.iter().enumerate() {
+            let key = format!("admin.tokens[{i}]");
+            v.name(&format!("{key}.name"), &token.name);
+            if !token_names.insert(token.name.as_str()) {
+                v.push(
+                    format!("{key}.name"),
+                    format!("token name {:?} is used twice", token.name),
+                );
+            }
+            v.secret(&format!("{key}.secret"), &token.secret);
+        }
+        if let Some(secret) = &self.cluster.secret {
+            v.secret("cluster.secret", secret);
+        }
+
+        // Probe defaults on their own (per-target results are checked below).
+        let global = ProbeOverrides {
+            interval: self.probe.interval,
+            timeout: self.probe.timeout,
+            rise: self.probe.rise,
+            fall: self.probe.fall,
+        };
+        v.probe_overrides("probe", &global);
+        for kind in [TargetKind::Http, TargetKind::Postgres, TargetKind::Redis] {
+            v.probe_overrides(&format!("probe.{kind}"), self.probe.kind(kind));
+        }
+
+        // Regions and their API targets.
+        let mut region_names = HashSet::new();
+        if self.regions.is_empty() {
+            v.push("regions", "at least one region is required");
+        }
+        for (i, region) in self.regions.iter().enumerate() {
+            let key = format!("regions[{i}]");
+            v.name(&format!("{key}.name"), &region.name);
+            if !region_names.insert(region.name.as_str()) {
+                v.push(
+                    format!("{key}.name"),
+                    format!("region {:?} is defined twice", region.name),
+                );
+            }
+            if region.weight > MAX_WEIGHT {
+                v.push(
+                    format!("{key}.weight"),
+                    format!("weight {} is out of range 0..=255", region.weight),
+                );
+            }
+            let mut api_names = HashSet::new();
+            for (j, api) in region.api.iter().enumerate() {
+                let key = format!("{key}.api[{j}]");
+                v.name(&format!("{key}.name"), &api.name);
+                if !api_names.insert(api.name.as_str()) {
+                    v.push(
+                        format!("{key}.name"),
+                        format!(
+                            "API target {:?} is defined twice in region {:?}",
+                            api.name, region.name
+                        ),
+                    );
+                }
+                v.http_target(&key, api, &self.probe);
+            }
+        }
+
+        // Postgres.
+        if let Some(pg) = &self.postgres {
+            v.name("postgres.cluster", &pg.cluster);
+            if let Some(secret) = &pg.password {
+                v.secret("postgres.password", secret);
+            }
+            if pg.members.is_empty() {
+                v.push("postgres.members", "at least one member is required");
+            }
+            let mut names = HashSet::new();
+            for (i, m) in pg.members.iter().enumerate() {
+                let key = format!("postgres.members[{i}]");
+                v.name(&format!("{key}.name"), &m.name);
+                if !names.insert(m.name.as_str()) {
+                    v.push(
+                        format!("{key}.name"),
+                        format!("member {:?} is defined twice", m.name),
+                    );
+                }
+                v.region(&format!("{key}.region"), &m.region, &regions);
+                match m.dsn.parse::<tokio_postgres::Config>() {
+                    Err(e) => v.push(format!("{key}.dsn"), format!("not a valid DSN: {e}")),
+                    Ok(parsed) => {
+                        if parsed.get_hosts().is_empty() {
+                            v.push(format!("{key}.dsn"), "must name a host");
+                        }
+                        if parsed.get_password().is_some() {
+                            v.push(
+                                format!("{key}.dsn"),
+                                "must not contain a password: use `password = { file = ... }`",
+                            );
+                        }
+                    }
+                }
+                if let Some(secret) = &m.password {
+                    v.secret(&format!("{key}.password"), secret);
+                }
+                v.target_probe(&key, TargetKind::Postgres, &m.probe, &self.probe);
+            }
+            if !pg.members.is_empty() && pg.members.iter().all(|m| m.no_failover) {
+                v.push(
+                    "postgres.members",
+                    "every member has no_failover = true: no member could ever be promoted",
+                );
+            }
+        }
+
+        // Redis.
+        if let Some(secret) = &self.redis.password {
+            v.secret("redis.password", secret);
+        }
+        let mut shard_names = HashSet::new();
+        for (i, shard) in self.redis.shards.iter().enumerate() {
+            let key = format!("redis.shards[{i}]");
+            v.name(&format!("{key}.name"), &shard.name);
+            if !shard_names.insert(shard.name.as_str()) {
+                v.push(
+                    format!("{key}.name"),
+                    format!("shard {:?} is defined twice", shard.name),
+                );
+            }
+            if let Some(secret) = &shard.password {
+                v.secret(&format!("{key}.password"), secret);
+            }
+            if shard.members.is_empty() {
+                v.push(format!("{key}.members"), "at least one member is required");
+            }
+            let mut names = HashSet::new();
+            let mut addrs = HashSet::new();
+            for (j, m) in shard.members.iter().enumerate() {
+                let key = format!("{key}.members[{j}]");
+                v.name(&format!("{key}.name"), &m.name);
+                if !names.insert(m.name.as_str()) {
+                    v.push(
+                        format!("{key}.name"),
+                        format!("member {:?} is defined twice in shard {:?}", m.name, shard.name),
+                    );
+                }
+                v.region(&format!("{key}.region"), &m.region, &regions);
+                if let Some(url) = v.url(&format!("{key}.url"), &m.url, &["redis", "rediss"]) {
+                    if !url.password().unwrap_or("").is_empty() {
+                        v.push(
+                            format!("{key}.url"),
+                            "must not contain a password: use `password = { file = ... }`",
+                        );
+                    }
+                    if !addrs.insert((url.host_str().map(str::to_owned), url.port())) {
+                        v.push(
+                            format!("{key}.url"),
+                            format!("address {:?} is used by two members", m.url),
+                        );
+                    }
+                }
+                v.target_probe(&key, TargetKind::Redis, &m.probe, &self.probe);
+            }
+        }
+
+        // Route53.
+        if let Some(r53) = &self.route53 {
+            if r53.zone_id.trim().is_empty() {
+                v.push("route53.zone_id", "must not be empty");
+            }
+            if r53.record_name.trim().is_empty() {
+                v.push("route53.record_name", "must not be empty");
+            }
+            if !["A", "AAAA", "CNAME"].contains(&r53.record_type.as_str()) {
+                v.push(
+                    "route53.record_type",
+                    format!("{:?} is not one of A, AAAA, CNAME", r53.record_type),
+                );
+            }
+            if r53.ttl == 0 || r53.ttl > 172_800 {
+                v.push("route53.ttl", format!("ttl {} is out of range 1..=172800", r53.ttl));
+            }
+            if let Some(url) = &r53.endpoint_url {
+                v.url("route53.endpoint_url", url, &["http", "https"]);
+            }
+            let mut set_ids = HashSet::new();
+            for (name, record) in &r53.regions {
+                let key = format!("route53.regions.{name}");
+                if !regions.contains(name.as_str()) {
+                    v.push(&key, format!("region {name:?} is not one of `regions`"));
+                }
+                if record.set_identifier.trim().is_empty() {
+                    v.push(format!("{key}.set_identifier"), "must not be empty");
+                } else if !set_ids.insert(record.set_identifier.as_str()) {
+                    v.push(
+                        format!("{key}.set_identifier"),
+                        format!("set identifier {:?} is used twice", record.set_identifier),
+                    );
+                }
+                if record.value.trim().is_empty() {
+                    v.push(format!("{key}.value"), "must not be empty");
+                }
+            }
+            for region in &self.regions {
+                if !r53.regions.contains_key(&region.name) {
+                    v.push(
+                        "route53.regions",
+                        format!("region {:?} has no weighted record", region.name),
+                    );
+                }
+            }
+        }
+
+        v.issues
+    }
+}
+
+/// Config's own messages end in "for key `x[1]a`" (with a misplaced dot); the key is shown
+/// separately, so that suffix is dropped.
+fn strip_config_key_suffix(message: &str) -> String {
+    match message.rfind(" for key `") {
+        Some(i) if message.ends_with('`') => message[..i].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    issues: Vec<ConfigIssue>,
+}
+
+impl Validator {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Names appear in target ids, metric labels and URLs: keep them simple.
+    fn name(&mut self, key: &str, name: &str) {
+        if name.is_empty() {
+            self.push(key, "must not be empty");
+        } else if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            self.push(
+                key,
+                format!("{name:?} may only contain letters, digits, '-', '_' and '.'"),
+            );
+        }
+    }
+
+    fn region(&mut self, key: &str, region: &str, regions: &HashSet<&str>) {
+        if !regions.contains(region) {
+            self.push(key, format!("region {region:?} is not one of `regions`"));
+        }
+    }
+
+    fn url(&mut self, key: &str, text: &str, schemes: &[&str]) -> Option<url::Url> {
+        match url::Url::parse(text) {
+            Err(e) => {
+                self.push(key, format!("{text:?} is not a valid URL: {e}"));
+                None
+            }
+            Ok(url) if !schemes.contains(&url.scheme()) => {
+                self.push(
+                    key,
+                    format!("scheme {:?} is not one of {}", url.scheme(), schemes.join(", ")),
+                );
+                None
+            }
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+                self.push(key, format!("{text:?} has no host"));
+                None
+            }
+            Ok(url) => Some(url),
+        }
+    }
+
+    fn secret(&mut self, key: &str, secret: &SecretRef) {
+        if let Err(e) = secret.load() {
+            self.push(key, e.to_string());
+        }
+    }
+
+    fn probe_overrides(&mut self, key: &str, o: &ProbeOverrides) {
+        if let Some(interval) = o.interval {
+            if interval < MIN_INTERVAL {
+                self.push(
+                    format!("{key}.interval"),
+                    format!(
+                        "{} is below the minimum of {}",
+                        humantime::format_duration(interval),
+                        humantime::format_duration(MIN_INTERVAL)
+                    ),
+                );
+            }
+        }
+        if o.timeout == Some(Duration::ZERO) {
+            self.push(format!("{key}.timeout"), "must be greater than 0");
+        }
+        if o.rise == Some(0) {
+            self.push(format!("{key}.rise"), "must be at least 1");
+        }
+        if o.fall == Some(0) {
+            self.push(format!("{key}.fall"), "must be at least 1");
+        }
+    }
+
+    /// Checks a target's own overrides and the settings it ends up with.
+    fn target_probe(
+        &mut self,
+        key: &str,
+        kind: TargetKind,
+        o: &ProbeOverrides,
+        probe: &ProbeConfig,
+    ) -> ProbeSettings {
+        self.probe_overrides(&format!("{key}.probe"), o);
+        let (s, [interval_from, timeout_from, ..]) = probe.resolve(kind, o, key);
+        if s.timeout >= s.interval {
+            self.push(
+                format!("{key}.probe.timeout"),
+                format!(
+                    "timeout ({} from {timeout_from}) must be < interval ({} from {interval_from}): \
+                     a probe may not still run when the next one is due",
+                    humantime::format_duration(s.timeout),
+                    humantime::format_duration(s.interval)
+                ),
+            );
+        }
+        s
+    }
+
+    fn http_target(&mut self, key: &str, api: &HttpTargetConfig, probe: &ProbeConfig) {
+        self.url(&format!("{key}.url"), &api.url, &["http", "https"]);
+        for (k, status) in api.expect_status.iter().enumerate() {
+            if !(100..=599).contains(status) {
+                self.push(
+                    format!("{key}.expect_status[{k}]"),
+                    format!("{status} is not an HTTP status (100..=599)"),
+                );
+            }
+        }
+        if let Some(pointer) = &api.json_pointer {
+            if !pointer.starts_with('/') {
+                self.push(
+                    format!("{key}.json_pointer"),
+                    format!("{pointer:?} is not a JSON pointer (it must start with '/')"),
+                );
+            }
+        } else if api.json_equals.is_some() {
+            self.push(format!("{key}.json_equals"), "needs json_pointer");
+        }
+        for name in api.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.push(
+                    format!("{key}.headers.{name}"),
+                    format!("{name:?} is not a valid header name"),
+                );
+            }
+        }
+        if let Some(ca) = &api.ca_file {
+            if let Err(e) = std::fs::metadata(ca) {
+                self.push(
+                    format!("{key}.ca_file"),
+                    format!("cannot read {}: {e}", ca.display()),
+                );
+            }
+        }
+        let settings = self.target_probe(key, TargetKind::Http, &api.probe, probe);
+        if let Some(max) = api.max_latency {
+            if max >= settings.timeout {
+                self.push(
+                    format!("{key}.max_latency"),
+                    format!(
+                        "max_latency ({}) must be < the probe timeout ({})",
+                        humantime::format_duration(max),
+                        humantime::format_duration(settings.timeout)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+mod summary;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+//! failoverd: multi-region failover and health-probing daemon.
+//!
+//! One agent runs per region. It probes the HTTP APIs, Postgres members and Redis shards of
+//! its region ([`probe`]), turns results into per-target health with rise/fall hysteresis
+//! ([`health`]), and shows them through the admin API ([`admin`]) and Prometheus metrics
+//! ([`metrics`]). The static model of regions and targets is in [`topology`], built from a
+//! validated [`config`]. [`agent`] wires it all together.
+//!
+//! Dependencies point one way: probe → health → admin; nothing reaches back.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod agent;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod probe;
+pub mod topology;

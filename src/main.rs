@@ -1,0 +1,171 @@
+//! The `failoverd` command: run an agent, or check a configuration.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use failoverd::agent::Agent;
+use failoverd::config::{Config, ConfigError, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(version, about = "Multi-region failover and health-probing daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run {
+        /// Configuration file (.toml, .yaml or .yml).
+        #[arg(long, short, env = "FAILOVERD_CONFIG")]
+        config: PathBuf,
+        /// Log format; overrides agent.log_format.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// Validate a configuration file and print a summary of its topology.
+    CheckConfig {
+        /// Configuration file (.toml, .yaml or .yml).
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Json,
+    Text,
+}
+
+/// Exit code for an invalid configuration (distinct from a runtime failure).
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file, json } => check_config(&file, json),
+        Command::Run { config, log_format } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => return report_config_error(&config, &e),
+            };
+            let format = match log_format {
+                Some(LogFormatArg::Json) => LogFormat::Json,
+                Some(LogFormatArg::Text) => LogFormat::Text,
+                Some(LogFormatArg::Auto) => LogFormat::Auto,
+                None => config.agent.log_format,
+            };
+            init_logging(format);
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "failoverd stopped with an error");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn report_config_error(path: &std::path::Path, e: &ConfigError) -> ExitCode {
+    eprintln!("failoverd: invalid configuration {}:", path.display());
+    for issue in e.issues() {
+        eprintln!("  - {issue}");
+    }
+    ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+fn check_config(path: &std::path::Path, json: bool) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            if json {
+                let out = serde_json::json!({ "valid": true, "errors": [] });
+                println!("{out}");
+            } else {
+                print!("{}", config.summary());
+                println!("configuration {} is valid", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) if json => {
+            let errors: Vec<_> = e
+                .issues()
+                .iter()
+                .map(|i| serde_json::json!({ "key": i.key, "message": i.message }))
+                .collect();
+            println!("{}", serde_json::json!({ "valid": false, "errors": errors }));
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+        Err(e) => report_config_error(path, &e),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FAILOVERD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let grace = config.shutdown_grace();
+        let addr = config.agent.admin_listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on agent.admin_listen {addr}"))?;
+        let agent = Agent::build(config)?;
+        let shutdown = CancellationToken::new();
+        let mut running = tokio::spawn(agent.run(listener, shutdown.clone()));
+        tokio::select! {
+            signal = stop_signal() => {
+                tracing::info!(signal = signal?, grace = %humantime::format_duration(grace), "stopping");
+            }
+            finished = &mut running => {
+                return finished.context("agent task failed")?.map_err(Into::into);
+            }
+        }
+        shutdown.cancel();
+        match tokio::time::timeout(grace, running).await {
+            Ok(finished) => finished.context("agent task failed")?.map_err(Into::into),
+            Err(_) => anyhow::bail!(
+                "agent did not stop within agent.shutdown_grace ({})",
+                humantime::format_duration(grace)
+            ),
+        }
+    })
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,216 @@
+//! Probes: one target, one async check, one [`Observation`] or [`ProbeError`].
+//!
+//! A probe is stateless with respect to health: it reports what it saw and nothing else; the
+//! thresholds live in [`crate::health`]. A probe may keep a connection between checks (Postgres,
+//! Redis, HTTP in `reuse` mode), but never shares one with another target, so a hung target
+//! can only make its own probe time out. The [`scheduler`] runs each probe on its own task with
+//! a hard timeout.
+//!
+//! Layout: `http.rs`, `postgres.rs` and `redis.rs` hold the three kinds; [`AnyProbe`] is the
+//! fixed set of them, built from a [`Target`].
+
+pub mod http;
+pub mod postgres;
+pub mod redis;
+pub mod scheduler;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::SecretError;
+use crate::topology::{Target, TargetSpec};
+
+pub use http::{HttpClients, HttpFacts, HttpProbe};
+pub use postgres::{PostgresFacts, PostgresProbe};
+pub use redis::{RedisFacts, RedisProbe};
+
+/// One async health check of one target.
+pub trait Probe: Send + Sync + 'static {
+    /// Runs the check once. The caller enforces the hard timeout by dropping the future, so
+    /// implementations must leave no half-used connection behind when dropped.
+    fn check(&self) -> impl Future<Output = Result<Observation, ProbeError>> + Send;
+}
+
+/// What a successful check saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    /// Time the check took, in milliseconds.
+    #[serde(rename = "latency_ms", serialize_with = "crate::health::ser_millis")]
+    pub latency: Duration,
+    /// Kind-specific facts.
+    pub facts: Facts,
+}
+
+/// Kind-specific facts of an observation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Facts {
+    /// HTTP response facts.
+    Http(HttpFacts),
+    /// Postgres role, positions and replication.
+    Postgres(PostgresFacts),
+    /// Redis role, offsets and cluster state.
+    Redis(RedisFacts),
+}
+
+/// Why a check failed. Every variant is worth retrying at the next interval; none is fatal.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProbeError {
+    /// The check did not finish within the hard timeout.
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// No connection could be made.
+    #[error("connect failed: {0}")]
+    Connect(String),
+    /// The request or query failed on an open connection.
+    #[error("request failed: {0}")]
+    Request(String),
+    /// The HTTP status is not one of the expected ones.
+    #[error("unexpected HTTP status {status}")]
+    Status {
+        /// The status received.
+        status: u16,
+    },
+    /// The body did not pass the configured check.
+    #[error("body check failed: {0}")]
+    Body(String),
+    /// The answer came, but later than the latency limit.
+    #[error("answer took {} (limit {})", humantime::format_duration(*.latency), humantime::format_duration(*.limit))]
+    TooSlow {
+        /// Measured latency.
+        latency: Duration,
+        /// Configured limit.
+        limit: Duration,
+    },
+    /// The server answered something that cannot be understood.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+    /// The credentials could not be read.
+    #[error("{0}")]
+    Secret(String),
+}
+
+impl From<SecretError> for ProbeError {
+    fn from(e: SecretError) -> Self {
+        ProbeError::Secret(e.to_string())
+    }
+}
+
+/// A Postgres write-ahead-log position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// Parses Postgres' `X/Y` text form.
+    pub fn parse(text: &str) -> Option<Lsn> {
+        let (hi, lo) = text.split_once('/')?;
+        let hi = u64::from_str_radix(hi, 16).ok()?;
+        let lo = u64::from_str_radix(lo, 16).ok()?;
+        (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some(Lsn((hi << 32) | lo))
+    }
+
+    /// Bytes from `earlier` to `self`, zero if `earlier` is ahead.
+    pub fn bytes_since(self, earlier: Lsn) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl Serialize for Lsn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The fixed set of probe kinds.
+#[derive(Debug)]
+pub enum AnyProbe {
+    /// HTTP(S).
+    Http(HttpProbe),
+    /// Postgres.
+    Postgres(PostgresProbe),
+    /// Redis.
+    Redis(RedisProbe),
+}
+
+/// Why a probe could not be built from its target.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The HTTP client could not be built (e.g. an unreadable CA file).
+    #[error("target {target}: {message}")]
+    Target {
+        /// The target id.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl AnyProbe {
+    /// Builds the probe for a target. HTTP clients are shared between targets with the same
+    /// TLS settings and connection mode, which keeps memory flat with thousands of targets.
+    pub fn build(target: &Target, clients: &mut HttpClients) -> Result<AnyProbe, BuildError> {
+        let err = |message: String| BuildError::Target {
+            target: target.id.to_string(),
+            message,
+        };
+        Ok(match &target.spec {
+            TargetSpec::Http(cfg) => AnyProbe::Http(HttpProbe::new(cfg, clients).map_err(err)?),
+            TargetSpec::Postgres {
+                member, password, ..
+            } => AnyProbe::Postgres(
+                PostgresProbe::new(&member.dsn, password.clone(), target.settings.timeout)
+                    .map_err(err)?,
+            ),
+            TargetSpec::Redis {
+                mode,
+                member,
+                password,
+                ..
+            } => AnyProbe::Redis(
+                RedisProbe::new(&member.url, *mode, password.clone(), target.settings.timeout)
+                    .map_err(err)?,
+            ),
+        })
+    }
+}
+
+impl Probe for AnyProbe {
+    async fn check(&self) -> Result<Observation, ProbeError> {
+        match self {
+            AnyProbe::Http(p) => p.check().await,
+            AnyProbe::Postgres(p) => p.check().await,
+            AnyProbe::Redis(p) => p.check().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trips_through_text() {
+        for text in ["0/0", "0/3000148", "16/B374D848", "FFFFFFFF/FFFFFFFF"] {
+            assert_eq!(Lsn::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(Lsn::parse("1/0").unwrap().0, 1 << 32);
+        assert_eq!(Lsn::parse("0/10").unwrap().bytes_since(Lsn(0x8)), 8);
+        assert_eq!(Lsn(1).bytes_since(Lsn(5)), 0);
+    }
+
+    #[test]
+    fn lsn_rejects_malformed_text() {
+        for text in ["", "0", "x/1", "1/", "/1", "100000000/0"] {
+            assert_eq!(Lsn::parse(text), None, "{text:?}");
+        }
+    }
+}

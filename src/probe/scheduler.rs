@@ -1,0 +1,214 @@
+//! Runs every probe on its own task, its own interval and a hard timeout.
+//!
+//! Each target gets one task, so a hung or black-holed target can only delay itself. The
+//! first probe of each target starts at a random offset within its interval, which spreads
+//! thousands of targets (and several agents) evenly over time instead of probing in bursts;
+//! after that the cadence is exact, so "down within fall × interval + timeout" holds.
+//! Every wait races the shutdown token.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::{Probe, ProbeError};
+use crate::config::ProbeSettings;
+use crate::health::{HealthBoard, State, TargetSlot};
+use crate::metrics::TargetMetrics;
+use crate::topology::TargetId;
+
+/// Everything one probe task needs.
+pub struct ProbeTask<P> {
+    /// The target's id (for logs).
+    pub id: TargetId,
+    /// Cadence and timeout.
+    pub settings: ProbeSettings,
+    /// The check.
+    pub probe: P,
+    /// Where results go.
+    pub board: Arc<HealthBoard>,
+    /// The target's slot on the board.
+    pub slot: Arc<TargetSlot>,
+    /// The target's metrics.
+    pub metrics: TargetMetrics,
+}
+
+impl<P: Probe> ProbeTask<P> {
+    /// Probes until `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let interval = self.settings.interval;
+        let phase = random_phase(interval);
+        let mut ticker = tokio::time::interval_at(Instant::now() + phase, interval);
+        // A probe never outlives its interval (timeout < interval), so ticks are only missed
+        // when the runtime itself stalls; then probe once and keep the cadence from there.
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let started = Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::time::timeout(self.settings.timeout, self.probe.check()) => {
+                    r.unwrap_or(Err(ProbeError::Timeout(self.settings.timeout)))
+                }
+            };
+            let elapsed = started.elapsed();
+            self.record(result, elapsed);
+        }
+    }
+
+    fn record(&mut self, result: Result<super::Observation, ProbeError>, elapsed: Duration) {
+        let recorded = self.board.record(&self.slot, &result, SystemTime::now());
+        self.metrics.observe(&result, elapsed.as_secs_f64());
+        if let Some((t, reason)) = recorded.transition {
+            self.metrics.transition(t);
+            let (from, to) = (t.from.as_str(), t.to.as_str());
+            if t.to == State::Down {
+                tracing::warn!(target_id = %self.id, from, to, %reason, "target state changed");
+            } else {
+                tracing::info!(target_id = %self.id, from, to, %reason, "target state changed");
+            }
+        }
+    }
+}
+
+fn random_phase(interval: Duration) -> Duration {
+    let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(0..nanos.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HttpTargetConfig, ProbeOverrides};
+    use crate::metrics::ProbeMetrics;
+    use crate::probe::{Facts, HttpFacts, Observation};
+    use crate::topology::{Target, TargetSpec};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A check whose behaviour the test scripts: it counts calls and can hang forever.
+    struct Scripted {
+        calls: Arc<AtomicU32>,
+        hang: bool,
+    }
+
+    impl Probe for Scripted {
+        async fn check(&self) -> Result<Observation, ProbeError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(Observation {
+                latency: Duration::ZERO,
+                facts: Facts::Http(HttpFacts {
+                    status: 200,
+                    body_bytes: 0,
+                }),
+            })
+        }
+    }
+
+    fn target(name: &str, settings: ProbeSettings) -> Target {
+        Target {
+            id: TargetId::new(crate::config::TargetKind::Http, "r1", name),
+            region: "r1".into(),
+            settings,
+            spec: TargetSpec::Http(HttpTargetConfig {
+                name: name.into(),
+                url: "http://127.0.0.1:1/".into(),
+                expect_status: vec![],
+                body_contains: None,
+                json_pointer: None,
+                json_equals: None,
+                max_latency: None,
+                headers: Default::default(),
+                tls_verify: true,
+                ca_file: None,
+                connection: Default::default(),
+                probe: ProbeOverrides::default(),
+            }),
+        }
+    }
+
+    fn spawn(
+        t: &Target,
+        board: &Arc<HealthBoard>,
+        metrics: &ProbeMetrics,
+        hang: bool,
+        shutdown: &CancellationToken,
+    ) -> (Arc<AtomicU32>, tokio::task::JoinHandle<()>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let task = ProbeTask {
+            id: t.id.clone(),
+            settings: t.settings.clone(),
+            probe: Scripted {
+                calls: calls.clone(),
+                hang,
+            },
+            board: board.clone(),
+            slot: board.slot(&t.id).unwrap(),
+            metrics: metrics.target(t),
+        };
+        (calls, tokio::spawn(task.run(shutdown.clone())))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_target_times_out_without_delaying_the_others() {
+        let settings = ProbeSettings {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 2,
+        };
+        let hung = target("hung", settings.clone());
+        let healthy = target("healthy", settings);
+        let board = Arc::new(HealthBoard::new(&[hung.clone(), healthy.clone()]));
+        let metrics = ProbeMetrics::new(&prometheus::Registry::new()).unwrap();
+        let shutdown = CancellationToken::new();
+        let (hung_calls, h1) = spawn(&hung, &board, &metrics, true, &shutdown);
+        let (ok_calls, h2) = spawn(&healthy, &board, &metrics, false, &shutdown);
+
+        tokio::time::sleep(Duration::from_millis(10_050)).await;
+        // Phase < 1 s, then one probe per second: 10 probes in the first 10.05 s.
+        assert_eq!(ok_calls.load(Ordering::SeqCst), 10);
+        assert_eq!(hung_calls.load(Ordering::SeqCst), 10, "hung probe restarts each interval");
+        assert_eq!(board.state(&hung.id), Some(State::Down));
+        assert_eq!(board.state(&healthy.id), Some(State::Up));
+        let view = board.slot(&hung.id).unwrap().view();
+        assert!(matches!(
+            view.last,
+            Some(crate::health::LastResult::Error { timeout: true, .. })
+        ));
+
+        shutdown.cancel();
+        h1.await.unwrap();
+        h2.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_a_probe_that_is_waiting_on_its_timeout() {
+        let settings = ProbeSettings {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(30),
+            rise: 1,
+            fall: 1,
+        };
+        let t = target("slow", settings);
+        let board = Arc::new(HealthBoard::new(std::slice::from_ref(&t)));
+        let metrics = ProbeMetrics::new(&prometheus::Registry::new()).unwrap();
+        let shutdown = CancellationToken::new();
+        let (calls, handle) = spawn(&t, &board, &metrics, true, &shutdown);
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let cancelled_at = Instant::now();
+        shutdown.cancel();
+        handle.await.unwrap();
+        assert_eq!(cancelled_at.elapsed(), Duration::ZERO, "no wait for the timeout");
+        assert_eq!(board.state(&t.id), Some(State::Unknown), "an aborted probe records nothing");
+    }
+}

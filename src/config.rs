@@ -227,8 +227,7 @@ impl SecretRef {
                 (text, format!("file {}", path.display()))
             }
             SecretRef::Env(var) => {
-                let text =
-                    std::env::var(var).map_err(|_| SecretError::EnvMissing(var.clone()))?;
+                let text = std::env::var(var).map_err(|_| SecretError::EnvMissing(var.clone()))?;
                 (text, format!("env {var}"))
             }
         };
@@ -768,7 +767,10 @@ impl Config {
             if !agent_ids.insert(peer.id.as_str()) {
                 v.push(
                     format!("{key}.id"),
-                    format!("agent id {:?} is used twice (agent ids must be unique)", peer.id),
+                    format!(
+                        "agent id {:?} is used twice (agent ids must be unique)",
+                        peer.id
+                    ),
                 );
             }
             if !regions.contains(peer.region.as_str()) {
@@ -777,7 +779,11 @@ impl Config {
                     format!("region {:?} is not one of `regions`", peer.region),
                 );
             }
-            v.url(&format!("{key}.peer_url"), &peer.peer_url, &["http", "https"]);
+            v.url(
+                &format!("{key}.peer_url"),
+                &peer.peer_url,
+                &["http", "https"],
+            );
             if let Some(url) = &peer.admin_url {
                 v.url(&format!("{key}.admin_url"), url, &["http", "https"]);
             }
@@ -924,7 +930,10 @@ impl Config {
                 if !names.insert(m.name.as_str()) {
                     v.push(
                         format!("{key}.name"),
-                        format!("member {:?} is defined twice in shard {:?}", m.name, shard.name),
+                        format!(
+                            "member {:?} is defined twice in shard {:?}",
+                            m.name, shard.name
+                        ),
                     );
                 }
                 v.region(&format!("{key}.region"), &m.region, &regions);
@@ -961,7 +970,10 @@ impl Config {
                 );
             }
             if r53.ttl == 0 || r53.ttl > 172_800 {
-                v.push("route53.ttl", format!("ttl {} is out of range 1..=172800", r53.ttl));
+                v.push(
+                    "route53.ttl",
+                    format!("ttl {} is out of range 1..=172800", r53.ttl),
+                );
             }
             if let Some(url) = &r53.endpoint_url {
                 v.url("route53.endpoint_url", url, &["http", "https"]);
@@ -1050,7 +1062,11 @@ impl Validator {
             Ok(url) if !schemes.contains(&url.scheme()) => {
                 self.push(
                     key,
-                    format!("scheme {:?} is not one of {}", url.scheme(), schemes.join(", ")),
+                    format!(
+                        "scheme {:?} is not one of {}",
+                        url.scheme(),
+                        schemes.join(", ")
+                    ),
                 );
                 None
             }

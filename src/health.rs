@@ -244,12 +244,20 @@ impl TargetSlot {
 
     /// A copy of the current view.
     pub fn view(&self) -> TargetView {
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
     }
 
     /// Current state.
     pub fn state(&self) -> State {
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).1.state
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .state
     }
 }
 
@@ -375,7 +383,11 @@ mod tests {
             h.observe(false);
             h.observe(true);
         }
-        assert_eq!(h.state(), State::Up, "alternating results never reach fall=2");
+        assert_eq!(
+            h.state(),
+            State::Up,
+            "alternating results never reach fall=2"
+        );
     }
 
     #[test]

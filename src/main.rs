@@ -101,7 +101,10 @@ fn check_config(path: &std::path::Path, json: bool) -> ExitCode {
                 .iter()
                 .map(|i| serde_json::json!({ "key": i.key, "message": i.message }))
                 .collect();
-            println!("{}", serde_json::json!({ "valid": false, "errors": errors }));
+            println!(
+                "{}",
+                serde_json::json!({ "valid": false, "errors": errors })
+            );
             ExitCode::from(EXIT_BAD_CONFIG)
         }
         Err(e) => report_config_error(path, &e),

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::health::{State, Transition};
@@ -250,7 +250,9 @@ impl ProbeMetrics {
             success: self.success.with_label_values(&labels),
             ok: self.probes.with_label_values(&[id, kind, region, "ok"]),
             error: self.probes.with_label_values(&[id, kind, region, "error"]),
-            timeout: self.probes.with_label_values(&[id, kind, region, "timeout"]),
+            timeout: self
+                .probes
+                .with_label_values(&[id, kind, region, "timeout"]),
             state,
             transitions: State::ALL.map(|s| {
                 self.transitions
@@ -318,7 +320,9 @@ impl TargetMetrics {
             Facts::Http(_) => {}
             Facts::Postgres(pg) => {
                 let primary = pg.role == crate::probe::postgres::PgRole::Primary;
-                f.pg_primary.with_label_values(&[id]).set(i64::from(primary));
+                f.pg_primary
+                    .with_label_values(&[id])
+                    .set(i64::from(primary));
                 if let Some(tl) = pg.timeline {
                     f.pg_timeline.with_label_values(&[id]).set(i64::from(tl));
                 }
@@ -330,7 +334,11 @@ impl TargetMetrics {
                 if let Some(s) = pg.replay_lag_seconds {
                     f.pg_replay_lag_seconds.with_label_values(&[id]).set(s);
                 }
-                if let Some(age) = pg.wal_receiver.as_ref().and_then(|w| w.last_msg_age_seconds) {
+                if let Some(age) = pg
+                    .wal_receiver
+                    .as_ref()
+                    .and_then(|w| w.last_msg_age_seconds)
+                {
                     f.pg_receiver_age.with_label_values(&[id]).set(age);
                 }
                 for link in &pg.replicas {
@@ -344,7 +352,9 @@ impl TargetMetrics {
             }
             Facts::Redis(r) => {
                 let master = r.role == crate::probe::redis::RedisRole::Master;
-                f.redis_master.with_label_values(&[id]).set(i64::from(master));
+                f.redis_master
+                    .with_label_values(&[id])
+                    .set(i64::from(master));
                 if let Some(up) = r.master_link_up {
                     f.redis_link_up.with_label_values(&[id]).set(i64::from(up));
                 }

@@ -116,10 +116,9 @@ impl Topology {
         if let Some(pg) = &config.postgres {
             for (i, member) in pg.members.iter().enumerate() {
                 let key = format!("postgres.members[{i}]");
-                let (settings, _) =
-                    config
-                        .probe
-                        .resolve(TargetKind::Postgres, &member.probe, &key);
+                let (settings, _) = config
+                    .probe
+                    .resolve(TargetKind::Postgres, &member.probe, &key);
                 targets.push(Target {
                     id: TargetId::new(TargetKind::Postgres, &pg.cluster, &member.name),
                     region: member.region.clone(),

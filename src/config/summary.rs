@@ -22,7 +22,8 @@ impl Config {
             ProbeScope::OwnRegion => "API targets everywhere, datastores in its own region",
             ProbeScope::All => "every target",
         };
-        push_line!(out,
+        push_line!(
+            out,
             "agent {} in region {} (admin {}, peer {}, data {})",
             self.agent.id,
             self.agent.region,
@@ -33,7 +34,8 @@ impl Config {
                 .unwrap_or_else(|| "-".into()),
             self.agent.data_dir.display()
         );
-        push_line!(out,
+        push_line!(
+            out,
             "probes {} of {} targets: {scope}",
             probed.len(),
             topology.targets.len()
@@ -48,9 +50,16 @@ impl Config {
         for region in &self.regions {
             push_line!(out, "  {:<16} weight {}", region.name, region.weight);
         }
-        push_line!(out,
+        push_line!(
+            out,
             "\n  {:<44} {:<9} {:<14} {:>9} {:>9} {:>4} {:>4}  detail",
-            "TARGET", "KIND", "REGION", "INTERVAL", "TIMEOUT", "RISE", "FALL"
+            "TARGET",
+            "KIND",
+            "REGION",
+            "INTERVAL",
+            "TIMEOUT",
+            "RISE",
+            "FALL"
         );
         for t in &topology.targets {
             let mark = if probed.iter().any(|p| p.id == t.id) {
@@ -69,7 +78,8 @@ impl Config {
                 }
                 TargetSpec::Redis { mode, member, .. } => format!("{mode:?} {}", member.url),
             };
-            push_line!(out,
+            push_line!(
+                out,
                 "{mark} {:<44} {:<9} {:<14} {:>9} {:>9} {:>4} {:>4}  {detail}",
                 t.id.as_str(),
                 t.kind().as_str(),
@@ -82,7 +92,8 @@ impl Config {
         }
         push_line!(out, "  (* = probed by this agent)");
         if let Some(r53) = &self.route53 {
-            push_line!(out,
+            push_line!(
+                out,
                 "\nroute53: zone {} record {} {} ttl {}{}",
                 r53.zone_id,
                 r53.record_name,
@@ -94,15 +105,18 @@ impl Config {
                     .unwrap_or_default()
             );
             for (region, rec) in &r53.regions {
-                push_line!(out,
+                push_line!(
+                    out,
                     "  {region:<16} set {:<20} -> {}",
-                    rec.set_identifier, rec.value
+                    rec.set_identifier,
+                    rec.value
                 );
             }
         }
         let kinds = [TargetKind::Http, TargetKind::Postgres, TargetKind::Redis]
             .map(|k| topology.targets.iter().filter(|t| t.kind() == k).count());
-        push_line!(out,
+        push_line!(
+            out,
             "\n{} regions, {} HTTP targets, {} Postgres members, {} Redis members, {} peers",
             self.regions.len(),
             kinds[0],

@@ -176,8 +176,13 @@ impl AnyProbe {
                 password,
                 ..
             } => AnyProbe::Redis(
-                RedisProbe::new(&member.url, *mode, password.clone(), target.settings.timeout)
-                    .map_err(err)?,
+                RedisProbe::new(
+                    &member.url,
+                    *mode,
+                    password.clone(),
+                    target.settings.timeout,
+                )
+                .map_err(err)?,
             ),
         })
     }

@@ -230,14 +230,17 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
     let replay_paused = text(row, 6).map(|t| t == "t");
     let since_replay: Option<f64> = num(row, 7);
 
-    let wal_receiver = stmts.get(1).and_then(|rows| rows.first()).map(|r| WalReceiver {
-        status: text(r, 0).unwrap_or("unknown").to_owned(),
-        received_tli: num(r, 1),
-        flushed_lsn: lsn(r, 2),
-        last_msg_age_seconds: num(r, 3),
-        sender_host: text(r, 4).map(str::to_owned),
-        sender_port: num(r, 5),
-    });
+    let wal_receiver = stmts
+        .get(1)
+        .and_then(|rows| rows.first())
+        .map(|r| WalReceiver {
+            status: text(r, 0).unwrap_or("unknown").to_owned(),
+            received_tli: num(r, 1),
+            flushed_lsn: lsn(r, 2),
+            last_msg_age_seconds: num(r, 3),
+            sender_host: text(r, 4).map(str::to_owned),
+            sender_port: num(r, 5),
+        });
     let replicas = stmts
         .get(2)
         .map(|rows| {
@@ -260,7 +263,9 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
         .unwrap_or_default();
 
     let (role, timeline, replay_lag_bytes, replay_lag_seconds) = if in_recovery {
-        let lag_bytes = receive_lsn.zip(replay_lsn).map(|(rx, rp)| rx.bytes_since(rp));
+        let lag_bytes = receive_lsn
+            .zip(replay_lsn)
+            .map(|(rx, rp)| rx.bytes_since(rp));
         // Time since the last replayed commit only means lag while something waits to be
         // replayed; on an idle, caught-up replica it would grow forever.
         let lag_seconds = match lag_bytes {

@@ -112,7 +112,10 @@ pub struct RedisProbe {
 impl std::fmt::Debug for RedisProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisProbe")
-            .field("addr", &self.client.get_connection_info().addr().to_string())
+            .field(
+                "addr",
+                &self.client.get_connection_info().addr().to_string(),
+            )
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
@@ -232,9 +235,7 @@ fn parse_replication(info: &str, cluster: Option<ClusterFacts>) -> Result<RedisF
             "master_host" => facts.master_host = Some(value.to_owned()),
             "master_port" => facts.master_port = value.parse().ok(),
             "master_link_status" => facts.master_link_up = Some(value == "up"),
-            "master_link_down_since_seconds" => {
-                facts.master_link_down_seconds = value.parse().ok()
-            }
+            "master_link_down_since_seconds" => facts.master_link_down_seconds = value.parse().ok(),
             "master_repl_offset" => facts.repl_offset = value.parse().unwrap_or(0),
             "connected_slaves" => facts.connected_replicas = value.parse().unwrap_or(0),
             k if k.starts_with("slave") && k[5..].chars().all(|c| c.is_ascii_digit()) => {
@@ -379,7 +380,8 @@ mod tests {
 67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master,fail - 0 1426238316232 2 disconnected 5461-10922
 e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 10923
 ";
-        let info = "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:10923\r\n\
+        let info =
+            "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:10923\r\n\
             cluster_slots_pfail:0\r\ncluster_slots_fail:5461\r\ncluster_known_nodes:3\r\n\
             cluster_size:2\r\ncluster_current_epoch:4\r\n";
         let c = parse_cluster(info, nodes).unwrap();

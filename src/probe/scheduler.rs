@@ -175,7 +175,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10_050)).await;
         // Phase < 1 s, then one probe per second: 10 probes in the first 10.05 s.
         assert_eq!(ok_calls.load(Ordering::SeqCst), 10);
-        assert_eq!(hung_calls.load(Ordering::SeqCst), 10, "hung probe restarts each interval");
+        assert_eq!(
+            hung_calls.load(Ordering::SeqCst),
+            10,
+            "hung probe restarts each interval"
+        );
         assert_eq!(board.state(&hung.id), Some(State::Down));
         assert_eq!(board.state(&healthy.id), Some(State::Up));
         let view = board.slot(&hung.id).unwrap().view();
@@ -208,7 +212,15 @@ mod tests {
         let cancelled_at = Instant::now();
         shutdown.cancel();
         handle.await.unwrap();
-        assert_eq!(cancelled_at.elapsed(), Duration::ZERO, "no wait for the timeout");
-        assert_eq!(board.state(&t.id), Some(State::Unknown), "an aborted probe records nothing");
+        assert_eq!(
+            cancelled_at.elapsed(),
+            Duration::ZERO,
+            "no wait for the timeout"
+        );
+        assert_eq!(
+            board.state(&t.id),
+            Some(State::Unknown),
+            "an aborted probe records nothing"
+        );
     }
 }

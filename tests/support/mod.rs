@@ -1,0 +1,763 @@
+//! Shared test harness: real Postgres, Redis and HTTP servers on free loopback ports, and an
+//! in-process agent. Every server is stopped by PID when its handle drops, even when the test
+//! fails, and its files live in a temporary directory removed with it.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use failoverd::agent::Agent;
+use failoverd::config::Config;
+use failoverd::health::{HealthBoard, LastResult, State, TargetView};
+use failoverd::probe::Facts;
+use failoverd::topology::TargetId;
+use tokio_util::sync::CancellationToken;
+
+/// Postgres 15 server binaries.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A free TCP port on 127.0.0.1 (the OS picks it).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A free port `p` whose cluster-bus port `p + 10000` is free too (Redis Cluster needs both).
+pub fn free_port_with_bus() -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        if p < 55_000 && StdListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+        // Ephemeral ports are often above 55000: try a random low one instead.
+        let p = 20_000 + (rand::random::<u16>() % 20_000);
+        if StdListener::bind(("127.0.0.1", p)).is_ok()
+            && StdListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            return p;
+        }
+    }
+    panic!("no free port pair for a Redis Cluster node");
+}
+
+/// Polls `cond` every 50 ms until it returns `Some`, or fails after `deadline`.
+pub async fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut cond: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return Ok(v);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Like [`wait_for`] with an async condition.
+pub async fn wait_for_async<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut cond: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond().await {
+            return Ok(v);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY-free check: root's home and uid via `id -u`.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a Postgres binary, as the `postgres` user when we are root (initdb refuses root).
+fn pg_command(bin: &str) -> Command {
+    let path = format!("{PG_BIN}/{bin}");
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A temporary directory the `postgres` user can use.
+fn pg_tempdir() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("failoverd-pg-")
+        .tempdir_in("/tmp")?;
+    if is_root() {
+        run(
+            Command::new("chown").args(["postgres:postgres", &dir.path().display().to_string()]),
+            "chown",
+        )?;
+    }
+    Ok(dir)
+}
+
+/// One Postgres server.
+pub struct PgServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// Its name (also its `cluster_name`, so it appears as `application_name` upstream).
+    pub name: String,
+    log: PathBuf,
+}
+
+impl PgServer {
+    /// DSN for failoverd's config (user postgres, trust auth).
+    pub fn dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&self) -> anyhow::Result<()> {
+        run(
+            pg_command("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(&self.log)
+                .args(["-w", "-t", "60", "start"]),
+            &format!("pg_ctl start {}", self.name),
+        )
+    }
+
+    /// The postmaster's PID, from `postmaster.pid`.
+    pub fn pid(&self) -> anyhow::Result<i32> {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .with_context(|| format!("{} is not running", self.name))?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .context("malformed postmaster.pid")
+    }
+
+    /// SIGKILLs the postmaster (a crash, not a shutdown), waits until the port is closed, then
+    /// until its orphaned children have exited (a new postmaster refuses to start while they
+    /// hold the old shared memory).
+    pub fn kill(&self) -> anyhow::Result<()> {
+        let pid = self.pid()?;
+        let children = children_of(pid);
+        run(
+            Command::new("kill").args(["-KILL", &pid.to_string()]),
+            "kill postmaster",
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if Instant::now() > deadline {
+                bail!("{} still accepts connections after SIGKILL", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.await_exit(&children, Duration::from_secs(30))
+    }
+
+    fn await_exit(&self, pids: &[i32], within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "children of {} still run after SIGKILL: {pids:?}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Connects as superuser.
+    pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) = tokio_postgres::connect(&self.dsn(), tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connect to {}", self.name))?;
+        tokio::spawn(async move {
+            // The connection ends when the client drops or the server dies; both are expected.
+            let _ended = conn.await;
+        });
+        Ok(client)
+    }
+
+    fn stop_now(&self) {
+        if self.data.join("postmaster.pid").exists() {
+            let stopped = pg_command("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "-t", "20", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !matches!(stopped, Ok(s) if s.success()) {
+                if let Ok(pid) = self.pid() {
+                    let _killed = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// A Postgres 15 primary with one streaming replica.
+pub struct PgPair {
+    /// The primary.
+    pub primary: PgServer,
+    /// The replica (made by `pg_basebackup -R`).
+    pub replica: PgServer,
+    // Dropped last, after both servers stopped.
+    _dir: tempfile::TempDir,
+}
+
+impl PgPair {
+    /// initdb, start the primary, base-backup the replica, start it, wait until it streams.
+    pub async fn start() -> anyhow::Result<PgPair> {
+        let dir = pg_tempdir()?;
+        let primary = PgServer {
+            port: free_port(),
+            data: dir.path().join("primary"),
+            name: "pg-primary".into(),
+            log: dir.path().join("primary.log"),
+        };
+        run(
+            pg_command("initdb").arg("-D").arg(&primary.data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]),
+            "initdb",
+        )?;
+        let conf = format!(
+            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n\
+             wal_sender_timeout = 5s\nwal_receiver_status_interval = 1s\n\
+             cluster_name = '{}'\nshared_buffers = 16MB\n",
+            primary.port,
+            dir.path().display(),
+            primary.name
+        );
+        append(&primary.data.join("postgresql.conf"), &conf)?;
+        primary.start()?;
+
+        let replica = PgServer {
+            port: free_port(),
+            data: dir.path().join("replica"),
+            name: "pg-replica".into(),
+            log: dir.path().join("replica.log"),
+        };
+        run(
+            pg_command("pg_basebackup")
+                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+                .args([
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "--no-sync",
+                ])
+                .arg("-D")
+                .arg(&replica.data),
+            "pg_basebackup",
+        )?;
+        append(
+            &replica.data.join("postgresql.conf"),
+            &format!(
+                "\nport = {}\ncluster_name = '{}'\n",
+                replica.port, replica.name
+            ),
+        )?;
+        replica.start()?;
+        let pair = PgPair {
+            primary,
+            replica,
+            _dir: dir,
+        };
+        let client = pair.primary.connect().await?;
+        wait_for_async("the replica to stream", Duration::from_secs(30), || async {
+            let rows = client
+                .query(
+                    "SELECT 1 FROM pg_stat_replication WHERE state = 'streaming'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (!rows.is_empty()).then_some(())
+        })
+        .await?;
+        Ok(pair)
+    }
+}
+
+/// PIDs whose parent is `parent`, from /proc.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_owned()))
+                .and_then(|rest| rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()))
+                == Some(parent)
+        })
+        .collect()
+}
+
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// One redis-server process.
+pub struct RedisServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    args: Vec<String>,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with `extra` arguments in `dir` and waits for PING.
+    pub async fn start(port: u16, dir: &Path, extra: &[String]) -> anyhow::Result<RedisServer> {
+        let mut args = vec![
+            "--port".to_owned(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--daemonize".into(),
+            "no".into(),
+            "--protected-mode".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--logfile".into(),
+            dir.join(format!("redis-{port}.log")).display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        let mut server = RedisServer {
+            port,
+            args,
+            dir: dir.to_owned(),
+            child: None,
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// `redis://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the process with the same arguments and waits for PING.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server (apt-get install redis-server)")?;
+        self.child = Some(child);
+        let url = self.url();
+        wait_for_async("redis to answer PING", Duration::from_secs(10), || async {
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Runs one command and returns its reply as text.
+    pub async fn cmd(&self, args: &[&str]) -> anyhow::Result<String> {
+        let client = redis::Client::open(self.url())?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let value: redis::Value = cmd.query_async(&mut c).await?;
+        Ok(match value {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            redis::Value::SimpleString(s) => s,
+            redis::Value::Okay => "OK".into(),
+            redis::Value::Int(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+    }
+
+    /// Directory for its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _killed = child.kill();
+            let _reaped = child.wait();
+        }
+    }
+}
+
+/// A Redis master with one replica.
+pub struct RedisPair {
+    /// The master.
+    pub master: RedisServer,
+    /// The replica.
+    pub replica: RedisServer,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisPair {
+    /// Starts both and waits until the replica's link is up.
+    pub async fn start() -> anyhow::Result<RedisPair> {
+        let dir = tempfile::Builder::new()
+            .prefix("failoverd-redis-")
+            .tempdir()?;
+        let master = RedisServer::start(free_port(), dir.path(), &[]).await?;
+        let replica = RedisServer::start(
+            free_port(),
+            dir.path(),
+            &[
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master.port.to_string(),
+            ],
+        )
+        .await?;
+        let pair = RedisPair {
+            master,
+            replica,
+            _dir: dir,
+        };
+        wait_for_async("the replica link", Duration::from_secs(15), || async {
+            let info = pair.replica.cmd(&["INFO", "replication"]).await.ok()?;
+            info.contains("master_link_status:up").then_some(())
+        })
+        .await?;
+        Ok(pair)
+    }
+}
+
+/// A 6-node Redis Cluster: 3 masters, 3 replicas.
+pub struct RedisCluster {
+    /// The nodes, masters first as created by `redis-cli --cluster create`.
+    pub nodes: Vec<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts 6 cluster-enabled nodes, creates the cluster and waits for `cluster_state:ok`
+    /// on every node.
+    pub async fn start() -> anyhow::Result<RedisCluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("failoverd-cluster-")
+            .tempdir()?;
+        let mut nodes = Vec::new();
+        for i in 0..6 {
+            let port = free_port_with_bus();
+            let extra = [
+                "--cluster-enabled".to_owned(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                format!("nodes-{i}.conf"),
+                "--cluster-node-timeout".into(),
+                "5000".into(),
+            ];
+            nodes.push(RedisServer::start(port, dir.path(), &extra).await?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        run(
+            Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .args(["--cluster-replicas", "1", "--cluster-yes"]),
+            "redis-cli --cluster create",
+        )?;
+        let cluster = RedisCluster { nodes, _dir: dir };
+        for node in &cluster.nodes {
+            wait_for_async("cluster_state:ok", Duration::from_secs(30), || async {
+                let info = node.cmd(&["CLUSTER", "INFO"]).await.ok()?;
+                info.contains("cluster_state:ok").then_some(())
+            })
+            .await?;
+        }
+        Ok(cluster)
+    }
+}
+
+/// An HTTP server in this process on a free port.
+pub struct HttpServer {
+    /// Its address.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl HttpServer {
+    /// Serves `router` until dropped.
+    pub async fn start(router: axum::Router) -> anyhow::Result<HttpServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Ok(HttpServer { addr, shutdown })
+    }
+
+    /// Base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A server that accepts TCP connections and never answers: a black-holed target.
+pub struct BlackHole {
+    /// Its address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    /// Starts accepting.
+    pub async fn start() -> anyhow::Result<BlackHole> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        Ok(BlackHole { addr, task })
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An agent running in this process.
+pub struct TestAgent {
+    /// Its health board.
+    pub board: Arc<HealthBoard>,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), failoverd::agent::AgentError>>>,
+}
+
+impl TestAgent {
+    /// Parses `toml` (with `{admin}` replaced by a free address) and starts the agent.
+    pub async fn start(toml: &str) -> anyhow::Result<TestAgent> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = listener.local_addr()?;
+        let text = toml.replace("{admin}", &admin.to_string());
+        let config = Config::from_str_with_env(&text, config::FileFormat::Toml, Vec::new())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let agent = Agent::build(config)?;
+        let board = agent.board();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(listener, shutdown.clone()));
+        Ok(TestAgent {
+            board,
+            admin,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// The view of one target.
+    pub fn view(&self, id: &str) -> TargetView {
+        self.board
+            .views()
+            .into_iter()
+            .find(|v| v.id.as_str() == id)
+            .unwrap_or_else(|| panic!("no target {id}"))
+    }
+
+    /// Waits until the target is in `state`; returns how long that took.
+    pub async fn wait_state(
+        &self,
+        id: &str,
+        state: State,
+        deadline: Duration,
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        wait_for(&format!("{id} to be {state:?}"), deadline, || {
+            (self.view(id).state == state).then_some(())
+        })
+        .await
+        .with_context(|| format!("last view: {:?}", self.view(id)))?;
+        Ok(start.elapsed())
+    }
+
+    /// Waits until a successful observation of `id` satisfies `pick`.
+    pub async fn wait_facts<T>(
+        &self,
+        id: &str,
+        what: &str,
+        deadline: Duration,
+        mut pick: impl FnMut(&Facts) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        wait_for(what, deadline, || match self.view(id).last {
+            Some(LastResult::Ok { observation }) => pick(&observation.facts),
+            _ => None,
+        })
+        .await
+        .with_context(|| format!("last view of {id}: {:?}", self.view(id)))
+    }
+
+    /// GETs a path on the admin API.
+    pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(reqwest::get(format!("http://{}{path}", self.admin)).await?)
+    }
+
+    /// Stops the agent and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// The id of a target.
+    pub fn id(kind: &str, group: &str, name: &str) -> TargetId {
+        let kind = match kind {
+            "http" => failoverd::config::TargetKind::Http,
+            "postgres" => failoverd::config::TargetKind::Postgres,
+            _ => failoverd::config::TargetKind::Redis,
+        };
+        TargetId::new(kind, group, name)
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The agent section and one region for test configs; `{admin}` is filled in by
+/// [`TestAgent::start`].
+pub fn base_config(probe: &str) -> String {
+    format!(
+        r#"
+[agent]
+id = "test-agent"
+region = "r1"
+admin_listen = "{{admin}}"
+data_dir = "/tmp/failoverd-test"
+probe_scope = "all"
+
+[probe]
+{probe}
+
+[[regions]]
+name = "r1"
+"#
+    )
+}

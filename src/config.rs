@@ -146,7 +146,7 @@ pub struct ClusterConfig {
 }
 
 /// The admin API.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Bearer tokens accepted for mutating calls; several, so they can rotate.
@@ -156,6 +156,17 @@ pub struct AdminConfig {
     /// are needed by scrapers and dashboards that hold no token).
     #[serde(default = "default_true")]
     pub open_reads: bool,
+}
+
+/// Written by hand: a derived `Default` would close reads when `[admin]` is absent, while the
+/// documented default (and `open_reads`'s serde default) is open.
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            tokens: Vec::new(),
+            open_reads: true,
+        }
+    }
 }
 
 /// A named admin bearer token.
@@ -531,6 +542,9 @@ pub struct RedisShardConfig {
     pub mode: RedisMode,
     /// Password for this shard's members (overrides `redis.password`).
     pub password: Option<SecretRef>,
+    /// PEM file with the CA certificates that sign the members' TLS certificates
+    /// (`rediss://` URLs); without it the system's roots are used.
+    pub ca_file: Option<PathBuf>,
     /// The members.
     pub members: Vec<RedisMemberConfig>,
 }
@@ -714,10 +728,25 @@ impl Config {
                 message: e.to_string(),
             })?;
         let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
-            let key = e.path().to_string();
-            ConfigError::Parse {
-                message: strip_config_key_suffix(&e.into_inner().to_string()),
-                key,
+            let path = e.path().to_string();
+            match e.into_inner() {
+                // Config reports a missing field with its own path, which drops the dot after
+                // an index (`regions[1]api[0]url`): name the missing key by our path instead.
+                config::ConfigError::NotFound(field_path) => {
+                    let field = field_path.rsplit(['.', ']']).next().unwrap_or(&field_path);
+                    ConfigError::Parse {
+                        key: if path == "." {
+                            field.to_owned()
+                        } else {
+                            format!("{path}.{field}")
+                        },
+                        message: "missing required key".to_owned(),
+                    }
+                }
+                other => ConfigError::Parse {
+                    message: strip_config_key_suffix(&other.to_string()),
+                    key: path,
+                },
             }
         })?;
         let issues = config.validate();
@@ -922,6 +951,24 @@ impl Config {
             if shard.members.is_empty() {
                 v.push(format!("{key}.members"), "at least one member is required");
             }
+            if let Some(ca) = &shard.ca_file {
+                if let Err(e) = std::fs::metadata(ca) {
+                    v.push(
+                        format!("{key}.ca_file"),
+                        format!("cannot read {}: {e}", ca.display()),
+                    );
+                }
+                if shard
+                    .members
+                    .iter()
+                    .any(|m| !m.url.starts_with("rediss://"))
+                {
+                    v.push(
+                        format!("{key}.ca_file"),
+                        "is only used with TLS: every member's url must start with rediss://",
+                    );
+                }
+            }
             let mut names = HashSet::new();
             let mut addrs = HashSet::new();
             for (j, m) in shard.members.iter().enumerate() {
@@ -944,7 +991,10 @@ impl Config {
                             "must not contain a password: use `password = { file = ... }`",
                         );
                     }
-                    if !addrs.insert((url.host_str().map(str::to_owned), url.port())) {
+                    // The client connects to 6379 when the URL names no port, and host names
+                    // are case-insensitive: compare what is actually dialed.
+                    let host = url.host_str().map(str::to_ascii_lowercase);
+                    if !addrs.insert((host, url.port().unwrap_or(6379))) {
                         v.push(
                             format!("{key}.url"),
                             format!("address {:?} is used by two members", m.url),

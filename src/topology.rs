@@ -85,6 +85,8 @@ pub enum TargetSpec {
         member: RedisMemberConfig,
         /// Its password source (member's shard, else the global one).
         password: Option<SecretRef>,
+        /// CA bundle for TLS, if the shard names one.
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -147,6 +149,7 @@ impl Topology {
                             .password
                             .clone()
                             .or_else(|| config.redis.password.clone()),
+                        ca_file: shard.ca_file.clone(),
                     },
                 });
             }

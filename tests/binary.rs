@@ -66,8 +66,15 @@ fn check_config_prints_a_summary_and_exits_zero() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("agent bin-agent in region eu-west-3"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("agent bin-agent in region eu-west-3"),
+        "{stdout}"
+    );
     assert!(stdout.contains("http/eu-west-3/orders"), "{stdout}");
     assert!(stdout.contains("is valid"), "{stdout}");
 }
@@ -76,7 +83,10 @@ fn check_config_prints_a_summary_and_exits_zero() {
 fn a_broken_config_names_every_bad_key_and_exits_two() {
     let dir = tempfile::tempdir().unwrap();
     let broken = agent_config(7070, "ftp://example/health")
-        .replace("region = \"eu-west-3\"\nadmin", "region = \"mars-1\"\nadmin")
+        .replace(
+            "region = \"eu-west-3\"\nadmin",
+            "region = \"mars-1\"\nadmin",
+        )
         .replace("timeout = \"100ms\"", "timeout = \"300ms\"");
     let path = write_config(&dir, &broken);
     for args in [vec!["check-config"], vec!["run", "--config"]] {
@@ -112,7 +122,8 @@ fn a_broken_config_names_every_bad_key_and_exits_two() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_status_and_valid_metrics_and_stops_on_sigterm() -> anyhow::Result<()> {
-    let api = HttpServer::start(axum::Router::new().route("/health", get(|| async { "ok" }))).await?;
+    let api =
+        HttpServer::start(axum::Router::new().route("/health", get(|| async { "ok" }))).await?;
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let path = write_config(&dir, &agent_config(port, &api.url("/health")));
@@ -131,7 +142,12 @@ async fn serves_status_and_valid_metrics_and_stops_on_sigterm() -> anyhow::Resul
     })
     .await?;
     wait_for_async("the target to be up", Duration::from_secs(10), || async {
-        let text = reqwest::get(format!("{base}/v1/status")).await.ok()?.text().await.ok()?;
+        let text = reqwest::get(format!("{base}/v1/status"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         let status: serde_json::Value = serde_json::from_str(&text).ok()?;
         (status["targets"][0]["state"] == "up").then_some(())
     })
@@ -139,7 +155,10 @@ async fn serves_status_and_valid_metrics_and_stops_on_sigterm() -> anyhow::Resul
     let healthz = reqwest::get(format!("{base}/healthz")).await?;
     assert_eq!(healthz.status(), 200);
 
-    let metrics = reqwest::get(format!("{base}/metrics")).await?.text().await?;
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
     for name in [
         "failoverd_build_info{",
         "failoverd_probe_duration_seconds_bucket{",
@@ -158,12 +177,18 @@ async fn serves_status_and_valid_metrics_and_stops_on_sigterm() -> anyhow::Resul
     // SIGTERM: exits 0 well within the default 10 s grace, after logging the stop.
     let pid = agent.0.id().to_string();
     let sent = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status()?.success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()?
+        .success());
     let status = loop {
         if let Some(status) = agent.0.try_wait()? {
             break status;
         }
-        anyhow::ensure!(sent.elapsed() < Duration::from_secs(10), "no exit 10 s after SIGTERM");
+        anyhow::ensure!(
+            sent.elapsed() < Duration::from_secs(10),
+            "no exit 10 s after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status:?}");
@@ -174,8 +199,16 @@ async fn serves_status_and_valid_metrics_and_stops_on_sigterm() -> anyhow::Resul
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
-    for expected in ["agent starting", "target state changed", "stopping", "agent stopped"] {
-        assert!(messages.contains(&expected), "no {expected:?} in {messages:?}");
+    for expected in [
+        "agent starting",
+        "target state changed",
+        "stopping",
+        "agent stopped",
+    ] {
+        assert!(
+            messages.contains(&expected),
+            "no {expected:?} in {messages:?}"
+        );
     }
     Ok(())
 }

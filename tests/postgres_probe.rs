@@ -14,7 +14,10 @@ const TIMEOUT_MS: u64 = 200;
 const RISE: u32 = 2;
 const FALL: u32 = 2;
 
-fn config(pg: &PgPair) -> String {
+/// A config probing both servers as the `pg_monitor` role, its password read from a file.
+fn config(pg: &PgPair, secret: &tempfile::TempDir) -> String {
+    let password = secret.path().join("pg-password");
+    std::fs::write(&password, format!("{}\n", support::MONITOR_PASSWORD)).unwrap();
     let mut cfg = base_config(&format!(
         "interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\nrise = {RISE}\nfall = {FALL}"
     ));
@@ -22,6 +25,7 @@ fn config(pg: &PgPair) -> String {
         r#"
 [postgres]
 cluster = "main"
+password = {{ file = "{}" }}
 
 [[postgres.members]]
 name = "primary"
@@ -33,8 +37,9 @@ name = "replica"
 region = "r1"
 dsn = "{}"
 "#,
-        pg.primary.dsn(),
-        pg.replica.dsn()
+        password.display(),
+        pg.primary.monitor_dsn(),
+        pg.replica.monitor_dsn()
     ));
     cfg
 }
@@ -60,7 +65,8 @@ fn pg(facts: &Facts) -> &failoverd::probe::PostgresFacts {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observes_roles_positions_and_the_replication_link() -> anyhow::Result<()> {
     let pair = PgPair::start().await?;
-    let agent = TestAgent::start(&config(&pair)).await?;
+    let secret = tempfile::tempdir()?;
+    let agent = TestAgent::start(&config(&pair, &secret)).await?;
     let up = Duration::from_secs(10);
     agent.wait_state(PRIMARY, State::Up, up).await?;
     agent.wait_state(REPLICA, State::Up, up).await?;
@@ -123,7 +129,8 @@ async fn observes_roles_positions_and_the_replication_link() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_replica_shows_growing_lag() -> anyhow::Result<()> {
     let pair = PgPair::start().await?;
-    let agent = TestAgent::start(&config(&pair)).await?;
+    let secret = tempfile::tempdir()?;
+    let agent = TestAgent::start(&config(&pair, &secret)).await?;
     let deadline = Duration::from_secs(15);
     agent.wait_state(REPLICA, State::Up, deadline).await?;
     let primary = pair.primary.connect().await?;
@@ -204,7 +211,8 @@ async fn a_paused_replica_shows_growing_lag() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_goes_down_within_the_bound_and_comes_back() -> anyhow::Result<()> {
     let pair = PgPair::start().await?;
-    let agent = TestAgent::start(&config(&pair)).await?;
+    let secret = tempfile::tempdir()?;
+    let agent = TestAgent::start(&config(&pair, &secret)).await?;
     agent
         .wait_state(PRIMARY, State::Up, Duration::from_secs(10))
         .await?;

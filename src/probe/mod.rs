@@ -174,12 +174,14 @@ impl AnyProbe {
                 mode,
                 member,
                 password,
+                ca_file,
                 ..
             } => AnyProbe::Redis(
                 RedisProbe::new(
                     &member.url,
                     *mode,
                     password.clone(),
+                    ca_file.clone(),
                     target.settings.timeout,
                 )
                 .map_err(err)?,

@@ -5,6 +5,7 @@
 //! `rediss://` URL. Each cluster node is probed on its own, not through a cluster client, so
 //! the answer is that node's view, which is what its health means.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,7 @@ pub struct RedisProbe {
     client: redis::Client,
     mode: RedisMode,
     password: Option<SecretRef>,
+    ca_file: Option<PathBuf>,
     timeout: Duration,
     connection: Mutex<Option<MultiplexedConnection>>,
 }
@@ -127,6 +129,7 @@ impl RedisProbe {
         url: &str,
         mode: RedisMode,
         password: Option<SecretRef>,
+        ca_file: Option<PathBuf>,
         timeout: Duration,
     ) -> Result<Self, String> {
         let info = url
@@ -137,6 +140,7 @@ impl RedisProbe {
             client,
             mode,
             password,
+            ca_file,
             timeout,
             connection: Mutex::new(None),
         })
@@ -151,7 +155,23 @@ impl RedisProbe {
                 .set_password(secret.load()?.expose());
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(|e| ProbeError::Connect(error_chain(&e)))?;
+        let client = match &self.ca_file {
+            None => redis::Client::open(info),
+            Some(path) => {
+                // Read at every connect, so a renewed CA bundle is picked up without a restart.
+                let pem = std::fs::read(path).map_err(|e| {
+                    ProbeError::Connect(format!("cannot read ca_file {}: {e}", path.display()))
+                })?;
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+        }
+        .map_err(|e| ProbeError::Connect(error_chain(&e)))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));

@@ -136,6 +136,11 @@ fn pg_tempdir() -> anyhow::Result<tempfile::TempDir> {
     Ok(dir)
 }
 
+/// The least-privileged role failoverd probes with: `pg_monitor`, password required.
+pub const MONITOR_USER: &str = "failoverd";
+/// Its password.
+pub const MONITOR_PASSWORD: &str = "probe-secret-7d1f";
+
 /// One Postgres server.
 pub struct PgServer {
     /// Its port on 127.0.0.1.
@@ -152,6 +157,14 @@ impl PgServer {
     pub fn dsn(&self) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// DSN of the monitoring role (its password comes from a secret).
+    pub fn monitor_dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={MONITOR_USER} dbname=postgres",
             self.port
         )
     }
@@ -296,7 +309,20 @@ impl PgPair {
             primary.name
         );
         append(&primary.data.join("postgresql.conf"), &conf)?;
+        // The monitoring role must give a password; everyone else is trusted (first match wins).
+        let hba = primary.data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?;
+        std::fs::write(
+            &hba,
+            format!("host all {MONITOR_USER} 127.0.0.1/32 scram-sha-256\n{rules}"),
+        )?;
         primary.start()?;
+        let admin = primary.connect().await?;
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {MONITOR_USER} LOGIN PASSWORD '{MONITOR_PASSWORD}' IN ROLE pg_monitor"
+            ))
+            .await?;
 
         let replica = PgServer {
             port: free_port(),
@@ -382,6 +408,10 @@ fn append(path: &Path, text: &str) -> anyhow::Result<()> {
 pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Password the harness itself uses (`--requirepass`), if any.
+    pub password: Option<String>,
+    /// Whether the port speaks TLS (`--tls-port`).
+    pub tls: bool,
     args: Vec<String>,
     dir: PathBuf,
     child: Option<Child>,
@@ -408,9 +438,31 @@ impl RedisServer {
             "--logfile".into(),
             dir.join(format!("redis-{port}.log")).display().to_string(),
         ];
-        args.extend_from_slice(extra);
+        // `--tls-port` is re-added below with the server's port; copy everything else.
+        let mut rest = extra.iter();
+        while let Some(arg) = rest.next() {
+            if arg == "--tls-port" {
+                rest.next();
+            } else {
+                args.push(arg.clone());
+            }
+        }
+        let flag = |name: &str| {
+            extra
+                .iter()
+                .position(|a| a == name)
+                .and_then(|i| extra.get(i + 1).cloned())
+        };
+        let tls = flag("--tls-port").is_some();
+        if tls {
+            // The TLS port replaces the plain one.
+            args[1] = "0".into();
+            args.extend(["--tls-port".into(), port.to_string()]);
+        }
         let mut server = RedisServer {
             port,
+            password: flag("--requirepass"),
+            tls,
             args,
             dir: dir.to_owned(),
             child: None,
@@ -419,9 +471,23 @@ impl RedisServer {
         Ok(server)
     }
 
-    /// `redis://127.0.0.1:port`.
+    /// `redis://127.0.0.1:port` (`rediss://` for TLS): the URL for failoverd's config, without
+    /// credentials.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL the harness connects with: password included, certificate not verified.
+    fn harness_url(&self) -> String {
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let insecure = if self.tls { "/#insecure" } else { "" };
+        format!("{scheme}://{auth}127.0.0.1:{}{insecure}", self.port)
     }
 
     /// (Re)starts the process with the same arguments and waits for PING.
@@ -434,7 +500,7 @@ impl RedisServer {
             .spawn()
             .context("cannot start redis-server (apt-get install redis-server)")?;
         self.child = Some(child);
-        let url = self.url();
+        let url = self.harness_url();
         wait_for_async("redis to answer PING", Duration::from_secs(10), || async {
             let client = redis::Client::open(url.as_str()).ok()?;
             let mut c = client.get_multiplexed_async_connection().await.ok()?;
@@ -455,7 +521,7 @@ impl RedisServer {
 
     /// Runs one command and returns its reply as text.
     pub async fn cmd(&self, args: &[&str]) -> anyhow::Result<String> {
-        let client = redis::Client::open(self.url())?;
+        let client = redis::Client::open(self.harness_url())?;
         let mut c = client.get_multiplexed_async_connection().await?;
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
@@ -760,4 +826,126 @@ probe_scope = "all"
 name = "r1"
 "#
     )
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 and localhost, made with `openssl`.
+pub struct TestCerts {
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The server certificate (PEM), signed by the CA.
+    pub cert: PathBuf,
+    /// The server key (PEM).
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    /// Generates the CA and the server certificate (P-256 keys, valid one day).
+    pub fn generate() -> anyhow::Result<TestCerts> {
+        let dir = tempfile::Builder::new()
+            .prefix("failoverd-certs-")
+            .tempdir()?;
+        let p = |name: &str| dir.path().join(name).display().to_string();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=failoverd test CA",
+                ])
+                .args(ec)
+                .args(["-keyout", &p("ca.key"), "-out", &p("ca.pem")]),
+            "openssl: CA",
+        )?;
+        run(
+            Command::new("openssl")
+                .args(["req", "-subj", "/CN=127.0.0.1"])
+                .args(ec)
+                .args(["-keyout", &p("server.key"), "-out", &p("server.csr")]),
+            "openssl: server key",
+        )?;
+        std::fs::write(
+            dir.path().join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )?;
+        run(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "1", "-in", &p("server.csr")])
+                .args([
+                    "-CA",
+                    &p("ca.pem"),
+                    "-CAkey",
+                    &p("ca.key"),
+                    "-CAcreateserial",
+                ])
+                .args(["-extfile", &p("san.ext"), "-out", &p("server.pem")]),
+            "openssl: sign",
+        )?;
+        Ok(TestCerts {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+            _dir: dir,
+        })
+    }
+}
+
+/// An HTTPS server (python3's http.server behind `ssl`) answering 200 `ok` on every path.
+pub struct HttpsServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Child,
+}
+
+impl HttpsServer {
+    /// Starts it with the given certificate and waits until it accepts connections.
+    pub async fn start(certs: &TestCerts) -> anyhow::Result<HttpsServer> {
+        let port = free_port();
+        let script = r#"
+import http.server, ssl, sys
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Ok)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+        let child = Command::new("python3")
+            .args(["-c", script, &port.to_string()])
+            .arg(&certs.cert)
+            .arg(&certs.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start python3")?;
+        let server = HttpsServer { port, child };
+        wait_for(
+            "the HTTPS server to listen",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        )
+        .await?;
+        Ok(server)
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _killed = self.child.kill();
+        let _reaped = self.child.wait();
+    }
 }

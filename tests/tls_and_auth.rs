@@ -1,0 +1,183 @@
+//! TLS verification and credentials: HTTPS with a private CA, Redis over TLS, Redis AUTH and
+//! Postgres passwords read from secrets — and no secret in any output.
+
+mod support;
+
+use std::time::Duration;
+
+use failoverd::health::{LastResult, State};
+use support::{base_config, free_port, HttpsServer, PgPair, RedisServer, TestAgent, TestCerts};
+
+const PROBE: &str = "interval = \"300ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 1";
+
+fn last_error(agent: &TestAgent, id: &str) -> String {
+    match agent.view(id).last {
+        Some(LastResult::Error { error, .. }) => error,
+        other => panic!("{id}: expected an error, got {other:?}"),
+    }
+}
+
+/// Everything the agent shows: status JSON and metrics.
+async fn everything_shown(agent: &TestAgent) -> anyhow::Result<String> {
+    let status = agent.get("/v1/status").await?.text().await?;
+    let metrics = agent.get("/metrics").await?.text().await?;
+    Ok(format!("{status}\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets_verify_certificates_against_the_configured_ca() -> anyhow::Result<()> {
+    let certs = TestCerts::generate()?;
+    let server = HttpsServer::start(&certs).await?;
+    let url = format!("https://127.0.0.1:{}/health", server.port);
+    let mut cfg = base_config(PROBE);
+    for (name, extra) in [
+        ("with-ca", format!("ca_file = \"{}\"", certs.ca.display())),
+        ("system-roots", String::new()),
+        ("no-verify", "tls_verify = false".to_owned()),
+    ] {
+        cfg.push_str(&format!(
+            "\n[[regions.api]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n"
+        ));
+    }
+    let agent = TestAgent::start(&cfg).await?;
+    let d = Duration::from_secs(10);
+    agent.wait_state("http/r1/with-ca", State::Up, d).await?;
+    agent.wait_state("http/r1/no-verify", State::Up, d).await?;
+    agent
+        .wait_state("http/r1/system-roots", State::Down, d)
+        .await?;
+    let error = last_error(&agent, "http/r1/system-roots");
+    assert!(
+        error.contains("certificate") || error.contains("UnknownIssuer"),
+        "an unknown issuer is a certificate error: {error}"
+    );
+    agent.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_auth_from_a_secret_file() -> anyhow::Result<()> {
+    let certs = TestCerts::generate()?;
+    let dir = tempfile::tempdir()?;
+    let password = "redis-secret-93a1";
+    let tls_args = |port: u16| -> Vec<String> {
+        [
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &certs.cert.display().to_string(),
+            "--tls-key-file",
+            &certs.key.display().to_string(),
+            "--tls-ca-cert-file",
+            &certs.ca.display().to_string(),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let port = free_port();
+    let server = RedisServer::start(port, dir.path(), &tls_args(port)).await?;
+    assert!(server.url().starts_with("rediss://"));
+    let secret = dir.path().join("redis-password");
+    std::fs::write(&secret, password)?;
+
+    let mut cfg = base_config(PROBE);
+    let shard = |name: &str, password: &str, ca: Option<&std::path::Path>, url: &str| {
+        let ca = ca
+            .map(|p| format!("ca_file = \"{}\"\n", p.display()))
+            .unwrap_or_default();
+        format!(
+            "\n[[redis.shards]]\nname = \"{name}\"\nmode = \"replication\"\npassword = {password}\n{ca}\
+             members = [{{ name = \"m\", region = \"r1\", url = \"{url}\" }}]\n"
+        )
+    };
+    let file = format!("{{ file = \"{}\" }}", secret.display());
+    cfg.push_str(&shard("tls-ca", &file, Some(&certs.ca), &server.url()));
+    cfg.push_str(&shard("tls-no-ca", &file, None, &server.url()));
+    cfg.push_str(&shard(
+        "tls-insecure",
+        &file,
+        None,
+        &format!("{}/#insecure", server.url()),
+    ));
+    cfg.push_str(&shard(
+        "wrong-password",
+        "{ env = \"FAILOVERD_TEST_WRONG_REDIS_PASSWORD\" }",
+        Some(&certs.ca),
+        &server.url(),
+    ));
+    std::env::set_var(
+        "FAILOVERD_TEST_WRONG_REDIS_PASSWORD",
+        "not-the-password-5c2e",
+    );
+    let agent = TestAgent::start(&cfg).await?;
+    let d = Duration::from_secs(10);
+    agent.wait_state("redis/tls-ca/m", State::Up, d).await?;
+    agent
+        .wait_state("redis/tls-insecure/m", State::Up, d)
+        .await?;
+    agent
+        .wait_state("redis/tls-no-ca/m", State::Down, d)
+        .await?;
+    agent
+        .wait_state("redis/wrong-password/m", State::Down, d)
+        .await?;
+    let error = last_error(&agent, "redis/wrong-password/m");
+    assert!(
+        error.to_lowercase().contains("authentication failed"),
+        "{error}"
+    );
+    let shown = everything_shown(&agent).await?;
+    for secret in [password, "not-the-password-5c2e"] {
+        assert!(
+            !shown.contains(secret),
+            "a secret leaked into status or metrics"
+        );
+    }
+    agent.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_password_comes_from_a_secret_and_a_wrong_one_is_reported() -> anyhow::Result<()> {
+    let pair = PgPair::start().await?;
+    std::env::set_var("FAILOVERD_TEST_PG_PASSWORD", support::MONITOR_PASSWORD);
+    std::env::set_var("FAILOVERD_TEST_PG_WRONG", "wrong-pg-password-1b7");
+    let mut cfg = base_config(PROBE);
+    cfg.push_str(&format!(
+        r#"
+[postgres]
+password = {{ env = "FAILOVERD_TEST_PG_PASSWORD" }}
+
+[[postgres.members]]
+name = "good"
+region = "r1"
+dsn = "{}"
+
+[[postgres.members]]
+name = "wrong"
+region = "r1"
+dsn = "{}"
+password = {{ env = "FAILOVERD_TEST_PG_WRONG" }}
+"#,
+        pair.primary.monitor_dsn(),
+        pair.primary.monitor_dsn()
+    ));
+    let agent = TestAgent::start(&cfg).await?;
+    let d = Duration::from_secs(10);
+    agent.wait_state("postgres/main/good", State::Up, d).await?;
+    agent
+        .wait_state("postgres/main/wrong", State::Down, d)
+        .await?;
+    let error = last_error(&agent, "postgres/main/wrong");
+    assert!(error.contains("password authentication failed"), "{error}");
+    let shown = everything_shown(&agent).await?;
+    for secret in [support::MONITOR_PASSWORD, "wrong-pg-password-1b7"] {
+        assert!(
+            !shown.contains(secret),
+            "a secret leaked into status or metrics"
+        );
+    }
+    agent.stop().await
+}

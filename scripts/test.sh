@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: formatting, lints, unit and integration tests (the integration tests start
 # real Postgres 15, Redis and HTTP servers on free loopback ports and stop them afterwards).
-# Needs: Postgres 15 server binaries, redis-server, redis-cli, promtool. `.ci/run` installs them.
+# Needs: Postgres 15 server binaries, redis-server, redis-cli, openssl, promtool.
+# `.ci/run` installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "==> cargo test"
-cargo test --all-targets --locked
-echo "==> cargo test --doc"
-cargo test --doc --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets --locked 2>&1 | tee "$log"
+# One closing line over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"

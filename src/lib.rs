@@ -18,3 +18,4 @@ pub mod health;
 pub mod metrics;
 pub mod probe;
 pub mod topology;
+pub mod verdict;

@@ -53,9 +53,11 @@ impl HttpClients {
             .danger_accept_invalid_certs(!tls_verify);
         builder = match mode {
             ConnectionMode::Fresh => builder.pool_max_idle_per_host(0),
-            ConnectionMode::Reuse => builder
-                .pool_max_idle_per_host(1)
-                .tcp_keepalive(Duration::from_secs(30)),
+            // Keep as many idle connections per host as probes ever ran at once: targets that
+            // share a host then find one free instead of opening and dropping extra ones. An
+            // HTTP/1 connection carries one request at a time, so a hung probe still holds
+            // only its own connection.
+            ConnectionMode::Reuse => builder.tcp_keepalive(Duration::from_secs(30)),
         };
         if let Some(path) = ca_file {
             let pem = std::fs::read(path)

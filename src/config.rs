@@ -141,8 +141,43 @@ pub struct PeerConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Shared secret that authenticates peer traffic.
+    /// Shared secret that authenticates peer traffic; required when peers are configured.
     pub secret: Option<SecretRef>,
+    /// Agents that must agree before a target is Down (default: a majority of all agents;
+    /// never less than a majority).
+    pub quorum: Option<usize>,
+    /// A report older than this counts as Unknown (default 3 s).
+    #[serde(default, with = "humantime_serde")]
+    pub stale_after: Option<Duration>,
+    /// Leader heartbeat period (default 250 ms).
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat_interval: Option<Duration>,
+    /// Shortest election timeout; the longest is twice it (default 800 ms, so a dead leader is
+    /// replaced within about 2 s).
+    #[serde(default, with = "humantime_serde")]
+    pub election_timeout: Option<Duration>,
+}
+
+/// Default age after which a report counts as Unknown: three probe intervals.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3);
+/// Default Raft heartbeat period.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(250);
+/// Default shortest election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(800);
+
+impl ClusterConfig {
+    /// `stale_after` with its default.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after.unwrap_or(DEFAULT_STALE_AFTER)
+    }
+    /// `heartbeat_interval` with its default.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT)
+    }
+    /// `election_timeout` with its default.
+    pub fn election_timeout(&self) -> Duration {
+        self.election_timeout.unwrap_or(DEFAULT_ELECTION_TIMEOUT)
+    }
 }
 
 /// The admin API.
@@ -833,6 +868,47 @@ impl Config {
         }
         if let Some(secret) = &self.cluster.secret {
             v.secret("cluster.secret", secret);
+        }
+        let agents = self.peers.len() + 1;
+        if !self.peers.is_empty() {
+            if self.cluster.secret.is_none() {
+                v.push(
+                    "cluster.secret",
+                    "is required when peers are configured: peer traffic must be authenticated",
+                );
+            }
+            if self.agent.peer_listen.is_none() {
+                v.push("agent.peer_listen", "is required when peers are configured");
+            }
+        }
+        if let Some(q) = self.cluster.quorum {
+            let majority = agents / 2 + 1;
+            if q < majority || q > agents {
+                v.push(
+                    "cluster.quorum",
+                    format!(
+                        "quorum {q} must be between a majority ({majority}) and the number of agents ({agents}): \
+                         below a majority, agents cut off from each other could both decide"
+                    ),
+                );
+            }
+        }
+        let (heartbeat, election) = (
+            self.cluster.heartbeat_interval(),
+            self.cluster.election_timeout(),
+        );
+        if heartbeat.is_zero() || heartbeat * 2 >= election {
+            v.push(
+                "cluster.heartbeat_interval",
+                format!(
+                    "heartbeat_interval ({}) must be > 0 and less than half of election_timeout ({})",
+                    humantime::format_duration(heartbeat),
+                    humantime::format_duration(election)
+                ),
+            );
+        }
+        if self.cluster.stale_after.is_some_and(|s| s.is_zero()) {
+            v.push("cluster.stale_after", "must be greater than 0");
         }
 
         // Probe defaults on their own (per-target results are checked below).

@@ -23,15 +23,29 @@ use crate::topology::Topology;
 // The valid configuration every other test starts from.
 // ---------------------------------------------------------------------------------------------
 
-/// This agent, in the primary region.
-const AGENT: &str = r#"
+/// The cluster secret line of the base config: a file shipped with the tests.
+const CLUSTER_SECRET: &str = concat!(
+    "secret = { file = \"",
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/config/testdata/cluster-secret\" }"
+);
+
+/// This agent, in the primary region, and the cluster secret peers require.
+const AGENT: &str = concat!(
+    r#"
 [agent]
 id = "eu-west-3-a"
 region = "eu-west-3"
 admin_listen = "127.0.0.1:7070"
 peer_listen = "127.0.0.1:7071"
 data_dir = "/var/lib/failoverd"
-"#;
+
+[cluster]
+"#,
+    "secret = { file = \"",
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/config/testdata/cluster-secret\" }\n"
+);
 
 /// Three regions, one API target each.
 const REGIONS: &str = r#"
@@ -240,7 +254,7 @@ fn the_valid_config_parses_with_documented_defaults() {
     assert_eq!(config.agent.log_format, LogFormat::Auto);
     assert_eq!(config.shutdown_grace(), DEFAULT_SHUTDOWN_GRACE);
     assert!(config.peers.is_empty());
-    assert!(config.cluster.secret.is_none());
+    assert!(config.cluster.secret.is_some());
     assert!(
         config.admin.open_reads,
         "reads are open by default, also when [admin] is absent"
@@ -694,14 +708,50 @@ secret = { env = "FAILOVERD_TEST_VARIABLE_NOBODY_SETS" }
             "environment variable FAILOVERD_TEST_VARIABLE_NOBODY_SETS is not set",
         ),
         Case::alone(
+            "peers need a cluster secret",
+            &[Replace(CLUSTER_SECRET, ""), Append(PEER_FRA)],
+            "cluster.secret",
+            "is required when peers are configured",
+        ),
+        Case::alone(
+            "peers need a peer listener",
+            &[Replace("peer_listen = \"127.0.0.1:7071\"\n", ""), Append(PEER_FRA)],
+            "agent.peer_listen",
+            "is required when peers are configured",
+        ),
+        Case::alone(
+            "quorum is at least a majority",
+            &[Append(PEER_FRA), After(CLUSTER_SECRET, "quorum = 1")],
+            "cluster.quorum",
+            "quorum 1 must be between a majority (2) and the number of agents (2)",
+        ),
+        Case::alone(
+            "quorum is at most the number of agents",
+            &[After(CLUSTER_SECRET, "quorum = 2")],
+            "cluster.quorum",
+            "quorum 2 must be between a majority (1) and the number of agents (1)",
+        ),
+        Case::alone(
+            "heartbeats are well inside the election timeout",
+            &[After(CLUSTER_SECRET, "heartbeat_interval = \"500ms\"")],
+            "cluster.heartbeat_interval",
+            "heartbeat_interval (500ms) must be > 0 and less than half of election_timeout (800ms)",
+        ),
+        Case::alone(
+            "stale_after is positive",
+            &[After(CLUSTER_SECRET, "stale_after = \"0s\"")],
+            "cluster.stale_after",
+            "must be greater than 0",
+        ),
+        Case::alone(
             "the cluster secret is readable",
-            &[Append("[cluster]\nsecret = { file = \"{dir}/missing\" }")],
+            &[Replace(CLUSTER_SECRET, "secret = { file = \"{dir}/missing\" }")],
             "cluster.secret",
             "cannot read secret file",
         ),
         Case::alone(
             "the cluster secret is not empty",
-            &[Append("[cluster]\nsecret = { file = \"{dir}/empty\" }")],
+            &[Replace(CLUSTER_SECRET, "secret = { file = \"{dir}/empty\" }")],
             "cluster.secret",
             "is empty",
         ),
@@ -1306,7 +1356,10 @@ fn a_secret_is_read_without_its_trailing_newline_and_never_shown() {
     // A loaded config holds where secrets are, never their values.
     let text = edited(
         &valid_toml(),
-        &[Append("[cluster]\nsecret = { file = \"{dir}/token\" }")],
+        &[Replace(
+            CLUSTER_SECRET,
+            "secret = { file = \"{dir}/token\" }",
+        )],
         dir.path(),
     );
     let config = parse_toml(&text, &[]).expect("config must load");

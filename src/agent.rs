@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::consensus::Consensus;
 use crate::health::HealthBoard;
 use crate::metrics::{self, ProbeMetrics};
 use crate::probe::scheduler::ProbeTask;
@@ -30,6 +31,12 @@ pub enum AgentError {
     /// The admin server failed.
     #[error("admin server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The peer server failed.
+    #[error("peer server failed: {0}")]
+    PeerServe(#[source] std::io::Error),
+    /// Consensus could not start.
+    #[error("consensus: {0}")]
+    Consensus(Box<crate::consensus::ConsensusError>),
 }
 
 /// A built, not yet running agent.
@@ -84,10 +91,12 @@ impl Agent {
         &self.targets
     }
 
-    /// Runs probes and the admin API until `shutdown` is cancelled, then waits for both.
+    /// Runs probes, consensus, the admin API and (when given) the peer API until `shutdown`
+    /// is cancelled, then waits for all of them.
     pub async fn run(
         self,
         admin_listener: TcpListener,
+        peer_listener: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> Result<(), AgentError> {
         let Agent {
@@ -104,24 +113,44 @@ impl Agent {
             admin = %admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "agent starting"
         );
-        let mut probes = JoinSet::new();
+        let consensus = Consensus::start(&config, &registry)
+            .await
+            .map_err(|e| AgentError::Consensus(Box::new(e)))?;
+        let mut tasks_set = JoinSet::new();
         for task in tasks {
-            probes.spawn(task.run(shutdown.clone()));
+            tasks_set.spawn(task.run(shutdown.clone()));
         }
+        tasks_set.spawn(consensus.clone().run(board.clone(), shutdown.clone()));
+        let peer_server = peer_listener.map(|listener| {
+            let app = consensus.peer_router();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        });
         let app = admin::router(AdminState {
             agent_id: config.agent.id.clone(),
             region: config.agent.region.clone(),
             board,
             registry,
+            consensus,
         });
         let served = axum::serve(admin_listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
-        // The server only returns on shutdown or error; either way the probes stop too.
+        // The server only returns on shutdown or error; either way everything stops.
         shutdown.cancel();
-        while let Some(joined) = probes.join_next().await {
+        while let Some(joined) = tasks_set.join_next().await {
             if let Err(e) = joined {
-                tracing::error!(error = %e, "probe task panicked");
+                tracing::error!(error = %e, "agent task panicked");
+            }
+        }
+        if let Some(peer) = peer_server {
+            match peer.await {
+                Ok(result) => result.map_err(AgentError::PeerServe)?,
+                Err(e) => tracing::error!(error = %e, "peer server panicked"),
             }
         }
         served.map_err(AgentError::Serve)?;

@@ -16,7 +16,7 @@ use crate::probe::{Observation, ProbeError};
 use crate::topology::{Target, TargetId};
 
 /// Health of one target as seen by this agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// `rise` consecutive successes.

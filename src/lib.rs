@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod agent;
 pub mod config;
+pub mod consensus;
 pub mod health;
 pub mod metrics;
 pub mod probe;

@@ -140,9 +140,17 @@ fn run(config: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on agent.admin_listen {addr}"))?;
+        let peer_listener = match config.agent.peer_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on agent.peer_listen {addr}"))?,
+            ),
+            None => None,
+        };
         let agent = Agent::build(config)?;
         let shutdown = CancellationToken::new();
-        let mut running = tokio::spawn(agent.run(listener, shutdown.clone()));
+        let mut running = tokio::spawn(agent.run(listener, peer_listener, shutdown.clone()));
         tokio::select! {
             signal = stop_signal() => {
                 tracing::info!(signal = signal?, grace = %humantime::format_duration(grace), "stopping");

@@ -15,7 +15,7 @@ use crate::config::{
 };
 
 /// Stable identifier of a target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct TargetId(String);
 

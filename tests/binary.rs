@@ -26,6 +26,8 @@ impl Drop for Agent {
 
 fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("failoverd.toml");
+    let data_dir = dir.path().join("data");
+    let text = text.replace("{data_dir}", &data_dir.display().to_string());
     std::fs::write(&path, text).expect("write config");
     path
 }
@@ -37,7 +39,7 @@ fn agent_config(admin_port: u16, api_url: &str) -> String {
 id = "bin-agent"
 region = "eu-west-3"
 admin_listen = "127.0.0.1:{admin_port}"
-data_dir = "/tmp/failoverd-bin-test"
+data_dir = "{{data_dir}}"
 log_format = "json"
 
 [probe]

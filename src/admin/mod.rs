@@ -26,6 +26,8 @@ pub struct AdminState {
     pub board: Arc<HealthBoard>,
     /// The agent's metrics.
     pub registry: prometheus::Registry,
+    /// The cluster.
+    pub consensus: Arc<crate::consensus::Consensus>,
 }
 
 /// An API error: HTTP status, a stable machine-readable code and a human message.
@@ -134,6 +136,8 @@ pub struct StatusResponse {
     pub summary: Summary,
     /// Every probed target.
     pub targets: Vec<TargetView>,
+    /// Leader, term, members and, on the leader, the verdict with its votes.
+    pub cluster: crate::consensus::ClusterStatus,
 }
 
 /// Identity of the answering agent.
@@ -177,5 +181,6 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
         ready: state.board.ready(),
         summary,
         targets,
+        cluster: state.consensus.status(),
     })
 }

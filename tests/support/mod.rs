@@ -713,6 +713,7 @@ pub struct TestAgent {
     pub admin: SocketAddr,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), failoverd::agent::AgentError>>>,
+    _data_dir: tempfile::TempDir,
 }
 
 impl TestAgent {
@@ -720,18 +721,24 @@ impl TestAgent {
     pub async fn start(toml: &str) -> anyhow::Result<TestAgent> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = listener.local_addr()?;
-        let text = toml.replace("{admin}", &admin.to_string());
+        let data_dir = tempfile::Builder::new()
+            .prefix("failoverd-agent-")
+            .tempdir()?;
+        let text = toml
+            .replace("{admin}", &admin.to_string())
+            .replace("{data_dir}", &data_dir.path().display().to_string());
         let config = Config::from_str_with_env(&text, config::FileFormat::Toml, Vec::new())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let agent = Agent::build(config)?;
         let board = agent.board();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(agent.run(listener, shutdown.clone()));
+        let task = tokio::spawn(agent.run(listener, None, shutdown.clone()));
         Ok(TestAgent {
             board,
             admin,
             shutdown,
             task: Some(task),
+            _data_dir: data_dir,
         })
     }
 
@@ -816,7 +823,7 @@ pub fn base_config(probe: &str) -> String {
 id = "test-agent"
 region = "r1"
 admin_listen = "{{admin}}"
-data_dir = "/tmp/failoverd-test"
+data_dir = "{{data_dir}}"
 probe_scope = "all"
 
 [probe]

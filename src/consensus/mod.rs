@@ -1,0 +1,445 @@
+//! Consensus among the agents: one openraft group of every configured agent.
+//!
+//! Split the openraft way: [`types`] (what the log carries, node ids), [`store`] (the persisted
+//! log, vote and state machine), [`network`] (peer RPC client), [`peer_api`] (peer RPC server,
+//! on its own listener, behind the cluster secret), [`reports`] (health vectors the leader
+//! keeps). This module wires them: it starts the Raft node, bootstraps the cluster, sends this
+//! agent's report to the leader every interval, and answers what the cluster looks like.
+//!
+//! Bootstrap: every agent calls `initialize` with the same membership — every configured
+//! agent, named by [`types::node_id`] of its id — at every start. openraft accepts it only on
+//! an empty log and vote, so start-up order does not matter, a restart keeps its log, and no
+//! second cluster can appear.
+
+pub mod network;
+pub mod peer_api;
+pub mod reports;
+pub mod store;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, ServerState};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Secret, TargetKind};
+use crate::health::HealthBoard;
+use crate::topology::{TargetId, Topology};
+use crate::verdict::{self, AgentId, Verdict};
+use network::{PeerClient, PeerNetwork};
+use reports::{Report, ReportAge, ReportBook};
+use types::{NodeId, Raft};
+
+/// Why consensus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// The cluster secret could not be read.
+    #[error("cluster.secret: {0}")]
+    Secret(#[from] crate::config::SecretError),
+    /// The Raft store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::OpenError),
+    /// The stored state could not be read.
+    #[error("cannot read the Raft store: {0}")]
+    Storage(Box<openraft::StorageError<NodeId>>),
+    /// openraft refused its configuration (a rule between timeouts).
+    #[error("raft config: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    /// openraft stopped.
+    #[error("raft: {0}")]
+    Fatal(String),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// One configured agent as a cluster member.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// Agent id.
+    pub agent: AgentId,
+    /// Raft node id.
+    pub node_id: NodeId,
+    /// Region.
+    pub region: String,
+    /// Base URL of its peer listener (`None` for this agent when it has no peers).
+    pub peer_url: Option<String>,
+}
+
+/// The consensus metrics.
+struct ConsensusMetrics {
+    is_leader: IntGauge,
+    term: IntGauge,
+    leader_changes: IntCounter,
+    report_age: prometheus::GaugeVec,
+    reports_sent_failed: IntCounter,
+}
+
+/// A running Raft node with its reports.
+pub struct Consensus {
+    raft: Raft,
+    me: Member,
+    members: Vec<Member>,
+    reports: Arc<ReportBook>,
+    client: PeerClient,
+    secret: Option<Arc<Secret>>,
+    metrics: ConsensusMetrics,
+    unauthorized: IntCounter,
+    reports_received: IntCounterVec,
+    targets: Vec<(TargetId, String, bool)>,
+    quorum: usize,
+    stale_after: Duration,
+    report_interval: Duration,
+    boot: u64,
+}
+
+impl Consensus {
+    /// Opens the store under `agent.data_dir`, starts the Raft node and bootstraps the
+    /// cluster (a no-op when it already exists).
+    pub async fn start(
+        config: &Config,
+        registry: &Registry,
+    ) -> Result<Arc<Consensus>, ConsensusError> {
+        let secret = match &config.cluster.secret {
+            Some(s) => Some(Arc::new(s.load()?)),
+            None => None,
+        };
+        let me = Member {
+            agent: config.agent.id.clone(),
+            node_id: types::node_id(&config.agent.id),
+            region: config.agent.region.clone(),
+            peer_url: config.agent.peer_listen.map(|a| format!("http://{a}")),
+        };
+        let mut members = vec![me.clone()];
+        members.extend(config.peers.iter().map(|p| Member {
+            agent: p.id.clone(),
+            node_id: types::node_id(&p.id),
+            region: p.region.clone(),
+            peer_url: Some(p.peer_url.clone()),
+        }));
+        members.sort_by(|a, b| a.agent.cmp(&b.agent));
+
+        let election = config.cluster.election_timeout();
+        let raft_config = openraft::Config {
+            cluster_name: "failoverd".into(),
+            heartbeat_interval: millis(config.cluster.heartbeat_interval()),
+            election_timeout_min: millis(election),
+            election_timeout_max: millis(election * 2),
+            ..Default::default()
+        }
+        .validate()?;
+
+        let db = store::open(&config.agent.data_dir.join("raft.redb"))?;
+        let log_store = store::LogStore::new(db.clone());
+        let state_machine =
+            store::StateMachine::new(db).map_err(|e| ConsensusError::Storage(Box::new(e)))?;
+        let client = PeerClient::new(secret.as_deref().cloned());
+        let urls: HashMap<NodeId, String> = members
+            .iter()
+            .filter(|m| m.node_id != me.node_id)
+            .filter_map(|m| Some((m.node_id, m.peer_url.clone()?)))
+            .collect();
+        let network = PeerNetwork::new(client.clone(), urls);
+        let raft = Raft::new(
+            me.node_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ConsensusError::Fatal(e.to_string()))?;
+
+        // Every agent names every member the same way: the agent id, never an address.
+        let membership: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|m| (m.node_id, BasicNode::new(&m.agent)))
+            .collect();
+        match raft.initialize(membership).await {
+            Ok(()) => tracing::info!(members = members.len(), "formed a new cluster"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                tracing::info!("rejoining the existing cluster with the stored log")
+            }
+            Err(e) => return Err(ConsensusError::Fatal(e.to_string())),
+        }
+
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let report_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "failoverd_peer_report_age_seconds",
+                "Leader: time since each agent's latest report arrived.",
+            ),
+            &["agent"],
+        )?;
+        registry.register(Box::new(report_age.clone()))?;
+        let reports_received = IntCounterVec::new(
+            Opts::new(
+                "failoverd_reports_received_total",
+                "Reports this agent received as leader, by sending agent.",
+            ),
+            &["agent"],
+        )?;
+        registry.register(Box::new(reports_received.clone()))?;
+        let metrics = ConsensusMetrics {
+            is_leader: gauge(
+                "failoverd_raft_is_leader",
+                "Whether this agent leads the cluster.",
+            )?,
+            term: gauge("failoverd_raft_term", "The current Raft term.")?,
+            leader_changes: counter(
+                "failoverd_raft_leader_changes_total",
+                "Times this agent saw a new leader.",
+            )?,
+            report_age,
+            reports_sent_failed: counter(
+                "failoverd_report_send_failures_total",
+                "Reports that could not be delivered to the leader.",
+            )?,
+        };
+        let unauthorized = counter(
+            "failoverd_peer_unauthorized_requests_total",
+            "Peer requests refused for a missing or wrong cluster secret.",
+        )?;
+
+        let topology = Topology::from_config(config);
+        let targets = topology
+            .targets
+            .iter()
+            .map(|t| (t.id.clone(), t.region.clone(), t.kind() == TargetKind::Http))
+            .collect();
+        let agent_ids: Vec<AgentId> = members.iter().map(|m| m.agent.clone()).collect();
+        Ok(Arc::new(Consensus {
+            raft,
+            quorum: config
+                .cluster
+                .quorum
+                .unwrap_or_else(|| verdict::majority(members.len())),
+            me,
+            reports: Arc::new(ReportBook::new(agent_ids)),
+            members,
+            client,
+            secret,
+            metrics,
+            unauthorized,
+            reports_received,
+            targets,
+            stale_after: config.cluster.stale_after(),
+            report_interval: config
+                .probe
+                .interval
+                .unwrap_or(crate::config::DEFAULT_INTERVAL),
+            boot: rand::random(),
+        }))
+    }
+
+    /// The router for the peer listener.
+    pub fn peer_router(&self) -> axum::Router {
+        peer_api::router(peer_api::PeerState {
+            raft: self.raft.clone(),
+            secret: self.secret.clone(),
+            reports: self.reports.clone(),
+            unauthorized: self.unauthorized.clone(),
+            reports_received: self.reports_received.clone(),
+        })
+    }
+
+    /// Sends this agent's report to the leader every interval and keeps the metrics current,
+    /// until `shutdown`; then stops the Raft node.
+    pub async fn run(self: Arc<Self>, board: Arc<HealthBoard>, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.report_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut raft_metrics = self.raft.metrics();
+        let mut leader = None;
+        let mut seq = 0u64;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = raft_metrics.changed() => {
+                    if changed.is_err() {
+                        tracing::error!("raft stopped");
+                        break;
+                    }
+                    let m = raft_metrics.borrow_and_update().clone();
+                    self.metrics.term.set(i64::try_from(m.current_term).unwrap_or(i64::MAX));
+                    self.metrics.is_leader.set(i64::from(m.state == ServerState::Leader));
+                    if m.current_leader != leader {
+                        if m.current_leader.is_some() {
+                            self.metrics.leader_changes.inc();
+                        }
+                        if leader == Some(self.me.node_id) {
+                            // Reports held as leader go stale from here on; never decide on them.
+                            self.reports.clear();
+                        }
+                        tracing::info!(
+                            term = m.current_term,
+                            leader = self.agent_of(m.current_leader).unwrap_or("none"),
+                            "leader changed"
+                        );
+                        leader = m.current_leader;
+                    }
+                }
+                _ = ticker.tick() => {
+                    seq += 1;
+                    self.send_report(&board, seq, leader).await;
+                    let now = Instant::now();
+                    for age in self.reports.ages(now) {
+                        if let Some(ms) = age.age_ms {
+                            self.metrics.report_age.with_label_values(&[&age.agent])
+                                .set(ms as f64 / 1000.0);
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+    }
+
+    async fn send_report(&self, board: &HealthBoard, seq: u64, leader: Option<NodeId>) {
+        let Some(leader) = leader else { return };
+        let report = Report {
+            agent: self.me.agent.clone(),
+            boot: self.boot,
+            seq,
+            states: board.views().into_iter().map(|v| (v.id, v.state)).collect(),
+        };
+        if leader == self.me.node_id {
+            if let Err(e) = self.reports.record(report, Instant::now()) {
+                tracing::debug!(error = %e, "own report not recorded");
+            }
+            return;
+        }
+        let Some(url) = self
+            .members
+            .iter()
+            .find(|m| m.node_id == leader)
+            .and_then(|m| m.peer_url.clone())
+        else {
+            return;
+        };
+        let sent: Result<serde_json::Value, _> = self
+            .client
+            .post(&url, network::paths::REPORT, &report, self.report_interval)
+            .await;
+        if let Err(e) = sent {
+            self.metrics.reports_sent_failed.inc();
+            tracing::debug!(error = %e, "report not delivered");
+        }
+    }
+
+    fn agent_of(&self, node: Option<NodeId>) -> Option<&str> {
+        let node = node?;
+        self.members
+            .iter()
+            .find(|m| m.node_id == node)
+            .map(|m| m.agent.as_str())
+    }
+
+    /// The current verdict, if this agent leads (only the leader holds reports).
+    pub fn verdict(&self) -> Option<Verdict> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let agents: Vec<AgentId> = self.members.iter().map(|m| m.agent.clone()).collect();
+        Some(verdict::decide(
+            &agents,
+            &self.targets,
+            &self.reports.views(Instant::now()),
+            self.quorum,
+            self.stale_after,
+        ))
+    }
+
+    /// What the status API shows of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let leading = m.state == ServerState::Leader;
+        let ages = if leading {
+            self.reports.ages(Instant::now())
+        } else {
+            Vec::new()
+        };
+        ClusterStatus {
+            agent: self.me.agent.clone(),
+            node_id: self.me.node_id,
+            state: format!("{:?}", m.state).to_lowercase(),
+            leader: self.agent_of(m.current_leader).map(str::to_owned),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            quorum: self.quorum,
+            members: self
+                .members
+                .iter()
+                .map(|member| MemberStatus {
+                    member: member.clone(),
+                    report: ages.iter().find(|a| a.agent == member.agent).cloned(),
+                })
+                .collect(),
+            verdict: if leading { self.verdict() } else { None },
+        }
+    }
+
+    /// The Raft handle (for tests and the status of the log).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+}
+
+/// The cluster as one agent sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// This agent.
+    pub agent: AgentId,
+    /// Its node id.
+    pub node_id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    /// The leader's agent id, if known.
+    pub leader: Option<AgentId>,
+    /// Current term.
+    pub term: u64,
+    /// Last log index.
+    pub last_log_index: Option<u64>,
+    /// Last applied (committed) index.
+    pub last_applied_index: Option<u64>,
+    /// Leader: milliseconds since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    /// Agents needed for a verdict.
+    pub quorum: usize,
+    /// Every member, with its latest report's age when this agent leads.
+    pub members: Vec<MemberStatus>,
+    /// The verdict per target and region, when this agent leads.
+    pub verdict: Option<Verdict>,
+}
+
+/// One member in the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// Who it is.
+    #[serde(flatten)]
+    pub member: Member,
+    /// Its latest report, as the leader holds it.
+    pub report: Option<ReportAge>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,155 @@
+//! The server side of peer traffic, on the peer listener (never the admin one): Raft RPCs
+//! and reports. Every request must carry the cluster secret as a bearer token; one that does
+//! not gets 401 and is counted, and never reaches Raft.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use super::network::paths;
+use super::reports::{Report, ReportBook, ReportError};
+use super::types::Raft;
+use crate::admin::ApiError;
+use crate::config::Secret;
+
+/// Largest peer request accepted: a batch of log entries or a snapshot chunk.
+pub const MAX_PEER_BODY: usize = 16 * 1024 * 1024;
+
+/// What the peer API needs.
+#[derive(Clone)]
+pub struct PeerState {
+    /// The Raft node.
+    pub raft: Raft,
+    /// The shared secret; `None` only in a one-agent cluster without peers.
+    pub secret: Option<Arc<Secret>>,
+    /// Reports, kept when this agent leads.
+    pub reports: Arc<ReportBook>,
+    /// Requests refused for a missing or wrong secret.
+    pub unauthorized: prometheus::IntCounter,
+    /// Reports received, by agent.
+    pub reports_received: prometheus::IntCounterVec,
+}
+
+/// Builds the peer router.
+pub fn router(state: PeerState) -> Router {
+    Router::new()
+        .route(paths::APPEND, post(append))
+        .route(paths::VOTE, post(vote))
+        .route(paths::SNAPSHOT, post(snapshot))
+        .route(paths::REPORT, post(report))
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: "no such peer endpoint".into(),
+            }
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
+        .with_state(state)
+}
+
+/// Compares in time independent of where the inputs differ (the length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(State(state): State<PeerState>, request: Request, next: Next) -> Response {
+    let Some(secret) = &state.secret else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), secret.expose().as_bytes()) => {
+            next.run(request).await
+        }
+        _ => {
+            state.unauthorized.inc();
+            tracing::warn!(path = %request.uri().path(), "refused a peer request without the cluster secret");
+            ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "peer requests need the cluster secret as a bearer token".into(),
+            }
+            .into_response()
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_request",
+        message: format!("cannot decode the request: {e}"),
+    })
+}
+
+async fn append(State(state): State<PeerState>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(rpc) => Json(state.raft.append_entries(rpc).await).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn vote(State(state): State<PeerState>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(rpc) => Json(state.raft.vote(rpc).await).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn snapshot(State(state): State<PeerState>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(rpc) => Json(state.raft.install_snapshot(rpc).await).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn report(State(state): State<PeerState>, body: Bytes) -> Response {
+    let report: Report = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let agent = report.agent.clone();
+    match state.reports.record(report, Instant::now()) {
+        Ok(()) => {
+            state.reports_received.with_label_values(&[&agent]).inc();
+            Json(serde_json::json!({ "accepted": true })).into_response()
+        }
+        // A late report is harmless: the newer one is already held.
+        Err(ReportError::OutOfOrder { .. }) => {
+            Json(serde_json::json!({ "accepted": false })).into_response()
+        }
+        Err(e @ ReportError::UnknownAgent(_)) => ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "unknown_agent",
+            message: e.to_string(),
+        }
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn compares_secrets() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

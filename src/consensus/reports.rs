@@ -1,0 +1,210 @@
+//! Reports: each agent's health vector, sent to the leader every probe interval.
+//!
+//! The leader keeps only the latest report per agent, stamped with the leader's own monotonic
+//! clock when it arrives, so no agent's wall clock matters. Sequence numbers discard reports
+//! that arrive out of order; a new `boot` id (a restarted agent) starts a new sequence.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::State;
+use crate::topology::TargetId;
+use crate::verdict::{AgentId, ReportView};
+
+/// One agent's health vector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The reporting agent.
+    pub agent: AgentId,
+    /// Random per process start: a restart begins a new sequence.
+    pub boot: u64,
+    /// Increases by one per report within a boot.
+    pub seq: u64,
+    /// The agent's state of every target it probes.
+    pub states: BTreeMap<TargetId, State>,
+}
+
+/// Why a report was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// The agent is not a configured member.
+    #[error("agent {0:?} is not a member of this cluster")]
+    UnknownAgent(String),
+    /// An older report than the one held (arrived late): ignored.
+    #[error("report {seq} of {agent} is older than the one held ({held})")]
+    OutOfOrder {
+        /// The agent.
+        agent: String,
+        /// Its sequence number.
+        seq: u64,
+        /// The one held.
+        held: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    report: Report,
+    received: Instant,
+}
+
+/// The latest report of each agent.
+#[derive(Debug)]
+pub struct ReportBook {
+    agents: Vec<AgentId>,
+    latest: Mutex<BTreeMap<AgentId, Held>>,
+}
+
+/// What the status shows of one agent's reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportAge {
+    /// The agent.
+    pub agent: AgentId,
+    /// Milliseconds since its latest report arrived, if any did.
+    pub age_ms: Option<u64>,
+    /// Its sequence number.
+    pub seq: Option<u64>,
+}
+
+impl ReportBook {
+    /// A book for the configured agents.
+    pub fn new(agents: Vec<AgentId>) -> Self {
+        ReportBook {
+            agents,
+            latest: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Keeps `report` if it is newer than the one held.
+    pub fn record(&self, report: Report, now: Instant) -> Result<(), ReportError> {
+        if !self.agents.contains(&report.agent) {
+            return Err(ReportError::UnknownAgent(report.agent));
+        }
+        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = latest.get(&report.agent) {
+            if held.report.boot == report.boot && held.report.seq >= report.seq {
+                return Err(ReportError::OutOfOrder {
+                    agent: report.agent,
+                    seq: report.seq,
+                    held: held.report.seq,
+                });
+            }
+        }
+        latest.insert(
+            report.agent.clone(),
+            Held {
+                report,
+                received: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// The latest reports as the verdict reads them, aged at `now`.
+    pub fn views(&self, now: Instant) -> BTreeMap<AgentId, ReportView> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        latest
+            .iter()
+            .map(|(agent, held)| {
+                (
+                    agent.clone(),
+                    ReportView {
+                        age: now.saturating_duration_since(held.received),
+                        votes: held.report.states.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Age and sequence of each agent's latest report.
+    pub fn ages(&self, now: Instant) -> Vec<ReportAge> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        self.agents
+            .iter()
+            .map(|agent| {
+                let held = latest.get(agent);
+                ReportAge {
+                    agent: agent.clone(),
+                    age_ms: held.map(|h| {
+                        u64::try_from(now.saturating_duration_since(h.received).as_millis())
+                            .unwrap_or(u64::MAX)
+                    }),
+                    seq: held.map(|h| h.report.seq),
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets every report (a leader that steps down must not keep deciding on old ones).
+    pub fn clear(&self) {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Age of an agent's latest report.
+    pub fn age(&self, agent: &str, now: Instant) -> Option<Duration> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        latest
+            .get(agent)
+            .map(|h| now.saturating_duration_since(h.received))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(agent: &str, boot: u64, seq: u64) -> Report {
+        Report {
+            agent: agent.into(),
+            boot,
+            seq,
+            states: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn keeps_the_latest_report_per_agent() {
+        let book = ReportBook::new(vec!["a".into(), "b".into()]);
+        let t0 = Instant::now();
+        book.record(report("a", 1, 1), t0).unwrap();
+        book.record(report("a", 1, 2), t0 + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(
+            book.record(report("a", 1, 2), t0),
+            Err(ReportError::OutOfOrder {
+                agent: "a".into(),
+                seq: 2,
+                held: 2
+            })
+        );
+        let ages = book.ages(t0 + Duration::from_secs(3));
+        assert_eq!(ages[0].age_ms, Some(2000));
+        assert_eq!(ages[0].seq, Some(2));
+        assert_eq!(ages[1].age_ms, None, "b never reported");
+    }
+
+    #[test]
+    fn a_restarted_agent_starts_a_new_sequence() {
+        let book = ReportBook::new(vec!["a".into()]);
+        let t0 = Instant::now();
+        book.record(report("a", 1, 50), t0).unwrap();
+        book.record(report("a", 2, 1), t0).unwrap();
+        assert_eq!(book.ages(t0)[0].seq, Some(1));
+    }
+
+    #[test]
+    fn refuses_strangers() {
+        let book = ReportBook::new(vec!["a".into()]);
+        assert_eq!(
+            book.record(report("mallory", 1, 1), Instant::now()),
+            Err(ReportError::UnknownAgent("mallory".into()))
+        );
+    }
+}

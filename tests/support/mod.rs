@@ -956,3 +956,210 @@ impl Drop for HttpsServer {
         let _reaped = self.child.wait();
     }
 }
+
+/// A `failoverd run` process, killed when dropped.
+pub struct AgentProcess {
+    /// Agent id.
+    pub id: String,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its log file (stderr).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl AgentProcess {
+    /// Starts the binary on `config` (logs as JSON to `log`).
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_failoverd"))
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start failoverd")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Whether it runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// `GET /v1/status` as JSON, if the agent answers.
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .ok()?;
+        let text = client
+            .get(format!("http://{}/v1/status", self.admin))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The agent's log so far (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _killed = child.kill();
+            let _reaped = child.wait();
+        }
+    }
+}
+
+/// Three agents in three regions on loopback, each probing one API per region.
+pub struct AgentCluster {
+    /// The agents.
+    pub agents: Vec<AgentProcess>,
+    /// The cluster secret.
+    pub secret: String,
+    _dir: tempfile::TempDir,
+}
+
+/// The regions of the test cluster.
+pub const REGIONS: [&str; 3] = ["eu-west-3", "eu-central-1", "us-east-1"];
+
+impl AgentCluster {
+    /// Writes the configs and starts the three agents. `apis` are the API URLs per region.
+    pub fn start(apis: &[String; 3], probe: &str) -> anyhow::Result<AgentCluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("failoverd-cluster-")
+            .tempdir()?;
+        let secret = format!("cluster-secret-{}", rand::random::<u32>());
+        let secret_file = dir.path().join("cluster-secret");
+        std::fs::write(&secret_file, format!("{secret}\n"))?;
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let ids: Vec<String> = REGIONS.iter().map(|r| format!("{r}-a")).collect();
+        let mut agents = Vec::new();
+        for i in 0..3 {
+            let mut cfg = format!(
+                r#"
+[agent]
+id = "{id}"
+region = "{region}"
+admin_listen = "127.0.0.1:{admin}"
+peer_listen = "127.0.0.1:{peer}"
+data_dir = "{data}"
+
+[cluster]
+secret = {{ file = "{secret}" }}
+
+[probe]
+{probe}
+"#,
+                id = ids[i],
+                region = REGIONS[i],
+                admin = ports[i].0,
+                peer = ports[i].1,
+                data = dir.path().join(&ids[i]).display(),
+                secret = secret_file.display(),
+            );
+            for j in (0..3).filter(|j| *j != i) {
+                cfg.push_str(&format!(
+                    "\n[[peers]]\nid = \"{}\"\nregion = \"{}\"\npeer_url = \"http://127.0.0.1:{}\"\n",
+                    ids[j], REGIONS[j], ports[j].1
+                ));
+            }
+            for (region, url) in REGIONS.iter().zip(apis) {
+                cfg.push_str(&format!(
+                    "\n[[regions]]\nname = \"{region}\"\n[[regions.api]]\nname = \"api\"\nurl = \"{url}\"\n"
+                ));
+            }
+            let config = dir.path().join(format!("{}.toml", ids[i]));
+            std::fs::write(&config, cfg)?;
+            let mut agent = AgentProcess {
+                id: ids[i].clone(),
+                admin: SocketAddr::from(([127, 0, 0, 1], ports[i].0)),
+                peer: SocketAddr::from(([127, 0, 0, 1], ports[i].1)),
+                log: dir.path().join(format!("{}.log", ids[i])),
+                config,
+                child: None,
+            };
+            agent.spawn()?;
+            agents.push(agent);
+        }
+        Ok(AgentCluster {
+            agents,
+            secret,
+            _dir: dir,
+        })
+    }
+
+    /// Waits until every running agent (all but `except`) names the same leader, other than
+    /// `not`, and returns its id and the term.
+    pub async fn agreed_leader(
+        &self,
+        except: Option<usize>,
+        not: Option<&str>,
+        deadline: Duration,
+    ) -> anyhow::Result<(String, u64)> {
+        wait_for_async("every agent to name the same leader", deadline, || async {
+            let mut seen = None;
+            for (i, agent) in self.agents.iter().enumerate() {
+                if Some(i) == except {
+                    continue;
+                }
+                let status = agent.status().await?;
+                let leader = status["cluster"]["leader"].as_str()?.to_owned();
+                if Some(leader.as_str()) == not {
+                    return None;
+                }
+                let term = status["cluster"]["term"].as_u64()?;
+                match &seen {
+                    None => seen = Some((leader, term)),
+                    Some(s) if *s == (leader.clone(), term) => {}
+                    Some(_) => return None,
+                }
+            }
+            seen
+        })
+        .await
+        .with_context(|| {
+            self.agents
+                .iter()
+                .map(|a| format!("--- {}:\n{}", a.id, a.log_tail()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    /// The index of an agent by id.
+    pub fn index(&self, id: &str) -> usize {
+        self.agents
+            .iter()
+            .position(|a| a.id == id)
+            .expect("known agent")
+    }
+}

@@ -1,0 +1,188 @@
+//! Three `failoverd` processes on loopback form one Raft cluster: election, leader loss,
+//! restart with the persisted term, reports and the quorum verdict, and peer authentication.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use support::{wait_for_async, AgentCluster, HttpServer, REGIONS};
+
+const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
+
+async fn apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
+    let mut servers = Vec::new();
+    for _ in REGIONS {
+        servers.push(
+            HttpServer::start(axum::Router::new().route("/health", get(|| async { "ok" }))).await?,
+        );
+    }
+    let urls = [0, 1, 2].map(|i| servers[i].url("/health"));
+    Ok((servers, urls))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elects_one_leader_replaces_it_within_3s_and_rejoins_with_its_term() -> anyhow::Result<()> {
+    let (_servers, urls) = apis().await?;
+    let mut cluster = AgentCluster::start(&urls, PROBE)?;
+    let (leader, term) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    assert!(term >= 1);
+
+    // Kill the leader: the other two agree on a new one within 3 s (default timeouts).
+    let old = cluster.index(&leader);
+    cluster.agents[old].kill()?;
+    let killed_at = Instant::now();
+    let (new_leader, new_term) = cluster
+        .agreed_leader(Some(old), Some(&leader), Duration::from_secs(10))
+        .await?;
+    let took = killed_at.elapsed();
+    assert_ne!(new_leader, leader);
+    assert!(
+        new_term > term,
+        "a new leader has a new term: {new_term} > {term}"
+    );
+    assert!(took < Duration::from_secs(3), "new leader after {took:?}");
+
+    // Restart the killed agent: it comes back with the term it had stored, then follows.
+    cluster.agents[old].spawn()?;
+    let restarted = &cluster.agents[old];
+    let first_term = wait_for_async(
+        "the restarted agent to answer",
+        Duration::from_secs(20),
+        || async { restarted.status().await?["cluster"]["term"].as_u64() },
+    )
+    .await?;
+    assert!(
+        first_term >= term,
+        "restarted with term {first_term}, had {term}"
+    );
+    let (leader_after, _) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    assert_eq!(
+        leader_after, new_leader,
+        "the restart did not disturb the leader"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Result<()> {
+    let (mut servers, urls) = apis().await?;
+    let cluster = AgentCluster::start(&urls, PROBE)?;
+    let (leader, _) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let leader = &cluster.agents[cluster.index(&leader)];
+    let api = |region: &str| format!("http/{region}/api");
+
+    // Every agent reports; every region is Up with three votes.
+    let status = wait_for_async(
+        "reports from all agents and every region up",
+        Duration::from_secs(20),
+        || async {
+            let s = leader.status().await?;
+            let regions = s["cluster"]["verdict"]["regions"].as_object()?;
+            (regions.values().all(|v| v == "up") && regions.len() == 3).then_some(s)
+        },
+    )
+    .await?;
+    for member in status["cluster"]["members"].as_array().unwrap() {
+        let age = member["report"]["age_ms"]
+            .as_u64()
+            .expect("a report from every agent");
+        assert!(age < 3000, "{member}");
+    }
+    let votes = &status["cluster"]["verdict"]["targets"][api("us-east-1")];
+    assert_eq!(votes["up"].as_array().unwrap().len(), 3, "{votes}");
+
+    // Take us-east-1's API away: every agent sees it, the verdict turns it and its region Down.
+    drop(servers.remove(2));
+    let status = wait_for_async(
+        "us-east-1 down by verdict",
+        Duration::from_secs(20),
+        || async {
+            let s = leader.status().await?;
+            (s["cluster"]["verdict"]["regions"]["us-east-1"] == "down").then_some(s)
+        },
+    )
+    .await?;
+    let verdict = &status["cluster"]["verdict"];
+    assert_eq!(verdict["targets"][api("us-east-1")]["state"], "down");
+    assert!(
+        verdict["targets"][api("us-east-1")]["down"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
+    assert_eq!(verdict["regions"]["eu-west-3"], "up");
+    assert_eq!(verdict["quorum"], 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_requests_without_the_secret_or_with_garbage_are_refused() -> anyhow::Result<()> {
+    let (_servers, urls) = apis().await?;
+    let cluster = AgentCluster::start(&urls, PROBE)?;
+    let (leader, term) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let target = &cluster.agents[0];
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", target.peer);
+
+    let vote = serde_json::json!({"vote": {"leader_id": {"term": 999, "node_id": 1}, "committed": false}, "last_log_id": null});
+    let no_secret = client
+        .post(url("/raft/vote"))
+        .body(vote.to_string())
+        .send()
+        .await?;
+    assert_eq!(no_secret.status(), 401);
+    let body: serde_json::Value = serde_json::from_str(&no_secret.text().await?)?;
+    assert_eq!(body["code"], "unauthorized");
+    let wrong = client
+        .post(url("/raft/vote"))
+        .bearer_auth("not-the-secret")
+        .body(vote.to_string())
+        .send()
+        .await?;
+    assert_eq!(wrong.status(), 401);
+    let garbage = client
+        .post(url("/raft/append"))
+        .bearer_auth(&cluster.secret)
+        .body("{ this is not json")
+        .send()
+        .await?;
+    assert_eq!(garbage.status(), 400);
+    let body: serde_json::Value = serde_json::from_str(&garbage.text().await?)?;
+    assert_eq!(body["code"], "bad_request");
+    let stranger = client
+        .post(url("/v1/report"))
+        .bearer_auth(&cluster.secret)
+        .body(
+            serde_json::json!({"agent": "mallory", "boot": 1, "seq": 1, "states": {}}).to_string(),
+        )
+        .send()
+        .await?;
+    assert_eq!(stranger.status(), 403);
+
+    // The refused vote with term 999 changed nothing: same leader, same term.
+    let (leader_after, term_after) = cluster
+        .agreed_leader(None, None, Duration::from_secs(5))
+        .await?;
+    assert_eq!((leader_after, term_after), (leader, term));
+    let metrics = client
+        .get(format!("http://{}/metrics", target.admin))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("failoverd_peer_unauthorized_requests_total 2"),
+        "two refused requests counted"
+    );
+    Ok(())
+}

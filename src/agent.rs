@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::consensus::Consensus;
+use crate::fencing::Fencer;
 use crate::health::HealthBoard;
 use crate::metrics::{self, ProbeMetrics};
 use crate::probe::scheduler::ProbeTask;
@@ -116,11 +117,13 @@ impl Agent {
         let consensus = Consensus::start(&config, &registry)
             .await
             .map_err(|e| AgentError::Consensus(Box::new(e)))?;
+        let fencer = Fencer::new(&config, &registry)?;
         let mut tasks_set = JoinSet::new();
         for task in tasks {
             tasks_set.spawn(task.run(shutdown.clone()));
         }
         tasks_set.spawn(consensus.clone().run(board.clone(), shutdown.clone()));
+        tasks_set.spawn(fencer.run(consensus.clone(), board.clone(), shutdown.clone()));
         let peer_server = peer_listener.map(|listener| {
             let app = consensus.peer_router();
             let stop = shutdown.clone();

@@ -156,6 +156,10 @@ pub struct ClusterConfig {
     /// replaced within about 2 s).
     #[serde(default, with = "humantime_serde")]
     pub election_timeout: Option<Duration>,
+    /// Without contact with a quorum for this long, an agent fences the primaries of its
+    /// region (default 5 s). The leader promotes elsewhere only after it has passed.
+    #[serde(default, with = "humantime_serde")]
+    pub lease_ttl: Option<Duration>,
 }
 
 /// Default age after which a report counts as Unknown: three probe intervals.
@@ -177,6 +181,10 @@ impl ClusterConfig {
     /// `election_timeout` with its default.
     pub fn election_timeout(&self) -> Duration {
         self.election_timeout.unwrap_or(DEFAULT_ELECTION_TIMEOUT)
+    }
+    /// `lease_ttl` with its default.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL)
     }
 }
 
@@ -518,8 +526,27 @@ pub struct PostgresConfig {
     pub cluster: String,
     /// Password used for every member that sets none of its own.
     pub password: Option<SecretRef>,
+    /// How an agent cut off from the quorum fences its local primary (default `read_only`).
+    #[serde(default)]
+    pub fence: PostgresFence,
     /// The members: one primary and its streaming replicas.
     pub members: Vec<PostgresMemberConfig>,
+}
+
+/// How a Postgres primary is fenced (made to refuse writes) and unfenced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PostgresFence {
+    /// `ALTER SYSTEM SET default_transaction_read_only = on`, reload, and end client
+    /// sessions (never WAL senders, so replicas keep streaming). Needs `ALTER SYSTEM` on that
+    /// parameter, `pg_reload_conf()` and `pg_signal_backend`.
+    #[default]
+    ReadOnly,
+    /// `ALTER ROLE <role> NOLOGIN` for the application role and end its sessions.
+    RevokeLogin(String),
+    /// Run a command: argv, with `FAILOVERD_ACTION` (`fence` or `unfence`),
+    /// `FAILOVERD_MEMBER` and `FAILOVERD_DSN` (without password) in its environment.
+    Command(Vec<String>),
 }
 
 /// One Postgres server.
@@ -556,6 +583,10 @@ pub struct RedisConfig {
     #[serde(default)]
     pub shards: Vec<RedisShardConfig>,
 }
+
+/// How long an agent may go without hearing from a quorum before it fences its local
+/// primaries (default 5 s: several election timeouts, so a leader change alone never fences).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 
 /// How a shard replicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -906,6 +937,25 @@ impl Config {
                     humantime::format_duration(election)
                 ),
             );
+        }
+        if self.cluster.lease_ttl() <= election * 2 {
+            v.push(
+                "cluster.lease_ttl",
+                format!(
+                    "lease_ttl ({}) must be longer than the longest election timeout ({}): \
+                     an ordinary leader change must not fence primaries",
+                    humantime::format_duration(self.cluster.lease_ttl()),
+                    humantime::format_duration(election * 2)
+                ),
+            );
+        }
+        if let Some(PostgresFence::Command(argv)) = self.postgres.as_ref().map(|p| &p.fence) {
+            if argv.is_empty() {
+                v.push("postgres.fence.command", "must name a program");
+            }
+        }
+        if let Some(PostgresFence::RevokeLogin(role)) = self.postgres.as_ref().map(|p| &p.fence) {
+            v.name("postgres.fence.revoke_login", role);
         }
         if self.cluster.stale_after.is_some_and(|s| s.is_zero()) {
             v.push("cluster.stale_after", "must be greater than 0");

@@ -136,6 +136,30 @@ pub struct TargetView {
     pub last_change: Option<Change>,
 }
 
+impl TargetView {
+    /// The role the last successful observation showed, for datastores: `primary` or
+    /// `replica` (Postgres), `master` or `replica` (Redis).
+    pub fn role(&self) -> Option<&'static str> {
+        use crate::probe::postgres::PgRole;
+        use crate::probe::redis::RedisRole;
+        use crate::probe::Facts;
+        match &self.last {
+            Some(LastResult::Ok { observation }) => match &observation.facts {
+                Facts::Postgres(p) => Some(match p.role {
+                    PgRole::Primary => "primary",
+                    PgRole::Replica => "replica",
+                }),
+                Facts::Redis(r) => Some(match r.role {
+                    RedisRole::Master => "master",
+                    RedisRole::Replica => "replica",
+                }),
+                Facts::Http(_) => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// The last probe result.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "lowercase", tag = "outcome")]

@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod actions;
 pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod consensus;
+pub mod fencing;
 pub mod health;
 pub mod metrics;
 pub mod probe;

@@ -96,6 +96,44 @@ pub struct Consensus {
     stale_after: Duration,
     report_interval: Duration,
     boot: u64,
+    state_machine: store::StateMachine,
+    lease: Arc<LeaseClock>,
+    lease_ttl: Duration,
+    /// Datastore targets and the group each belongs to (`postgres/<cluster>`,
+    /// `redis/<shard>` for replication shards).
+    groups: Vec<(TargetId, String)>,
+}
+
+/// When this agent last heard from a leader that a quorum follows.
+#[derive(Debug)]
+pub struct LeaseClock {
+    last_contact: std::sync::Mutex<Instant>,
+}
+
+impl LeaseClock {
+    /// Starts as if contact had just happened: a freshly started agent gets one lease period
+    /// to join before it fences anything.
+    pub fn new() -> Self {
+        LeaseClock {
+            last_contact: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Records contact now.
+    pub fn touch(&self) {
+        *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Time since the last contact.
+    pub fn since(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(*self.last_contact.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Consensus {
@@ -138,6 +176,7 @@ impl Consensus {
         let log_store = store::LogStore::new(db.clone());
         let state_machine =
             store::StateMachine::new(db).map_err(|e| ConsensusError::Storage(Box::new(e)))?;
+        let state_handle = state_machine.clone();
         let client = PeerClient::new(secret.as_deref().cloned());
         let urls: HashMap<NodeId, String> = members
             .iter()
@@ -243,6 +282,24 @@ impl Consensus {
                 .interval
                 .unwrap_or(crate::config::DEFAULT_INTERVAL),
             boot: rand::random(),
+            state_machine: state_handle,
+            lease: Arc::new(LeaseClock::new()),
+            lease_ttl: config.cluster.lease_ttl(),
+            groups: topology
+                .targets
+                .iter()
+                .filter_map(|t| match &t.spec {
+                    crate::topology::TargetSpec::Postgres { cluster, .. } => {
+                        Some((t.id.clone(), format!("postgres/{cluster}")))
+                    }
+                    crate::topology::TargetSpec::Redis {
+                        shard,
+                        mode: crate::config::RedisMode::Replication,
+                        ..
+                    } => Some((t.id.clone(), format!("redis/{shard}"))),
+                    _ => None,
+                })
+                .collect(),
         }))
     }
 
@@ -254,7 +311,69 @@ impl Consensus {
             reports: self.reports.clone(),
             unauthorized: self.unauthorized.clone(),
             reports_received: self.reports_received.clone(),
+            lease: self.lease.clone(),
         })
+    }
+
+    /// Whether this agent holds its lease: it leads and a quorum acknowledged it within
+    /// `lease_ttl`, or it heard from such a leader within `lease_ttl`. A one-agent cluster is
+    /// its own quorum.
+    pub fn lease_valid(&self) -> bool {
+        if self.members.len() == 1 {
+            return true;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| u128::from(ms) < self.lease_ttl.as_millis());
+        }
+        self.lease.since(Instant::now()) < self.lease_ttl
+    }
+
+    /// The member the log names as the writable one of `group`.
+    pub fn named_primary(&self, group: &str) -> Option<TargetId> {
+        self.state_machine.state().primaries.get(group).cloned()
+    }
+
+    /// The group of a datastore target.
+    pub fn group_of(&self, target: &TargetId) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, g)| g.as_str())
+    }
+
+    /// As leader: names the primary of every group that has none yet, when fresh reports show
+    /// exactly one member of the group in the writable role.
+    async fn name_primaries(&self) {
+        let named = self.state_machine.state().primaries;
+        let roles = self.reports.roles(Instant::now(), self.stale_after);
+        let mut groups: BTreeMap<&str, Vec<&TargetId>> = BTreeMap::new();
+        for (target, group) in &self.groups {
+            if named.contains_key(group) {
+                continue;
+            }
+            let writable = roles
+                .get(target)
+                .is_some_and(|r| r.iter().any(|r| r == "primary" || r == "master"));
+            let entry = groups.entry(group.as_str()).or_default();
+            if writable {
+                entry.push(target);
+            }
+        }
+        for (group, writable) in groups {
+            if let [target] = writable.as_slice() {
+                let command = types::Command::NamePrimary {
+                    group: group.to_owned(),
+                    target: (*target).clone(),
+                };
+                match self.raft.client_write(command).await {
+                    Ok(_) => tracing::info!(group, target = %target, "named the primary"),
+                    Err(e) => tracing::warn!(group, error = %e, "cannot name the primary"),
+                }
+            }
+        }
     }
 
     /// Sends this agent's report to the leader every interval and keeps the metrics current,
@@ -295,6 +414,9 @@ impl Consensus {
                 _ = ticker.tick() => {
                     seq += 1;
                     self.send_report(&board, seq, leader).await;
+                    if leader == Some(self.me.node_id) {
+                        self.name_primaries().await;
+                    }
                     let now = Instant::now();
                     for age in self.reports.ages(now) {
                         if let Some(ms) = age.age_ms {
@@ -317,6 +439,11 @@ impl Consensus {
             boot: self.boot,
             seq,
             states: board.views().into_iter().map(|v| (v.id, v.state)).collect(),
+            roles: board
+                .views()
+                .into_iter()
+                .filter_map(|v| Some((v.id.clone(), v.role()?.to_owned())))
+                .collect(),
         };
         if leader == self.me.node_id {
             if let Err(e) = self.reports.record(report, Instant::now()) {
@@ -394,6 +521,16 @@ impl Consensus {
                 })
                 .collect(),
             verdict: if leading { self.verdict() } else { None },
+            lease: LeaseStatus {
+                valid: self.lease_valid(),
+                since_leader_contact_ms: if leading {
+                    m.millis_since_quorum_ack
+                } else {
+                    u64::try_from(self.lease.since(Instant::now()).as_millis()).ok()
+                },
+                ttl_ms: millis(self.lease_ttl),
+            },
+            primaries: self.state_machine.state().primaries,
         }
     }
 
@@ -428,6 +565,22 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     /// The verdict per target and region, when this agent leads.
     pub verdict: Option<Verdict>,
+    /// This agent's lease.
+    pub lease: LeaseStatus,
+    /// The writable member of each group, as the log names it.
+    pub primaries: BTreeMap<String, TargetId>,
+}
+
+/// An agent's lease.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseStatus {
+    /// Whether it holds it (else its local primaries are fenced).
+    pub valid: bool,
+    /// Milliseconds since a quorum acknowledged it (leader) or since the leader's last
+    /// message (follower).
+    pub since_leader_contact_ms: Option<u64>,
+    /// The lease period.
+    pub ttl_ms: u64,
 }
 
 /// One member in the status.

@@ -36,6 +36,8 @@ pub struct PeerState {
     pub unauthorized: prometheus::IntCounter,
     /// Reports received, by agent.
     pub reports_received: prometheus::IntCounterVec,
+    /// Renewed by every AppendEntries from a current leader.
+    pub lease: Arc<super::LeaseClock>,
 }
 
 /// Builds the peer router.
@@ -98,7 +100,15 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 
 async fn append(State(state): State<PeerState>, body: Bytes) -> Response {
     match parse(&body) {
-        Ok(rpc) => Json(state.raft.append_entries(rpc).await).into_response(),
+        Ok(rpc) => {
+            let result = state.raft.append_entries(rpc).await;
+            // Any answer but "your vote is stale" means a current leader reached us.
+            if matches!(&result, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+            {
+                state.lease.touch();
+            }
+            Json(result).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -25,6 +25,9 @@ pub struct Report {
     pub seq: u64,
     /// The agent's state of every target it probes.
     pub states: BTreeMap<TargetId, State>,
+    /// The role each datastore target last answered with (`primary`, `replica`, `master`).
+    #[serde(default)]
+    pub roles: BTreeMap<TargetId, String>,
 }
 
 /// Why a report was not taken.
@@ -139,6 +142,22 @@ impl ReportBook {
             .collect()
     }
 
+    /// The roles reported for `targets` in reports fresher than `stale_after`: which agents
+    /// saw which target in which role.
+    pub fn roles(&self, now: Instant, stale_after: Duration) -> BTreeMap<TargetId, Vec<String>> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut roles: BTreeMap<TargetId, Vec<String>> = BTreeMap::new();
+        for held in latest.values() {
+            if now.saturating_duration_since(held.received) > stale_after {
+                continue;
+            }
+            for (target, role) in &held.report.roles {
+                roles.entry(target.clone()).or_default().push(role.clone());
+            }
+        }
+        roles
+    }
+
     /// Forgets every report (a leader that steps down must not keep deciding on old ones).
     pub fn clear(&self) {
         self.latest
@@ -166,6 +185,7 @@ mod tests {
             boot,
             seq,
             states: BTreeMap::new(),
+            roles: BTreeMap::new(),
         }
     }
 

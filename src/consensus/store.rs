@@ -247,6 +247,9 @@ pub struct MachineState {
     pub last_membership: StoredMembership<NodeId, BasicNode>,
     /// Commands applied since the cluster was formed.
     pub commands_applied: u64,
+    /// The writable member of each group, as last named.
+    #[serde(default)]
+    pub primaries: std::collections::BTreeMap<String, crate::topology::TargetId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,7 +361,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             s.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(_) => s.commands_applied += 1,
+                EntryPayload::Normal(command) => {
+                    s.commands_applied += 1;
+                    match command {
+                        super::types::Command::NamePrimary { group, target } => {
+                            s.primaries.insert(group, target);
+                        }
+                    }
+                }
                 EntryPayload::Membership(m) => {
                     s.last_membership = StoredMembership::new(Some(entry.log_id), m)
                 }

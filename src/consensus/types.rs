@@ -7,13 +7,18 @@ use serde::{Deserialize, Serialize};
 /// A Raft node id: a stable 64-bit hash of the agent id (see [`node_id`]).
 pub type NodeId = u64;
 
-/// A command committed to the log. Decisions (desired state, drains, pauses) become variants
-/// here; today the leader commits a `Noop` when it takes office, so every term starts with an
-/// entry of its own and followers learn the commit index at once.
+/// A command committed to the log. Decisions (desired state, drains, pauses) join here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// No change of state.
-    Noop,
+    /// Records which member is the writable one of a group (`postgres/<cluster>` or
+    /// `redis/<shard>`). The leader names the primary it observes when none is named; a fenced
+    /// agent lifts its fence only while the log names its member.
+    NamePrimary {
+        /// The group.
+        group: String,
+        /// The member's target id.
+        target: crate::topology::TargetId,
+    },
 }
 
 /// What applying a command returned.

@@ -147,39 +147,54 @@ impl RedisProbe {
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, ProbeError> {
-        let mut info = self.client.get_connection_info().clone();
-        if let Some(secret) = &self.password {
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_password(secret.load()?.expose());
-            info = info.set_redis_settings(settings);
-        }
-        let client = match &self.ca_file {
-            None => redis::Client::open(info),
-            Some(path) => {
-                // Read at every connect, so a renewed CA bundle is picked up without a restart.
-                let pem = std::fs::read(path).map_err(|e| {
-                    ProbeError::Connect(format!("cannot read ca_file {}: {e}", path.display()))
-                })?;
-                redis::Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem),
-                    },
-                )
-            }
-        }
-        .map_err(|e| ProbeError::Connect(error_chain(&e)))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| ProbeError::Connect(error_chain(&e)))
+        connect(
+            self.client.get_connection_info().clone(),
+            self.password.as_ref(),
+            self.ca_file.as_deref(),
+            self.timeout,
+        )
+        .await
     }
+}
+
+/// Opens a connection with the password from its secret and, for TLS, the CA bundle (both
+/// read now, so rotated files are used). Shared by the probe and the actions.
+pub async fn connect(
+    mut info: redis::ConnectionInfo,
+    password: Option<&SecretRef>,
+    ca_file: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<MultiplexedConnection, ProbeError> {
+    if let Some(secret) = password {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_password(secret.load()?.expose());
+        info = info.set_redis_settings(settings);
+    }
+    let client = match ca_file {
+        None => redis::Client::open(info),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                ProbeError::Connect(format!("cannot read ca_file {}: {e}", path.display()))
+            })?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
+    }
+    .map_err(|e| ProbeError::Connect(error_chain(&e)))?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| ProbeError::Connect(error_chain(&e)))
 }
 
 impl Probe for RedisProbe {

@@ -1,0 +1,26 @@
+//! Actions: the only code that changes the world (fences today; promotions and DNS later).
+//!
+//! Every action is idempotent — running it twice leaves the same state — and bounded by a
+//! timeout, so a caller can retry a failed one at the next tick without harm.
+
+pub mod postgres;
+pub mod redis;
+
+/// Why an action failed. Always worth retrying: the next tick runs it again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ActionError {
+    /// The server could not be reached.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// A statement or command failed.
+    #[error("{step} failed: {message}")]
+    Step {
+        /// What was being done.
+        step: &'static str,
+        /// The server's or the program's message.
+        message: String,
+    },
+    /// The action did not finish in time.
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
+}

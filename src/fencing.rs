@@ -1,0 +1,212 @@
+//! Self-fencing: an agent that has lost its lease makes the primaries of its own region
+//! refuse writes, before anyone elsewhere could promote (the Patroni rule).
+//!
+//! The lease is renewed by contact with a leader that a quorum follows (see
+//! [`crate::consensus::Consensus::lease_valid`]). Without it for `lease_ttl`, this agent fences
+//! every local Postgres member that answers as primary and every local Redis master of a
+//! replication shard. It lifts a fence only once it holds the lease again *and* the
+//! replicated log still names that member as the group's primary; otherwise the member stays
+//! fenced (a failover elsewhere made it stale). A failed fence or unfence is logged, counted
+//! and retried at the next tick.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use tokio_util::sync::CancellationToken;
+
+use crate::actions;
+use crate::config::{Config, PostgresFence, RedisMode};
+use crate::consensus::Consensus;
+use crate::health::HealthBoard;
+use crate::topology::{TargetId, TargetSpec, Topology};
+
+/// How often the lease is checked.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+enum Local {
+    Postgres(actions::postgres::Member),
+    Redis(actions::redis::Member),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fence {
+    Postgres,
+    /// The `min-replicas-to-write` to restore.
+    Redis(u32),
+}
+
+/// The self-fencing loop of one agent.
+pub struct Fencer {
+    locals: Vec<(TargetId, Local)>,
+    pg_method: PostgresFence,
+    timeout: Duration,
+    lease_ttl: Duration,
+    fenced: BTreeMap<TargetId, Fence>,
+    lease_gauge: IntGauge,
+    fenced_gauge: IntGauge,
+    actions: IntCounterVec,
+}
+
+impl Fencer {
+    /// The datastores of this agent's region, with how to fence them.
+    pub fn new(config: &Config, registry: &Registry) -> prometheus::Result<Fencer> {
+        let topology = Topology::from_config(config);
+        let locals = topology
+            .targets
+            .iter()
+            .filter(|t| t.region == config.agent.region)
+            .filter_map(|t| {
+                let local = match &t.spec {
+                    TargetSpec::Postgres {
+                        member, password, ..
+                    } => Local::Postgres(actions::postgres::Member {
+                        name: member.name.clone(),
+                        dsn: member.dsn.clone(),
+                        password: password.clone(),
+                    }),
+                    TargetSpec::Redis {
+                        mode: RedisMode::Replication,
+                        member,
+                        password,
+                        ca_file,
+                        ..
+                    } => Local::Redis(actions::redis::Member {
+                        name: member.name.clone(),
+                        url: member.url.clone(),
+                        password: password.clone(),
+                        ca_file: ca_file.clone(),
+                    }),
+                    _ => return None,
+                };
+                Some((t.id.clone(), local))
+            })
+            .collect();
+        let lease_gauge = IntGauge::new(
+            "failoverd_lease_valid",
+            "Whether this agent holds its lease (contact with a quorum within lease_ttl).",
+        )?;
+        registry.register(Box::new(lease_gauge.clone()))?;
+        let fenced_gauge = IntGauge::new(
+            "failoverd_fenced_primaries",
+            "Local primaries this agent has fenced.",
+        )?;
+        registry.register(Box::new(fenced_gauge.clone()))?;
+        let actions = IntCounterVec::new(
+            Opts::new(
+                "failoverd_fence_actions_total",
+                "Fence and unfence actions, by action and result.",
+            ),
+            &["action", "result"],
+        )?;
+        registry.register(Box::new(actions.clone()))?;
+        Ok(Fencer {
+            locals,
+            pg_method: config
+                .postgres
+                .as_ref()
+                .map(|p| p.fence.clone())
+                .unwrap_or_default(),
+            timeout: Duration::from_secs(5),
+            lease_ttl: config.cluster.lease_ttl(),
+            fenced: BTreeMap::new(),
+            lease_gauge,
+            fenced_gauge,
+            actions,
+        })
+    }
+
+    /// Checks the lease every [`CHECK_INTERVAL`] until `shutdown`.
+    pub async fn run(
+        mut self,
+        consensus: Arc<Consensus>,
+        board: Arc<HealthBoard>,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(CHECK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let valid = consensus.lease_valid();
+            self.lease_gauge.set(i64::from(valid));
+            for (id, local) in self.locals.clone() {
+                let writable = board
+                    .slot(&id)
+                    .map(|s| s.view())
+                    .and_then(|v| v.role())
+                    .is_some_and(|r| r == "primary" || r == "master");
+                if !valid && writable && !self.fenced.contains_key(&id) {
+                    self.fence(&id, &local).await;
+                } else if valid {
+                    if let Some(fence) = self.fenced.get(&id).copied() {
+                        let group = consensus.group_of(&id).unwrap_or_default();
+                        match consensus.named_primary(group) {
+                            Some(named) if named == id => self.unfence(&id, &local, fence).await,
+                            named => tracing::debug!(
+                                target_id = %id,
+                                named = named.as_ref().map(|n| n.as_str()).unwrap_or("none"),
+                                "stays fenced: the cluster does not name it primary"
+                            ),
+                        }
+                    }
+                }
+            }
+            self.fenced_gauge
+                .set(i64::try_from(self.fenced.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    async fn fence(&mut self, id: &TargetId, local: &Local) {
+        let result = match local {
+            Local::Postgres(m) => actions::postgres::fence(m, &self.pg_method, self.timeout)
+                .await
+                .map(|()| Fence::Postgres),
+            Local::Redis(m) => actions::redis::fence(m, self.timeout)
+                .await
+                .map(Fence::Redis),
+        };
+        match result {
+            Ok(fence) => {
+                self.actions.with_label_values(&["fence", "ok"]).inc();
+                tracing::warn!(
+                    target_id = %id,
+                    lease_ttl = %humantime::format_duration(self.lease_ttl),
+                    "fenced the local primary: no contact with a quorum for the lease period"
+                );
+                self.fenced.insert(id.clone(), fence);
+            }
+            Err(e) => {
+                self.actions.with_label_values(&["fence", "error"]).inc();
+                tracing::error!(target_id = %id, error = %e, "cannot fence the local primary; retrying");
+            }
+        }
+    }
+
+    async fn unfence(&mut self, id: &TargetId, local: &Local, fence: Fence) {
+        let result = match (local, fence) {
+            (Local::Postgres(m), _) => {
+                actions::postgres::unfence(m, &self.pg_method, self.timeout).await
+            }
+            (Local::Redis(m), Fence::Redis(previous)) => {
+                actions::redis::unfence(m, previous, self.timeout).await
+            }
+            (Local::Redis(m), Fence::Postgres) => actions::redis::unfence(m, 0, self.timeout).await,
+        };
+        match result {
+            Ok(()) => {
+                self.actions.with_label_values(&["unfence", "ok"]).inc();
+                tracing::info!(target_id = %id, "lifted the fence: lease regained and the cluster still names it primary");
+                self.fenced.remove(id);
+            }
+            Err(e) => {
+                self.actions.with_label_values(&["unfence", "error"]).inc();
+                tracing::error!(target_id = %id, error = %e, "cannot lift the fence; retrying");
+            }
+        }
+    }
+}

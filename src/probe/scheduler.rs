@@ -176,7 +176,7 @@ mod tests {
         // A random phase below 1 s, then one probe per second: 10 probes in the first
         // 10.05 s, or 11 when the phase fell below 50 ms. Fewer would mean a delay.
         let ok = ok_calls.load(Ordering::SeqCst);
-        let hung = hung_calls.load(Ordering::SeqCst);
+        let hung_count = hung_calls.load(Ordering::SeqCst);
         assert!((10..=11).contains(&ok), "healthy target probed {ok} times");
         assert!(
             (10..=11).contains(&hung),

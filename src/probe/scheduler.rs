@@ -179,8 +179,8 @@ mod tests {
         let hung_count = hung_calls.load(Ordering::SeqCst);
         assert!((10..=11).contains(&ok), "healthy target probed {ok} times");
         assert!(
-            (10..=11).contains(&hung),
-            "hung probe restarts each interval: {hung}"
+            (10..=11).contains(&hung_count),
+            "hung probe restarts each interval: {hung_count}"
         );
         assert_eq!(board.state(&hung.id), Some(State::Down));
         assert_eq!(board.state(&healthy.id), Some(State::Up));

@@ -10,6 +10,10 @@ use support::{wait_for_async, AgentCluster, HttpServer, REGIONS};
 
 const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
 
+/// Three agent processes per test on two cores: one cluster at a time, so elections are
+/// timed on an unloaded machine.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
     let mut servers = Vec::new();
     for _ in REGIONS {
@@ -23,8 +27,9 @@ async fn apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elects_one_leader_replaces_it_within_3s_and_rejoins_with_its_term() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_servers, urls) = apis().await?;
-    let mut cluster = AgentCluster::start(&urls, PROBE)?;
+    let mut cluster = AgentCluster::start(&urls, PROBE).await?;
     let (leader, term) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
         .await?;
@@ -70,8 +75,9 @@ async fn elects_one_leader_replaces_it_within_3s_and_rejoins_with_its_term() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (mut servers, urls) = apis().await?;
-    let cluster = AgentCluster::start(&urls, PROBE)?;
+    let cluster = AgentCluster::start(&urls, PROBE).await?;
     let (leader, _) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
         .await?;
@@ -125,8 +131,9 @@ async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_requests_without_the_secret_or_with_garbage_are_refused() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_servers, urls) = apis().await?;
-    let cluster = AgentCluster::start(&urls, PROBE)?;
+    let cluster = AgentCluster::start(&urls, PROBE).await?;
     let (leader, term) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
         .await?;
@@ -183,6 +190,73 @@ async fn peer_requests_without_the_secret_or_with_garbage_are_refused() -> anyho
     assert!(
         metrics.contains("failoverd_peer_unauthorized_requests_total 2"),
         "two refused requests counted"
+    );
+    Ok(())
+}
+
+/// Not a test: the measurement behind the README's figures (`bench/cluster.sh` runs it).
+/// Kills the leader `FAILOVERD_KILLS` times (default 10) and prints the median time until
+/// the others agree on a new leader; then times how long a dead API takes to be Down by
+/// verdict on the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by bench/cluster.sh"]
+async fn measure_leader_failover_and_report_to_verdict() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let kills: usize = std::env::var("FAILOVERD_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let (mut servers, urls) = apis().await?;
+    let mut cluster = AgentCluster::start(&urls, PROBE).await?;
+    let mut times = Vec::new();
+    for round in 1..=kills {
+        let (leader, _) = cluster
+            .agreed_leader(None, None, Duration::from_secs(30))
+            .await?;
+        let i = cluster.index(&leader);
+        cluster.agents[i].kill()?;
+        let killed = Instant::now();
+        cluster
+            .agreed_leader(Some(i), Some(&leader), Duration::from_secs(30))
+            .await?;
+        let took = killed.elapsed();
+        eprintln!("[{round}/{kills}] leader {leader} killed: new leader after {took:?}");
+        times.push(took);
+        cluster.agents[i].spawn()?;
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    println!(
+        "leader failover: median {:?}, min {:?}, max {:?} over {} kills",
+        median,
+        times[0],
+        times[times.len() - 1],
+        times.len()
+    );
+
+    let (leader, _) = cluster
+        .agreed_leader(None, None, Duration::from_secs(30))
+        .await?;
+    let leader = &cluster.agents[cluster.index(&leader)];
+    wait_for_async("every region up", Duration::from_secs(20), || async {
+        let s = leader.status().await?;
+        (s["cluster"]["verdict"]["regions"]["us-east-1"] == "up").then_some(())
+    })
+    .await?;
+    drop(servers.remove(2));
+    let gone = Instant::now();
+    wait_for_async(
+        "us-east-1 down by verdict",
+        Duration::from_secs(20),
+        || async {
+            let s = leader.status().await?;
+            (s["cluster"]["verdict"]["regions"]["us-east-1"] == "down").then_some(())
+        },
+    )
+    .await?;
+    println!(
+        "API gone to Down by verdict: {:?} (probe interval 300 ms, fall 2, reports every 300 ms)",
+        gone.elapsed()
     );
     Ok(())
 }

@@ -735,7 +735,25 @@ secret = { env = "FAILOVERD_TEST_VARIABLE_NOBODY_SETS" }
             "heartbeats are well inside the election timeout",
             &[After(CLUSTER_SECRET, "heartbeat_interval = \"500ms\"")],
             "cluster.heartbeat_interval",
-            "heartbeat_interval (500ms) must be > 0 and less than half of election_timeout (800ms)",
+            "heartbeat_interval (500ms) must be > 0 and less than half of election_timeout (600ms)",
+        ),
+        Case::alone(
+            "the lease outlasts an election",
+            &[After(CLUSTER_SECRET, "lease_ttl = \"1s\"")],
+            "cluster.lease_ttl",
+            "lease_ttl (1s) must be longer than the longest election timeout (1s 200ms)",
+        ),
+        Case::alone(
+            "a fence command names a program",
+            &[After("[postgres]", "fence = { command = [] }")],
+            "postgres.fence.command",
+            "must name a program",
+        ),
+        Case::alone(
+            "revoke_login names a role",
+            &[After("[postgres]", "fence = { revoke_login = \"app role\" }")],
+            "postgres.fence.revoke_login",
+            "may only contain letters",
         ),
         Case::alone(
             "stale_after is positive",

@@ -1045,7 +1045,85 @@ pub struct AgentCluster {
     pub agents: Vec<AgentProcess>,
     /// The cluster secret.
     pub secret: String,
+    /// Fault proxies per directed peer link `(from, to)`, when asked for.
+    pub links: Vec<((usize, usize), FaultProxy)>,
     _dir: tempfile::TempDir,
+}
+
+/// How to set up an [`AgentCluster`].
+#[derive(Default)]
+pub struct ClusterOptions<'a> {
+    /// The `[probe]` section's body.
+    pub probe: &'a str,
+    /// Extra lines for `[cluster]`.
+    pub cluster: &'a str,
+    /// Extra TOML appended to every agent's config (datastores).
+    pub extra: &'a str,
+    /// Route every peer link through a [`FaultProxy`].
+    pub proxies: bool,
+}
+
+/// A TCP proxy that can cut a link: it closes open connections and drops new ones.
+pub struct FaultProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Proxies connections to `target`.
+    pub async fn start(target: SocketAddr) -> anyhow::Result<FaultProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (cut2, conns2) = (cut.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the link is cut
+                }
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        // Ends when either side closes or the link is cut (task aborted).
+                        let _copied =
+                            tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().unwrap().push(handle);
+            }
+        });
+        Ok(FaultProxy {
+            addr,
+            cut,
+            conns,
+            task,
+        })
+    }
+
+    /// Cuts the link: open connections close, new ones are dropped.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for handle in self.conns.lock().unwrap().drain(..) {
+            handle.abort();
+        }
+    }
+
+    /// Heals the link.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        for handle in self.conns.lock().unwrap().drain(..) {
+            handle.abort();
+        }
+    }
 }
 
 /// The regions of the test cluster.
@@ -1053,7 +1131,23 @@ pub const REGIONS: [&str; 3] = ["eu-west-3", "eu-central-1", "us-east-1"];
 
 impl AgentCluster {
     /// Writes the configs and starts the three agents. `apis` are the API URLs per region.
-    pub fn start(apis: &[String; 3], probe: &str) -> anyhow::Result<AgentCluster> {
+    pub async fn start(apis: &[String; 3], probe: &str) -> anyhow::Result<AgentCluster> {
+        Self::start_with(
+            apis,
+            ClusterOptions {
+                probe,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Like [`AgentCluster::start`], with datastores, cluster settings and fault proxies.
+    pub async fn start_with(
+        apis: &[String; 3],
+        options: ClusterOptions<'_>,
+    ) -> anyhow::Result<AgentCluster> {
+        let probe = options.probe;
         let dir = tempfile::Builder::new()
             .prefix("failoverd-cluster-")
             .tempdir()?;
@@ -1062,6 +1156,16 @@ impl AgentCluster {
         std::fs::write(&secret_file, format!("{secret}\n"))?;
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let ids: Vec<String> = REGIONS.iter().map(|r| format!("{r}-a")).collect();
+        let mut links = Vec::new();
+        if options.proxies {
+            for i in 0..3 {
+                for j in (0..3).filter(|j| *j != i) {
+                    let proxy =
+                        FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], ports[j].1))).await?;
+                    links.push(((i, j), proxy));
+                }
+            }
+        }
         let mut agents = Vec::new();
         for i in 0..3 {
             let mut cfg = format!(
@@ -1075,6 +1179,7 @@ data_dir = "{data}"
 
 [cluster]
 secret = {{ file = "{secret}" }}
+{cluster_extra}
 
 [probe]
 {probe}
@@ -1085,11 +1190,17 @@ secret = {{ file = "{secret}" }}
                 peer = ports[i].1,
                 data = dir.path().join(&ids[i]).display(),
                 secret = secret_file.display(),
+                cluster_extra = options.cluster,
             );
             for j in (0..3).filter(|j| *j != i) {
+                let port = links
+                    .iter()
+                    .find(|(link, _)| *link == (i, j))
+                    .map(|(_, proxy)| proxy.addr.port())
+                    .unwrap_or(ports[j].1);
                 cfg.push_str(&format!(
-                    "\n[[peers]]\nid = \"{}\"\nregion = \"{}\"\npeer_url = \"http://127.0.0.1:{}\"\n",
-                    ids[j], REGIONS[j], ports[j].1
+                    "\n[[peers]]\nid = \"{}\"\nregion = \"{}\"\npeer_url = \"http://127.0.0.1:{port}\"\n",
+                    ids[j], REGIONS[j]
                 ));
             }
             for (region, url) in REGIONS.iter().zip(apis) {
@@ -1097,6 +1208,7 @@ secret = {{ file = "{secret}" }}
                     "\n[[regions]]\nname = \"{region}\"\n[[regions.api]]\nname = \"api\"\nurl = \"{url}\"\n"
                 ));
             }
+            cfg.push_str(options.extra);
             let config = dir.path().join(format!("{}.toml", ids[i]));
             std::fs::write(&config, cfg)?;
             let mut agent = AgentProcess {
@@ -1113,6 +1225,7 @@ secret = {{ file = "{secret}" }}
         Ok(AgentCluster {
             agents,
             secret,
+            links,
             _dir: dir,
         })
     }
@@ -1153,6 +1266,19 @@ secret = {{ file = "{secret}" }}
                 .collect::<Vec<_>>()
                 .join("\n")
         })
+    }
+
+    /// Cuts (or heals) every peer link to and from agent `k`.
+    pub fn isolate(&self, k: usize, cut: bool) {
+        for ((from, to), proxy) in &self.links {
+            if *from == k || *to == k {
+                if cut {
+                    proxy.cut()
+                } else {
+                    proxy.heal()
+                }
+            }
+        }
     }
 
     /// The index of an agent by id.

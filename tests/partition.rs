@@ -1,0 +1,195 @@
+//! An agent cut off from its peers loses its lease and fences the primaries of its region;
+//! the other two keep quorum and decide nothing is down; after the heal the fence is lifted
+//! because the cluster still names those primaries.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use support::{
+    wait_for_async, AgentCluster, ClusterOptions, HttpServer, PgPair, RedisPair, REGIONS,
+};
+
+const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
+const LEASE_TTL_MS: u64 = 2000;
+
+/// Tries one write on the primary over a fresh connection (fencing ends old sessions).
+async fn pg_write(pair: &PgPair) -> Result<(), String> {
+    let client = pair.primary.connect().await.map_err(|e| e.to_string())?;
+    client
+        .batch_execute("INSERT INTO fence_probe VALUES (now())")
+        .await
+        .map_err(|e| {
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| e.to_string())
+        })
+}
+
+async fn redis_write(pair: &RedisPair) -> Result<(), String> {
+    pair.master
+        .cmd(&["SET", "fence-probe", "1"])
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_agent_fences_its_primaries_and_lifts_the_fence_after_the_heal(
+) -> anyhow::Result<()> {
+    let pg = PgPair::start().await?;
+    pg.primary
+        .connect()
+        .await?
+        .batch_execute("CREATE TABLE fence_probe (at timestamptz)")
+        .await?;
+    let redis = RedisPair::start().await?;
+    let secret_dir = tempfile::tempdir()?;
+    let pg_password = secret_dir.path().join("pg");
+    std::fs::write(&pg_password, support::MONITOR_PASSWORD)?;
+    // The probing role may not fence: this test fences as the superuser (trusted on loopback).
+    let extra = format!(
+        r#"
+[postgres]
+cluster = "main"
+
+[[postgres.members]]
+name = "pg-eu-west-3"
+region = "eu-west-3"
+dsn = "{}"
+
+[[postgres.members]]
+name = "pg-eu-central-1"
+region = "eu-central-1"
+dsn = "{}"
+
+[[redis.shards]]
+name = "sessions"
+mode = "replication"
+members = [
+  {{ name = "r-eu-west-3", region = "eu-west-3", url = "{}" }},
+  {{ name = "r-eu-central-1", region = "eu-central-1", url = "{}" }},
+]
+"#,
+        pg.primary.dsn(),
+        pg.replica.dsn(),
+        redis.master.url(),
+        redis.replica.url()
+    );
+    let mut servers = Vec::new();
+    for _ in REGIONS {
+        servers.push(
+            HttpServer::start(axum::Router::new().route("/health", get(|| async { "ok" }))).await?,
+        );
+    }
+    let urls = [0, 1, 2].map(|i| servers[i].url("/health"));
+    let cluster = AgentCluster::start_with(
+        &urls,
+        ClusterOptions {
+            probe: PROBE,
+            cluster: &format!("lease_ttl = \"{LEASE_TTL_MS}ms\""),
+            extra: &extra,
+            proxies: true,
+        },
+    )
+    .await?;
+    let (leader, _) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+
+    // The leader names the primaries it sees in the reports.
+    let paris = &cluster.agents[0];
+    assert_eq!(paris.id, "eu-west-3-a");
+    wait_for_async(
+        "the log to name both primaries",
+        Duration::from_secs(20),
+        || async {
+            let s = paris.status().await?;
+            let p = &s["cluster"]["primaries"];
+            (p["postgres/main"] == "postgres/main/pg-eu-west-3"
+                && p["redis/sessions"] == "redis/sessions/r-eu-west-3")
+                .then_some(())
+        },
+    )
+    .await?;
+    pg_write(&pg).await.map_err(anyhow::Error::msg)?;
+    redis_write(&redis).await.map_err(anyhow::Error::msg)?;
+
+    // Cut eu-west-3's agent off from its peers.
+    cluster.isolate(0, true);
+    let cut_at = Instant::now();
+    let error = wait_for_async(
+        "the Postgres primary to refuse writes",
+        Duration::from_secs(15),
+        || async { pg_write(&pg).await.err() },
+    )
+    .await?;
+    let fenced_after = cut_at.elapsed();
+    assert!(error.contains("read-only transaction"), "{error}");
+    assert!(
+        fenced_after >= Duration::from_millis(LEASE_TTL_MS - 500),
+        "fenced after {fenced_after:?}: not before the lease could run out"
+    );
+    let redis_error = wait_for_async(
+        "the Redis master to refuse writes",
+        Duration::from_secs(5),
+        || async { redis_write(&redis).await.err() },
+    )
+    .await?;
+    assert!(redis_error.contains("NOREPLICAS"), "{redis_error}");
+    let status = paris
+        .status()
+        .await
+        .expect("the cut-off agent still answers");
+    assert_eq!(status["cluster"]["lease"]["valid"], false);
+
+    // The other two keep quorum, and nothing is Down by their verdict.
+    let (new_leader, _) = cluster
+        .agreed_leader(Some(0), Some("eu-west-3-a"), Duration::from_secs(10))
+        .await?;
+    let leader_agent = &cluster.agents[cluster.index(&new_leader)];
+    let verdict = wait_for_async(
+        "a verdict without eu-west-3-a's reports",
+        Duration::from_secs(10),
+        || async {
+            let s = leader_agent.status().await?;
+            let v = s["cluster"]["verdict"].clone();
+            v["regions"]["eu-west-3"].is_string().then_some(v)
+        },
+    )
+    .await?;
+    for (target, t) in verdict["targets"].as_object().unwrap() {
+        assert_ne!(t["state"], "down", "{target} is Down by verdict: {t}");
+    }
+    assert_eq!(verdict["regions"]["eu-west-3"], "up");
+    if leader == "eu-west-3-a" {
+        assert_ne!(new_leader, leader, "the cut-off leader was replaced");
+    }
+
+    // Heal: the agent rejoins, holds its lease again, and lifts both fences because the log
+    // still names its members primary.
+    cluster.isolate(0, false);
+    wait_for_async(
+        "Postgres writes to succeed again",
+        Duration::from_secs(20),
+        || async { pg_write(&pg).await.ok() },
+    )
+    .await?;
+    wait_for_async(
+        "Redis writes to succeed again",
+        Duration::from_secs(10),
+        || async { redis_write(&redis).await.ok() },
+    )
+    .await?;
+    let status = paris.status().await.expect("answers");
+    assert_eq!(status["cluster"]["lease"]["valid"], true);
+    let metrics = reqwest::get(format!("http://{}/metrics", paris.admin))
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains(r#"failoverd_fence_actions_total{action="fence",result="ok"} 2"#));
+    assert!(metrics.contains(r#"failoverd_fence_actions_total{action="unfence",result="ok"} 2"#));
+    assert!(metrics.contains("failoverd_fenced_primaries 0"));
+    Ok(())
+}

@@ -149,26 +149,35 @@ pub struct ClusterConfig {
     /// A report older than this counts as Unknown (default 3 s).
     #[serde(default, with = "humantime_serde")]
     pub stale_after: Option<Duration>,
-    /// Leader heartbeat period (default 200 ms).
+    /// Leader heartbeat period (default 100 ms).
     #[serde(default, with = "humantime_serde")]
     pub heartbeat_interval: Option<Duration>,
-    /// Shortest election timeout; the longest is twice it (default 600 ms: a dead leader is
-    /// replaced within about 1.5 s, 3 s even after one split vote, while a 80 ms round trip
-    /// between regions stays far below it).
+    /// Shortest election timeout; the longest is twice it (default 300 ms). A follower that
+    /// hears nothing waits the longest timeout (openraft's leader lease) plus its own random
+    /// timeout before it stands: 0.9 to 1.2 s with the defaults, so a dead leader is replaced
+    /// in about 1.5 s, under 3 s even after a split vote, while an 80 ms round trip between
+    /// regions stays far below it.
     #[serde(default, with = "humantime_serde")]
     pub election_timeout: Option<Duration>,
     /// Without contact with a quorum for this long, an agent fences the primaries of its
     /// region (default 5 s). The leader promotes elsewhere only after it has passed.
     #[serde(default, with = "humantime_serde")]
     pub lease_ttl: Option<Duration>,
+    /// A local replica whose link to its primary (or master) in another region has been down
+    /// this long votes that primary Down (default 3 s).
+    #[serde(default, with = "humantime_serde")]
+    pub data_path_down_after: Option<Duration>,
 }
+
+/// Default time a replica's link must be down before it counts as a Down vote.
+pub const DEFAULT_DATA_PATH_DOWN_AFTER: Duration = Duration::from_secs(3);
 
 /// Default age after which a report counts as Unknown: three probe intervals.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3);
 /// Default Raft heartbeat period.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(200);
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Default shortest election timeout.
-pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(600);
+pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(300);
 
 impl ClusterConfig {
     /// `stale_after` with its default.
@@ -182,6 +191,11 @@ impl ClusterConfig {
     /// `election_timeout` with its default.
     pub fn election_timeout(&self) -> Duration {
         self.election_timeout.unwrap_or(DEFAULT_ELECTION_TIMEOUT)
+    }
+    /// `data_path_down_after` with its default.
+    pub fn data_path_down_after(&self) -> Duration {
+        self.data_path_down_after
+            .unwrap_or(DEFAULT_DATA_PATH_DOWN_AFTER)
     }
     /// `lease_ttl` with its default.
     pub fn lease_ttl(&self) -> Duration {

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod consensus;
+pub mod evidence;
 pub mod fencing;
 pub mod health;
 pub mod metrics;

@@ -88,7 +88,7 @@ members = [
         &urls,
         ClusterOptions {
             probe: PROBE,
-            cluster: &format!("lease_ttl = \"{LEASE_TTL_MS}ms\""),
+            cluster: &format!("lease_ttl = \"{LEASE_TTL_MS}ms\"\ndata_path_down_after = \"1s\""),
             extra: &extra,
             proxies: true,
         },
@@ -115,6 +115,25 @@ members = [
     .await?;
     pg_write(&pg).await.map_err(anyhow::Error::msg)?;
     redis_write(&redis).await.map_err(anyhow::Error::msg)?;
+
+    // Only eu-west-3's agent reaches the primaries, yet they are Up by verdict: the replicas
+    // in eu-central-1 vote for them through their replication links.
+    let leader_now = &cluster.agents[cluster.index(&leader)];
+    let verdict = wait_for_async(
+        "the primaries up by two votes",
+        Duration::from_secs(20),
+        || async {
+            let v = leader_now.status().await?["cluster"]["verdict"].clone();
+            (v["targets"]["postgres/main/pg-eu-west-3"]["state"] == "up"
+                && v["targets"]["redis/sessions/r-eu-west-3"]["state"] == "up")
+                .then_some(v)
+        },
+    )
+    .await?;
+    for target in ["postgres/main/pg-eu-west-3", "redis/sessions/r-eu-west-3"] {
+        let up = verdict["targets"][target]["up"].as_array().unwrap();
+        assert!(up.contains(&"eu-central-1-a".into()), "{target}: {up:?}");
+    }
 
     // Cut eu-west-3's agent off from its peers.
     cluster.isolate(0, true);
@@ -191,5 +210,31 @@ members = [
     assert!(metrics.contains(r#"failoverd_fence_actions_total{action="fence",result="ok"} 2"#));
     assert!(metrics.contains(r#"failoverd_fence_actions_total{action="unfence",result="ok"} 2"#));
     assert!(metrics.contains("failoverd_fenced_primaries 0"));
+
+    // A crashed primary is Down by verdict: its own agent cannot reach it, and the replica's
+    // link has been down longer than data_path_down_after.
+    pg.primary.kill()?;
+    let (leader, _) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let leader = &cluster.agents[cluster.index(&leader)];
+    let verdict = wait_for_async(
+        "the primary down by verdict",
+        Duration::from_secs(20),
+        || async {
+            let v = leader.status().await?["cluster"]["verdict"].clone();
+            (v["targets"]["postgres/main/pg-eu-west-3"]["state"] == "down").then_some(v)
+        },
+    )
+    .await?;
+    let down = verdict["targets"]["postgres/main/pg-eu-west-3"]["down"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        down,
+        vec!["eu-central-1-a", "eu-west-3-a"],
+        "direct and data-path votes"
+    );
     Ok(())
 }

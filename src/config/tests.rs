@@ -735,13 +735,13 @@ secret = { env = "FAILOVERD_TEST_VARIABLE_NOBODY_SETS" }
             "heartbeats are well inside the election timeout",
             &[After(CLUSTER_SECRET, "heartbeat_interval = \"500ms\"")],
             "cluster.heartbeat_interval",
-            "heartbeat_interval (500ms) must be > 0 and less than half of election_timeout (600ms)",
+            "heartbeat_interval (500ms) must be > 0 and less than half of election_timeout (300ms)",
         ),
         Case::alone(
             "the lease outlasts an election",
-            &[After(CLUSTER_SECRET, "lease_ttl = \"1s\"")],
+            &[After(CLUSTER_SECRET, "lease_ttl = \"500ms\"")],
             "cluster.lease_ttl",
-            "lease_ttl (1s) must be longer than the longest election timeout (1s 200ms)",
+            "lease_ttl (500ms) must be longer than the longest election timeout (600ms)",
         ),
         Case::alone(
             "a fence command names a program",

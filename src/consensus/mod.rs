@@ -99,6 +99,8 @@ pub struct Consensus {
     state_machine: store::StateMachine,
     lease: Arc<LeaseClock>,
     lease_ttl: Duration,
+    /// Votes from local replicas about their primaries elsewhere.
+    data_path: std::sync::Mutex<crate::evidence::DataPath>,
     /// Datastore targets and the group each belongs to (`postgres/<cluster>`,
     /// `redis/<shard>` for replication shards).
     groups: Vec<(TargetId, String)>,
@@ -283,6 +285,7 @@ impl Consensus {
                 .unwrap_or(crate::config::DEFAULT_INTERVAL),
             boot: rand::random(),
             state_machine: state_handle,
+            data_path: std::sync::Mutex::new(crate::evidence::DataPath::new(config)),
             lease: Arc::new(LeaseClock::new()),
             lease_ttl: config.cluster.lease_ttl(),
             groups: topology
@@ -434,14 +437,25 @@ impl Consensus {
 
     async fn send_report(&self, board: &HealthBoard, seq: u64, leader: Option<NodeId>) {
         let Some(leader) = leader else { return };
+        let views = board.views();
+        let mut states: BTreeMap<TargetId, crate::health::State> =
+            views.iter().map(|v| (v.id.clone(), v.state)).collect();
+        // What local replicas say about primaries this agent does not probe itself.
+        let evidence = self
+            .data_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .votes(&views, Instant::now());
+        for (target, vote) in evidence {
+            states.entry(target).or_insert(vote);
+        }
         let report = Report {
             agent: self.me.agent.clone(),
             boot: self.boot,
             seq,
-            states: board.views().into_iter().map(|v| (v.id, v.state)).collect(),
-            roles: board
-                .views()
-                .into_iter()
+            states,
+            roles: views
+                .iter()
                 .filter_map(|v| Some((v.id.clone(), v.role()?.to_owned())))
                 .collect(),
         };

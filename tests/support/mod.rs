@@ -254,6 +254,7 @@ impl PgServer {
                 if let Ok(pid) = self.pid() {
                     let _killed = Command::new("kill")
                         .args(["-KILL", &pid.to_string()])
+                        .stderr(Stdio::null())
                         .status();
                 }
             }

@@ -5,7 +5,8 @@
 # Runs the ignored measurement test in tests/cluster.rs in release mode. It kills the leader
 # FAILOVERD_KILLS times (default 10), restarting it each time, and prints the median time
 # until the two others agree on a new leader (default timeouts: heartbeat 100 ms, election
-# 300..600 ms); then it stops one region's API and times its Down verdict on the leader.
+# base 300 ms, staggered per agent); then it stops one region's API and times its Down
+# verdict on the leader.
 # Everything runs on 127.0.0.1; every process is stopped when the test ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."

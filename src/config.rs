@@ -152,11 +152,11 @@ pub struct ClusterConfig {
     /// Leader heartbeat period (default 100 ms).
     #[serde(default, with = "humantime_serde")]
     pub heartbeat_interval: Option<Duration>,
-    /// Shortest election timeout; the longest is twice it (default 300 ms). A follower that
-    /// hears nothing waits the longest timeout (openraft's leader lease) plus its own random
-    /// timeout before it stands: 0.9 to 1.2 s with the defaults, so a dead leader is replaced
-    /// in about 1.5 s, under 3 s even after a split vote, while an 80 ms round trip between
-    /// regions stays far below it.
+    /// Base election timeout (default 300 ms). Each agent draws its timeout from its own
+    /// range (see [`ClusterConfig::election_range`]), so survivors stand one after the other
+    /// and never split the vote. A follower that hears nothing waits the top of its range
+    /// (openraft's leader lease) plus its timeout: 0.75 to 1.5 s with three agents and the
+    /// defaults, while an 80 ms round trip between regions stays far below it.
     #[serde(default, with = "humantime_serde")]
     pub election_timeout: Option<Duration>,
     /// Without contact with a quorum for this long, an agent fences the primaries of its
@@ -197,6 +197,25 @@ impl ClusterConfig {
         self.data_path_down_after
             .unwrap_or(DEFAULT_DATA_PATH_DOWN_AFTER)
     }
+    /// The election timeout range of the agent at `rank` (its place among all agents sorted by
+    /// id). Ranks get disjoint, increasing ranges, so after a leader dies the survivors stand
+    /// one after the other and never split the vote: rank r draws from
+    /// `[base + r·base/2, base + (r+1)·base/2)`.
+    pub fn election_range(&self, rank: usize) -> (Duration, Duration) {
+        let base = self.election_timeout();
+        let step = base / 2;
+        let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+        let min = base + step * rank;
+        (min, min + step)
+    }
+
+    /// The longest a follower waits for a silent leader before it stands: openraft's leader
+    /// lease (the range's upper end) plus its timeout, for the last-ranked of `agents`.
+    pub fn longest_stand(&self, agents: usize) -> Duration {
+        let (_, max) = self.election_range(agents.saturating_sub(1));
+        max * 2
+    }
+
     /// `lease_ttl` with its default.
     pub fn lease_ttl(&self) -> Duration {
         self.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL)
@@ -953,14 +972,16 @@ impl Config {
                 ),
             );
         }
-        if self.cluster.lease_ttl() <= election * 2 {
+        let longest_stand = self.cluster.longest_stand(agents);
+        if self.cluster.lease_ttl() <= longest_stand {
             v.push(
                 "cluster.lease_ttl",
                 format!(
-                    "lease_ttl ({}) must be longer than the longest election timeout ({}): \
+                    "lease_ttl ({}) must be longer than the longest wait before an election ({} with {agents} {}): \
                      an ordinary leader change must not fence primaries",
                     humantime::format_duration(self.cluster.lease_ttl()),
-                    humantime::format_duration(election * 2)
+                    humantime::format_duration(longest_stand),
+                    if agents == 1 { "agent" } else { "agents" }
                 ),
             );
         }

@@ -741,7 +741,7 @@ secret = { env = "FAILOVERD_TEST_VARIABLE_NOBODY_SETS" }
             "the lease outlasts an election",
             &[After(CLUSTER_SECRET, "lease_ttl = \"500ms\"")],
             "cluster.lease_ttl",
-            "lease_ttl (500ms) must be longer than the longest election timeout (600ms)",
+            "lease_ttl (500ms) must be longer than the longest wait before an election (900ms with 1 agent)",
         ),
         Case::alone(
             "a fence command names a program",
@@ -1475,4 +1475,20 @@ fn the_examples_load_and_their_summaries_name_every_region() {
         topologies[0], topologies[1],
         "example.toml and example.yaml describe the same targets"
     );
+}
+
+#[test]
+fn agents_get_disjoint_increasing_election_ranges() {
+    let cluster = super::ClusterConfig::default();
+    let ranges: Vec<_> = (0..7).map(|r| cluster.election_range(r)).collect();
+    assert_eq!(
+        ranges[0],
+        (Duration::from_millis(300), Duration::from_millis(450))
+    );
+    for pair in ranges.windows(2) {
+        assert!(pair[0].0 < pair[0].1, "a range is not empty");
+        assert!(pair[0].1 <= pair[1].0, "ranges do not overlap: {pair:?}");
+    }
+    // Three agents: the last one stands at most 1.5 s after the leader's last heartbeat.
+    assert_eq!(cluster.longest_stand(3), Duration::from_millis(1500));
 }

@@ -164,12 +164,16 @@ impl Consensus {
         }));
         members.sort_by(|a, b| a.agent.cmp(&b.agent));
 
-        let election = config.cluster.election_timeout();
+        let rank = members
+            .iter()
+            .position(|m| m.node_id == me.node_id)
+            .unwrap_or(0);
+        let (election_min, election_max) = config.cluster.election_range(rank);
         let raft_config = openraft::Config {
             cluster_name: "failoverd".into(),
             heartbeat_interval: millis(config.cluster.heartbeat_interval()),
-            election_timeout_min: millis(election),
-            election_timeout_max: millis(election * 2),
+            election_timeout_min: millis(election_min),
+            election_timeout_max: millis(election_max),
             ..Default::default()
         }
         .validate()?;

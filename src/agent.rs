@@ -35,6 +35,9 @@ pub enum AgentError {
     /// The peer server failed.
     #[error("peer server failed: {0}")]
     PeerServe(#[source] std::io::Error),
+    /// A listener's TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Consensus could not start.
     #[error("consensus: {0}")]
     Consensus(Box<crate::consensus::ConsensusError>),
@@ -124,13 +127,27 @@ impl Agent {
         }
         tasks_set.spawn(consensus.clone().run(board.clone(), shutdown.clone()));
         tasks_set.spawn(fencer.run(consensus.clone(), board.clone(), shutdown.clone()));
+        let peer_tls = match config.tls.as_ref().filter(|t| t.peer) {
+            Some(t) => Some(crate::tls::server_config(t, t.require_client_cert)?),
+            None => None,
+        };
+        let admin_tls = match config.tls.as_ref().filter(|t| t.admin) {
+            Some(t) => Some(crate::tls::server_config(t, false)?),
+            None => None,
+        };
         let peer_server = peer_listener.map(|listener| {
             let app = consensus.peer_router();
             let stop = shutdown.clone();
+            let tls = peer_tls.clone();
             tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
+                match tls {
+                    Some(tls) => crate::tls::serve(listener, tls, app, stop).await,
+                    None => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stop.cancelled_owned())
+                            .await
+                    }
+                }
             })
         });
         let app = admin::router(AdminState {
@@ -140,9 +157,14 @@ impl Agent {
             registry,
             consensus,
         });
-        let served = axum::serve(admin_listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = match admin_tls {
+            Some(tls) => crate::tls::serve(admin_listener, tls, app, shutdown.clone()).await,
+            None => {
+                axum::serve(admin_listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+            }
+        };
         // The server only returns on shutdown or error; either way everything stops.
         shutdown.cancel();
         while let Some(joined) = tasks_set.join_next().await {

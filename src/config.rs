@@ -70,6 +70,32 @@ pub struct Config {
     /// The Route53 weighted records that steer traffic, if any.
     #[serde(default)]
     pub route53: Option<Route53Config>,
+    /// TLS for the listeners and peer traffic, if any.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS settings: one certificate for the agent, one CA for the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of this agent (server, and client for mTLS).
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate.
+    pub key_file: PathBuf,
+    /// PEM CA bundle that signs the peers' certificates: checks peers' server certificates
+    /// and, with `require_client_cert`, their client certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Serve the peer listener over TLS (default true when `[tls]` is present).
+    #[serde(default = "default_true")]
+    pub peer: bool,
+    /// Serve the admin listener over TLS (default false: scrapers and probes of the admin
+    /// port usually sit inside the region).
+    #[serde(default)]
+    pub admin: bool,
+    /// Peers must present a certificate signed by `ca_file` (mTLS; default false).
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 /// This agent's identity and listeners.
@@ -992,6 +1018,35 @@ impl Config {
         }
         if let Some(PostgresFence::RevokeLogin(role)) = self.postgres.as_ref().map(|p| &p.fence) {
             v.name("postgres.fence.revoke_login", role);
+        }
+        if let Some(tls) = &self.tls {
+            for (key, path) in [
+                ("tls.cert_file", Some(&tls.cert_file)),
+                ("tls.key_file", Some(&tls.key_file)),
+                ("tls.ca_file", tls.ca_file.as_ref()),
+            ] {
+                if let Some(path) = path {
+                    if let Err(e) = std::fs::metadata(path) {
+                        v.push(key, format!("cannot read {}: {e}", path.display()));
+                    }
+                }
+            }
+            if tls.require_client_cert && (tls.ca_file.is_none() || !tls.peer) {
+                v.push(
+                    "tls.require_client_cert",
+                    "needs tls.ca_file and tls.peer = true: client certificates are checked against the cluster CA on the peer listener",
+                );
+            }
+            if tls.peer {
+                for (i, peer) in self.peers.iter().enumerate() {
+                    if !peer.peer_url.starts_with("https://") {
+                        v.push(
+                            format!("peers[{i}].peer_url"),
+                            "must use https:// when tls.peer is on",
+                        );
+                    }
+                }
+            }
         }
         if self.cluster.stale_after.is_some_and(|s| s.is_zero()) {
             v.push("cluster.stale_after", "must be greater than 0");

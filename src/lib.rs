@@ -21,5 +21,6 @@ pub mod fencing;
 pub mod health;
 pub mod metrics;
 pub mod probe;
+pub mod tls;
 pub mod topology;
 pub mod verdict;

@@ -56,6 +56,9 @@ pub enum ConsensusError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The peer client's TLS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// One configured agent as a cluster member.
@@ -153,7 +156,14 @@ impl Consensus {
             agent: config.agent.id.clone(),
             node_id: types::node_id(&config.agent.id),
             region: config.agent.region.clone(),
-            peer_url: config.agent.peer_listen.map(|a| format!("http://{a}")),
+            peer_url: config.agent.peer_listen.map(|a| {
+                let scheme = if config.tls.as_ref().is_some_and(|t| t.peer) {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{a}")
+            }),
         };
         let mut members = vec![me.clone()];
         members.extend(config.peers.iter().map(|p| Member {
@@ -183,7 +193,7 @@ impl Consensus {
         let state_machine =
             store::StateMachine::new(db).map_err(|e| ConsensusError::Storage(Box::new(e)))?;
         let state_handle = state_machine.clone();
-        let client = PeerClient::new(secret.as_deref().cloned());
+        let client = PeerClient::new(secret.as_deref().cloned(), config.tls.as_ref())?;
         let urls: HashMap<NodeId, String> = members
             .iter()
             .filter(|m| m.node_id != me.node_id)

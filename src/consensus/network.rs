@@ -74,15 +74,26 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    /// A client sending `secret` as a bearer token with every request.
-    pub fn new(secret: Option<Secret>) -> Self {
-        let http = reqwest::Client::builder()
+    /// A client sending `secret` as a bearer token with every request, and with TLS
+    /// settings, checking peers against the cluster CA and presenting this agent's
+    /// certificate.
+    pub fn new(
+        secret: Option<Secret>,
+        tls: Option<&crate::config::TlsConfig>,
+    ) -> Result<Self, crate::tls::TlsError> {
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .build()
-            .expect("a client without custom TLS settings always builds");
-        PeerClient { http, secret }
+            .tcp_nodelay(true);
+        if let Some(tls) = tls.filter(|t| t.peer) {
+            builder = crate::tls::client(builder, tls)?;
+        }
+        let http = builder.build().map_err(|e| crate::tls::TlsError::Pem {
+            key: "tls",
+            path: String::new(),
+            message: e.to_string(),
+        })?;
+        Ok(PeerClient { http, secret })
     }
 
     /// POSTs `body` as JSON to `base + path` and decodes the JSON answer.

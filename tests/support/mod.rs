@@ -1062,6 +1062,8 @@ pub struct ClusterOptions<'a> {
     pub extra: &'a str,
     /// Route every peer link through a [`FaultProxy`].
     pub proxies: bool,
+    /// Serve peer traffic over mutual TLS with these certificates.
+    pub tls: Option<&'a TestCerts>,
 }
 
 /// A TCP proxy that can cut a link: it closes open connections and drops new ones.
@@ -1199,14 +1201,27 @@ secret = {{ file = "{secret}" }}
                     .find(|(link, _)| *link == (i, j))
                     .map(|(_, proxy)| proxy.addr.port())
                     .unwrap_or(ports[j].1);
+                let scheme = if options.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
                 cfg.push_str(&format!(
-                    "\n[[peers]]\nid = \"{}\"\nregion = \"{}\"\npeer_url = \"http://127.0.0.1:{port}\"\n",
+                    "\n[[peers]]\nid = \"{}\"\nregion = \"{}\"\npeer_url = \"{scheme}://127.0.0.1:{port}\"\n",
                     ids[j], REGIONS[j]
                 ));
             }
             for (region, url) in REGIONS.iter().zip(apis) {
                 cfg.push_str(&format!(
                     "\n[[regions]]\nname = \"{region}\"\n[[regions.api]]\nname = \"api\"\nurl = \"{url}\"\n"
+                ));
+            }
+            if let Some(certs) = options.tls {
+                cfg.push_str(&format!(
+                    "\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrequire_client_cert = true\n",
+                    certs.cert.display(),
+                    certs.key.display(),
+                    certs.ca.display()
                 ));
             }
             cfg.push_str(options.extra);

@@ -237,4 +237,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.rpc(paths::VOTE, &rpc, &option).await
     }
+
+    /// Retry an unreachable peer every 100 ms (openraft's default is 500 ms): a restarted
+    /// agent hears from the leader before its own election timer fires and never stands
+    /// needlessly. A refused connection on loopback or in a region costs next to nothing.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
+    }
 }

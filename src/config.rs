@@ -589,6 +589,9 @@ pub struct PostgresConfig {
     /// How an agent cut off from the quorum fences its local primary (default `read_only`).
     #[serde(default)]
     pub fence: PostgresFence,
+    /// PEM CA bundle that signs the members' server certificates, for DSNs with
+    /// `sslmode=require` (default: the public web roots).
+    pub ca_file: Option<PathBuf>,
     /// The members: one primary and its streaming replicas.
     pub members: Vec<PostgresMemberConfig>,
 }
@@ -1106,6 +1109,14 @@ impl Config {
             v.name("postgres.cluster", &pg.cluster);
             if let Some(secret) = &pg.password {
                 v.secret("postgres.password", secret);
+            }
+            if let Some(ca) = &pg.ca_file {
+                if let Err(e) = std::fs::metadata(ca) {
+                    v.push(
+                        "postgres.ca_file",
+                        format!("cannot read {}: {e}", ca.display()),
+                    );
+                }
             }
             if pg.members.is_empty() {
                 v.push("postgres.members", "at least one member is required");

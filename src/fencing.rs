@@ -61,11 +61,15 @@ impl Fencer {
             .filter_map(|t| {
                 let local = match &t.spec {
                     TargetSpec::Postgres {
-                        member, password, ..
+                        member,
+                        password,
+                        ca_file,
+                        ..
                     } => Local::Postgres(actions::postgres::Member {
                         name: member.name.clone(),
                         dsn: member.dsn.clone(),
                         password: password.clone(),
+                        ca_file: ca_file.clone(),
                     }),
                     TargetSpec::Redis {
                         mode: RedisMode::Replication,

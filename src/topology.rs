@@ -74,6 +74,8 @@ pub enum TargetSpec {
         member: PostgresMemberConfig,
         /// Its password source (member's own, else the cluster's).
         password: Option<SecretRef>,
+        /// CA bundle for `sslmode=require`.
+        ca_file: Option<std::path::PathBuf>,
     },
     /// A Redis member.
     Redis {
@@ -129,6 +131,7 @@ impl Topology {
                         cluster: pg.cluster.clone(),
                         member: member.clone(),
                         password: member.password.clone().or_else(|| pg.password.clone()),
+                        ca_file: pg.ca_file.clone(),
                     },
                 });
             }

@@ -181,3 +181,57 @@ password = {{ env = "FAILOVERD_TEST_PG_WRONG" }}
     }
     agent.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_with_sslmode_require_verifies_the_server_against_the_ca() -> anyhow::Result<()> {
+    let certs = TestCerts::generate()?;
+    let pair = PgPair::start().await?;
+    pair.primary.enable_ssl(&certs)?;
+    std::env::set_var("FAILOVERD_TEST_PG_TLS_PASSWORD", support::MONITOR_PASSWORD);
+    let dsn = format!("{} sslmode=require", pair.primary.monitor_dsn());
+    let member = |name: &str| {
+        format!("\n[[postgres.members]]\nname = \"{name}\"\nregion = \"r1\"\ndsn = \"{dsn}\"\n")
+    };
+    let shared = |cluster: &str, ca: Option<&std::path::Path>| {
+        let ca = ca
+            .map(|p| format!("ca_file = \"{}\"\n", p.display()))
+            .unwrap_or_default();
+        format!(
+            "\n[postgres]\ncluster = \"{cluster}\"\n{ca}password = {{ env = \"FAILOVERD_TEST_PG_TLS_PASSWORD\" }}\n"
+        )
+    };
+    // Two agents: one trusts the test CA, one only the public roots.
+    let mut with_ca = base_config(PROBE);
+    with_ca.push_str(&shared("main", Some(&certs.ca)));
+    with_ca.push_str(&member("tls"));
+    let mut without_ca = base_config(PROBE);
+    without_ca.push_str(&shared("main", None));
+    without_ca.push_str(&member("tls"));
+    let trusting = TestAgent::start(&with_ca).await?;
+    let doubting = TestAgent::start(&without_ca).await?;
+    let d = Duration::from_secs(10);
+    trusting
+        .wait_state("postgres/main/tls", State::Up, d)
+        .await?;
+    doubting
+        .wait_state("postgres/main/tls", State::Down, d)
+        .await?;
+    let error = last_error(&doubting, "postgres/main/tls");
+    assert!(
+        error.contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
+
+    // The server sees the probe's session encrypted.
+    let admin = pair.primary.connect().await?;
+    let row = admin
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.usename = $1",
+            &[&support::MONITOR_USER],
+        )
+        .await?;
+    assert_eq!(row.get::<_, Option<bool>>(0), Some(true));
+    trusting.stop().await?;
+    doubting.stop().await
+}

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-
 use super::ActionError;
 use crate::config::{PostgresFence, SecretRef};
 use crate::probe::http::error_chain;
@@ -17,6 +15,8 @@ pub struct Member {
     pub dsn: String,
     /// Password source.
     pub password: Option<SecretRef>,
+    /// CA bundle for `sslmode=require`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 async fn connect(
@@ -29,22 +29,9 @@ async fn connect(
         .map_err(|e| ActionError::Connect(format!("bad dsn: {e}")))?;
     config.connect_timeout(timeout);
     config.application_name("failoverd-fence");
-    if let Some(secret) = &member.password {
-        let secret = secret
-            .load()
-            .map_err(|e| ActionError::Connect(e.to_string()))?;
-        config.password(secret.expose());
-    }
-    let (client, connection) = config
-        .connect(NoTls)
+    crate::probe::postgres::connect(config, member.password.as_ref(), member.ca_file.as_deref())
         .await
-        .map_err(|e| ActionError::Connect(error_chain(&e)))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "fence connection closed");
-        }
-    });
-    Ok(client)
+        .map_err(|e| ActionError::Connect(e.to_string()))
 }
 
 async fn run(

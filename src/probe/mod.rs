@@ -165,10 +165,18 @@ impl AnyProbe {
         Ok(match &target.spec {
             TargetSpec::Http(cfg) => AnyProbe::Http(HttpProbe::new(cfg, clients).map_err(err)?),
             TargetSpec::Postgres {
-                member, password, ..
+                member,
+                password,
+                ca_file,
+                ..
             } => AnyProbe::Postgres(
-                PostgresProbe::new(&member.dsn, password.clone(), target.settings.timeout)
-                    .map_err(err)?,
+                PostgresProbe::new(
+                    &member.dsn,
+                    password.clone(),
+                    ca_file.clone(),
+                    target.settings.timeout,
+                )
+                .map_err(err)?,
             ),
             TargetSpec::Redis {
                 mode,

@@ -112,6 +112,7 @@ pub struct ReplicationLink {
 pub struct PostgresProbe {
     config: tokio_postgres::Config,
     password: Option<SecretRef>,
+    ca_file: Option<std::path::PathBuf>,
     client: Mutex<Option<tokio_postgres::Client>>,
 }
 
@@ -127,7 +128,12 @@ impl std::fmt::Debug for PostgresProbe {
 
 impl PostgresProbe {
     /// Builds the probe; nothing connects until the first check.
-    pub fn new(dsn: &str, password: Option<SecretRef>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        dsn: &str,
+        password: Option<SecretRef>,
+        ca_file: Option<std::path::PathBuf>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut config: tokio_postgres::Config =
             dsn.parse().map_err(|e| format!("bad dsn: {e}"))?;
         config.connect_timeout(timeout);
@@ -137,26 +143,77 @@ impl PostgresProbe {
         Ok(PostgresProbe {
             config,
             password,
+            ca_file,
             client: Mutex::new(None),
         })
     }
 
     async fn connect(&self) -> Result<tokio_postgres::Client, ProbeError> {
-        let mut config = self.config.clone();
-        if let Some(secret) = &self.password {
-            config.password(secret.load()?.expose());
-        }
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| ProbeError::Connect(error_chain(&e)))?;
+        connect(
+            self.config.clone(),
+            self.password.as_ref(),
+            self.ca_file.as_deref(),
+        )
+        .await
+    }
+}
+
+/// Connects with the password from its secret. With `sslmode=require` in the DSN the
+/// connection is TLS, and the server's certificate is checked against `ca_file` (or the public
+/// roots when there is none); otherwise it is plain. Shared by the probe and the actions.
+pub async fn connect(
+    mut config: tokio_postgres::Config,
+    password: Option<&SecretRef>,
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres::Client, ProbeError> {
+    if let Some(secret) = password {
+        config.password(secret.load()?.expose());
+    }
+    let connect_error = |e: tokio_postgres::Error| ProbeError::Connect(error_chain(&e));
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        let tls = tls_connector(ca_file)?;
+        let (client, connection) = config.connect(tls).await.map_err(connect_error)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres probe connection closed");
+                tracing::debug!(error = %e, "postgres connection closed");
+            }
+        });
+        Ok(client)
+    } else {
+        let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection closed");
             }
         });
         Ok(client)
     }
+}
+
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ProbeError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    ProbeError::Connect(format!("cannot read ca_file {}: {e}", path.display()))
+                })?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| ProbeError::Connect(format!("ca_file {}: {e}", path.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 impl Probe for PostgresProbe {

@@ -169,6 +169,33 @@ impl PgServer {
         )
     }
 
+    /// Turns TLS on with the given certificate (copied into the data directory, readable by
+    /// the server only) and reloads.
+    pub fn enable_ssl(&self, certs: &TestCerts) -> anyhow::Result<()> {
+        let cert = self.data.join("server.crt");
+        let key = self.data.join("server.key");
+        std::fs::copy(&certs.cert, &cert)?;
+        std::fs::copy(&certs.key, &key)?;
+        if is_root() {
+            run(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&cert)
+                    .arg(&key),
+                "chown certificate",
+            )?;
+        }
+        run(Command::new("chmod").arg("600").arg(&key), "chmod key")?;
+        append(
+            &self.data.join("postgresql.conf"),
+            "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )?;
+        run(
+            pg_command("pg_ctl").arg("-D").arg(&self.data).arg("reload"),
+            "pg_ctl reload",
+        )
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> anyhow::Result<()> {
         run(

@@ -206,8 +206,22 @@ async fn measure_leader_failover_and_report_to_verdict() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let delay_ms: u64 = std::env::var("FAILOVERD_LINK_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let (mut servers, urls) = apis().await?;
-    let mut cluster = AgentCluster::start(&urls, PROBE).await?;
+    let mut cluster = support::AgentCluster::start_with(
+        &urls,
+        support::ClusterOptions {
+            probe: PROBE,
+            proxies: delay_ms > 0,
+            link_delay: Duration::from_millis(delay_ms),
+            ..Default::default()
+        },
+    )
+    .await?;
+    println!("links between agents: +{delay_ms} ms each way");
     let mut times = Vec::new();
     for round in 1..=kills {
         let (leader, _) = cluster

@@ -91,7 +91,7 @@ members = [
             cluster: &format!("lease_ttl = \"{LEASE_TTL_MS}ms\"\ndata_path_down_after = \"1s\""),
             extra: &extra,
             proxies: true,
-            tls: None,
+            ..Default::default()
         },
     )
     .await?;

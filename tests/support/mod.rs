@@ -1091,9 +1091,13 @@ pub struct ClusterOptions<'a> {
     pub proxies: bool,
     /// Serve peer traffic over mutual TLS with these certificates.
     pub tls: Option<&'a TestCerts>,
+    /// Latency the proxies add in each direction (with `proxies`).
+    pub link_delay: Duration,
 }
 
-/// A TCP proxy that can cut a link: it closes open connections and drops new ones.
+/// A TCP proxy that can cut a link (it closes open connections and drops new ones) and can
+/// delay every byte by a fixed time in each direction, standing in for `tc netem` where the
+/// kernel has no netem.
 pub struct FaultProxy {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -1105,6 +1109,14 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Proxies connections to `target`.
     pub async fn start(target: SocketAddr) -> anyhow::Result<FaultProxy> {
+        Self::start_with_delay(target, Duration::ZERO).await
+    }
+
+    /// Proxies connections to `target`, delaying each direction by `delay`.
+    pub async fn start_with_delay(
+        target: SocketAddr,
+        delay: Duration,
+    ) -> anyhow::Result<FaultProxy> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1116,11 +1128,21 @@ impl FaultProxy {
                     continue; // dropped: the link is cut
                 }
                 let handle = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    if delay.is_zero() {
                         // Ends when either side closes or the link is cut (task aborted).
                         let _copied =
                             tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
                     }
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::join!(
+                        delayed_copy(in_read, out_write, delay),
+                        delayed_copy(out_read, in_write, delay)
+                    );
                 });
                 conns2.lock().unwrap().push(handle);
             }
@@ -1145,6 +1167,40 @@ impl FaultProxy {
     pub fn heal(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read; reading goes on
+/// meanwhile, so the link keeps its bandwidth and only gains latency.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        // The reader ended: pass the close on.
+        let _closed = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 impl Drop for FaultProxy {
@@ -1190,8 +1246,11 @@ impl AgentCluster {
         if options.proxies {
             for i in 0..3 {
                 for j in (0..3).filter(|j| *j != i) {
-                    let proxy =
-                        FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], ports[j].1))).await?;
+                    let proxy = FaultProxy::start_with_delay(
+                        SocketAddr::from(([127, 0, 0, 1], ports[j].1)),
+                        options.link_delay,
+                    )
+                    .await?;
                     links.push(((i, j), proxy));
                 }
             }

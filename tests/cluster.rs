@@ -5,8 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
-use support::{wait_for_async, AgentCluster, HttpServer, REGIONS};
+use support::{wait_for_async, AgentCluster};
 
 const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
 
@@ -14,21 +13,10 @@ const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall =
 /// timed on an unloaded machine.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
-    let mut servers = Vec::new();
-    for _ in REGIONS {
-        servers.push(
-            HttpServer::start(axum::Router::new().route("/health", get(|| async { "ok" }))).await?,
-        );
-    }
-    let urls = [0, 1, 2].map(|i| servers[i].url("/health"));
-    Ok((servers, urls))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elects_one_leader_replaces_it_within_3s_and_rejoins_with_its_term() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let (_servers, urls) = apis().await?;
+    let (_servers, urls) = support::region_apis().await?;
     let mut cluster = AgentCluster::start(&urls, PROBE).await?;
     let (leader, term) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
@@ -76,7 +64,7 @@ async fn elects_one_leader_replaces_it_within_3s_and_rejoins_with_its_term() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let (mut servers, urls) = apis().await?;
+    let (mut servers, urls) = support::region_apis().await?;
     let cluster = AgentCluster::start(&urls, PROBE).await?;
     let (leader, _) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
@@ -132,7 +120,7 @@ async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_requests_without_the_secret_or_with_garbage_are_refused() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let (_servers, urls) = apis().await?;
+    let (_servers, urls) = support::region_apis().await?;
     let cluster = AgentCluster::start(&urls, PROBE).await?;
     let (leader, term) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
@@ -210,7 +198,7 @@ async fn measure_leader_failover_and_report_to_verdict() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let (mut servers, urls) = apis().await?;
+    let (mut servers, urls) = support::region_apis().await?;
     let mut cluster = support::AgentCluster::start_with(
         &urls,
         support::ClusterOptions {

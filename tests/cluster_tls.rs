@@ -6,19 +6,12 @@ mod support;
 
 use std::time::Duration;
 
-use axum::routing::get;
-use support::{AgentCluster, ClusterOptions, HttpServer, TestCerts, REGIONS};
+use support::{AgentCluster, ClusterOptions, TestCerts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_speak_mutual_tls_and_refuse_clients_without_a_certificate() -> anyhow::Result<()> {
     let certs = TestCerts::generate()?;
-    let mut servers = Vec::new();
-    for _ in REGIONS {
-        servers.push(
-            HttpServer::start(axum::Router::new().route("/health", get(|| async { "ok" }))).await?,
-        );
-    }
-    let urls = [0, 1, 2].map(|i| servers[i].url("/health"));
+    let (_servers, urls) = support::region_apis().await?;
     let cluster = AgentCluster::start_with(
         &urls,
         ClusterOptions {

@@ -6,10 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
-use support::{
-    wait_for_async, AgentCluster, ClusterOptions, HttpServer, PgPair, RedisPair, REGIONS,
-};
+use support::{wait_for_async, AgentCluster, ClusterOptions, PgPair, RedisPair};
 
 const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
 const LEASE_TTL_MS: u64 = 2000;
@@ -77,13 +74,7 @@ members = [
         redis.master.url(),
         redis.replica.url()
     );
-    let mut servers = Vec::new();
-    for _ in REGIONS {
-        servers.push(
-            HttpServer::start(axum::Router::new().route("/health", get(|| async { "ok" }))).await?,
-        );
-    }
-    let urls = [0, 1, 2].map(|i| servers[i].url("/health"));
+    let (_servers, urls) = support::region_apis().await?;
     let cluster = AgentCluster::start_with(
         &urls,
         ClusterOptions {

@@ -573,10 +573,15 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _killed = child.kill();
-            let _reaped = child.wait();
-        }
+        stop_child(&mut self.child);
+    }
+}
+
+/// Kills and reaps a child process, if it runs; for `Drop`, where errors cannot go anywhere.
+fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _killed = child.kill();
+        let _reaped = child.wait();
     }
 }
 
@@ -1060,10 +1065,7 @@ impl AgentProcess {
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _killed = child.kill();
-            let _reaped = child.wait();
-        }
+        stop_child(&mut self.child);
     }
 }
 
@@ -1214,6 +1216,17 @@ impl Drop for FaultProxy {
 
 /// The regions of the test cluster.
 pub const REGIONS: [&str; 3] = ["eu-west-3", "eu-central-1", "us-east-1"];
+
+/// One healthy API (`GET /health` → 200) per region; the servers stop when dropped.
+pub async fn region_apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
+    let mut servers = Vec::new();
+    for _ in REGIONS {
+        let router = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+        servers.push(HttpServer::start(router).await?);
+    }
+    let urls = [0, 1, 2].map(|i| servers[i].url("/health"));
+    Ok((servers, urls))
+}
 
 impl AgentCluster {
     /// Writes the configs and starts the three agents. `apis` are the API URLs per region.

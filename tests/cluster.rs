@@ -62,6 +62,94 @@ async fn elects_one_leader_replaces_it_within_3s_and_rejoins_with_its_term() -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_agent_keeps_one_cluster_and_a_wiped_agent_rejoins() -> anyhow::Result<()>
+{
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (_servers, urls) = support::region_apis().await?;
+    let mut cluster = AgentCluster::start(&urls, PROBE).await?;
+    let (_, term) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let log_index = |s: &serde_json::Value| s["cluster"]["last_applied_index"].as_u64();
+    let before = log_index(&cluster.agents[0].status().await.expect("answers")).unwrap_or(0);
+
+    // Stop all three, start them in reverse order: the same cluster comes back, its term and
+    // log continue, and no agent formed a cluster of its own.
+    for agent in cluster.agents.iter_mut() {
+        agent.kill()?;
+    }
+    for agent in cluster.agents.iter_mut().rev() {
+        agent.spawn()?;
+    }
+    let (_, term_after) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    // openraft lets a leader whose committed vote survived the restart resume in its term.
+    assert!(
+        term_after >= term,
+        "the term went on: {term_after} >= {term}"
+    );
+    for agent in &cluster.agents {
+        let s = agent.status().await.expect("answers");
+        assert!(
+            log_index(&s).unwrap_or(0) >= before,
+            "{}: log kept",
+            agent.id
+        );
+        assert_eq!(s["cluster"]["members"].as_array().unwrap().len(), 3);
+    }
+
+    // Wipe one agent's data: it rejoins as a fresh member and catches up with the log.
+    let (leader, _) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let wiped = (cluster.index(&leader) + 1) % 3;
+    cluster.agents[wiped].kill()?;
+    let data = cluster.agents[wiped]
+        .config
+        .with_file_name(&cluster.agents[wiped].id);
+    std::fs::remove_dir_all(&data)?;
+    cluster.agents[wiped].spawn()?;
+    let leader_index = wait_for_async(
+        "the leader's log index",
+        Duration::from_secs(10),
+        || async { log_index(&cluster.agents[cluster.index(&leader)].status().await?) },
+    )
+    .await?;
+    let rejoined = &cluster.agents[wiped];
+    let caught_up = wait_for_async(
+        "the wiped agent to catch up",
+        Duration::from_secs(20),
+        || async {
+            let s = rejoined.status().await?;
+            // Its rejoining may have caused an election: any leader will do, once it has one.
+            (s["cluster"]["leader"].is_string() && log_index(&s)? >= leader_index).then_some(())
+        },
+    )
+    .await;
+    cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    if let Err(e) = caught_up {
+        let status = rejoined.status().await;
+        anyhow::bail!(
+            "{e}: its status {}\nits log:\n{}",
+            status.map(|s| s["cluster"].to_string()).unwrap_or_default(),
+            std::fs::read_to_string(&rejoined.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("panicked at")
+                    || l.starts_with("thread")
+                    || !l.starts_with("{"))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (mut servers, urls) = support::region_apis().await?;
@@ -78,8 +166,14 @@ async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Resu
         Duration::from_secs(20),
         || async {
             let s = leader.status().await?;
-            let regions = s["cluster"]["verdict"]["regions"].as_object()?;
-            (regions.values().all(|v| v == "up") && regions.len() == 3).then_some(s)
+            let verdict = &s["cluster"]["verdict"];
+            let regions = verdict["regions"].as_object()?;
+            // Every agent has probed every API at least once: three Up votes each.
+            let unanimous = verdict["targets"]
+                .as_object()?
+                .values()
+                .all(|t| t["up"].as_array().is_some_and(|up| up.len() == 3));
+            (unanimous && regions.values().all(|v| v == "up") && regions.len() == 3).then_some(s)
         },
     )
     .await?;

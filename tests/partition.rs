@@ -173,6 +173,21 @@ members = [
     for (target, t) in verdict["targets"].as_object().unwrap() {
         assert_ne!(t["state"], "down", "{target} is Down by verdict: {t}");
     }
+    // The leader knows eu-west-3's agent has been silent for a lease period.
+    wait_for_async(
+        "the leader to see the lease expired",
+        Duration::from_secs(10),
+        || async {
+            let s = leader_agent.status().await?;
+            let paris = s["cluster"]["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["agent"] == "eu-west-3-a")?
+                .clone();
+            (paris["lease_expired"] == true).then_some(())
+        },
+    )
+    .await?;
     assert_eq!(verdict["regions"]["eu-west-3"], "up");
     if leader == "eu-west-3-a" {
         assert_ne!(new_leader, leader, "the cut-off leader was replaced");

@@ -215,12 +215,27 @@ impl Consensus {
             .iter()
             .map(|m| (m.node_id, BasicNode::new(&m.agent)))
             .collect();
-        match raft.initialize(membership).await {
-            Ok(()) => tracing::info!(members = members.len(), "formed a new cluster"),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                tracing::info!("rejoining the existing cluster with the stored log")
+        let stored = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ConsensusError::Fatal(e.to_string()))?;
+        if stored {
+            tracing::info!("rejoining the cluster with the stored log");
+        } else if let Some(peer) = initialized_peer(&client, &members, me.node_id).await {
+            // This agent's store is empty but the cluster exists (its data was lost or
+            // wiped): forming it again would start a second history. Wait for the leader.
+            tracing::warn!(
+                peer,
+                "no stored log, but the cluster exists: joining as a fresh member"
+            );
+        } else {
+            match raft.initialize(membership).await {
+                Ok(()) => tracing::info!(members = members.len(), "formed a new cluster"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    tracing::info!("rejoining the existing cluster")
+                }
+                Err(e) => return Err(ConsensusError::Fatal(e.to_string())),
             }
-            Err(e) => return Err(ConsensusError::Fatal(e.to_string())),
         }
 
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
@@ -543,9 +558,19 @@ impl Consensus {
             members: self
                 .members
                 .iter()
-                .map(|member| MemberStatus {
-                    member: member.clone(),
-                    report: ages.iter().find(|a| a.agent == member.agent).cloned(),
+                .map(|member| {
+                    let report = ages.iter().find(|a| a.agent == member.agent).cloned();
+                    MemberStatus {
+                        member: member.clone(),
+                        lease_expired: leading.then(|| {
+                            member.node_id != self.me.node_id
+                                && report
+                                    .as_ref()
+                                    .and_then(|r| r.age_ms)
+                                    .is_none_or(|ms| u128::from(ms) >= self.lease_ttl.as_millis())
+                        }),
+                        report,
+                    }
                 })
                 .collect(),
             verdict: if leading { self.verdict() } else { None },
@@ -619,6 +644,32 @@ pub struct MemberStatus {
     pub member: Member,
     /// Its latest report, as the leader holds it.
     pub report: Option<ReportAge>,
+    /// On the leader: whether the member has been silent for `lease_ttl`, so that it has
+    /// fenced its own primaries and its region may be failed over.
+    pub lease_expired: Option<bool>,
+}
+
+/// The first peer that answers that it holds a log, if any. Peers that do not answer (down,
+/// or starting just like this agent) count as not initialized: at the first start of a
+/// cluster every agent forms it with the same membership, which is safe.
+async fn initialized_peer(client: &PeerClient, members: &[Member], me: NodeId) -> Option<String> {
+    for member in members.iter().filter(|m| m.node_id != me) {
+        let Some(url) = &member.peer_url else {
+            continue;
+        };
+        let answer: Result<serde_json::Value, _> = client
+            .post(
+                url,
+                network::paths::INITIALIZED,
+                &(),
+                Duration::from_secs(1),
+            )
+            .await;
+        if answer.is_ok_and(|a| a["initialized"] == true) {
+            return Some(member.agent.clone());
+        }
+    }
+    None
 }
 
 fn millis(d: Duration) -> u64 {

@@ -33,6 +33,8 @@ pub mod paths {
     pub const SNAPSHOT: &str = "/raft/snapshot";
     /// An agent's health report to the leader.
     pub const REPORT: &str = "/v1/report";
+    /// Whether the agent holds a Raft log (asked by an agent starting with an empty store).
+    pub const INITIALIZED: &str = "/raft/initialized";
 }
 
 /// Why a peer request failed.

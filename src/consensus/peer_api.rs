@@ -47,6 +47,7 @@ pub fn router(state: PeerState) -> Router {
         .route(paths::VOTE, post(vote))
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::REPORT, post(report))
+        .route(paths::INITIALIZED, post(initialized))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -124,6 +125,18 @@ async fn snapshot(State(state): State<PeerState>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(rpc) => Json(state.raft.install_snapshot(rpc).await).into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+async fn initialized(State(state): State<PeerState>) -> Response {
+    match state.raft.is_initialized().await {
+        Ok(initialized) => Json(serde_json::json!({ "initialized": initialized })).into_response(),
+        Err(e) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "raft_stopped",
+            message: e.to_string(),
+        }
+        .into_response(),
     }
 }
 

@@ -1346,7 +1346,8 @@ secret = {{ file = "{secret}" }}
     }
 
     /// Waits until every running agent (all but `except`) names the same leader, other than
-    /// `not`, and returns its id and the term.
+    /// `not`, and that leader itself says it leads (a restarted agent names the leader of its
+    /// stored vote before any election); returns its id and the term.
     pub async fn agreed_leader(
         &self,
         except: Option<usize>,
@@ -1365,11 +1366,26 @@ secret = {{ file = "{secret}" }}
                     return None;
                 }
                 let term = status["cluster"]["term"].as_u64()?;
+                if status["cluster"]["agent"] == leader.as_str()
+                    && status["cluster"]["state"] != "leader"
+                {
+                    return None;
+                }
                 match &seen {
                     None => seen = Some((leader, term)),
                     Some(s) if *s == (leader.clone(), term) => {}
                     Some(_) => return None,
                 }
+            }
+            // The named leader must be one of the agents asked, and say so itself.
+            let (leader, _) = seen.as_ref()?;
+            let asked = self
+                .agents
+                .iter()
+                .enumerate()
+                .any(|(i, a)| Some(i) != except && &a.id == leader);
+            if !asked {
+                return None;
             }
             seen
         })

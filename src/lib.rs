@@ -17,6 +17,7 @@ pub mod agent;
 pub mod config;
 pub mod consensus;
 pub mod evidence;
+pub mod failover;
 pub mod fencing;
 pub mod health;
 pub mod metrics;

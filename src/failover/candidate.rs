@@ -1,0 +1,382 @@
+//! Which Postgres replica to promote, and whether promoting it loses too much.
+//!
+//! Eligible: healthy, outside the failed region, not `no_failover`, and a replica. Among them
+//! the highest replay position wins, then the higher priority, then the name (so the choice
+//! is deterministic). The data-loss estimate is measured against the best surviving evidence
+//! of how far the old primary got — the furthest position any replica received, or the
+//! primary's own last observed position if that is further — never only against a frozen
+//! observation of the dead primary; the choice says which evidence it used.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::probe::Lsn;
+use crate::topology::TargetId;
+
+/// One Postgres member as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its target id.
+    pub target: TargetId,
+    /// Its region.
+    pub region: String,
+    /// Up by verdict (or by the local probe, for a single agent).
+    pub healthy: bool,
+    /// Whether it is a replica (in recovery) as last observed.
+    pub replica: bool,
+    /// Configured `no_failover`.
+    pub no_failover: bool,
+    /// Configured priority: higher wins among equally caught-up replicas.
+    pub priority: u32,
+    /// Last replayed position (replica).
+    pub replay_lsn: Option<Lsn>,
+    /// Last received position (replica); what it will have replayed once promoted.
+    pub receive_lsn: Option<Lsn>,
+    /// Its current WAL position, when last seen as primary.
+    pub primary_lsn: Option<Lsn>,
+}
+
+/// Where the "how far did the old primary get" figure came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Evidence {
+    /// The furthest position a surviving replica received.
+    ReplicaReceived {
+        /// That replica.
+        target: TargetId,
+        /// The position.
+        lsn: String,
+    },
+    /// The old primary's own last observed WAL position (further than any replica got).
+    PrimaryLastSeen {
+        /// The old primary.
+        target: TargetId,
+        /// The position.
+        lsn: String,
+    },
+}
+
+/// The decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Choice {
+    /// Promote this member.
+    Promote {
+        /// The member.
+        target: TargetId,
+        /// Estimated bytes of WAL lost by promoting it.
+        estimated_loss_bytes: u64,
+        /// What the estimate is measured against.
+        evidence: Evidence,
+    },
+    /// Nothing may be promoted automatically.
+    Blocked {
+        /// Why, for people: "blocked because …".
+        reason: String,
+    },
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Choice::Promote {
+                target,
+                estimated_loss_bytes,
+                ..
+            } => write!(
+                f,
+                "promote {target} (estimated loss {estimated_loss_bytes} bytes)"
+            ),
+            Choice::Blocked { reason } => write!(f, "blocked because {reason}"),
+        }
+    }
+}
+
+/// Chooses the member to promote when `failed_region` (or its primary) is lost.
+/// `max_lag` is `max_lag_on_failover` in bytes; `allow_data_loss` (a forced failover with the
+/// explicit flag) lifts that guard, never the others.
+pub fn choose(
+    members: &[Member],
+    failed_region: &str,
+    max_lag: u64,
+    allow_data_loss: bool,
+) -> Choice {
+    let eligible = |m: &&Member| {
+        m.healthy
+            && m.replica
+            && !m.no_failover
+            && m.region != failed_region
+            && m.replay_lsn.is_some()
+    };
+    let mut candidates: Vec<&Member> = members.iter().filter(eligible).collect();
+    if candidates.is_empty() {
+        let reason = if members
+            .iter()
+            .any(|m| m.replica && m.region != failed_region && m.healthy)
+        {
+            "no healthy replica outside the failed region may be promoted (no_failover or no replay position)"
+        } else {
+            "no healthy replica outside the failed region"
+        };
+        return Choice::Blocked {
+            reason: reason.to_owned(),
+        };
+    }
+    candidates.sort_by(|a, b| {
+        b.replay_lsn
+            .cmp(&a.replay_lsn)
+            .then(b.priority.cmp(&a.priority))
+            .then(a.target.cmp(&b.target))
+    });
+    let best = candidates[0];
+
+    // The furthest the old primary is known to have got.
+    let received = members
+        .iter()
+        .filter(|m| m.replica)
+        .filter_map(|m| Some((m.receive_lsn.or(m.replay_lsn)?, m)))
+        .max_by_key(|(lsn, _)| *lsn);
+    let primary = members
+        .iter()
+        .filter(|m| !m.replica)
+        .filter_map(|m| Some((m.primary_lsn?, m)))
+        .max_by_key(|(lsn, _)| *lsn);
+    let (reference, evidence) = match (received, primary) {
+        (Some((r, _)), Some((p, pm))) if p > r => (
+            p,
+            Evidence::PrimaryLastSeen {
+                target: pm.target.clone(),
+                lsn: p.to_string(),
+            },
+        ),
+        (Some((r, rm)), _) => (
+            r,
+            Evidence::ReplicaReceived {
+                target: rm.target.clone(),
+                lsn: r.to_string(),
+            },
+        ),
+        (None, Some((p, pm))) => (
+            p,
+            Evidence::PrimaryLastSeen {
+                target: pm.target.clone(),
+                lsn: p.to_string(),
+            },
+        ),
+        (None, None) => unreachable!("a candidate has a replay position"),
+    };
+    // Once promoted, the candidate replays all it received.
+    let will_have = best.receive_lsn.max(best.replay_lsn).unwrap_or(Lsn(0));
+    let loss = reference.bytes_since(will_have);
+    if loss > max_lag && !allow_data_loss {
+        return Choice::Blocked {
+            reason: format!(
+                "the best candidate {} would lose {loss} bytes (more than max_lag_on_failover {max_lag}), measured against {}",
+                best.target,
+                match &evidence {
+                    Evidence::ReplicaReceived { target, lsn } => format!("{lsn} received by {target}"),
+                    Evidence::PrimaryLastSeen { target, lsn } => format!("{lsn} last seen on {target}"),
+                }
+            ),
+        };
+    }
+    Choice::Promote {
+        target: best.target.clone(),
+        estimated_loss_bytes: loss,
+        evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TargetKind;
+
+    fn id(name: &str) -> TargetId {
+        TargetId::new(TargetKind::Postgres, "main", name)
+    }
+
+    fn replica(name: &str, region: &str, replay: u64, receive: u64, priority: u32) -> Member {
+        Member {
+            target: id(name),
+            region: region.into(),
+            healthy: true,
+            replica: true,
+            no_failover: false,
+            priority,
+            replay_lsn: Some(Lsn(replay)),
+            receive_lsn: Some(Lsn(receive)),
+            primary_lsn: None,
+        }
+    }
+
+    fn primary(name: &str, region: &str, lsn: u64) -> Member {
+        Member {
+            target: id(name),
+            region: region.into(),
+            healthy: false,
+            replica: false,
+            no_failover: false,
+            priority: 100,
+            replay_lsn: None,
+            receive_lsn: None,
+            primary_lsn: Some(Lsn(lsn)),
+        }
+    }
+
+    fn promoted(c: &Choice) -> Option<(&str, u64)> {
+        match c {
+            Choice::Promote {
+                target,
+                estimated_loss_bytes,
+                ..
+            } => Some((target.as_str(), *estimated_loss_bytes)),
+            Choice::Blocked { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_table_of_choices() {
+        let p = || primary("par", "r1", 1000);
+        let cases: Vec<(&str, Vec<Member>, u64, Option<(&str, u64)>)> = vec![
+            (
+                "highest replay position wins",
+                vec![
+                    p(),
+                    replica("fra", "r2", 900, 950, 100),
+                    replica("iad", "r3", 950, 950, 100),
+                ],
+                1 << 20,
+                Some(("postgres/main/iad", 50)),
+            ),
+            (
+                "equal positions: higher priority wins",
+                vec![
+                    p(),
+                    replica("fra", "r2", 950, 950, 200),
+                    replica("iad", "r3", 950, 950, 100),
+                ],
+                1 << 20,
+                Some(("postgres/main/fra", 50)),
+            ),
+            (
+                "equal positions and priorities: the name decides",
+                vec![
+                    p(),
+                    replica("iad", "r3", 950, 950, 100),
+                    replica("fra", "r2", 950, 950, 100),
+                ],
+                1 << 20,
+                Some(("postgres/main/fra", 50)),
+            ),
+            (
+                "a replica in the failed region is never chosen",
+                vec![
+                    p(),
+                    replica("par-2", "r1", 1000, 1000, 999),
+                    replica("fra", "r2", 900, 900, 1),
+                ],
+                1 << 20,
+                Some(("postgres/main/fra", 100)),
+            ),
+            (
+                "loss over the guard blocks",
+                vec![p(), replica("fra", "r2", 100, 100, 100)],
+                500,
+                None,
+            ),
+            (
+                "loss at the guard passes",
+                vec![p(), replica("fra", "r2", 500, 500, 100)],
+                500,
+                Some(("postgres/main/fra", 500)),
+            ),
+            (
+                "received but not replayed WAL is not lost",
+                vec![p(), replica("fra", "r2", 100, 1000, 100)],
+                0,
+                Some(("postgres/main/fra", 0)),
+            ),
+        ];
+        for (name, members, max_lag, expected) in cases {
+            let choice = choose(&members, "r1", max_lag, false);
+            assert_eq!(promoted(&choice), expected, "{name}: {choice}");
+        }
+    }
+
+    #[test]
+    fn the_estimate_uses_the_best_surviving_evidence_and_says_which() {
+        // The dead primary was last seen at 1000, but a replica received up to 1200 after that
+        // observation: 1200 is the better evidence of how far the primary got.
+        let members = vec![
+            primary("par", "r1", 1000),
+            replica("fra", "r2", 1100, 1100, 100),
+            replica("iad", "r3", 1000, 1200, 100),
+        ];
+        let choice = choose(&members, "r1", 1 << 20, false);
+        // iad will have 1200 once it replays what it received; fra has the higher replay
+        // position and wins, losing 100 bytes against iad's evidence.
+        assert_eq!(
+            choice,
+            Choice::Promote {
+                target: id("fra"),
+                estimated_loss_bytes: 100,
+                evidence: Evidence::ReplicaReceived {
+                    target: id("iad"),
+                    lsn: Lsn(1200).to_string()
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn unhealthy_no_failover_and_unknown_members_block_with_a_reason() {
+        let mut sick = replica("fra", "r2", 900, 900, 100);
+        sick.healthy = false;
+        let mut excluded = replica("iad", "r3", 900, 900, 100);
+        excluded.no_failover = true;
+        let choice = choose(
+            &[primary("par", "r1", 1000), sick, excluded],
+            "r1",
+            1 << 20,
+            false,
+        );
+        assert_eq!(
+            choice.to_string(),
+            "blocked because no healthy replica outside the failed region may be promoted (no_failover or no replay position)"
+        );
+        let choice = choose(&[primary("par", "r1", 1000)], "r1", 1 << 20, false);
+        assert_eq!(
+            choice.to_string(),
+            "blocked because no healthy replica outside the failed region"
+        );
+    }
+
+    #[test]
+    fn a_forced_failover_may_accept_the_loss_but_not_an_ineligible_member() {
+        let members = vec![
+            primary("par", "r1", 10_000),
+            replica("fra", "r2", 100, 100, 100),
+        ];
+        let blocked = choose(&members, "r1", 500, false);
+        assert!(
+            blocked.to_string().contains("would lose 9900 bytes"),
+            "{blocked}"
+        );
+        assert!(
+            blocked
+                .to_string()
+                .contains("last seen on postgres/main/par"),
+            "{blocked}"
+        );
+        assert_eq!(
+            promoted(&choose(&members, "r1", 500, true)),
+            Some(("postgres/main/fra", 9900))
+        );
+        let mut excluded = replica("fra", "r2", 100, 100, 100);
+        excluded.no_failover = true;
+        let choice = choose(&[primary("par", "r1", 1000), excluded], "r1", 0, true);
+        assert!(matches!(choice, Choice::Blocked { .. }));
+    }
+}

@@ -239,7 +239,9 @@ mod tests {
     #[test]
     fn a_table_of_choices() {
         let p = || primary("par", "r1", 1000);
-        let cases: Vec<(&str, Vec<Member>, u64, Option<(&str, u64)>)> = vec![
+        // (case, members, max_lag, the promoted target and its estimated loss)
+        type Case = (&'static str, Vec<Member>, u64, Option<(&'static str, u64)>);
+        let cases: Vec<Case> = vec![
             (
                 "highest replay position wins",
                 vec![

@@ -159,3 +159,136 @@ async fn apply(
         }
     }
 }
+
+/// What a promotion found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    /// The member's timeline after promotion.
+    pub timeline: u32,
+    /// It was already out of recovery (a resumed step): nothing was done.
+    pub already_primary: bool,
+}
+
+async fn query_text(
+    client: &tokio_postgres::Client,
+    step: &'static str,
+    sql: &str,
+) -> Result<Option<String>, ActionError> {
+    let rows = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| ActionError::Step {
+            step,
+            message: error_chain(&e),
+        })?;
+    Ok(rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    }))
+}
+
+/// Promotes a replica with `pg_promote(wait => true)` and checks that it accepts writes.
+/// Idempotent: a member already out of recovery is only checked.
+pub async fn promote(member: &Member, timeout: Duration) -> Result<Promoted, ActionError> {
+    tokio::time::timeout(timeout, async {
+        let client = connect(member, timeout).await?;
+        let in_recovery =
+            query_text(&client, "check recovery", "SELECT pg_is_in_recovery()").await?;
+        let already_primary = in_recovery.as_deref() == Some("f");
+        if !already_primary {
+            let wait = timeout.as_secs().max(1);
+            let done = query_text(
+                &client,
+                "pg_promote",
+                &format!("SELECT pg_promote(wait => true, wait_seconds => {wait})"),
+            )
+            .await?;
+            if done.as_deref() != Some("t") {
+                return Err(ActionError::Step {
+                    step: "pg_promote",
+                    message: format!("promotion did not finish within {wait} s"),
+                });
+            }
+        }
+        // A real (catalog) write: fails on a server still in recovery or read-only (a fence
+        // left behind would show here).
+        run(
+            &client,
+            "accept writes",
+            "BEGIN; CREATE TEMP TABLE failoverd_write_check (x int) ON COMMIT DROP; COMMIT",
+        )
+        .await?;
+        let timeline = query_text(
+            &client,
+            "read timeline",
+            "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+        )
+        .await?
+        .and_then(|t| t.parse().ok())
+        .ok_or(ActionError::Step {
+            step: "read timeline",
+            message: "no timeline in the answer".into(),
+        })?;
+        Ok(Promoted {
+            timeline,
+            already_primary,
+        })
+    })
+    .await
+    .unwrap_or(Err(ActionError::Timeout(timeout)))
+}
+
+/// Points a replica at a new primary: `ALTER SYSTEM SET primary_conninfo` and reload (the WAL
+/// receiver restarts with it). Idempotent.
+pub async fn follow(
+    member: &Member,
+    primary_conninfo: &str,
+    timeout: Duration,
+) -> Result<(), ActionError> {
+    tokio::time::timeout(timeout, async {
+        let client = connect(member, timeout).await?;
+        let literal = primary_conninfo.replace('\'', "''");
+        run(
+            &client,
+            "set primary_conninfo",
+            &format!("ALTER SYSTEM SET primary_conninfo = '{literal}'"),
+        )
+        .await?;
+        run(&client, "reload", "SELECT pg_reload_conf()").await
+    })
+    .await
+    .unwrap_or(Err(ActionError::Timeout(timeout)))
+}
+
+/// Waits until the replica streams from `port` on `timeline` (the check after [`follow`]).
+pub async fn await_streaming(
+    member: &Member,
+    port: u16,
+    timeline: u32,
+    timeout: Duration,
+) -> Result<(), ActionError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(client) = connect(member, timeout).await {
+            let row = query_text(
+                &client,
+                "read wal receiver",
+                "SELECT status || ' ' || coalesce(sender_port::text, '-') || ' ' || received_tli \
+                 FROM pg_stat_wal_receiver",
+            )
+            .await?;
+            let expected = format!("streaming {port} {timeline}");
+            match row {
+                Some(r) if r == expected => return Ok(()),
+                Some(r) => last = r,
+                None => last = "no WAL receiver".into(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(ActionError::Step {
+        step: "await streaming",
+        message: format!("replica not streaming from port {port} on timeline {timeline}: {last}"),
+    })
+}

@@ -301,6 +301,8 @@ pub struct PgPair {
     pub primary: PgServer,
     /// The replica (made by `pg_basebackup -R`).
     pub replica: PgServer,
+    /// More replicas, when asked for.
+    pub others: Vec<PgServer>,
     // Dropped last, after both servers stopped.
     _dir: tempfile::TempDir,
 }
@@ -308,6 +310,11 @@ pub struct PgPair {
 impl PgPair {
     /// initdb, start the primary, base-backup the replica, start it, wait until it streams.
     pub async fn start() -> anyhow::Result<PgPair> {
+        Self::start_with(0).await
+    }
+
+    /// Like [`PgPair::start`], with `extra_replicas` more replicas of the primary.
+    pub async fn start_with(extra_replicas: usize) -> anyhow::Result<PgPair> {
         let dir = pg_tempdir()?;
         let primary = PgServer {
             port: free_port(),
@@ -352,53 +359,67 @@ impl PgPair {
             ))
             .await?;
 
-        let replica = PgServer {
-            port: free_port(),
-            data: dir.path().join("replica"),
-            name: "pg-replica".into(),
-            log: dir.path().join("replica.log"),
+        let base_backup = |name: &str| -> anyhow::Result<PgServer> {
+            let replica = PgServer {
+                port: free_port(),
+                data: dir.path().join(name),
+                name: name.into(),
+                log: dir.path().join(format!("{name}.log")),
+            };
+            run(
+                pg_command("pg_basebackup")
+                    .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+                    .args([
+                        "-U",
+                        "postgres",
+                        "-R",
+                        "-X",
+                        "stream",
+                        "-c",
+                        "fast",
+                        "--no-sync",
+                    ])
+                    .arg("-D")
+                    .arg(&replica.data),
+                "pg_basebackup",
+            )?;
+            append(
+                &replica.data.join("postgresql.conf"),
+                &format!(
+                    "\nport = {}\ncluster_name = '{}'\n",
+                    replica.port, replica.name
+                ),
+            )?;
+            replica.start()?;
+            Ok(replica)
         };
-        run(
-            pg_command("pg_basebackup")
-                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
-                .args([
-                    "-U",
-                    "postgres",
-                    "-R",
-                    "-X",
-                    "stream",
-                    "-c",
-                    "fast",
-                    "--no-sync",
-                ])
-                .arg("-D")
-                .arg(&replica.data),
-            "pg_basebackup",
-        )?;
-        append(
-            &replica.data.join("postgresql.conf"),
-            &format!(
-                "\nport = {}\ncluster_name = '{}'\n",
-                replica.port, replica.name
-            ),
-        )?;
-        replica.start()?;
+        let replica = base_backup("pg-replica")?;
+        let mut others = Vec::new();
+        for i in 0..extra_replicas {
+            others.push(base_backup(&format!("pg-replica-{}", i + 2))?);
+        }
         let pair = PgPair {
             primary,
             replica,
+            others,
             _dir: dir,
         };
         let client = pair.primary.connect().await?;
-        wait_for_async("the replica to stream", Duration::from_secs(30), || async {
-            let rows = client
-                .query(
-                    "SELECT 1 FROM pg_stat_replication WHERE state = 'streaming'",
-                    &[],
-                )
-                .await
-                .ok()?;
-            (!rows.is_empty()).then_some(())
-        })
+        let replicas = 1 + pair.others.len();
+        wait_for_async(
+            "every replica to stream",
+            Duration::from_secs(30),
+            || async {
+                let rows = client
+                    .query(
+                        "SELECT 1 FROM pg_stat_replication WHERE state = 'streaming'",
+                        &[],
+                    )
+                    .await
+                    .ok()?;
+                (rows.len() == replicas).then_some(())
+            },
+        )
         .await?;
         Ok(pair)
     }

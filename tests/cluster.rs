@@ -84,7 +84,7 @@ async fn restarting_every_agent_keeps_one_cluster_and_a_wiped_agent_rejoins() ->
     let (_, term_after) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
         .await?;
-    // openraft lets a leader whose committed vote survived the restart resume in its term.
+    // No agent resumes leadership from its stored vote, so a new election may bump the term.
     assert!(
         term_after >= term,
         "the term went on: {term_after} >= {term}"

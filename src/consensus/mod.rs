@@ -189,7 +189,31 @@ impl Consensus {
         .validate()?;
 
         let db = store::open(&config.agent.data_dir.join("raft.redb"))?;
-        let log_store = store::LogStore::new(db.clone());
+        let mut log_store = store::LogStore::new(db.clone());
+        // A restarted agent that led before would resume as leader of its stored term
+        // (openraft does so when its committed vote is its own), while the others have
+        // usually elected someone else meanwhile: it would be voted down and set the survivors
+        // back. Keep the vote — it still voted for itself in that term, so nothing can vote
+        // twice — but not the claim to lead: it rejoins as a follower.
+        {
+            use openraft::storage::RaftLogStorage;
+            let stored = log_store
+                .read_vote()
+                .await
+                .map_err(|e| ConsensusError::Storage(Box::new(e)))?;
+            if let Some(vote) =
+                stored.filter(|v| v.is_committed() && v.leader_id().node_id == me.node_id)
+            {
+                log_store
+                    .save_vote(&openraft::Vote::new(vote.leader_id().term, me.node_id))
+                    .await
+                    .map_err(|e| ConsensusError::Storage(Box::new(e)))?;
+                tracing::info!(
+                    term = vote.leader_id().term,
+                    "led before the restart: rejoining as a follower"
+                );
+            }
+        }
         let state_machine =
             store::StateMachine::new(db).map_err(|e| ConsensusError::Storage(Box::new(e)))?;
         let state_handle = state_machine.clone();

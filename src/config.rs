@@ -38,6 +38,8 @@ pub const DEFAULT_ROUTE53_TTL: u32 = 30;
 pub const DEFAULT_PG_PRIORITY: u32 = 100;
 /// The shortest interval accepted: faster probing only adds load, not certainty.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Default data-loss guard for automatic promotion: 1 MiB of WAL.
+pub const DEFAULT_MAX_LAG_ON_FAILOVER: u64 = 1024 * 1024;
 /// Largest Route53 weight (the service accepts 0..=255).
 pub const MAX_WEIGHT: u32 = 255;
 
@@ -592,6 +594,10 @@ pub struct PostgresConfig {
     /// PEM CA bundle that signs the members' server certificates, for DSNs with
     /// `sslmode=require` (default: the public web roots).
     pub ca_file: Option<PathBuf>,
+    /// Automatic promotion is refused when the best candidate would lose more WAL than this,
+    /// in bytes (default 1 MiB); only a forced failover that accepts the loss goes past it.
+    #[serde(default = "default_max_lag")]
+    pub max_lag_on_failover: u64,
     /// The members: one primary and its streaming replicas.
     pub members: Vec<PostgresMemberConfig>,
 }
@@ -731,6 +737,9 @@ fn default_weight() -> u32 {
 }
 fn default_pg_cluster() -> String {
     "main".to_owned()
+}
+fn default_max_lag() -> u64 {
+    DEFAULT_MAX_LAG_ON_FAILOVER
 }
 fn default_pg_priority() -> u32 {
     DEFAULT_PG_PRIORITY

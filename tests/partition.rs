@@ -50,6 +50,7 @@ async fn a_cut_off_agent_fences_its_primaries_and_lifts_the_fence_after_the_heal
         r#"
 [postgres]
 cluster = "main"
+max_lag_on_failover = 65536
 
 [[postgres.members]]
 name = "pg-eu-west-3"
@@ -127,17 +128,68 @@ members = [
         assert!(up.contains(&"eu-central-1-a".into()), "{target}: {up:?}");
     }
 
+    // The leader says what losing eu-west-3 now would do: promote the caught-up replica.
+    let readiness = |want: &'static str| async move {
+        let s = leader_now.status().await?;
+        let r = s["cluster"]["failover_readiness"]["postgres/main"].clone();
+        (r["choice"]["decision"] == want).then_some(r)
+    };
+    let ready = wait_for_async("readiness to promote", Duration::from_secs(20), || {
+        readiness("promote")
+    })
+    .await?;
+    assert_eq!(ready["if_region_fails"], "eu-west-3");
+    assert_eq!(ready["choice"]["target"], "postgres/main/pg-eu-central-1");
+    // With replay paused beyond max_lag_on_failover, automatic promotion would be refused.
+    let replica = pg.replica.connect().await?;
+    replica
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await?;
+    pg.primary
+        .connect()
+        .await?
+        .batch_execute("INSERT INTO fence_probe SELECT now() FROM generate_series(1, 5000)")
+        .await?;
+    let blocked = wait_for_async("readiness to block", Duration::from_secs(20), || {
+        readiness("blocked")
+    })
+    .await?;
+    let reason = blocked["choice"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("would lose") && reason.contains("max_lag_on_failover 65536"),
+        "{reason}"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", leader_now.admin))
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains(r#"failoverd_failover_blocked{group="postgres/main"} 1"#));
+    replica
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await?;
+    wait_for_async(
+        "readiness to promote again",
+        Duration::from_secs(20),
+        || readiness("promote"),
+    )
+    .await?;
+
     // Cut eu-west-3's agent off from its peers.
     cluster.isolate(0, true);
     let cut_at = Instant::now();
-    let error = wait_for_async(
+    wait_for_async(
         "the Postgres primary to refuse writes",
         Duration::from_secs(15),
-        || async { pg_write(&pg).await.err() },
+        // A session that the fence ends mid-write fails differently: wait for the refusal.
+        || async {
+            pg_write(&pg)
+                .await
+                .err()
+                .filter(|e| e.contains("read-only transaction"))
+        },
     )
     .await?;
     let fenced_after = cut_at.elapsed();
-    assert!(error.contains("read-only transaction"), "{error}");
     assert!(
         fenced_after >= Duration::from_millis(LEASE_TTL_MS - 500),
         "fenced after {fenced_after:?}: not before the lease could run out"

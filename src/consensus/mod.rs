@@ -102,6 +102,12 @@ pub struct Consensus {
     state_machine: store::StateMachine,
     lease: Arc<LeaseClock>,
     lease_ttl: Duration,
+    /// Postgres members as the planner needs them: target, region, priority, no_failover.
+    pg_members: Vec<(TargetId, String, u32, bool)>,
+    /// The data-loss guard, in bytes.
+    max_lag_on_failover: u64,
+    /// Whether automatic promotion would be blocked now, per group (leader only).
+    blocked_gauge: prometheus::IntGaugeVec,
     /// Votes from local replicas about their primaries elsewhere.
     data_path: std::sync::Mutex<crate::evidence::DataPath>,
     /// Datastore targets and the group each belongs to (`postgres/<cluster>`,
@@ -304,6 +310,14 @@ impl Consensus {
                 "Reports that could not be delivered to the leader.",
             )?,
         };
+        let blocked_gauge = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "failoverd_failover_blocked",
+                "Leader: 1 when losing the primary's region now would not allow an automatic promotion (see the status for why).",
+            ),
+            &["group"],
+        )?;
+        registry.register(Box::new(blocked_gauge.clone()))?;
         let unauthorized = counter(
             "failoverd_peer_unauthorized_requests_total",
             "Peer requests refused for a missing or wrong cluster secret.",
@@ -339,6 +353,25 @@ impl Consensus {
             boot: rand::random(),
             state_machine: state_handle,
             data_path: std::sync::Mutex::new(crate::evidence::DataPath::new(config)),
+            pg_members: topology
+                .targets
+                .iter()
+                .filter_map(|t| match &t.spec {
+                    crate::topology::TargetSpec::Postgres { member, .. } => Some((
+                        t.id.clone(),
+                        t.region.clone(),
+                        member.priority,
+                        member.no_failover,
+                    )),
+                    _ => None,
+                })
+                .collect(),
+            max_lag_on_failover: config
+                .postgres
+                .as_ref()
+                .map(|p| p.max_lag_on_failover)
+                .unwrap_or(crate::config::DEFAULT_MAX_LAG_ON_FAILOVER),
+            blocked_gauge,
             lease: Arc::new(LeaseClock::new()),
             lease_ttl: config.cluster.lease_ttl(),
             groups: topology
@@ -511,6 +544,10 @@ impl Consensus {
                 .iter()
                 .filter_map(|v| Some((v.id.clone(), v.role()?.to_owned())))
                 .collect(),
+            positions: views
+                .iter()
+                .filter_map(|v| Some((v.id.clone(), position_of(v)?)))
+                .collect(),
         };
         if leader == self.me.node_id {
             if let Err(e) = self.reports.record(report, Instant::now()) {
@@ -558,6 +595,81 @@ impl Consensus {
             self.quorum,
             self.stale_after,
         ))
+    }
+
+    /// As leader: what an automatic Postgres failover would do if the named primary's region
+    /// were lost now — the candidate and its estimated loss, or why it would be blocked.
+    pub fn failover_readiness(&self) -> BTreeMap<String, Readiness> {
+        let Some(verdict) = self.verdict() else {
+            return BTreeMap::new();
+        };
+        let now = Instant::now();
+        let positions = self.reports.positions(now, self.stale_after);
+        let named = self.state_machine.state().primaries;
+        let mut readiness = BTreeMap::new();
+        let groups: std::collections::BTreeSet<&str> = self
+            .groups
+            .iter()
+            .filter(|(t, _)| self.pg_members.iter().any(|m| &m.0 == t))
+            .map(|(_, g)| g.as_str())
+            .collect();
+        for group in groups {
+            let Some(primary) = named.get(group) else {
+                continue;
+            };
+            let Some(region) = self
+                .pg_members
+                .iter()
+                .find(|m| &m.0 == primary)
+                .map(|m| m.1.clone())
+            else {
+                continue;
+            };
+            let members: Vec<crate::failover::candidate::Member> = self
+                .pg_members
+                .iter()
+                .filter(|(t, ..)| self.group_of(t) == Some(group))
+                .map(|(target, region, priority, no_failover)| {
+                    let position = positions.get(target);
+                    crate::failover::candidate::Member {
+                        target: target.clone(),
+                        region: region.clone(),
+                        // A replica is probed only by its own region's agent (the one that
+                        // would promote it): healthy when reported Up and Down by no one.
+                        healthy: verdict
+                            .targets
+                            .get(target)
+                            .is_some_and(|v| !v.up.is_empty() && v.down.is_empty()),
+                        replica: position.is_some_and(|p| p.replica),
+                        no_failover: *no_failover,
+                        priority: *priority,
+                        replay_lsn: position.and_then(|p| p.replay_lsn),
+                        receive_lsn: position.and_then(|p| p.receive_lsn),
+                        primary_lsn: position.and_then(|p| p.primary_lsn),
+                    }
+                })
+                .collect();
+            let choice = crate::failover::candidate::choose(
+                &members,
+                &region,
+                self.max_lag_on_failover,
+                false,
+            );
+            self.blocked_gauge
+                .with_label_values(&[group])
+                .set(i64::from(matches!(
+                    choice,
+                    crate::failover::candidate::Choice::Blocked { .. }
+                )));
+            readiness.insert(
+                group.to_owned(),
+                Readiness {
+                    if_region_fails: region,
+                    choice,
+                },
+            );
+        }
+        readiness
     }
 
     /// What the status API shows of the cluster.
@@ -608,6 +720,11 @@ impl Consensus {
                 ttl_ms: millis(self.lease_ttl),
             },
             primaries: self.state_machine.state().primaries,
+            failover_readiness: if leading {
+                self.failover_readiness()
+            } else {
+                BTreeMap::new()
+            },
         }
     }
 
@@ -646,6 +763,17 @@ pub struct ClusterStatus {
     pub lease: LeaseStatus,
     /// The writable member of each group, as the log names it.
     pub primaries: BTreeMap<String, TargetId>,
+    /// On the leader: what losing each Postgres primary's region now would lead to.
+    pub failover_readiness: BTreeMap<String, Readiness>,
+}
+
+/// What an automatic failover of one Postgres group would do now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// The region holding the named primary.
+    pub if_region_fails: String,
+    /// The candidate, or why promotion would be blocked.
+    pub choice: crate::failover::candidate::Choice,
 }
 
 /// An agent's lease.
@@ -671,6 +799,22 @@ pub struct MemberStatus {
     /// On the leader: whether the member has been silent for `lease_ttl`, so that it has
     /// fenced its own primaries and its region may be failed over.
     pub lease_expired: Option<bool>,
+}
+
+/// The WAL positions a Postgres member's last successful observation showed.
+fn position_of(view: &crate::health::TargetView) -> Option<reports::Position> {
+    let Some(crate::health::LastResult::Ok { observation }) = &view.last else {
+        return None;
+    };
+    let crate::probe::Facts::Postgres(pg) = &observation.facts else {
+        return None;
+    };
+    Some(reports::Position {
+        replica: pg.role == crate::probe::postgres::PgRole::Replica,
+        replay_lsn: pg.replay_lsn,
+        receive_lsn: pg.receive_lsn,
+        primary_lsn: pg.current_lsn,
+    })
 }
 
 /// The first peer that answers that it holds a log, if any. Peers that do not answer (down,

@@ -28,6 +28,22 @@ pub struct Report {
     /// The role each datastore target last answered with (`primary`, `replica`, `master`).
     #[serde(default)]
     pub roles: BTreeMap<TargetId, String>,
+    /// WAL positions of the Postgres members this agent probes.
+    #[serde(default)]
+    pub positions: BTreeMap<TargetId, Position>,
+}
+
+/// A Postgres member's WAL positions as last observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// In recovery.
+    pub replica: bool,
+    /// Replayed up to (replica).
+    pub replay_lsn: Option<crate::probe::Lsn>,
+    /// Received up to (replica).
+    pub receive_lsn: Option<crate::probe::Lsn>,
+    /// Current WAL position (primary).
+    pub primary_lsn: Option<crate::probe::Lsn>,
 }
 
 /// Why a report was not taken.
@@ -158,6 +174,25 @@ impl ReportBook {
         roles
     }
 
+    /// The freshest reported position of each Postgres member, from reports younger than
+    /// `stale_after`.
+    pub fn positions(&self, now: Instant, stale_after: Duration) -> BTreeMap<TargetId, Position> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh: Vec<&Held> = latest
+            .values()
+            .filter(|h| now.saturating_duration_since(h.received) <= stale_after)
+            .collect();
+        // Oldest first, so the freshest report's figure wins.
+        fresh.sort_by_key(|h| h.received);
+        let mut positions = BTreeMap::new();
+        for held in fresh {
+            for (target, position) in &held.report.positions {
+                positions.insert(target.clone(), position.clone());
+            }
+        }
+        positions
+    }
+
     /// Forgets every report (a leader that steps down must not keep deciding on old ones).
     pub fn clear(&self) {
         self.latest
@@ -186,6 +221,7 @@ mod tests {
             seq,
             states: BTreeMap::new(),
             roles: BTreeMap::new(),
+            positions: BTreeMap::new(),
         }
     }
 

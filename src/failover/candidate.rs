@@ -1,4 +1,4 @@
-//! Which Postgres replica to promote, and whether promoting it loses too much.
+//! Which Postgres replica to promote, and whether its lag is too much.
 //!
 //! Eligible: healthy, outside the failed region, not `no_failover`, and a replica. Among them
 //! the highest replay position wins, then the higher priority, then the name (so the choice
@@ -65,7 +65,7 @@ pub enum Choice {
     Promote {
         /// The member.
         target: TargetId,
-        /// Estimated bytes of WAL lost by promoting it.
+        /// Bytes its replay is behind the best evidence: the data-loss estimate.
         estimated_loss_bytes: u64,
         /// What the estimate is measured against.
         evidence: Evidence,
@@ -166,9 +166,11 @@ pub fn choose(
         ),
         (None, None) => unreachable!("a candidate has a replay position"),
     };
-    // Once promoted, the candidate replays all it received.
-    let will_have = best.receive_lsn.max(best.replay_lsn).unwrap_or(Lsn(0));
-    let loss = reference.bytes_since(will_have);
+    // Measured from what it has replayed: WAL received but not replayed still has to be
+    // replayed before it serves (time), and a replica held back on purpose (replay paused or
+    // delayed) must not be promoted as if it were current.
+    let replayed = best.replay_lsn.unwrap_or(Lsn(0));
+    let loss = reference.bytes_since(replayed);
     if loss > max_lag && !allow_data_loss {
         return Choice::Blocked {
             reason: format!(
@@ -295,10 +297,10 @@ mod tests {
                 Some(("postgres/main/fra", 500)),
             ),
             (
-                "received but not replayed WAL is not lost",
+                "WAL received but not replayed counts as lag (replay paused)",
                 vec![p(), replica("fra", "r2", 100, 1000, 100)],
-                0,
-                Some(("postgres/main/fra", 0)),
+                500,
+                None,
             ),
         ];
         for (name, members, max_lag, expected) in cases {
@@ -317,8 +319,7 @@ mod tests {
             replica("iad", "r3", 1000, 1200, 100),
         ];
         let choice = choose(&members, "r1", 1 << 20, false);
-        // iad will have 1200 once it replays what it received; fra has the higher replay
-        // position and wins, losing 100 bytes against iad's evidence.
+        // fra has the higher replay position and wins, 100 bytes behind iad's evidence.
         assert_eq!(
             choice,
             Choice::Promote {

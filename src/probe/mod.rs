@@ -130,6 +130,14 @@ impl Serialize for Lsn {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Lsn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Lsn::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an LSN (X/Y)")))
+    }
+}
+
 /// The fixed set of probe kinds.
 #[derive(Debug)]
 pub enum AnyProbe {

@@ -294,6 +294,24 @@ impl StateMachine {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Stores `data` as the current snapshot, so a restart finds it.
+    fn persist_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: Vec<u8>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        write_meta(
+            &self.db,
+            SNAPSHOT,
+            &stored,
+            ErrorSubject::Snapshot(Some(meta.signature())),
+        )
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, MachineState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -321,16 +339,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: state.last_membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        write_meta(
-            &self.db,
-            SNAPSHOT,
-            &stored,
-            ErrorSubject::Snapshot(Some(meta.signature())),
-        )?;
+        self.persist_snapshot(&meta, data.clone())?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -405,16 +414,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         state.last_applied = meta.last_log_id;
         state.last_membership = meta.last_membership.clone();
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        write_meta(
-            &self.db,
-            SNAPSHOT,
-            &stored,
-            ErrorSubject::Snapshot(Some(meta.signature())),
-        )?;
+        self.persist_snapshot(meta, data)?;
         *self.lock() = state;
         Ok(())
     }

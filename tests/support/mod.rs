@@ -561,11 +561,7 @@ impl RedisServer {
 
     /// SIGKILLs the process and reaps it.
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        kill_child(&mut self.child)
     }
 
     /// Runs one command and returns its reply as text.
@@ -596,6 +592,15 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         stop_child(&mut self.child);
     }
+}
+
+/// SIGKILLs and reaps a child process, if it runs.
+fn kill_child(child: &mut Option<Child>) -> anyhow::Result<()> {
+    if let Some(mut child) = child.take() {
+        child.kill()?;
+        child.wait()?;
+    }
+    Ok(())
 }
 
 /// Kills and reaps a child process, if it runs; for `Drop`, where errors cannot go anywhere.
@@ -1047,11 +1052,7 @@ impl AgentProcess {
 
     /// SIGKILLs the process and reaps it.
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        kill_child(&mut self.child)
     }
 
     /// Whether it runs.

@@ -24,3 +24,14 @@ pub enum ActionError {
     #[error("no answer within {}", humantime::format_duration(*.0))]
     Timeout(std::time::Duration),
 }
+
+/// Runs an action under its timeout: an action that does not finish in time is a
+/// [`ActionError::Timeout`], and whatever it held (a connection) is dropped with it.
+pub(crate) async fn bounded<T>(
+    timeout: std::time::Duration,
+    action: impl std::future::Future<Output = Result<T, ActionError>>,
+) -> Result<T, ActionError> {
+    tokio::time::timeout(timeout, action)
+        .await
+        .unwrap_or(Err(ActionError::Timeout(timeout)))
+}

@@ -61,9 +61,7 @@ pub async fn fence(
     method: &PostgresFence,
     timeout: Duration,
 ) -> Result<(), ActionError> {
-    tokio::time::timeout(timeout, apply(member, method, true, timeout))
-        .await
-        .unwrap_or(Err(ActionError::Timeout(timeout)))
+    super::bounded(timeout, apply(member, method, true, timeout)).await
 }
 
 /// Undoes [`fence`].
@@ -72,9 +70,7 @@ pub async fn unfence(
     method: &PostgresFence,
     timeout: Duration,
 ) -> Result<(), ActionError> {
-    tokio::time::timeout(timeout, apply(member, method, false, timeout))
-        .await
-        .unwrap_or(Err(ActionError::Timeout(timeout)))
+    super::bounded(timeout, apply(member, method, false, timeout)).await
 }
 
 async fn apply(
@@ -190,7 +186,7 @@ async fn query_text(
 /// Promotes a replica with `pg_promote(wait => true)` and checks that it accepts writes.
 /// Idempotent: a member already out of recovery is only checked.
 pub async fn promote(member: &Member, timeout: Duration) -> Result<Promoted, ActionError> {
-    tokio::time::timeout(timeout, async {
+    super::bounded(timeout, async {
         let client = connect(member, timeout).await?;
         let in_recovery =
             query_text(&client, "check recovery", "SELECT pg_is_in_recovery()").await?;
@@ -235,7 +231,6 @@ pub async fn promote(member: &Member, timeout: Duration) -> Result<Promoted, Act
         })
     })
     .await
-    .unwrap_or(Err(ActionError::Timeout(timeout)))
 }
 
 /// Points a replica at a new primary: `ALTER SYSTEM SET primary_conninfo` and reload (the WAL
@@ -245,7 +240,7 @@ pub async fn follow(
     primary_conninfo: &str,
     timeout: Duration,
 ) -> Result<(), ActionError> {
-    tokio::time::timeout(timeout, async {
+    super::bounded(timeout, async {
         let client = connect(member, timeout).await?;
         let literal = primary_conninfo.replace('\'', "''");
         run(
@@ -257,7 +252,6 @@ pub async fn follow(
         run(&client, "reload", "SELECT pg_reload_conf()").await
     })
     .await
-    .unwrap_or(Err(ActionError::Timeout(timeout)))
 }
 
 /// Waits until the replica streams from `port` on `timeline` (the check after [`follow`]).

@@ -129,6 +129,14 @@ async fn min_replicas_fences_a_redis_master_and_restores_its_setting() -> anyhow
     pair.master
         .cmd(&["CONFIG", "SET", "min-replicas-to-write", "1"])
         .await?;
+    // The master counts its good replicas once a second: wait until it counts this one,
+    // so that a refused write below can only be the fence.
+    support::wait_for_async(
+        "a write the replica acknowledges",
+        Duration::from_secs(10),
+        || async { pair.master.cmd(&["SET", "k", "v"]).await.ok().map(|_| ()) },
+    )
+    .await?;
     let m = actions::redis::Member {
         name: "master".into(),
         url: pair.master.url(),

@@ -41,6 +41,9 @@ pub enum AgentError {
     /// Consensus could not start.
     #[error("consensus: {0}")]
     Consensus(Box<crate::consensus::ConsensusError>),
+    /// The failover reconciler could not be set up.
+    #[error("failover: {0}")]
+    Reconciler(#[from] crate::failover::executor::ReconcilerError),
 }
 
 /// A built, not yet running agent.
@@ -121,12 +124,17 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Consensus(Box::new(e)))?;
         let fencer = Fencer::new(&config, &registry)?;
+        let reconciler = Arc::new(
+            crate::failover::executor::Reconciler::new(&config, consensus.clone(), &registry)
+                .await?,
+        );
         let mut tasks_set = JoinSet::new();
         for task in tasks {
             tasks_set.spawn(task.run(shutdown.clone()));
         }
         tasks_set.spawn(consensus.clone().run(board.clone(), shutdown.clone()));
         tasks_set.spawn(fencer.run(consensus.clone(), board.clone(), shutdown.clone()));
+        tasks_set.spawn(reconciler.clone().run(shutdown.clone()));
         let peer_tls = match config.tls.as_ref().filter(|t| t.peer) {
             Some(t) => Some(crate::tls::server_config(t, t.require_client_cert)?),
             None => None,
@@ -156,6 +164,7 @@ impl Agent {
             board,
             registry,
             consensus,
+            reconciler,
         });
         let served = match admin_tls {
             Some(tls) => crate::tls::serve(admin_listener, tls, app, shutdown.clone()).await,

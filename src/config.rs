@@ -75,6 +75,71 @@ pub struct Config {
     /// TLS for the listeners and peer traffic, if any.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// How failovers are triggered and carried out.
+    #[serde(default)]
+    pub failover: FailoverConfig,
+}
+
+/// How failovers are triggered and carried out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// After a failover, no automatic region drain or failback for this long (default 5 min).
+    /// Promoting a Postgres group whose primary is Down is not held back by it: there is no
+    /// writable primary to flap away from.
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
+    /// Put a drained region back into DNS by itself once its APIs are Up again (default off).
+    #[serde(default)]
+    pub auto_failback: bool,
+    /// With `auto_failback`: how long a drained region must stay Up by verdict before it is
+    /// put back (default 5 min).
+    #[serde(default, with = "humantime_serde")]
+    pub failback_hold_down: Option<Duration>,
+    /// Hard limit on one attempt of one step (default 10 s); waiting for Route53 INSYNC has
+    /// its own bound, `route53.insync_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub step_timeout: Option<Duration>,
+    /// Attempts per step before it is reported failed (default 3).
+    pub step_attempts: Option<u32>,
+    /// Wait before the first retry of a step, doubled at each retry (default 200 ms).
+    #[serde(default, with = "humantime_serde")]
+    pub retry_backoff: Option<Duration>,
+}
+
+/// Default cooldown after a failover.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+/// Default hold-down before an automatic failback.
+pub const DEFAULT_FAILBACK_HOLD_DOWN: Duration = Duration::from_secs(300);
+/// Default limit on one attempt of a step.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default attempts per step.
+pub const DEFAULT_STEP_ATTEMPTS: u32 = 3;
+/// Default first retry backoff.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+impl FailoverConfig {
+    /// `cooldown` with its default.
+    pub fn cooldown(&self) -> Duration {
+        self.cooldown.unwrap_or(DEFAULT_COOLDOWN)
+    }
+    /// `failback_hold_down` with its default.
+    pub fn failback_hold_down(&self) -> Duration {
+        self.failback_hold_down
+            .unwrap_or(DEFAULT_FAILBACK_HOLD_DOWN)
+    }
+    /// `step_timeout` with its default.
+    pub fn step_timeout(&self) -> Duration {
+        self.step_timeout.unwrap_or(DEFAULT_STEP_TIMEOUT)
+    }
+    /// `step_attempts` with its default.
+    pub fn step_attempts(&self) -> u32 {
+        self.step_attempts.unwrap_or(DEFAULT_STEP_ATTEMPTS)
+    }
+    /// `retry_backoff` with its default.
+    pub fn retry_backoff(&self) -> Duration {
+        self.retry_backoff.unwrap_or(DEFAULT_RETRY_BACKOFF)
+    }
 }
 
 /// TLS settings: one certificate for the agent, one CA for the cluster.
@@ -598,8 +663,39 @@ pub struct PostgresConfig {
     /// in bytes (default 1 MiB); only a forced failover that accepts the loss goes past it.
     #[serde(default = "default_max_lag")]
     pub max_lag_on_failover: u64,
+    /// How replicas connect to a newly promoted primary (`primary_conninfo`).
+    #[serde(default)]
+    pub replication: ReplicationConfig,
     /// The members: one primary and its streaming replicas.
     pub members: Vec<PostgresMemberConfig>,
+}
+
+/// The credentials replicas stream with, written into their `primary_conninfo` when they
+/// are pointed at a new primary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Role with the REPLICATION attribute (default `replicator`).
+    #[serde(default = "default_replication_user")]
+    pub user: String,
+    /// Its password, if it needs one.
+    pub password: Option<SecretRef>,
+    /// `sslmode` for the replication connection (default: libpq's, `prefer`).
+    pub sslmode: Option<String>,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            user: default_replication_user(),
+            password: None,
+            sslmode: None,
+        }
+    }
+}
+
+fn default_replication_user() -> String {
+    "replicator".to_owned()
 }
 
 /// How a Postgres primary is fenced (made to refuse writes) and unfenced.
@@ -715,8 +811,51 @@ pub struct Route53Config {
     pub ttl: u32,
     /// API endpoint override (an emulator in tests and labs).
     pub endpoint_url: Option<String>,
+    /// The TXT record holding the current epoch (default `_failoverd-epoch.<record_name>`).
+    /// Every change batch deletes its value and writes the next one, so a batch from a
+    /// stale leader fails as a whole.
+    pub epoch_record: Option<String>,
+    /// Region the API requests are signed for (default `us-east-1`, where Route53 lives).
+    #[serde(default = "default_signing_region")]
+    pub signing_region: String,
+    /// Static credentials (an emulator, or a host without a role). Without them the default
+    /// AWS credential chain is used (IRSA web identity on EKS, instance profile, env).
+    pub credentials: Option<Route53Credentials>,
+    /// How long to wait for a change to be INSYNC before reporting it (default 60 s).
+    #[serde(default, with = "humantime_serde")]
+    pub insync_timeout: Option<Duration>,
     /// One weighted record per region, keyed by region name.
     pub regions: BTreeMap<String, Route53RegionRecord>,
+}
+
+/// Static AWS credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53Credentials {
+    /// Access key id.
+    pub access_key_id: SecretRef,
+    /// Secret access key.
+    pub secret_access_key: SecretRef,
+}
+
+/// Default bound on waiting for INSYNC.
+pub const DEFAULT_INSYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Route53Config {
+    /// The epoch TXT record's name.
+    pub fn epoch_record(&self) -> String {
+        self.epoch_record
+            .clone()
+            .unwrap_or_else(|| format!("_failoverd-epoch.{}", self.record_name))
+    }
+    /// `insync_timeout` with its default.
+    pub fn insync_timeout(&self) -> Duration {
+        self.insync_timeout.unwrap_or(DEFAULT_INSYNC_TIMEOUT)
+    }
+}
+
+fn default_signing_region() -> String {
+    "us-east-1".to_owned()
 }
 
 /// The weighted record of one region.
@@ -1283,11 +1422,59 @@ impl Config {
                     v.push(format!("{key}.value"), "must not be empty");
                 }
             }
+            if let Some(record) = &r53.epoch_record {
+                if record.trim().is_empty() {
+                    v.push("route53.epoch_record", "must not be empty");
+                }
+            }
+            if let Some(c) = &r53.credentials {
+                v.secret("route53.credentials.access_key_id", &c.access_key_id);
+                v.secret(
+                    "route53.credentials.secret_access_key",
+                    &c.secret_access_key,
+                );
+            }
+            if r53.insync_timeout.is_some_and(|t| t.is_zero()) {
+                v.push("route53.insync_timeout", "must be more than 0");
+            }
             for region in &self.regions {
                 if !r53.regions.contains_key(&region.name) {
                     v.push(
                         "route53.regions",
                         format!("region {:?} has no weighted record", region.name),
+                    );
+                }
+            }
+        }
+
+        // Failover.
+        let f = &self.failover;
+        if f.step_timeout.is_some_and(|t| t.is_zero()) {
+            v.push("failover.step_timeout", "must be more than 0");
+        }
+        if f.step_attempts == Some(0) {
+            v.push("failover.step_attempts", "must be at least 1");
+        }
+        if let Some(pg) = &self.postgres {
+            if pg.replication.user.trim().is_empty() {
+                v.push("postgres.replication.user", "must not be empty");
+            }
+            if let Some(secret) = &pg.replication.password {
+                v.secret("postgres.replication.password", secret);
+            }
+            if let Some(mode) = &pg.replication.sslmode {
+                let modes = [
+                    "disable",
+                    "allow",
+                    "prefer",
+                    "require",
+                    "verify-ca",
+                    "verify-full",
+                ];
+                if !modes.contains(&mode.as_str()) {
+                    v.push(
+                        "postgres.replication.sslmode",
+                        format!("{mode:?} is not one of {}", modes.join(", ")),
                     );
                 }
             }

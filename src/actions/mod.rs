@@ -1,10 +1,11 @@
-//! Actions: the only code that changes the world (fences today; promotions and DNS later).
+//! Actions: the only code that changes the world: fences, promotions, DNS weights.
 //!
 //! Every action is idempotent — running it twice leaves the same state — and bounded by a
 //! timeout, so a caller can retry a failed one at the next tick without harm.
 
 pub mod postgres;
 pub mod redis;
+pub mod route53;
 
 /// Why an action failed. Always worth retrying: the next tick runs it again.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! Fencing a Postgres primary: make it refuse writes while its agent is cut off, and undo it.
+//! Postgres actions: fence and unfence a primary, promote a replica, point replicas at a new
+//! primary and check that they stream from it.
 
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ async fn connect(
         .parse()
         .map_err(|e| ActionError::Connect(format!("bad dsn: {e}")))?;
     config.connect_timeout(timeout);
-    config.application_name("failoverd-fence");
+    config.application_name("failoverd");
     crate::probe::postgres::connect(config, member.password.as_ref(), member.ca_file.as_deref())
         .await
         .map_err(|e| ActionError::Connect(e.to_string()))
@@ -285,4 +286,49 @@ pub async fn await_streaming(
         step: "await streaming",
         message: format!("replica not streaming from port {port} on timeline {timeline}: {last}"),
     })
+}
+
+/// The member's current timeline (as a primary: the one it writes on).
+pub async fn timeline(member: &Member, timeout: Duration) -> Result<u32, ActionError> {
+    super::bounded(timeout, async {
+        let client = connect(member, timeout).await?;
+        query_text(
+            &client,
+            "read timeline",
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE \
+             ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+        )
+        .await?
+        .and_then(|t| t.parse().ok())
+        .ok_or(ActionError::Step {
+            step: "read timeline",
+            message: "the member is not a primary".into(),
+        })
+    })
+    .await
+}
+
+/// Where a primary listens, as its DSN says: the first host and port.
+pub fn address(member: &Member) -> Result<(String, u16), ActionError> {
+    let config: tokio_postgres::Config = member
+        .dsn
+        .parse()
+        .map_err(|e| ActionError::Connect(format!("bad dsn: {e}")))?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    Ok((host, port))
+}
+
+/// A `primary_conninfo` value: libpq keywords, values quoted so spaces and quotes survive.
+pub fn conninfo(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

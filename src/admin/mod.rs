@@ -1,4 +1,4 @@
-//! The admin HTTP API: status, health, readiness and metrics.
+//! The admin HTTP API: status, history, health, readiness and metrics.
 //!
 //! Served on the admin listener, separate from peer traffic. This module reads state; it
 //! never probes and never changes the world. Errors are JSON `{code, message}` with a stable
@@ -28,6 +28,8 @@ pub struct AdminState {
     pub registry: prometheus::Registry,
     /// The cluster.
     pub consensus: Arc<crate::consensus::Consensus>,
+    /// The failover reconciler.
+    pub reconciler: Arc<crate::failover::executor::Reconciler>,
 }
 
 /// An API error: HTTP status, a stable machine-readable code and a human message.
@@ -64,6 +66,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/v1/history", get(history))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -138,6 +141,64 @@ pub struct StatusResponse {
     pub targets: Vec<TargetView>,
     /// Leader, term, members and, on the leader, the verdict with its votes.
     pub cluster: crate::consensus::ClusterStatus,
+    /// Desired state, the failover in progress, and what waits or is refused.
+    pub failover: FailoverStatus,
+}
+
+/// The failover part of the status.
+#[derive(Debug, Serialize)]
+pub struct FailoverStatus {
+    /// `active` or `paused`.
+    pub mode: &'static str,
+    /// The epoch of the latest decision.
+    pub epoch: u64,
+    /// Regions out of DNS.
+    pub drained: Vec<String>,
+    /// Weight per region as last decided (empty: as configured).
+    pub weights: std::collections::BTreeMap<String, u32>,
+    /// The epoch the Route53 TXT record holds, as the log knows it.
+    pub dns_epoch: Option<u64>,
+    /// No automatic region change before this, Unix milliseconds.
+    pub cooldown_until_ms: u64,
+    /// The failover in progress, with its steps.
+    pub current: Option<crate::failover::state::FailoverRecord>,
+    /// On the leader: what is Down but waits, and why.
+    pub waiting: Vec<String>,
+    /// On the leader: refusals that stand ("blocked because …").
+    pub refusals: Vec<String>,
+}
+
+/// `GET /v1/history` query.
+#[derive(Debug, serde::Deserialize)]
+pub struct HistoryQuery {
+    /// At most this many entries, newest first (default 50).
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/history`: failovers with their steps, refusals and mode changes, newest first.
+#[derive(Debug, Serialize)]
+pub struct HistoryResponse {
+    /// The epoch of the latest decision.
+    pub epoch: u64,
+    /// Entries, newest first.
+    pub entries: Vec<crate::failover::state::HistoryEntry>,
+}
+
+async fn history(
+    State(state): State<AdminState>,
+    query: Result<axum::extract::Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let query = query.map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_query",
+        message: format!("limit must be a non-negative integer: {e}"),
+    })?;
+    let desired = state.consensus.desired();
+    let limit = query.0.limit.unwrap_or(50);
+    Ok(Json(HistoryResponse {
+        epoch: desired.epoch,
+        entries: desired.history.into_iter().rev().take(limit).collect(),
+    }))
 }
 
 /// Identity of the answering agent.
@@ -182,5 +243,20 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
         summary,
         targets,
         cluster: state.consensus.status(),
+        failover: {
+            let desired = state.consensus.desired();
+            let reconciler = state.reconciler.status();
+            FailoverStatus {
+                mode: if desired.paused { "paused" } else { "active" },
+                epoch: desired.epoch,
+                drained: desired.drained.iter().cloned().collect(),
+                current: desired.current_failover().cloned(),
+                weights: desired.weights,
+                dns_epoch: desired.dns_epoch,
+                cooldown_until_ms: desired.cooldown_until_ms,
+                waiting: reconciler.waiting,
+                refusals: reconciler.refusals,
+            }
+        },
     })
 }

@@ -113,6 +113,19 @@ pub struct Consensus {
     /// Datastore targets and the group each belongs to (`postgres/<cluster>`,
     /// `redis/<shard>` for replication shards).
     groups: Vec<(TargetId, String)>,
+    /// Since when this agent leads, if it does.
+    leader_since: std::sync::Mutex<Option<Instant>>,
+}
+
+/// What the failover trigger needs from the cluster, on the leader.
+#[derive(Debug, Clone)]
+pub struct TriggerInputs {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Each Postgres group with a named primary.
+    pub groups: Vec<crate::failover::trigger::Group>,
+    /// Regions whose agents have all been silent for `lease_ttl`.
+    pub cut_off: std::collections::BTreeSet<String>,
 }
 
 /// When this agent last heard from a leader that a quorum follows.
@@ -389,6 +402,7 @@ impl Consensus {
                     _ => None,
                 })
                 .collect(),
+            leader_since: std::sync::Mutex::new(None),
         }))
     }
 
@@ -492,6 +506,8 @@ impl Consensus {
                             // Reports held as leader go stale from here on; never decide on them.
                             self.reports.clear();
                         }
+                        *self.leader_since.lock().unwrap_or_else(|p| p.into_inner()) =
+                            (m.current_leader == Some(self.me.node_id)).then(Instant::now);
                         tracing::info!(
                             term = m.current_term,
                             leader = self.agent_of(m.current_leader).unwrap_or("none"),
@@ -597,58 +613,87 @@ impl Consensus {
         ))
     }
 
-    /// As leader: what an automatic Postgres failover would do if the named primary's region
-    /// were lost now — the candidate and its estimated loss, or why it would be blocked.
-    pub fn failover_readiness(&self) -> BTreeMap<String, Readiness> {
-        let Some(verdict) = self.verdict() else {
-            return BTreeMap::new();
-        };
-        let now = Instant::now();
-        let positions = self.reports.positions(now, self.stale_after);
+    /// On the leader: whether `member` has been silent for `lease_ttl` — no report for that
+    /// long, counted from when this agent became leader at the earliest (a new leader holds
+    /// no reports yet, and the member may have heard the previous leader until it died).
+    fn lease_expired(&self, member: &Member, now: Instant) -> bool {
+        if member.node_id == self.me.node_id {
+            return false;
+        }
+        let leading_for = self
+            .leader_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|since| now.saturating_duration_since(since))
+            .unwrap_or_default();
+        let silent_for = self
+            .reports
+            .age(&member.agent, now)
+            .map_or(leading_for, |age| age.min(leading_for));
+        silent_for >= self.lease_ttl
+    }
+
+    /// The Postgres members of `group` as the candidate rule sees them.
+    fn candidate_members(
+        &self,
+        group: &str,
+        verdict: &Verdict,
+        positions: &BTreeMap<TargetId, reports::Position>,
+    ) -> Vec<crate::failover::candidate::Member> {
+        self.pg_members
+            .iter()
+            .filter(|(t, ..)| self.group_of(t) == Some(group))
+            .map(|(target, region, priority, no_failover)| {
+                let position = positions.get(target);
+                crate::failover::candidate::Member {
+                    target: target.clone(),
+                    region: region.clone(),
+                    // A replica is probed only by its own region's agent (the one that would
+                    // promote it): healthy when reported Up and Down by no one.
+                    healthy: verdict
+                        .targets
+                        .get(target)
+                        .is_some_and(|v| !v.up.is_empty() && v.down.is_empty()),
+                    replica: position.is_some_and(|p| p.replica),
+                    no_failover: *no_failover,
+                    priority: *priority,
+                    replay_lsn: position.and_then(|p| p.replay_lsn),
+                    receive_lsn: position.and_then(|p| p.receive_lsn),
+                    primary_lsn: position.and_then(|p| p.primary_lsn),
+                }
+            })
+            .collect()
+    }
+
+    /// Postgres groups with their named primary and its region.
+    fn named_pg_groups(&self) -> Vec<(String, TargetId, String)> {
         let named = self.state_machine.state().primaries;
-        let mut readiness = BTreeMap::new();
         let groups: std::collections::BTreeSet<&str> = self
             .groups
             .iter()
             .filter(|(t, _)| self.pg_members.iter().any(|m| &m.0 == t))
             .map(|(_, g)| g.as_str())
             .collect();
-        for group in groups {
-            let Some(primary) = named.get(group) else {
-                continue;
-            };
-            let Some(region) = self
-                .pg_members
-                .iter()
-                .find(|m| &m.0 == primary)
-                .map(|m| m.1.clone())
-            else {
-                continue;
-            };
-            let members: Vec<crate::failover::candidate::Member> = self
-                .pg_members
-                .iter()
-                .filter(|(t, ..)| self.group_of(t) == Some(group))
-                .map(|(target, region, priority, no_failover)| {
-                    let position = positions.get(target);
-                    crate::failover::candidate::Member {
-                        target: target.clone(),
-                        region: region.clone(),
-                        // A replica is probed only by its own region's agent (the one that
-                        // would promote it): healthy when reported Up and Down by no one.
-                        healthy: verdict
-                            .targets
-                            .get(target)
-                            .is_some_and(|v| !v.up.is_empty() && v.down.is_empty()),
-                        replica: position.is_some_and(|p| p.replica),
-                        no_failover: *no_failover,
-                        priority: *priority,
-                        replay_lsn: position.and_then(|p| p.replay_lsn),
-                        receive_lsn: position.and_then(|p| p.receive_lsn),
-                        primary_lsn: position.and_then(|p| p.primary_lsn),
-                    }
-                })
-                .collect();
+        groups
+            .into_iter()
+            .filter_map(|group| {
+                let primary = named.get(group)?;
+                let region = self.pg_members.iter().find(|m| &m.0 == primary)?.1.clone();
+                Some((group.to_owned(), primary.clone(), region))
+            })
+            .collect()
+    }
+
+    /// As leader: what an automatic Postgres failover would do if the named primary's region
+    /// were lost now — the candidate and its estimated loss, or why it would be blocked.
+    pub fn failover_readiness(&self) -> BTreeMap<String, Readiness> {
+        let Some(verdict) = self.verdict() else {
+            return BTreeMap::new();
+        };
+        let positions = self.reports.positions(Instant::now(), self.stale_after);
+        let mut readiness = BTreeMap::new();
+        for (group, _, region) in self.named_pg_groups() {
+            let members = self.candidate_members(&group, &verdict, &positions);
             let choice = crate::failover::candidate::choose(
                 &members,
                 &region,
@@ -656,13 +701,13 @@ impl Consensus {
                 false,
             );
             self.blocked_gauge
-                .with_label_values(&[group])
+                .with_label_values(&[&group])
                 .set(i64::from(matches!(
                     choice,
                     crate::failover::candidate::Choice::Blocked { .. }
                 )));
             readiness.insert(
-                group.to_owned(),
+                group,
                 Readiness {
                     if_region_fails: region,
                     choice,
@@ -670,6 +715,92 @@ impl Consensus {
             );
         }
         readiness
+    }
+
+    /// As leader: the verdict, the Postgres groups and the cut-off regions, for the trigger.
+    pub fn trigger_inputs(&self) -> Option<TriggerInputs> {
+        let verdict = self.verdict()?;
+        let now = Instant::now();
+        let positions = self.reports.positions(now, self.stale_after);
+        let mut cut_off = std::collections::BTreeSet::new();
+        let regions: std::collections::BTreeSet<&str> =
+            self.members.iter().map(|m| m.region.as_str()).collect();
+        for region in regions {
+            let agents: Vec<&Member> = self.members.iter().filter(|m| m.region == region).collect();
+            if agents.iter().all(|m| self.lease_expired(m, now)) {
+                cut_off.insert(region.to_owned());
+            }
+        }
+        let mut groups = Vec::new();
+        for (group, primary, region) in self.named_pg_groups() {
+            let members = self.candidate_members(&group, &verdict, &positions);
+            let choice = crate::failover::candidate::choose(
+                &members,
+                &region,
+                self.max_lag_on_failover,
+                false,
+            );
+            let primary_verdict = verdict.targets.get(&primary);
+            let home_says_down = primary_verdict.is_some_and(|v| {
+                v.down.iter().any(|agent| {
+                    self.members
+                        .iter()
+                        .any(|m| &m.agent == agent && m.region == region)
+                })
+            });
+            groups.push(crate::failover::trigger::Group {
+                followers: members
+                    .iter()
+                    .filter(|m| m.region != region && m.healthy && m.replica)
+                    .map(|m| m.target.clone())
+                    .collect(),
+                group,
+                primary_down: primary_verdict
+                    .is_some_and(|v| v.state == crate::health::State::Down),
+                primary,
+                primary_region: region,
+                home_says_down,
+                choice,
+            });
+        }
+        Some(TriggerInputs {
+            verdict,
+            groups,
+            cut_off,
+        })
+    }
+
+    /// Whether this agent leads.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// This agent's id.
+    pub fn agent_id(&self) -> &str {
+        &self.me.agent
+    }
+
+    /// The replicated desired state and history.
+    pub fn desired(&self) -> crate::failover::state::Desired {
+        self.state_machine.state().failover
+    }
+
+    /// Commits a command; returns its log index once applied here.
+    pub async fn write(&self, command: types::Command) -> Result<u64, String> {
+        self.raft
+            .client_write(command)
+            .await
+            .map(|r| r.log_id.index)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Confirms with a quorum that this agent still leads (a deposed leader finds out here).
+    pub async fn confirm_leader(&self) -> Result<(), String> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// What the status API shows of the cluster.
@@ -698,13 +829,7 @@ impl Consensus {
                     let report = ages.iter().find(|a| a.agent == member.agent).cloned();
                     MemberStatus {
                         member: member.clone(),
-                        lease_expired: leading.then(|| {
-                            member.node_id != self.me.node_id
-                                && report
-                                    .as_ref()
-                                    .and_then(|r| r.age_ms)
-                                    .is_none_or(|ms| u128::from(ms) >= self.lease_ttl.as_millis())
-                        }),
+                        lease_expired: leading.then(|| self.lease_expired(member, Instant::now())),
                         report,
                     }
                 })

@@ -250,6 +250,9 @@ pub struct MachineState {
     /// The writable member of each group, as last named.
     #[serde(default)]
     pub primaries: std::collections::BTreeMap<String, crate::topology::TargetId>,
+    /// Desired state (drains, weights, epoch, mode, cooldown) and the failover history.
+    #[serde(default)]
+    pub failover: crate::failover::state::Desired,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -375,6 +378,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     match command {
                         super::types::Command::NamePrimary { group, target } => {
                             s.primaries.insert(group, target);
+                        }
+                        super::types::Command::Failover(command) => {
+                            if let Some((group, target)) =
+                                s.failover.apply(*command, entry.log_id.index)
+                            {
+                                s.primaries.insert(group, target);
+                            }
                         }
                     }
                 }

@@ -19,6 +19,8 @@ pub enum Command {
         /// The member's target id.
         target: crate::topology::TargetId,
     },
+    /// A failover decision, a step record, a refusal or a mode change.
+    Failover(Box<crate::failover::state::FailoverCommand>),
 }
 
 /// What applying a command returned.

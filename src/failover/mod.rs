@@ -1,7 +1,13 @@
-//! Failover planning: pure decisions from observed state to what should happen.
+//! Failover: when to act, what to do, and doing it.
 //!
-//! No I/O here: the functions take what the probes and the cluster saw and return a choice
-//! that the executor (with [`crate::actions`]) carries out. Today this holds the choice of the
-//! Postgres member to promote, with its data-loss guard.
+//! [`trigger`] (pure) reads the verdict, the leases and the desired state and proposes a
+//! decision; [`candidate`] (pure) picks the Postgres member to promote with its data-loss
+//! guard; [`plan`] (pure) turns a decision into steps with their dependencies; [`state`] is
+//! what the replicated log makes of decisions and step records; [`executor`] runs on the
+//! leader, commits decisions and carries out their steps with [`crate::actions`].
 
 pub mod candidate;
+pub mod executor;
+pub mod plan;
+pub mod state;
+pub mod trigger;

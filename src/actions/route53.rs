@@ -1,0 +1,353 @@
+//! Route53: the weighted records that steer traffic between regions, fenced by an epoch.
+//!
+//! Every change is one ChangeBatch that DELETEs the TXT record holding the epoch the log
+//! last wrote and CREATEs the next one, next to the weight UPSERTs. Route53 applies a batch
+//! atomically and refuses a DELETE whose value does not match, so the batch of a leader
+//! whose epoch is stale fails as a whole ([`Route53Error::Rejected`]) and changes nothing.
+//! The TXT record is created on first use (a batch without DELETE, whose CREATE fails if
+//! someone else created it meanwhile).
+//!
+//! Credentials: static ones from the config (an emulator), otherwise the default AWS chain
+//! (IRSA web identity on EKS). HTTPS goes through rustls with ring, like the rest of the
+//! agent.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_route53::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+};
+
+use crate::config::Route53Config;
+
+/// Why a Route53 call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Route53Error {
+    /// Route53 refused the batch (`InvalidChangeBatch`): the epoch record did not hold the
+    /// value this leader expected, so another leader (or a person) changed it. Not retried.
+    #[error("batch rejected ({code}): {message}")]
+    Rejected {
+        /// The error code.
+        code: String,
+        /// Route53's message.
+        message: String,
+    },
+    /// Throttled or another change still pending (`Throttling`,
+    /// `PriorRequestNotComplete`): worth retrying after a pause.
+    #[error("throttled ({code}): {message}")]
+    Throttled {
+        /// The error code.
+        code: String,
+        /// Route53's message.
+        message: String,
+    },
+    /// Any other failure (network, credentials, a missing zone).
+    #[error("{0}")]
+    Other(String),
+    /// The change was applied but did not reach INSYNC in time.
+    #[error("change {change} not INSYNC after {}", humantime::format_duration(*.waited))]
+    NotInSync {
+        /// The change id.
+        change: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// The credentials in the config could not be read.
+    #[error("route53.credentials: {0}")]
+    Credentials(String),
+}
+
+impl Route53Error {
+    /// Whether trying again may help.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Route53Error::Throttled { .. } | Route53Error::Other(_)
+        )
+    }
+}
+
+fn classify<E, R>(e: aws_sdk_route53::error::SdkError<E, R>) -> Route53Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.code().unwrap_or_default().to_owned();
+    let message = e.message().unwrap_or_default().to_owned();
+    match code.as_str() {
+        "InvalidChangeBatch" => Route53Error::Rejected { code, message },
+        "Throttling" | "ThrottlingException" | "PriorRequestNotComplete" => {
+            Route53Error::Throttled { code, message }
+        }
+        _ => Route53Error::Other(DisplayErrorContext(&e).to_string()),
+    }
+}
+
+/// What the weighted records and the epoch record hold now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsView {
+    /// Weight per region, for the regions whose record exists.
+    pub weights: BTreeMap<String, u32>,
+    /// The epoch in the TXT record, if it exists and holds a number.
+    pub epoch: Option<u64>,
+}
+
+/// A Route53 client for the configured records.
+#[derive(Clone)]
+pub struct Route53 {
+    client: aws_sdk_route53::Client,
+    zone_id: String,
+    record_name: String,
+    record_type: RrType,
+    ttl: i64,
+    epoch_record: String,
+    /// region → (set identifier, value)
+    records: BTreeMap<String, (String, String)>,
+    insync_timeout: Duration,
+}
+
+/// A name as Route53 lists it: lower case with a trailing dot.
+fn canonical(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    }
+}
+
+fn epoch_value(epoch: u64) -> String {
+    format!("\"{epoch}\"")
+}
+
+impl Route53 {
+    /// A client for `config`, with `request_timeout` on every call.
+    pub async fn new(
+        config: &Route53Config,
+        request_timeout: Duration,
+    ) -> Result<Route53, Route53Error> {
+        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .region(aws_config::Region::new(config.signing_region.clone()))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(request_timeout)
+                    .connect_timeout(request_timeout.min(Duration::from_secs(3)))
+                    .build(),
+            );
+        if let Some(c) = &config.credentials {
+            let id = c
+                .access_key_id
+                .load()
+                .map_err(|e| Route53Error::Credentials(e.to_string()))?;
+            let secret = c
+                .secret_access_key
+                .load()
+                .map_err(|e| Route53Error::Credentials(e.to_string()))?;
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                id.expose(),
+                secret.expose(),
+                None,
+                None,
+                "failoverd-config",
+            ));
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        Ok(Route53 {
+            client: aws_sdk_route53::Client::new(&sdk),
+            zone_id: config.zone_id.clone(),
+            record_name: canonical(&config.record_name),
+            record_type: RrType::from(config.record_type.as_str()),
+            ttl: i64::from(config.ttl),
+            epoch_record: canonical(&config.epoch_record()),
+            records: config
+                .regions
+                .iter()
+                .map(|(region, r)| (region.clone(), (r.set_identifier.clone(), r.value.clone())))
+                .collect(),
+            insync_timeout: config.insync_timeout(),
+        })
+    }
+
+    async fn list(&self, name: &str, kind: RrType) -> Result<Vec<ResourceRecordSet>, Route53Error> {
+        let mut found = Vec::new();
+        let mut start_identifier: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_resource_record_sets()
+                .hosted_zone_id(&self.zone_id)
+                .start_record_name(name)
+                .start_record_type(kind.clone())
+                .set_start_record_identifier(start_identifier.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            let mut past = false;
+            for set in page.resource_record_sets() {
+                if canonical(set.name()) == name && *set.r#type() == kind {
+                    found.push(set.clone());
+                } else {
+                    // The listing starts at the name and runs on through the zone.
+                    past = true;
+                }
+            }
+            match (past, page.is_truncated(), page.next_record_identifier()) {
+                (false, true, Some(next))
+                    if page.next_record_name().map(canonical).as_deref() == Some(name) =>
+                {
+                    start_identifier = Some(next.to_owned());
+                }
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// Reads the weighted records and the epoch record.
+    pub async fn view(&self) -> Result<DnsView, Route53Error> {
+        let sets = self
+            .list(&self.record_name, self.record_type.clone())
+            .await?;
+        let mut weights = BTreeMap::new();
+        for (region, (set_id, _)) in &self.records {
+            if let Some(set) = sets
+                .iter()
+                .find(|s| s.set_identifier() == Some(set_id.as_str()))
+            {
+                let weight = set.weight().unwrap_or(0);
+                weights.insert(region.clone(), u32::try_from(weight).unwrap_or(0));
+            }
+        }
+        let epoch = self
+            .list(&self.epoch_record, RrType::Txt)
+            .await?
+            .first()
+            .and_then(|s| s.resource_records().first())
+            .and_then(|r| r.value().trim_matches('"').parse().ok());
+        Ok(DnsView { weights, epoch })
+    }
+
+    fn epoch_set(&self, epoch: u64) -> Result<ResourceRecordSet, Route53Error> {
+        ResourceRecordSet::builder()
+            .name(&self.epoch_record)
+            .r#type(RrType::Txt)
+            .ttl(60)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value(epoch_value(epoch))
+                    .build()
+                    .map_err(|e| Route53Error::Other(e.to_string()))?,
+            )
+            .build()
+            .map_err(|e| Route53Error::Other(e.to_string()))
+    }
+
+    /// Sends one batch: DELETE the epoch record holding `from` (none on first use), CREATE it
+    /// with `to`, and UPSERT each region's weight in `weights`. Returns the change id.
+    pub async fn change(
+        &self,
+        from: Option<u64>,
+        to: u64,
+        weights: &BTreeMap<String, u32>,
+    ) -> Result<String, Route53Error> {
+        let build = |e: aws_sdk_route53::error::BuildError| Route53Error::Other(e.to_string());
+        let mut changes = Vec::new();
+        if let Some(from) = from {
+            changes.push(
+                Change::builder()
+                    .action(ChangeAction::Delete)
+                    .resource_record_set(self.epoch_set(from)?)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        changes.push(
+            Change::builder()
+                .action(ChangeAction::Create)
+                .resource_record_set(self.epoch_set(to)?)
+                .build()
+                .map_err(build)?,
+        );
+        for (region, weight) in weights {
+            let Some((set_id, value)) = self.records.get(region) else {
+                return Err(Route53Error::Other(format!(
+                    "region {region} has no weighted record in route53.regions"
+                )));
+            };
+            let set = ResourceRecordSet::builder()
+                .name(&self.record_name)
+                .r#type(self.record_type.clone())
+                .set_identifier(set_id)
+                .weight(i64::from(*weight))
+                .ttl(self.ttl)
+                .resource_records(
+                    ResourceRecord::builder()
+                        .value(value)
+                        .build()
+                        .map_err(build)?,
+                )
+                .build()
+                .map_err(build)?;
+            changes.push(
+                Change::builder()
+                    .action(ChangeAction::Upsert)
+                    .resource_record_set(set)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        let batch = ChangeBatch::builder()
+            .comment(format!("failoverd epoch {to}"))
+            .set_changes(Some(changes))
+            .build()
+            .map_err(build)?;
+        let out = self
+            .client
+            .change_resource_record_sets()
+            .hosted_zone_id(&self.zone_id)
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .change_info()
+            .map(|c| c.id().to_owned())
+            .unwrap_or_default())
+    }
+
+    /// Polls the change until INSYNC, within `route53.insync_timeout`; returns how long it took.
+    pub async fn wait_insync(&self, change: &str) -> Result<Duration, Route53Error> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let status = self
+                .client
+                .get_change()
+                .id(change)
+                .send()
+                .await
+                .map_err(classify)?
+                .change_info()
+                .map(|c| c.status().clone());
+            if status == Some(ChangeStatus::Insync) {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() + pause > self.insync_timeout {
+                return Err(Route53Error::NotInSync {
+                    change: change.to_owned(),
+                    waited: start.elapsed(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+}

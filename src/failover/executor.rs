@@ -1,0 +1,794 @@
+//! The reconciler on the leader: decide, then carry out the steps, recording each in the log.
+//!
+//! Every 100 ms, on the leader only:
+//! - with a failover in progress, start each step whose dependencies succeeded and that is
+//!   not running here (a step left running by a previous leader is run again: every step is
+//!   idempotent); once nothing more can run, commit how the failover ended;
+//! - otherwise ask [`super::trigger::assess`] and commit its decision, or record its refusals.
+//!
+//! A step attempt confirms leadership with a quorum first, commits its start, runs under
+//! `failover.step_timeout` and commits its end. Retryable failures are retried
+//! `failover.step_attempts` times with doubling backoff; the rest fail the step at once (a
+//! Route53 batch rejected for a stale epoch is never sent again). A leader that loses its
+//! leadership stops its steps; the next one resumes from the log, so a finished step never
+//! runs twice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::state::{
+    ready_steps, settled, Action, Attempt, Decision, Desired, FailoverCommand, FailoverRecord,
+    Outcome, Refusal, Step, Trigger,
+};
+use super::trigger::{self, Assessment, Refused, World};
+use crate::actions::route53::{Route53, Route53Error};
+use crate::actions::{self, ActionError};
+use crate::config::{Config, PostgresFence, ReplicationConfig, SecretRef};
+use crate::consensus::types::Command;
+use crate::consensus::Consensus;
+use crate::health::State;
+use crate::topology::{TargetId, TargetSpec, Topology};
+
+/// How often the reconciler looks.
+pub const TICK: Duration = Duration::from_millis(100);
+/// A standing refusal is recorded again after this long.
+const REFUSAL_REPEAT_MS: u64 = 60_000;
+/// Connecting to an old primary to fence it gives up after this: a dead or cut-off primary
+/// must not hold the promotion up (its own agent fences it when its lease runs out).
+const FENCE_REACH_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn command(c: FailoverCommand) -> Command {
+    Command::Failover(Box::new(c))
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Why a step attempt failed, and whether another attempt may help.
+#[derive(Debug, Clone)]
+struct StepError {
+    message: String,
+    retryable: bool,
+}
+
+impl From<ActionError> for StepError {
+    fn from(e: ActionError) -> Self {
+        StepError {
+            message: e.to_string(),
+            retryable: true,
+        }
+    }
+}
+
+impl From<Route53Error> for StepError {
+    fn from(e: Route53Error) -> Self {
+        let retryable = e.retryable();
+        let message = match &e {
+            Route53Error::Rejected { .. } => format!(
+                "{e} — the epoch record did not hold the value this leader expected: another \
+                 leader or a person changed it; not retried"
+            ),
+            _ => e.to_string(),
+        };
+        StepError { message, retryable }
+    }
+}
+
+fn fatal(message: impl Into<String>) -> StepError {
+    StepError {
+        message: message.into(),
+        retryable: false,
+    }
+}
+
+/// The failover metrics.
+#[derive(Clone)]
+struct Metrics {
+    started: IntCounterVec,
+    completed: IntCounter,
+    failed: IntCounter,
+    duration: Histogram,
+    refusals: IntCounterVec,
+    steps: IntCounterVec,
+    drift: IntCounter,
+    epoch: IntGauge,
+    paused: IntGauge,
+}
+
+impl Metrics {
+    fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(
+            registry: &Registry,
+            c: T,
+        ) -> prometheus::Result<T> {
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        Ok(Metrics {
+            started: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "failoverd_failovers_started_total",
+                        "Failovers decided by this agent as leader, by trigger.",
+                    ),
+                    &["trigger"],
+                )?,
+            )?,
+            completed: reg(
+                registry,
+                IntCounter::new(
+                    "failoverd_failovers_completed_total",
+                    "Failovers this agent saw through to the end with every step done.",
+                )?,
+            )?,
+            failed: reg(
+                registry,
+                IntCounter::new(
+                    "failoverd_failovers_failed_total",
+                    "Failovers that ended with a failed step.",
+                )?,
+            )?,
+            duration: reg(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "failoverd_failover_duration_seconds",
+                        "From the first Down verdict the leader saw to the end of the failover.",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
+                    ]),
+                )?,
+            )?,
+            refusals: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "failoverd_failover_refusals_total",
+                        "Automatic actions refused, by guard (recorded once a minute while \
+                         they stand).",
+                    ),
+                    &["guard"],
+                )?,
+            )?,
+            steps: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "failoverd_failover_steps_total",
+                        "Step attempts run by this agent, by action and result.",
+                    ),
+                    &["action", "result"],
+                )?,
+            )?,
+            drift: reg(
+                registry,
+                IntCounter::new(
+                    "failoverd_route53_drift_total",
+                    "Route53 weights found changed outside failoverd (left as they were).",
+                )?,
+            )?,
+            epoch: reg(
+                registry,
+                IntGauge::new("failoverd_epoch", "The epoch of the latest decision.")?,
+            )?,
+            paused: reg(
+                registry,
+                IntGauge::new(
+                    "failoverd_automation_paused",
+                    "1 while automatic failover is paused.",
+                )?,
+            )?,
+        })
+    }
+}
+
+/// What the reconciler shows in the status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcilerStatus {
+    /// Things that are Down but not acted on yet, and why.
+    pub waiting: Vec<String>,
+    /// Refusals that stand now.
+    pub refusals: Vec<String>,
+}
+
+/// The reconciler.
+pub struct Reconciler {
+    consensus: Arc<Consensus>,
+    regions: Vec<(String, u32)>,
+    pg: HashMap<TargetId, actions::postgres::Member>,
+    fence_method: PostgresFence,
+    replication: ReplicationConfig,
+    route53: Option<Route53>,
+    step_timeout: Duration,
+    attempts: u32,
+    backoff: Duration,
+    cooldown: Duration,
+    auto_failback: bool,
+    hold_down: Duration,
+    metrics: Metrics,
+    /// When this leader first saw each trigger's condition (Unix ms).
+    first_seen: Mutex<BTreeMap<String, u64>>,
+    /// Since when each region is Up by verdict.
+    up_since: Mutex<BTreeMap<String, Instant>>,
+    status: Mutex<ReconcilerStatus>,
+}
+
+impl Reconciler {
+    /// Builds the reconciler; creates the Route53 client when Route53 is configured.
+    pub async fn new(
+        config: &Config,
+        consensus: Arc<Consensus>,
+        registry: &Registry,
+    ) -> Result<Reconciler, ReconcilerError> {
+        let topology = Topology::from_config(config);
+        let pg = topology
+            .targets
+            .iter()
+            .filter_map(|t| match &t.spec {
+                TargetSpec::Postgres {
+                    member,
+                    password,
+                    ca_file,
+                    ..
+                } => Some((
+                    t.id.clone(),
+                    actions::postgres::Member {
+                        name: member.name.clone(),
+                        dsn: member.dsn.clone(),
+                        password: password.clone(),
+                        ca_file: ca_file.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let step_timeout = config.failover.step_timeout();
+        let route53 = match &config.route53 {
+            Some(r) => Some(Route53::new(r, step_timeout).await?),
+            None => None,
+        };
+        Ok(Reconciler {
+            consensus,
+            regions: config
+                .regions
+                .iter()
+                .map(|r| (r.name.clone(), r.weight))
+                .collect(),
+            pg,
+            fence_method: config
+                .postgres
+                .as_ref()
+                .map(|p| p.fence.clone())
+                .unwrap_or_default(),
+            replication: config
+                .postgres
+                .as_ref()
+                .map(|p| p.replication.clone())
+                .unwrap_or_default(),
+            route53,
+            step_timeout,
+            attempts: config.failover.step_attempts(),
+            backoff: config.failover.retry_backoff(),
+            cooldown: config.failover.cooldown(),
+            auto_failback: config.failover.auto_failback,
+            hold_down: config.failover.failback_hold_down(),
+            metrics: Metrics::new(registry)?,
+            first_seen: Mutex::new(BTreeMap::new()),
+            up_since: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(ReconcilerStatus::default()),
+        })
+    }
+
+    /// What is waiting and what is refused, as of the last tick (leader only).
+    pub fn status(&self) -> ReconcilerStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut running: HashMap<(u64, String), JoinHandle<()>> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            running.retain(|_, task| !task.is_finished());
+            let desired = self.consensus.desired();
+            self.metrics
+                .epoch
+                .set(i64::try_from(desired.epoch).unwrap_or(i64::MAX));
+            self.metrics.paused.set(i64::from(desired.paused));
+            if !self.consensus.is_leader() {
+                for (_, task) in running.drain() {
+                    task.abort();
+                }
+                self.first_seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+                self.up_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+                *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+                    ReconcilerStatus::default();
+                continue;
+            }
+            if let Some(record) = desired.current_failover() {
+                for step in ready_steps(record) {
+                    let key = (record.epoch, step.id.clone());
+                    if running.contains_key(&key) {
+                        continue;
+                    }
+                    let this = self.clone();
+                    let step = step.clone();
+                    let decision = record.decision.clone();
+                    let epoch = record.epoch;
+                    running.insert(
+                        key,
+                        tokio::spawn(async move { this.run_step(epoch, step, decision).await }),
+                    );
+                }
+                if running.is_empty() {
+                    if let Some(outcome) = settled(record) {
+                        self.finish(record, outcome).await;
+                    }
+                }
+                continue;
+            }
+            let assessment = self.assess(&desired);
+            self.record_refusals(&desired, &assessment.refusals).await;
+            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = ReconcilerStatus {
+                waiting: assessment.waiting.clone(),
+                refusals: assessment
+                    .refusals
+                    .iter()
+                    .map(|r| r.reason.clone())
+                    .collect(),
+            };
+            if let Some(proposal) = assessment.proposal {
+                self.decide(&desired, proposal).await;
+            }
+        }
+        for (_, task) in running.drain() {
+            task.abort();
+        }
+    }
+
+    /// Runs the trigger on the current verdict.
+    fn assess(&self, desired: &Desired) -> Assessment {
+        let Some(inputs) = self.consensus.trigger_inputs() else {
+            return Assessment::default();
+        };
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let mut up_for = BTreeMap::new();
+        {
+            let mut up_since = self.up_since.lock().unwrap_or_else(|p| p.into_inner());
+            let mut first_seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
+            for (region, _) in &self.regions {
+                let state = inputs.verdict.regions.get(region).copied();
+                if state == Some(State::Up) {
+                    let since = *up_since.entry(region.clone()).or_insert(now);
+                    up_for.insert(region.clone(), now.saturating_duration_since(since));
+                } else {
+                    up_since.remove(region);
+                }
+                let key = format!("region/{region}");
+                if state == Some(State::Down) {
+                    first_seen.entry(key).or_insert(now_ms);
+                } else {
+                    first_seen.remove(&key);
+                }
+            }
+            for group in &inputs.groups {
+                let key = format!("primary/{}", group.group);
+                if group.primary_down {
+                    first_seen.entry(key).or_insert(now_ms);
+                } else {
+                    first_seen.remove(&key);
+                }
+            }
+        }
+        let region_state = inputs.verdict.regions.clone();
+        trigger::assess(&World {
+            now_ms,
+            desired,
+            regions: &self.regions,
+            region_state: &region_state,
+            region_up_for: &up_for,
+            cut_off: &inputs.cut_off,
+            groups: &inputs.groups,
+            auto_failback: self.auto_failback,
+            hold_down: self.hold_down,
+        })
+    }
+
+    /// When this leader first saw what set `trigger` off.
+    fn first_seen(&self, trigger: &Trigger, now: u64) -> u64 {
+        let key = match trigger {
+            Trigger::RegionDown { region } | Trigger::Failback { region } => {
+                format!("region/{region}")
+            }
+            Trigger::PrimaryDown { group, .. } => format!("primary/{group}"),
+        };
+        self.first_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied()
+            .unwrap_or(now)
+    }
+
+    async fn record_refusals(&self, desired: &Desired, refusals: &[Refused]) {
+        let now = now_ms();
+        for refused in refusals {
+            let key = format!("{}/{}", refused.subject, refused.guard);
+            if desired
+                .refusals
+                .get(&key)
+                .is_some_and(|at| now.saturating_sub(*at) < REFUSAL_REPEAT_MS)
+            {
+                continue;
+            }
+            tracing::warn!(
+                subject = %refused.subject,
+                guard = %refused.guard,
+                reason = %refused.reason,
+                "automatic failover refused"
+            );
+            let command = command(FailoverCommand::Refuse(Refusal {
+                subject: refused.subject.clone(),
+                guard: refused.guard.clone(),
+                reason: refused.reason.clone(),
+                at_ms: now,
+                by: self.consensus.agent_id().to_owned(),
+            }));
+            match self.consensus.write(command).await {
+                Ok(_) => self
+                    .metrics
+                    .refusals
+                    .with_label_values(&[&refused.guard])
+                    .inc(),
+                Err(e) => tracing::warn!(error = %e, "cannot record the refusal"),
+            }
+        }
+    }
+
+    async fn decide(&self, desired: &Desired, proposal: trigger::Proposal) {
+        let configured: BTreeMap<String, u32> = self.regions.iter().cloned().collect();
+        let before = if desired.weights.is_empty() {
+            configured
+        } else {
+            desired.weights.clone()
+        };
+        let after = trigger::weights_after(&self.regions, &desired.drained, &proposal);
+        let steps = super::plan::plan(
+            proposal.promotion.as_ref(),
+            &proposal.followers,
+            &before,
+            &after,
+            self.route53.is_some(),
+        );
+        let now = now_ms();
+        let decision = Decision {
+            first_seen_ms: self.first_seen(&proposal.trigger, now),
+            trigger: proposal.trigger,
+            decided_by: self.consensus.agent_id().to_owned(),
+            decided_at_ms: now,
+            drain: proposal.drain,
+            restore: proposal.restore,
+            promotion: proposal.promotion,
+            refusal: proposal.refusal.map(|r| r.reason),
+            steps,
+        };
+        let label = decision.trigger.label();
+        let summary = serde_json::to_string(&decision.trigger).unwrap_or_default();
+        match self
+            .consensus
+            .write(command(FailoverCommand::Decide(decision)))
+            .await
+        {
+            Ok(epoch) => {
+                self.metrics.started.with_label_values(&[label]).inc();
+                tracing::warn!(epoch, trigger = %summary, "failover decided");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot commit the failover decision"),
+        }
+    }
+
+    async fn finish(&self, record: &FailoverRecord, outcome: Outcome) {
+        let now = now_ms();
+        let cooldown = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
+        let command = command(FailoverCommand::Finish {
+            epoch: record.epoch,
+            outcome,
+            at_ms: now,
+            cooldown_until_ms: now.saturating_add(cooldown),
+        });
+        if let Err(e) = self.consensus.write(command).await {
+            tracing::warn!(error = %e, "cannot record the end of the failover");
+            return;
+        }
+        match outcome {
+            Outcome::Completed => self.metrics.completed.inc(),
+            Outcome::Failed => self.metrics.failed.inc(),
+        }
+        let took = now.saturating_sub(record.decision.first_seen_ms);
+        self.metrics.duration.observe(took as f64 / 1000.0);
+        tracing::warn!(
+            epoch = record.epoch,
+            outcome = ?outcome,
+            took_ms = took,
+            "failover finished"
+        );
+    }
+
+    /// Runs one step: attempts with backoff, each after confirming leadership, each recorded.
+    async fn run_step(self: Arc<Self>, epoch: u64, step: Step, decision: Decision) {
+        let action = action_label(&step.action);
+        let mut previous_error = None;
+        for number in 1..=self.attempts {
+            if let Err(e) = self.consensus.confirm_leader().await {
+                tracing::info!(step = %step.id, error = %e, "no longer leader: step left to the next one");
+                return;
+            }
+            if self.consensus.desired().current != Some(epoch) {
+                return;
+            }
+            let started = command(FailoverCommand::StepStarted {
+                epoch,
+                step: step.id.clone(),
+                attempt: Attempt {
+                    agent: self.consensus.agent_id().to_owned(),
+                    number,
+                    started_ms: now_ms(),
+                    previous_error: previous_error.clone(),
+                },
+            });
+            if let Err(e) = self.consensus.write(started).await {
+                tracing::info!(step = %step.id, error = %e, "cannot record the step start");
+                return;
+            }
+            tracing::info!(epoch, step = %step.id, attempt = number, "step started");
+            let result = self.execute(epoch, &step, &decision).await;
+            let (ok, detail) = match result {
+                Ok(detail) => (true, detail),
+                Err(e) if e.retryable && number < self.attempts => {
+                    self.metrics
+                        .steps
+                        .with_label_values(&[action, "retry"])
+                        .inc();
+                    tracing::warn!(epoch, step = %step.id, attempt = number, error = %e.message, "step attempt failed; retrying");
+                    previous_error = Some(e.message);
+                    tokio::time::sleep(self.backoff * 2u32.saturating_pow(number - 1)).await;
+                    continue;
+                }
+                Err(e) => (false, format!("after {number} attempt(s): {}", e.message)),
+            };
+            self.metrics
+                .steps
+                .with_label_values(&[action, if ok { "ok" } else { "failed" }])
+                .inc();
+            if ok {
+                tracing::info!(epoch, step = %step.id, detail = %detail, "step succeeded");
+            } else {
+                tracing::error!(epoch, step = %step.id, detail = %detail, "step failed");
+            }
+            let finished = command(FailoverCommand::StepFinished {
+                epoch,
+                step: step.id.clone(),
+                ok,
+                detail,
+                at_ms: now_ms(),
+            });
+            if let Err(e) = self.consensus.write(finished).await {
+                tracing::warn!(step = %step.id, error = %e, "cannot record the step end");
+            }
+            return;
+        }
+    }
+
+    fn member(&self, target: &TargetId) -> Result<&actions::postgres::Member, StepError> {
+        self.pg
+            .get(target)
+            .ok_or_else(|| fatal(format!("{target} is not a configured Postgres member")))
+    }
+
+    async fn execute(
+        &self,
+        epoch: u64,
+        step: &Step,
+        decision: &Decision,
+    ) -> Result<String, StepError> {
+        match &step.action {
+            Action::FencePostgres { target } => {
+                let member = self.member(target)?;
+                let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
+                match actions::postgres::fence(member, &self.fence_method, reach).await {
+                    Ok(()) => Ok(format!("{} fenced", member.name)),
+                    Err(ActionError::Connect(e)) => Ok(format!(
+                        "{} unreachable ({e}): its agent fenced it when its lease ran out",
+                        member.name
+                    )),
+                    Err(ActionError::Timeout(_)) => Ok(format!(
+                        "{} did not answer within {}: its agent fenced it when its lease ran out",
+                        member.name,
+                        humantime::format_duration(reach)
+                    )),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Action::PromotePostgres { target } => {
+                let member = self.member(target)?;
+                let promoted = actions::postgres::promote(member, self.step_timeout).await?;
+                let loss = decision
+                    .promotion
+                    .as_ref()
+                    .map(|p| p.estimated_loss_bytes)
+                    .unwrap_or(0);
+                Ok(if promoted.already_primary {
+                    format!(
+                        "{} was already primary on timeline {}; accepts writes",
+                        member.name, promoted.timeline
+                    )
+                } else {
+                    format!(
+                        "{} promoted to timeline {}, accepts writes; estimated loss {loss} bytes",
+                        member.name, promoted.timeline
+                    )
+                })
+            }
+            Action::FollowPostgres { target, primary } => {
+                let member = self.member(target)?;
+                let new_primary = self.member(primary)?;
+                let timeline = actions::postgres::timeline(new_primary, self.step_timeout).await?;
+                let (host, port) = actions::postgres::address(new_primary)?;
+                let password = match &self.replication.password {
+                    Some(secret) => Some(load(secret)?),
+                    None => None,
+                };
+                let port_text = port.to_string();
+                let mut pairs = vec![
+                    ("host", host.as_str()),
+                    ("port", port_text.as_str()),
+                    ("user", self.replication.user.as_str()),
+                    ("application_name", member.name.as_str()),
+                ];
+                if let Some(p) = &password {
+                    pairs.push(("password", p.expose()));
+                }
+                if let Some(mode) = &self.replication.sslmode {
+                    pairs.push(("sslmode", mode.as_str()));
+                }
+                let conninfo = actions::postgres::conninfo(&pairs);
+                actions::postgres::follow(member, &conninfo, self.step_timeout).await?;
+                actions::postgres::await_streaming(member, port, timeline, self.step_timeout)
+                    .await?;
+                Ok(format!(
+                    "{} streams from {} on timeline {timeline}",
+                    member.name, new_primary.name
+                ))
+            }
+            Action::Route53 { weights } => self.route53_step(epoch, weights, decision).await,
+        }
+    }
+
+    async fn route53_step(
+        &self,
+        epoch: u64,
+        weights: &BTreeMap<String, u32>,
+        decision: &Decision,
+    ) -> Result<String, StepError> {
+        let Some(r53) = &self.route53 else {
+            return Err(fatal("route53 is not configured on this agent"));
+        };
+        let desired = self.consensus.desired();
+        let view = r53.view().await?;
+        if view.epoch == Some(epoch) {
+            // A previous run (perhaps by a leader that died) got the batch through.
+            return Ok(format!(
+                "already applied: the epoch record holds {epoch}; weights now {}",
+                show(&view.weights)
+            ));
+        }
+        let touched: BTreeSet<&String> = decision.drain.iter().chain(&decision.restore).collect();
+        let expected: BTreeMap<String, u32> = if desired.dns_weights.is_empty() {
+            self.regions.iter().cloned().collect()
+        } else {
+            desired.dns_weights.clone()
+        };
+        let mut drift = Vec::new();
+        for (region, weight) in &view.weights {
+            if !touched.contains(region) && expected.get(region) != Some(weight) {
+                drift.push(format!(
+                    "{region}={weight} (failoverd last set {})",
+                    expected
+                        .get(region)
+                        .map_or("nothing".to_owned(), u32::to_string)
+                ));
+            }
+        }
+        if !drift.is_empty() {
+            self.metrics.drift.inc();
+            tracing::warn!(
+                drift = %drift.join(", "),
+                "Route53 weights were changed outside failoverd; leaving them as they are"
+            );
+        }
+        let changes: BTreeMap<String, u32> = weights
+            .iter()
+            .filter(|(region, _)| touched.contains(region))
+            .map(|(r, w)| (r.clone(), *w))
+            .collect();
+        let change = r53.change(desired.dns_epoch, epoch, &changes).await?;
+        let took = r53.wait_insync(&change).await?;
+        let mut detail = format!(
+            "set {}; epoch record {} -> {epoch}; change {change} INSYNC after {} ms",
+            show(&changes),
+            desired
+                .dns_epoch
+                .map_or("(created)".to_owned(), |e| e.to_string()),
+            took.as_millis()
+        );
+        if !drift.is_empty() {
+            detail.push_str(&format!(
+                "; changed outside failoverd and left as is: {}",
+                drift.join(", ")
+            ));
+        }
+        Ok(detail)
+    }
+}
+
+fn load(secret: &SecretRef) -> Result<crate::config::Secret, StepError> {
+    secret
+        .load()
+        .map_err(|e| fatal(format!("postgres.replication.password: {e}")))
+}
+
+fn show(weights: &BTreeMap<String, u32>) -> String {
+    weights
+        .iter()
+        .map(|(r, w)| format!("{r}={w}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn action_label(action: &Action) -> &'static str {
+    match action {
+        Action::FencePostgres { .. } => "fence_postgres",
+        Action::PromotePostgres { .. } => "promote_postgres",
+        Action::FollowPostgres { .. } => "follow_postgres",
+        Action::Route53 { .. } => "route53",
+    }
+}
+
+/// Why the reconciler could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcilerError {
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The Route53 client could not be set up.
+    #[error("route53: {0}")]
+    Route53(#[from] Route53Error),
+}

@@ -1,0 +1,225 @@
+//! The plan: from a decision's changes to steps and the order they need.
+//!
+//! Postgres: fence the old primary (if it can be reached), then promote the candidate, then
+//! point every other reachable replica at it — the followers in parallel. Route53: one
+//! batch with the new weights, which waits for nothing (draining a dead region does not
+//! depend on the database), so it runs alongside the Postgres steps.
+
+use std::collections::BTreeMap;
+
+use super::state::{Action, Promotion, Step};
+use crate::topology::TargetId;
+
+/// The steps for `promotion` (with `followers` to repoint) and a weight change from
+/// `weights_before` to `weights_after` (none when they are equal or there is no Route53).
+pub fn plan(
+    promotion: Option<&Promotion>,
+    followers: &[TargetId],
+    weights_before: &BTreeMap<String, u32>,
+    weights_after: &BTreeMap<String, u32>,
+    route53: bool,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if let Some(p) = promotion {
+        let fence = format!("fence:{}", p.from);
+        let promote = format!("promote:{}", p.to);
+        steps.push(Step {
+            id: fence.clone(),
+            action: Action::FencePostgres {
+                target: p.from.clone(),
+            },
+            after: Vec::new(),
+        });
+        steps.push(Step {
+            id: promote.clone(),
+            action: Action::PromotePostgres {
+                target: p.to.clone(),
+            },
+            after: vec![fence],
+        });
+        for follower in followers.iter().filter(|f| **f != p.to && **f != p.from) {
+            steps.push(Step {
+                id: format!("follow:{follower}"),
+                action: Action::FollowPostgres {
+                    target: follower.clone(),
+                    primary: p.to.clone(),
+                },
+                after: vec![promote.clone()],
+            });
+        }
+    }
+    if route53 && weights_before != weights_after {
+        steps.push(Step {
+            id: "route53:weights".into(),
+            action: Action::Route53 {
+                weights: weights_after.clone(),
+            },
+            after: Vec::new(),
+        });
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::state::{
+        ready_steps, settled, Attempt, FailoverRecord, Outcome, StepRecord, StepState,
+    };
+
+    fn id(s: &str) -> TargetId {
+        let name = s.rsplit('/').next().unwrap();
+        TargetId::new(crate::config::TargetKind::Postgres, "main", name)
+    }
+
+    fn promotion() -> Promotion {
+        Promotion {
+            group: "postgres/main".into(),
+            from: id("postgres/main/a"),
+            to: id("postgres/main/b"),
+            estimated_loss_bytes: 0,
+            evidence: "replica received".into(),
+        }
+    }
+
+    fn weights(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        pairs.iter().map(|(r, w)| (r.to_string(), *w)).collect()
+    }
+
+    fn record(steps: Vec<Step>, states: &[StepState]) -> FailoverRecord {
+        FailoverRecord {
+            epoch: 7,
+            decision: crate::failover::state::Decision {
+                trigger: crate::failover::state::Trigger::RegionDown {
+                    region: "r1".into(),
+                },
+                decided_by: "a".into(),
+                decided_at_ms: 0,
+                first_seen_ms: 0,
+                drain: vec!["r1".into()],
+                restore: vec![],
+                promotion: None,
+                refusal: None,
+                steps: steps.clone(),
+            },
+            steps: steps
+                .into_iter()
+                .zip(states)
+                .map(|(step, state)| StepRecord {
+                    step,
+                    state: *state,
+                    attempts: vec![Attempt {
+                        agent: "a".into(),
+                        number: 1,
+                        started_ms: 0,
+                        previous_error: None,
+                    }],
+                    finished_ms: None,
+                    detail: None,
+                })
+                .collect(),
+            outcome: None,
+            finished_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_region_failover_fences_then_promotes_then_repoints_while_dns_runs_alongside() {
+        let before = weights(&[("r1", 100), ("r2", 100), ("r3", 50)]);
+        let after = weights(&[("r1", 0), ("r2", 100), ("r3", 50)]);
+        let steps = plan(
+            Some(&promotion()),
+            &[id("postgres/main/b"), id("postgres/main/c")],
+            &before,
+            &after,
+            true,
+        );
+        let shape: Vec<(&str, Vec<&str>)> = steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.after.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("fence:postgres/main/a", vec![]),
+                ("promote:postgres/main/b", vec!["fence:postgres/main/a"]),
+                ("follow:postgres/main/c", vec!["promote:postgres/main/b"]),
+                ("route53:weights", vec![]),
+            ]
+        );
+        assert_eq!(
+            steps[3].action,
+            Action::Route53 { weights: after },
+            "the batch carries every weight"
+        );
+    }
+
+    #[test]
+    fn cases_without_work_plan_nothing_for_it() {
+        let w = weights(&[("r1", 100), ("r2", 100)]);
+        // No promotion and unchanged weights: nothing.
+        assert!(plan(None, &[], &w, &w, true).is_empty());
+        // Weights change but there is no Route53: no DNS step.
+        let drained = weights(&[("r1", 0), ("r2", 100)]);
+        assert!(plan(None, &[], &w, &drained, false).is_empty());
+        // A promotion only, with no other replica: fence and promote.
+        let steps = plan(Some(&promotion()), &[id("postgres/main/b")], &w, &w, true);
+        assert_eq!(steps.len(), 2);
+    }
+
+    #[test]
+    fn steps_become_ready_when_what_they_wait_for_succeeded() {
+        let steps = plan(
+            Some(&promotion()),
+            &[id("postgres/main/c"), id("postgres/main/d")],
+            &weights(&[("r1", 100)]),
+            &weights(&[("r1", 0)]),
+            true,
+        );
+        use StepState::*;
+        let ids = |r: &FailoverRecord| -> Vec<String> {
+            ready_steps(r).iter().map(|s| s.id.clone()).collect()
+        };
+        // fence, promote, follow c, follow d, route53
+        let r = record(
+            steps.clone(),
+            &[Pending, Pending, Pending, Pending, Pending],
+        );
+        assert_eq!(ids(&r), ["fence:postgres/main/a", "route53:weights"]);
+        let r = record(
+            steps.clone(),
+            &[Succeeded, Pending, Pending, Pending, Running],
+        );
+        assert_eq!(ids(&r), ["promote:postgres/main/b", "route53:weights"]);
+        let r = record(
+            steps.clone(),
+            &[Succeeded, Succeeded, Pending, Pending, Succeeded],
+        );
+        assert_eq!(
+            ids(&r),
+            ["follow:postgres/main/c", "follow:postgres/main/d"],
+            "followers run in parallel"
+        );
+        assert_eq!(settled(&r), None);
+    }
+
+    #[test]
+    fn a_failed_step_settles_the_failover_once_the_rest_is_done() {
+        let steps = plan(
+            Some(&promotion()),
+            &[id("postgres/main/c")],
+            &weights(&[("r1", 100)]),
+            &weights(&[("r1", 0)]),
+            true,
+        );
+        use StepState::*;
+        // The fence failed: promote and follow can never run; DNS still running.
+        let r = record(steps.clone(), &[Failed, Pending, Pending, Running]);
+        assert!(!ready_steps(&r).iter().any(|s| s.id.starts_with("promote")));
+        assert_eq!(settled(&r), None, "the DNS step is still running");
+        let r = record(steps.clone(), &[Failed, Pending, Pending, Succeeded]);
+        assert_eq!(settled(&r), Some(Outcome::Failed));
+        let r = record(steps, &[Succeeded, Succeeded, Succeeded, Succeeded]);
+        assert_eq!(settled(&r), Some(Outcome::Completed));
+    }
+}

@@ -1,0 +1,537 @@
+//! Desired state and history, as the replicated log builds them.
+//!
+//! Every decision is a log entry: [`Decision`]s (drain, promote, restore), step records,
+//! refusals, pauses. [`Desired::apply`] folds them into the state every agent holds, so a new
+//! leader knows what was decided, which steps finished and which did not, and carries on
+//! from there. The epoch of a decision is the log index of its entry.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::topology::TargetId;
+
+/// How many failovers and refusals the history keeps.
+pub const HISTORY_LIMIT: usize = 200;
+
+/// What set a failover off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// The region's APIs were Down by verdict.
+    RegionDown {
+        /// The region.
+        region: String,
+    },
+    /// The group's primary was Down by verdict.
+    PrimaryDown {
+        /// The group (`postgres/<cluster>`).
+        group: String,
+        /// The primary.
+        target: TargetId,
+    },
+    /// A drained region was Up again for the hold-down (`auto_failback`).
+    Failback {
+        /// The region.
+        region: String,
+    },
+}
+
+impl Trigger {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Trigger::RegionDown { .. } => "region_down",
+            Trigger::PrimaryDown { .. } => "primary_down",
+            Trigger::Failback { .. } => "failback",
+        }
+    }
+}
+
+/// One thing to do; carried out by the executor with [`crate::actions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Make the old primary refuse writes, if it can be reached.
+    FencePostgres {
+        /// The old primary.
+        target: TargetId,
+    },
+    /// Promote the candidate and check that it takes writes.
+    PromotePostgres {
+        /// The candidate.
+        target: TargetId,
+    },
+    /// Point a replica at the new primary and check that it streams on the new timeline.
+    FollowPostgres {
+        /// The replica.
+        target: TargetId,
+        /// The new primary.
+        primary: TargetId,
+    },
+    /// Set the Route53 weights in one batch fenced by the epoch record, then wait INSYNC.
+    Route53 {
+        /// Weight per region after the change.
+        weights: BTreeMap<String, u32>,
+    },
+}
+
+/// A step of a plan: an action and the steps it waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Unique within the plan, e.g. `promote:postgres/main/pg-b`.
+    pub id: String,
+    /// What it does.
+    pub action: Action,
+    /// Steps that must have succeeded first.
+    pub after: Vec<String>,
+}
+
+/// The Postgres part of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// The group.
+    pub group: String,
+    /// The primary being replaced.
+    pub from: TargetId,
+    /// The member promoted.
+    pub to: TargetId,
+    /// Its lag behind the best surviving evidence when chosen: the data-loss estimate.
+    pub estimated_loss_bytes: u64,
+    /// What that estimate was measured against.
+    pub evidence: String,
+}
+
+/// A decision, as committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Why.
+    pub trigger: Trigger,
+    /// The leader that decided.
+    pub decided_by: String,
+    /// Wall clock of the decision, Unix milliseconds.
+    pub decided_at_ms: u64,
+    /// When the leader first saw what triggered it, Unix milliseconds.
+    pub first_seen_ms: u64,
+    /// Regions taken out of DNS.
+    pub drain: Vec<String>,
+    /// Regions put back into DNS.
+    pub restore: Vec<String>,
+    /// The promotion, if any.
+    pub promotion: Option<Promotion>,
+    /// Why a promotion that was needed was refused ("blocked because …").
+    pub refusal: Option<String>,
+    /// The steps.
+    pub steps: Vec<Step>,
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// Started, not finished (or its leader died while it ran).
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished without success after its attempts.
+    Failed,
+    /// Not run because a step it waits for failed.
+    Skipped,
+}
+
+/// One attempt of a step, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The agent that ran it.
+    pub agent: String,
+    /// Attempt number within that agent's run (1-based).
+    pub number: u32,
+    /// Start, Unix milliseconds.
+    pub started_ms: u64,
+    /// Why the attempt before it failed, when it is a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_error: Option<String>,
+}
+
+/// A step and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step.
+    #[serde(flatten)]
+    pub step: Step,
+    /// Where it is.
+    pub state: StepState,
+    /// Every attempt, in order.
+    pub attempts: Vec<Attempt>,
+    /// End, Unix milliseconds.
+    pub finished_ms: Option<u64>,
+    /// What it did, or why it failed.
+    pub detail: Option<String>,
+}
+
+/// How a failover ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every step succeeded.
+    Completed,
+    /// A step failed; what could run ran, the rest was skipped.
+    Failed,
+}
+
+/// A failover in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    /// Its epoch: the log index of its decision.
+    pub epoch: u64,
+    /// The decision.
+    pub decision: Decision,
+    /// Its steps, in plan order.
+    pub steps: Vec<StepRecord>,
+    /// How it ended, once it has.
+    pub outcome: Option<Outcome>,
+    /// End, Unix milliseconds.
+    pub finished_ms: Option<u64>,
+}
+
+impl FailoverRecord {
+    /// Milliseconds from the first observation of the trigger to the end.
+    pub fn duration_ms(&self) -> Option<u64> {
+        Some(
+            self.finished_ms?
+                .saturating_sub(self.decision.first_seen_ms),
+        )
+    }
+
+    /// The record of step `id`.
+    pub fn step(&self, id: &str) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.step.id == id)
+    }
+}
+
+/// A trigger that fired but was not acted on, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// What it concerns: a group or a region.
+    pub subject: String,
+    /// The guard that refused: `max_lag_on_failover`, `no_candidate`, `last_region`.
+    pub guard: String,
+    /// For people: "blocked because …".
+    pub reason: String,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The leader that refused.
+    pub by: String,
+}
+
+/// One entry of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HistoryEntry {
+    /// A failover.
+    Failover(Box<FailoverRecord>),
+    /// A refusal.
+    Refusal(Refusal),
+    /// Automation paused or resumed.
+    Mode {
+        /// Paused after this entry.
+        paused: bool,
+        /// Who.
+        by: String,
+        /// Unix milliseconds.
+        at_ms: u64,
+    },
+}
+
+/// A log command of the failover machinery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum FailoverCommand {
+    /// A new decision; its log index becomes the epoch.
+    Decide(Decision),
+    /// A step attempt begins.
+    StepStarted {
+        /// The failover.
+        epoch: u64,
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: Attempt,
+    },
+    /// A step ended.
+    StepFinished {
+        /// The failover.
+        epoch: u64,
+        /// The step.
+        step: String,
+        /// Success.
+        ok: bool,
+        /// What it did, or why it failed.
+        detail: String,
+        /// Unix milliseconds.
+        at_ms: u64,
+    },
+    /// The failover is over; cooldown starts.
+    Finish {
+        /// The failover.
+        epoch: u64,
+        /// How it ended.
+        outcome: Outcome,
+        /// Unix milliseconds.
+        at_ms: u64,
+        /// No automatic region change before this, Unix milliseconds.
+        cooldown_until_ms: u64,
+    },
+    /// A refusal, recorded once per subject and guard until it changes.
+    Refuse(Refusal),
+    /// Pause or resume automation.
+    SetPaused {
+        /// Paused after this.
+        paused: bool,
+        /// Who.
+        by: String,
+        /// Unix milliseconds.
+        at_ms: u64,
+    },
+}
+
+/// The desired state and the history, replicated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// The epoch of the latest decision (0 before any).
+    pub epoch: u64,
+    /// Regions out of DNS.
+    pub drained: BTreeSet<String>,
+    /// Weight per region as last decided (empty: the configured weights).
+    pub weights: BTreeMap<String, u32>,
+    /// The epoch the Route53 TXT record holds, as far as the log knows.
+    pub dns_epoch: Option<u64>,
+    /// Weights the last successful Route53 step wrote.
+    pub dns_weights: BTreeMap<String, u32>,
+    /// Automation paused.
+    pub paused: bool,
+    /// No automatic region change before this, Unix milliseconds.
+    pub cooldown_until_ms: u64,
+    /// The failover in progress.
+    pub current: Option<u64>,
+    /// When each `subject/guard` refusal was last recorded (Unix ms), to record a standing
+    /// refusal once a minute rather than at every tick.
+    pub refusals: BTreeMap<String, u64>,
+    /// Failovers, refusals and mode changes, oldest first, at most [`HISTORY_LIMIT`].
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Desired {
+    /// The failover with this epoch.
+    pub fn failover(&self, epoch: u64) -> Option<&FailoverRecord> {
+        self.history.iter().rev().find_map(|e| match e {
+            HistoryEntry::Failover(f) if f.epoch == epoch => Some(&**f),
+            _ => None,
+        })
+    }
+
+    fn failover_mut(&mut self, epoch: u64) -> Option<&mut FailoverRecord> {
+        self.history.iter_mut().rev().find_map(|e| match e {
+            HistoryEntry::Failover(f) if f.epoch == epoch => Some(&mut **f),
+            _ => None,
+        })
+    }
+
+    /// The failover in progress.
+    pub fn current_failover(&self) -> Option<&FailoverRecord> {
+        self.failover(self.current?)
+    }
+
+    fn push(&mut self, entry: HistoryEntry) {
+        self.history.push(entry);
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
+        }
+    }
+
+    /// Applies one committed command at log `index`. Returns the primaries the command names
+    /// anew (group → member), for the caller's record of primaries.
+    pub fn apply(&mut self, command: FailoverCommand, index: u64) -> Option<(String, TargetId)> {
+        match command {
+            FailoverCommand::Decide(decision) => {
+                self.epoch = index;
+                for region in &decision.drain {
+                    self.drained.insert(region.clone());
+                }
+                for region in &decision.restore {
+                    self.drained.remove(region);
+                }
+                if let Some(weights) = decision.steps.iter().find_map(|s| match &s.action {
+                    Action::Route53 { weights } => Some(weights.clone()),
+                    _ => None,
+                }) {
+                    self.weights = weights;
+                }
+                let named = decision
+                    .promotion
+                    .as_ref()
+                    .map(|p| (p.group.clone(), p.to.clone()));
+                let steps = decision
+                    .steps
+                    .iter()
+                    .map(|step| StepRecord {
+                        step: step.clone(),
+                        state: StepState::Pending,
+                        attempts: Vec::new(),
+                        finished_ms: None,
+                        detail: None,
+                    })
+                    .collect();
+                self.current = Some(index);
+                self.push(HistoryEntry::Failover(Box::new(FailoverRecord {
+                    epoch: index,
+                    decision,
+                    steps,
+                    outcome: None,
+                    finished_ms: None,
+                })));
+                named
+            }
+            FailoverCommand::StepStarted {
+                epoch,
+                step,
+                attempt,
+            } => {
+                if let Some(record) = self
+                    .failover_mut(epoch)
+                    .and_then(|f| f.steps.iter_mut().find(|s| s.step.id == step))
+                {
+                    if record.finished_ms.is_none() {
+                        record.state = StepState::Running;
+                        record.attempts.push(attempt);
+                    }
+                }
+                None
+            }
+            FailoverCommand::StepFinished {
+                epoch,
+                step,
+                ok,
+                detail,
+                at_ms,
+            } => {
+                let mut wrote_dns = None;
+                if let Some(record) = self
+                    .failover_mut(epoch)
+                    .and_then(|f| f.steps.iter_mut().find(|s| s.step.id == step))
+                {
+                    // A step finishes once: a late report from a deposed leader is ignored.
+                    if record.finished_ms.is_none() {
+                        record.state = if ok {
+                            StepState::Succeeded
+                        } else {
+                            StepState::Failed
+                        };
+                        record.finished_ms = Some(at_ms);
+                        record.detail = Some(detail);
+                        if let (true, Action::Route53 { weights }) = (ok, &record.step.action) {
+                            wrote_dns = Some(weights.clone());
+                        }
+                    }
+                }
+                if let Some(weights) = wrote_dns {
+                    self.dns_epoch = Some(epoch);
+                    self.dns_weights = weights;
+                }
+                None
+            }
+            FailoverCommand::Finish {
+                epoch,
+                outcome,
+                at_ms,
+                cooldown_until_ms,
+            } => {
+                if let Some(record) = self.failover_mut(epoch) {
+                    if record.outcome.is_none() {
+                        record.outcome = Some(outcome);
+                        record.finished_ms = Some(at_ms);
+                        for step in &mut record.steps {
+                            if matches!(step.state, StepState::Pending | StepState::Running) {
+                                step.state = StepState::Skipped;
+                            }
+                        }
+                    }
+                }
+                if self.current == Some(epoch) {
+                    self.current = None;
+                    self.cooldown_until_ms = self.cooldown_until_ms.max(cooldown_until_ms);
+                }
+                None
+            }
+            FailoverCommand::Refuse(refusal) => {
+                self.refusals.insert(
+                    format!("{}/{}", refusal.subject, refusal.guard),
+                    refusal.at_ms,
+                );
+                self.push(HistoryEntry::Refusal(refusal));
+                None
+            }
+            FailoverCommand::SetPaused { paused, by, at_ms } => {
+                self.paused = paused;
+                self.push(HistoryEntry::Mode { paused, by, at_ms });
+                None
+            }
+        }
+    }
+}
+
+/// Steps of `record` that may start now: pending (or left running by a leader that is
+/// gone), every step they wait for succeeded.
+pub fn ready_steps(record: &FailoverRecord) -> Vec<&Step> {
+    record
+        .steps
+        .iter()
+        .filter(|s| matches!(s.state, StepState::Pending | StepState::Running))
+        .filter(|s| {
+            s.step.after.iter().all(|dep| {
+                record
+                    .step(dep)
+                    .is_some_and(|d| d.state == StepState::Succeeded)
+            })
+        })
+        .map(|s| &s.step)
+        .collect()
+}
+
+/// How `record` ends when nothing more can run: `None` while some step can still run or is
+/// running.
+pub fn settled(record: &FailoverRecord) -> Option<Outcome> {
+    // A step that waits (transitively) on a failure can never run.
+    let mut dead: BTreeSet<&str> = record
+        .steps
+        .iter()
+        .filter(|s| s.state == StepState::Failed)
+        .map(|s| s.step.id.as_str())
+        .collect();
+    loop {
+        let before = dead.len();
+        for s in &record.steps {
+            if s.step.after.iter().any(|d| dead.contains(d.as_str())) {
+                dead.insert(s.step.id.as_str());
+            }
+        }
+        if dead.len() == before {
+            break;
+        }
+    }
+    let open = record.steps.iter().any(|s| {
+        matches!(s.state, StepState::Pending | StepState::Running)
+            && !dead.contains(s.step.id.as_str())
+    });
+    if open {
+        return None;
+    }
+    if record.steps.iter().all(|s| s.state == StepState::Succeeded) {
+        Some(Outcome::Completed)
+    } else {
+        Some(Outcome::Failed)
+    }
+}

@@ -1,0 +1,561 @@
+//! When to fail over: a pure function of the verdict, the leases and the desired state.
+//!
+//! - Nothing automatic while a failover runs or while automation is paused.
+//! - A region Down by verdict is drained from DNS (unless that would leave no region
+//!   serving), after the cooldown of the previous failover.
+//! - The Postgres primary moves when it is Down by verdict, or when its region is Down and
+//!   cut off. It moves only once it cannot take writes any more: its region's agents have
+//!   been silent for `lease_ttl` (so they fenced it themselves), or one of them — alive and
+//!   holding its lease — reports it Down. Until then the leader waits, and says so.
+//! - The candidate and its data-loss guard come from [`super::candidate::choose`]; a refusal
+//!   is reported, and a region drain goes ahead without the promotion.
+//! - A drained region comes back only with `auto_failback`, once Up by verdict for the
+//!   hold-down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::candidate::Choice;
+use super::state::{Desired, Promotion, Trigger};
+use crate::health::State;
+use crate::topology::TargetId;
+
+/// A Postgres group as the trigger sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// `postgres/<cluster>`.
+    pub group: String,
+    /// The primary the log names.
+    pub primary: TargetId,
+    /// Its region.
+    pub primary_region: String,
+    /// It is Down by verdict.
+    pub primary_down: bool,
+    /// An agent of its own region, reporting and within its lease, says it is Down.
+    pub home_says_down: bool,
+    /// The candidate if the primary's region is lost, or why there is none.
+    pub choice: Choice,
+    /// Replicas outside the primary's region that are Up: to repoint after a promotion.
+    pub followers: Vec<TargetId>,
+}
+
+/// Everything the trigger looks at.
+#[derive(Debug, Clone)]
+pub struct World<'a> {
+    /// Unix milliseconds now.
+    pub now_ms: u64,
+    /// The replicated desired state.
+    pub desired: &'a Desired,
+    /// Configured regions and their in-service weights, in config order.
+    pub regions: &'a [(String, u32)],
+    /// Regions by verdict.
+    pub region_state: &'a BTreeMap<String, State>,
+    /// How long each region has been Up by verdict without a break (leader's observation).
+    pub region_up_for: &'a BTreeMap<String, Duration>,
+    /// Regions whose agents have all been silent for `lease_ttl`: they fenced themselves.
+    pub cut_off: &'a BTreeSet<String>,
+    /// Postgres groups with a named primary.
+    pub groups: &'a [Group],
+    /// `failover.auto_failback`.
+    pub auto_failback: bool,
+    /// `failover.failback_hold_down`.
+    pub hold_down: Duration,
+}
+
+/// A change to decide, before it is planned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    /// Why.
+    pub trigger: Trigger,
+    /// Regions to drain.
+    pub drain: Vec<String>,
+    /// Regions to restore.
+    pub restore: Vec<String>,
+    /// The promotion.
+    pub promotion: Option<Promotion>,
+    /// Replicas to repoint after it.
+    pub followers: Vec<TargetId>,
+    /// A promotion that was needed and refused.
+    pub refusal: Option<Refused>,
+}
+
+/// A refusal: a guard stopped an automatic action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// A group or a region.
+    pub subject: String,
+    /// `max_lag_on_failover`, `no_candidate` or `last_region`.
+    pub guard: String,
+    /// "blocked because …".
+    pub reason: String,
+}
+
+/// What the trigger found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Assessment {
+    /// The change to decide now, if any.
+    pub proposal: Option<Proposal>,
+    /// Refusals that stand (also those carried in the proposal).
+    pub refusals: Vec<Refused>,
+    /// Why something that is Down is not acted on yet.
+    pub waiting: Vec<String>,
+}
+
+fn guard_of(reason: &str) -> &'static str {
+    if reason.contains("max_lag_on_failover") {
+        "max_lag_on_failover"
+    } else {
+        "no_candidate"
+    }
+}
+
+/// The promotion for `group`, or the refusal.
+fn promote(group: &Group) -> Result<(Promotion, Vec<TargetId>), Refused> {
+    match &group.choice {
+        Choice::Promote {
+            target,
+            estimated_loss_bytes,
+            evidence,
+        } => Ok((
+            Promotion {
+                group: group.group.clone(),
+                from: group.primary.clone(),
+                to: target.clone(),
+                estimated_loss_bytes: *estimated_loss_bytes,
+                evidence: serde_json::to_string(evidence).unwrap_or_default(),
+            },
+            group
+                .followers
+                .iter()
+                .filter(|f| *f != target)
+                .cloned()
+                .collect(),
+        )),
+        Choice::Blocked { reason } => Err(Refused {
+            subject: group.group.clone(),
+            guard: guard_of(reason).to_owned(),
+            reason: reason.clone(),
+        }),
+    }
+}
+
+/// Whether the group's primary may be replaced now; `Err` says what is awaited.
+fn may_replace(world: &World<'_>, group: &Group) -> Result<(), String> {
+    if world.cut_off.contains(&group.primary_region) || group.home_says_down {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: primary {} is lost, waiting until region {}'s agents have been silent for \
+             lease_ttl (they fence it) before promoting elsewhere",
+            group.group, group.primary, group.primary_region
+        ))
+    }
+}
+
+/// Decides what to do now.
+pub fn assess(world: &World<'_>) -> Assessment {
+    let mut out = Assessment::default();
+    let desired = world.desired;
+    if let Some(epoch) = desired.current {
+        out.waiting
+            .push(format!("failover of epoch {epoch} in progress"));
+        return out;
+    }
+    if desired.paused {
+        out.waiting
+            .push("automation is paused: nothing is done automatically".into());
+        return out;
+    }
+    let cooling = world.now_ms < desired.cooldown_until_ms;
+    let serving: Vec<&str> = world
+        .regions
+        .iter()
+        .filter(|(name, weight)| *weight > 0 && !desired.drained.contains(name))
+        .map(|(name, _)| name.as_str())
+        .collect();
+
+    // A region Down by verdict.
+    for (region, _) in world.regions {
+        if desired.drained.contains(region) || world.region_state.get(region) != Some(&State::Down)
+        {
+            continue;
+        }
+        if cooling {
+            out.waiting.push(format!(
+                "region {region} is Down, but a failover finished recently: cooldown until {} \
+                 (Unix ms)",
+                desired.cooldown_until_ms
+            ));
+            continue;
+        }
+        if serving.iter().all(|r| r == region) {
+            out.refusals.push(Refused {
+                subject: format!("region/{region}"),
+                guard: "last_region".into(),
+                reason: format!(
+                    "blocked because draining region {region} would leave no region in DNS"
+                ),
+            });
+            continue;
+        }
+        let mut proposal = Proposal {
+            trigger: Trigger::RegionDown {
+                region: region.clone(),
+            },
+            drain: vec![region.clone()],
+            restore: Vec::new(),
+            promotion: None,
+            followers: Vec::new(),
+            refusal: None,
+        };
+        let mut wait = None;
+        for group in world.groups.iter().filter(|g| &g.primary_region == region) {
+            // A healthy primary in a region whose APIs are down keeps serving the others;
+            // it moves when it is lost itself or its region is cut off.
+            if !(group.primary_down || world.cut_off.contains(region)) {
+                continue;
+            }
+            if let Err(why) = may_replace(world, group) {
+                wait = Some(why);
+                break;
+            }
+            match promote(group) {
+                Ok((promotion, followers)) => {
+                    proposal.promotion = Some(promotion);
+                    proposal.followers = followers;
+                }
+                Err(refused) => {
+                    out.refusals.push(refused.clone());
+                    proposal.refusal = Some(refused);
+                }
+            }
+        }
+        if let Some(why) = wait {
+            out.waiting.push(why);
+            continue;
+        }
+        out.proposal = Some(proposal);
+        return out;
+    }
+
+    // A primary Down by verdict (its region may be drained already, or not Down at all).
+    for group in world.groups {
+        let region_lost = world.cut_off.contains(&group.primary_region)
+            && desired.drained.contains(&group.primary_region);
+        if !(group.primary_down || region_lost) {
+            continue;
+        }
+        if let Err(why) = may_replace(world, group) {
+            out.waiting.push(why);
+            continue;
+        }
+        match promote(group) {
+            Ok((promotion, followers)) => {
+                out.proposal = Some(Proposal {
+                    trigger: Trigger::PrimaryDown {
+                        group: group.group.clone(),
+                        target: group.primary.clone(),
+                    },
+                    drain: Vec::new(),
+                    restore: Vec::new(),
+                    promotion: Some(promotion),
+                    followers,
+                    refusal: None,
+                });
+                return out;
+            }
+            Err(refused) => out.refusals.push(refused),
+        }
+    }
+
+    // Failback.
+    if world.auto_failback && !cooling {
+        for (region, _) in world.regions {
+            let up_for = world.region_up_for.get(region).copied().unwrap_or_default();
+            if desired.drained.contains(region)
+                && world.region_state.get(region) == Some(&State::Up)
+                && up_for >= world.hold_down
+            {
+                out.proposal = Some(Proposal {
+                    trigger: Trigger::Failback {
+                        region: region.clone(),
+                    },
+                    drain: Vec::new(),
+                    restore: vec![region.clone()],
+                    promotion: None,
+                    followers: Vec::new(),
+                    refusal: None,
+                });
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// The weights after draining and restoring: the configured weight of every region in
+/// service, 0 for the drained ones.
+pub fn weights_after(
+    regions: &[(String, u32)],
+    drained: &BTreeSet<String>,
+    proposal: &Proposal,
+) -> BTreeMap<String, u32> {
+    regions
+        .iter()
+        .map(|(name, weight)| {
+            let out = (drained.contains(name) || proposal.drain.contains(name))
+                && !proposal.restore.contains(name);
+            (name.clone(), if out { 0 } else { *weight })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failover::candidate::Evidence;
+
+    fn id(s: &str) -> TargetId {
+        let name = s.rsplit('/').next().unwrap();
+        TargetId::new(crate::config::TargetKind::Postgres, "main", name)
+    }
+
+    fn regions() -> Vec<(String, u32)> {
+        vec![("r1".into(), 100), ("r2".into(), 100), ("r3".into(), 50)]
+    }
+
+    fn group(primary_down: bool, home_says_down: bool, choice: Choice) -> Group {
+        Group {
+            group: "postgres/main".into(),
+            primary: id("postgres/main/a"),
+            primary_region: "r1".into(),
+            primary_down,
+            home_says_down,
+            choice,
+            followers: vec![id("postgres/main/b"), id("postgres/main/c")],
+        }
+    }
+
+    fn promote_b() -> Choice {
+        Choice::Promote {
+            target: id("postgres/main/b"),
+            estimated_loss_bytes: 0,
+            evidence: Evidence::ReplicaReceived {
+                target: id("postgres/main/b"),
+                lsn: "0/3000000".into(),
+            },
+        }
+    }
+
+    fn blocked() -> Choice {
+        Choice::Blocked {
+            reason: "blocked because postgres/main/b would lose 90000 bytes (more than \
+                     max_lag_on_failover 65536)"
+                .into(),
+        }
+    }
+
+    struct Case {
+        desired: Desired,
+        states: BTreeMap<String, State>,
+        up_for: BTreeMap<String, Duration>,
+        cut_off: BTreeSet<String>,
+        groups: Vec<Group>,
+        auto_failback: bool,
+        now_ms: u64,
+    }
+
+    impl Case {
+        fn new() -> Case {
+            Case {
+                desired: Desired::default(),
+                states: [("r1", State::Up), ("r2", State::Up), ("r3", State::Up)]
+                    .map(|(r, s)| (r.to_string(), s))
+                    .into(),
+                up_for: BTreeMap::new(),
+                cut_off: BTreeSet::new(),
+                groups: vec![group(false, false, promote_b())],
+                auto_failback: false,
+                now_ms: 1_000_000,
+            }
+        }
+        fn region(mut self, r: &str, s: State) -> Case {
+            self.states.insert(r.into(), s);
+            self
+        }
+        fn cut(mut self, r: &str) -> Case {
+            self.cut_off.insert(r.into());
+            self
+        }
+        fn groups(mut self, g: Vec<Group>) -> Case {
+            self.groups = g;
+            self
+        }
+        fn assess(&self) -> Assessment {
+            let regions = regions();
+            assess(&World {
+                now_ms: self.now_ms,
+                desired: &self.desired,
+                regions: &regions,
+                region_state: &self.states,
+                region_up_for: &self.up_for,
+                cut_off: &self.cut_off,
+                groups: &self.groups,
+                auto_failback: self.auto_failback,
+                hold_down: Duration::from_secs(300),
+            })
+        }
+    }
+
+    #[test]
+    fn all_up_does_nothing() {
+        assert_eq!(Case::new().assess(), Assessment::default());
+    }
+
+    #[test]
+    fn a_cut_off_region_is_drained_and_its_primary_promoted_elsewhere() {
+        let a = Case::new()
+            .region("r1", State::Down)
+            .cut("r1")
+            .groups(vec![group(true, false, promote_b())])
+            .assess();
+        let p = a.proposal.expect("a decision");
+        assert_eq!(
+            p.trigger,
+            Trigger::RegionDown {
+                region: "r1".into()
+            }
+        );
+        assert_eq!(p.drain, ["r1"]);
+        assert_eq!(p.promotion.unwrap().to, id("postgres/main/b"));
+        assert_eq!(p.followers, [id("postgres/main/c")]);
+    }
+
+    #[test]
+    fn a_region_whose_agent_still_holds_its_lease_waits_for_it() {
+        // The region's APIs and primary are Down by the others' votes, but its agent is
+        // silent for less than lease_ttl: it may still be serving writes unfenced.
+        let a = Case::new()
+            .region("r1", State::Down)
+            .groups(vec![group(true, false, promote_b())])
+            .assess();
+        assert_eq!(a.proposal, None);
+        assert!(a.waiting[0].contains("lease_ttl"), "{:?}", a.waiting);
+    }
+
+    #[test]
+    fn an_agent_that_reports_its_own_primary_down_allows_the_promotion() {
+        let a = Case::new()
+            .region("r1", State::Down)
+            .groups(vec![group(true, true, promote_b())])
+            .assess();
+        assert!(a.proposal.unwrap().promotion.is_some());
+    }
+
+    #[test]
+    fn a_region_down_with_a_healthy_primary_is_only_drained() {
+        let a = Case::new().region("r1", State::Down).assess();
+        let p = a.proposal.unwrap();
+        assert_eq!(p.drain, ["r1"]);
+        assert_eq!(p.promotion, None);
+    }
+
+    #[test]
+    fn a_lagging_candidate_is_refused_but_the_region_still_drains() {
+        let a = Case::new()
+            .region("r1", State::Down)
+            .cut("r1")
+            .groups(vec![group(true, false, blocked())])
+            .assess();
+        let p = a.proposal.unwrap();
+        assert_eq!(p.promotion, None);
+        assert_eq!(p.drain, ["r1"]);
+        let refused = p.refusal.unwrap();
+        assert_eq!(refused.guard, "max_lag_on_failover");
+        assert_eq!(a.refusals, [refused]);
+    }
+
+    #[test]
+    fn a_primary_down_alone_is_promoted_without_touching_dns_and_regardless_of_cooldown() {
+        let mut case = Case::new().groups(vec![group(true, true, promote_b())]);
+        case.desired.cooldown_until_ms = case.now_ms + 60_000;
+        let p = case.assess().proposal.unwrap();
+        assert!(matches!(p.trigger, Trigger::PrimaryDown { .. }));
+        assert!(p.drain.is_empty());
+        assert!(p.promotion.is_some());
+    }
+
+    #[test]
+    fn a_refused_promotion_is_decided_once_the_candidate_catches_up() {
+        // r1 was drained by an earlier decision that refused the promotion.
+        let mut case = Case::new()
+            .region("r1", State::Down)
+            .cut("r1")
+            .groups(vec![group(true, false, blocked())]);
+        case.desired.drained.insert("r1".into());
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert_eq!(a.refusals.len(), 1);
+        case.groups = vec![group(true, false, promote_b())];
+        let p = case.assess().proposal.unwrap();
+        assert!(matches!(p.trigger, Trigger::PrimaryDown { .. }));
+    }
+
+    #[test]
+    fn paused_in_progress_and_cooldown_hold_automation_back() {
+        let mut case = Case::new().region("r1", State::Down).cut("r1");
+        case.desired.paused = true;
+        assert_eq!(case.assess().proposal, None);
+        case.desired.paused = false;
+        case.desired.current = Some(4);
+        assert_eq!(case.assess().proposal, None);
+        case.desired.current = None;
+        case.desired.cooldown_until_ms = case.now_ms + 1;
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert!(a.waiting[0].contains("cooldown"));
+        case.desired.cooldown_until_ms = case.now_ms;
+        assert!(case.assess().proposal.is_some());
+    }
+
+    #[test]
+    fn the_last_region_in_service_is_never_drained() {
+        let mut case = Case::new().region("r3", State::Down);
+        case.desired.drained = ["r1".to_string(), "r2".to_string()].into();
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert_eq!(a.refusals[0].guard, "last_region");
+    }
+
+    #[test]
+    fn failback_needs_the_switch_and_the_hold_down() {
+        let mut case = Case::new();
+        case.desired.drained.insert("r1".into());
+        case.up_for.insert("r1".into(), Duration::from_secs(301));
+        assert_eq!(case.assess().proposal, None, "off by default");
+        case.auto_failback = true;
+        let p = case.assess().proposal.unwrap();
+        assert_eq!(p.restore, ["r1"]);
+        case.up_for.insert("r1".into(), Duration::from_secs(299));
+        assert_eq!(case.assess().proposal, None, "not before the hold-down");
+    }
+
+    #[test]
+    fn weights_follow_drains_and_restores() {
+        let drained: BTreeSet<String> = ["r3".to_string()].into();
+        let p = Proposal {
+            trigger: Trigger::RegionDown {
+                region: "r1".into(),
+            },
+            drain: vec!["r1".into()],
+            restore: vec![],
+            promotion: None,
+            followers: vec![],
+            refusal: None,
+        };
+        let w = weights_after(&regions(), &drained, &p);
+        assert_eq!(w["r1"], 0);
+        assert_eq!(w["r2"], 100);
+        assert_eq!(w["r3"], 0);
+    }
+}

@@ -1,0 +1,95 @@
+//! The Route53 action against the ministack emulator: weights and the epoch record change in
+//! one batch, and a batch from a stale epoch is refused as a whole.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use failoverd::actions::route53::{Route53, Route53Error};
+use failoverd::config::Config;
+use support::Ministack;
+
+async fn route53(ministack: &Ministack) -> anyhow::Result<Route53> {
+    let toml = format!(
+        "[agent]\nid = \"a\"\nregion = \"eu-west-3\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/unused\"\n\
+         [[regions]]\nname = \"eu-west-3\"\n[[regions]]\nname = \"eu-central-1\"\n\
+         [[regions]]\nname = \"us-east-1\"\n{}",
+        ministack.config_section()
+    );
+    let config = Config::from_str_with_env(&toml, config::FileFormat::Toml, Vec::new())?;
+    let r53 = config.route53.as_ref().expect("a route53 section");
+    Ok(Route53::new(r53, Duration::from_secs(5)).await?)
+}
+
+fn weights(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    pairs.iter().map(|(r, w)| (r.to_string(), *w)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_move_with_the_epoch_and_a_stale_batch_changes_nothing() -> anyhow::Result<()> {
+    let ministack = Ministack::start().await?;
+    let r53 = route53(&ministack).await?;
+    assert_eq!(r53.view().await?.epoch, None, "no epoch record yet");
+
+    // First use: the epoch record is created with the weights.
+    let all = weights(&[("eu-west-3", 100), ("eu-central-1", 100), ("us-east-1", 50)]);
+    let change = r53.change(None, 3, &all).await?;
+    r53.wait_insync(&change).await?;
+    let view = r53.view().await?;
+    assert_eq!(view.epoch, Some(3));
+    assert_eq!(view.weights, all);
+
+    // The next epoch drains one region: only that weight moves.
+    let change = r53
+        .change(Some(3), 9, &weights(&[("eu-west-3", 0)]))
+        .await?;
+    r53.wait_insync(&change).await?;
+    let view = r53.view().await?;
+    assert_eq!(view.epoch, Some(9));
+    assert_eq!(view.weights["eu-west-3"], 0);
+    assert_eq!(view.weights["eu-central-1"], 100);
+
+    // A leader still at epoch 3 tries to drain another region: refused, nothing changes.
+    let stale = r53
+        .change(Some(3), 10, &weights(&[("eu-central-1", 0)]))
+        .await
+        .expect_err("a stale epoch must be refused");
+    assert!(
+        matches!(&stale, Route53Error::Rejected { code, .. } if code == "InvalidChangeBatch"),
+        "{stale:?}"
+    );
+    assert!(!stale.retryable(), "a rejected batch is not retried");
+    let after = r53.view().await?;
+    assert_eq!(after, view, "the whole batch was refused");
+
+    // Creating the epoch record again (a second cluster's first use) is refused too.
+    let twice = r53
+        .change(None, 11, &weights(&[("us-east-1", 0)]))
+        .await
+        .expect_err("the epoch record exists");
+    assert!(matches!(twice, Route53Error::Rejected { .. }), "{twice:?}");
+    assert_eq!(r53.view().await?, view);
+    let (_, epochs) = ministack.records().await?;
+    assert_eq!(epochs, ["\"9\""], "one epoch record, the last good one");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_is_a_retryable_error_that_names_the_cause() -> anyhow::Result<()> {
+    let ministack = Ministack::start().await?;
+    let mut config_text = ministack.config_section();
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    config_text = config_text.replace(&ministack.url(), &dead);
+    let toml = format!(
+        "[agent]\nid = \"a\"\nregion = \"eu-west-3\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/unused\"\n\
+         [[regions]]\nname = \"eu-west-3\"\n[[regions]]\nname = \"eu-central-1\"\n\
+         [[regions]]\nname = \"us-east-1\"\n{config_text}"
+    );
+    let config = Config::from_str_with_env(&toml, config::FileFormat::Toml, Vec::new())?;
+    let r53 = Route53::new(config.route53.as_ref().unwrap(), Duration::from_secs(2)).await?;
+    let error = r53.view().await.expect_err("nothing listens there");
+    assert!(error.retryable(), "{error:?}");
+    assert!(error.to_string().to_lowercase().contains("connect"), "{error}");
+    Ok(())
+}

@@ -90,6 +90,9 @@ async fn an_unreachable_api_is_a_retryable_error_that_names_the_cause() -> anyho
     let r53 = Route53::new(config.route53.as_ref().unwrap(), Duration::from_secs(2)).await?;
     let error = r53.view().await.expect_err("nothing listens there");
     assert!(error.retryable(), "{error:?}");
-    assert!(error.to_string().to_lowercase().contains("connect"), "{error}");
+    assert!(
+        error.to_string().to_lowercase().contains("connect"),
+        "{error}"
+    );
     Ok(())
 }

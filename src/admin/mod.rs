@@ -160,8 +160,8 @@ pub struct FailoverStatus {
     pub dns_epoch: Option<u64>,
     /// No automatic region change before this, Unix milliseconds.
     pub cooldown_until_ms: u64,
-    /// The failover in progress, with its steps.
-    pub current: Option<crate::failover::state::FailoverRecord>,
+    /// The failovers in progress, with their steps.
+    pub in_progress: Vec<crate::failover::state::FailoverRecord>,
     /// On the leader: what is Down but waits, and why.
     pub waiting: Vec<String>,
     /// On the leader: refusals that stand ("blocked because …").
@@ -250,7 +250,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
                 mode: if desired.paused { "paused" } else { "active" },
                 epoch: desired.epoch,
                 drained: desired.drained.iter().cloned().collect(),
-                current: desired.current_failover().cloned(),
+                in_progress: desired.in_progress().into_iter().cloned().collect(),
                 weights: desired.weights,
                 dns_epoch: desired.dns_epoch,
                 cooldown_until_ms: desired.cooldown_until_ms,

@@ -1,10 +1,10 @@
 //! The reconciler on the leader: decide, then carry out the steps, recording each in the log.
 //!
 //! Every 100 ms, on the leader only:
-//! - with a failover in progress, start each step whose dependencies succeeded and that is
+//! - for each failover in progress, start each step whose dependencies succeeded and that is
 //!   not running here (a step left running by a previous leader is run again: every step is
 //!   idempotent); once nothing more can run, commit how the failover ended;
-//! - otherwise ask [`super::trigger::assess`] and commit its decision, or record its refusals.
+//! - ask [`super::trigger::assess`] and commit its decision, or record its refusals.
 //!
 //! A step attempt confirms leadership with a quorum first, commits its start, runs under
 //! `failover.step_timeout` and commits its end. Retryable failures are retried
@@ -332,7 +332,7 @@ impl Reconciler {
                     ReconcilerStatus::default();
                 continue;
             }
-            if let Some(record) = desired.current_failover() {
+            for record in desired.in_progress() {
                 for step in ready_steps(record) {
                     let key = (record.epoch, step.id.clone());
                     if running.contains_key(&key) {
@@ -347,12 +347,11 @@ impl Reconciler {
                         tokio::spawn(async move { this.run_step(epoch, step, decision).await }),
                     );
                 }
-                if running.is_empty() {
+                if !running.keys().any(|(epoch, _)| *epoch == record.epoch) {
                     if let Some(outcome) = settled(record) {
                         self.finish(record, outcome).await;
                     }
                 }
-                continue;
             }
             let assessment = self.assess(&desired);
             self.record_refusals(&desired, &assessment.refusals).await;
@@ -551,7 +550,7 @@ impl Reconciler {
                 tracing::info!(step = %step.id, error = %e, "no longer leader: step left to the next one");
                 return;
             }
-            if self.consensus.desired().current != Some(epoch) {
+            if !self.consensus.desired().running.contains(&epoch) {
                 return;
             }
             let started = command(FailoverCommand::StepStarted {

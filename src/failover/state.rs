@@ -314,8 +314,9 @@ pub struct Desired {
     pub paused: bool,
     /// No automatic region change before this, Unix milliseconds.
     pub cooldown_until_ms: u64,
-    /// The failover in progress.
-    pub current: Option<u64>,
+    /// Failovers in progress, by epoch. A promotion may run next to a region's DNS change
+    /// (whose INSYNC wait can take a minute on Route53); two DNS changes never overlap.
+    pub running: BTreeSet<u64>,
     /// When each `subject/guard` refusal was last recorded (Unix ms), to record a standing
     /// refusal once a minute rather than at every tick.
     pub refusals: BTreeMap<String, u64>,
@@ -339,9 +340,12 @@ impl Desired {
         })
     }
 
-    /// The failover in progress.
-    pub fn current_failover(&self) -> Option<&FailoverRecord> {
-        self.failover(self.current?)
+    /// The failovers in progress, oldest first.
+    pub fn in_progress(&self) -> Vec<&FailoverRecord> {
+        self.running
+            .iter()
+            .filter_map(|e| self.failover(*e))
+            .collect()
     }
 
     fn push(&mut self, entry: HistoryEntry) {
@@ -385,7 +389,7 @@ impl Desired {
                         detail: None,
                     })
                     .collect();
-                self.current = Some(index);
+                self.running.insert(index);
                 self.push(HistoryEntry::Failover(Box::new(FailoverRecord {
                     epoch: index,
                     decision,
@@ -460,8 +464,7 @@ impl Desired {
                         }
                     }
                 }
-                if self.current == Some(epoch) {
-                    self.current = None;
+                if self.running.remove(&epoch) {
                     self.cooldown_until_ms = self.cooldown_until_ms.max(cooldown_until_ms);
                 }
                 None

@@ -1,6 +1,8 @@
 //! When to fail over: a pure function of the verdict, the leases and the desired state.
 //!
-//! - Nothing automatic while a failover runs or while automation is paused.
+//! - Nothing automatic while automation is paused. A region change waits for the failovers
+//!   in progress; a promotion waits only for another promotion of its group, so it is not
+//!   held up behind a DNS change waiting for INSYNC.
 //! - A region Down by verdict is drained from DNS (unless that would leave no region
 //!   serving), after the cooldown of the previous failover.
 //! - The Postgres primary moves when it is Down by verdict, or when its region is Down and
@@ -134,7 +136,7 @@ fn promote(group: &Group) -> Result<(Promotion, Vec<TargetId>), Refused> {
         Choice::Blocked { reason } => Err(Refused {
             subject: group.group.clone(),
             guard: guard_of(reason).to_owned(),
-            reason: reason.clone(),
+            reason: format!("{}", group.choice),
         }),
     }
 }
@@ -156,11 +158,6 @@ fn may_replace(world: &World<'_>, group: &Group) -> Result<(), String> {
 pub fn assess(world: &World<'_>) -> Assessment {
     let mut out = Assessment::default();
     let desired = world.desired;
-    if let Some(epoch) = desired.current {
-        out.waiting
-            .push(format!("failover of epoch {epoch} in progress"));
-        return out;
-    }
     if desired.paused {
         out.waiting
             .push("automation is paused: nothing is done automatically".into());
@@ -174,10 +171,32 @@ pub fn assess(world: &World<'_>) -> Assessment {
         .map(|(name, _)| name.as_str())
         .collect();
 
+    // Region changes wait for every failover in progress (two DNS changes never overlap).
+    let busy = !desired.running.is_empty();
+    // A group whose promotion is in progress is left alone.
+    let promoting: BTreeSet<String> = desired
+        .running
+        .iter()
+        .filter_map(|epoch| {
+            desired
+                .failover(*epoch)
+                .map(|f| f.decision.promotion.as_ref().map(|p| p.group.clone()))
+                // A running epoch without its record: assume the worst.
+                .unwrap_or(Some(String::new()))
+        })
+        .collect();
+    let promoting_any = promoting.contains("");
+
     // A region Down by verdict.
     for (region, _) in world.regions {
         if desired.drained.contains(region) || world.region_state.get(region) != Some(&State::Down)
         {
+            continue;
+        }
+        if busy {
+            out.waiting.push(format!(
+                "region {region} is Down: waiting for the failover in progress to finish"
+            ));
             continue;
         }
         if cooling {
@@ -245,6 +264,11 @@ pub fn assess(world: &World<'_>) -> Assessment {
         if !(group.primary_down || region_lost) {
             continue;
         }
+        if promoting_any || promoting.contains(&group.group) {
+            out.waiting
+                .push(format!("{}: a promotion is in progress", group.group));
+            continue;
+        }
         if let Err(why) = may_replace(world, group) {
             out.waiting.push(why);
             continue;
@@ -269,7 +293,7 @@ pub fn assess(world: &World<'_>) -> Assessment {
     }
 
     // Failback.
-    if world.auto_failback && !cooling {
+    if world.auto_failback && !cooling && !busy {
         for (region, _) in world.regions {
             let up_for = world.region_up_for.get(region).copied().unwrap_or_default();
             if desired.drained.contains(region)
@@ -349,7 +373,7 @@ mod tests {
 
     fn blocked() -> Choice {
         Choice::Blocked {
-            reason: "blocked because postgres/main/b would lose 90000 bytes (more than \
+            reason: "postgres/main/b would lose 90000 bytes (more than \
                      max_lag_on_failover 65536)"
                 .into(),
         }
@@ -472,6 +496,9 @@ mod tests {
         assert_eq!(p.drain, ["r1"]);
         let refused = p.refusal.unwrap();
         assert_eq!(refused.guard, "max_lag_on_failover");
+        assert!(refused
+            .reason
+            .starts_with("blocked because postgres/main/b would lose"));
         assert_eq!(a.refusals, [refused]);
     }
 
@@ -507,15 +534,70 @@ mod tests {
         case.desired.paused = true;
         assert_eq!(case.assess().proposal, None);
         case.desired.paused = false;
-        case.desired.current = Some(4);
+        case.desired.running.insert(4);
         assert_eq!(case.assess().proposal, None);
-        case.desired.current = None;
+        case.desired.running.clear();
         case.desired.cooldown_until_ms = case.now_ms + 1;
         let a = case.assess();
         assert_eq!(a.proposal, None);
         assert!(a.waiting[0].contains("cooldown"));
         case.desired.cooldown_until_ms = case.now_ms;
         assert!(case.assess().proposal.is_some());
+    }
+
+    fn decide(case: &mut Case, promotion: Option<Promotion>) -> u64 {
+        let epoch = case.desired.epoch + 10;
+        case.desired.apply(
+            crate::failover::state::FailoverCommand::Decide(crate::failover::state::Decision {
+                trigger: Trigger::RegionDown {
+                    region: "r1".into(),
+                },
+                decided_by: "a".into(),
+                decided_at_ms: 0,
+                first_seen_ms: 0,
+                drain: vec!["r1".into()],
+                restore: vec![],
+                promotion,
+                refusal: None,
+                steps: vec![],
+            }),
+            epoch,
+        );
+        epoch
+    }
+
+    #[test]
+    fn a_promotion_does_not_wait_behind_a_dns_change_but_behind_another_promotion() {
+        let mut case =
+            Case::new()
+                .region("r1", State::Down)
+                .groups(vec![group(true, true, promote_b())]);
+        // A drain of r1 is in progress (waiting for INSYNC): the promotion goes ahead.
+        decide(&mut case, None);
+        let a = case.assess();
+        let p = a.proposal.expect("the promotion");
+        assert!(matches!(p.trigger, Trigger::PrimaryDown { .. }));
+        // With a promotion of the group in progress, nothing more.
+        let promotion = match promote(&case.groups[0]) {
+            Ok((p, _)) => p,
+            Err(r) => panic!("{r:?}"),
+        };
+        decide(&mut case, Some(promotion));
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert!(a
+            .waiting
+            .iter()
+            .any(|w| w.contains("promotion is in progress")));
+    }
+
+    #[test]
+    fn a_region_change_waits_for_the_failovers_in_progress() {
+        let mut case = Case::new().region("r2", State::Down);
+        decide(&mut case, None);
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert!(a.waiting[0].contains("in progress"), "{:?}", a.waiting);
     }
 
     #[test]

@@ -1,0 +1,536 @@
+//! The failover runbook end to end: three agents (one per region), a Postgres primary in
+//! eu-west-3 with streaming replicas in eu-central-1 and us-east-1, and the weighted records
+//! in the ministack Route53 emulator. Default probe and cluster settings throughout.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::Value;
+use support::{wait_for_async, AgentCluster, ClusterOptions, Ministack, PgPair, PgServer};
+
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const GROUP: &str = "postgres/main";
+
+/// The weighted records as an operator set them up before failoverd took over.
+async fn seed_records(ministack: &Ministack) -> anyhow::Result<()> {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let mut changes = Vec::new();
+    for (i, region) in support::REGIONS.iter().enumerate() {
+        let set = ResourceRecordSet::builder()
+            .name(support::RECORD)
+            .r#type(RrType::A)
+            .set_identifier(*region)
+            .weight(100)
+            .ttl(30)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value(format!("192.0.2.{}", i + 1))
+                    .build()?,
+            )
+            .build()?;
+        changes.push(
+            Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(set)
+                .build()?,
+        );
+    }
+    ministack
+        .client()
+        .await
+        .change_resource_record_sets()
+        .hosted_zone_id(&ministack.zone_id)
+        .change_batch(ChangeBatch::builder().set_changes(Some(changes)).build()?)
+        .send()
+        .await?;
+    Ok(())
+}
+
+fn datastores(pg: &PgPair, max_lag: u64, failover: &str) -> String {
+    format!(
+        r#"
+[postgres]
+cluster = "main"
+max_lag_on_failover = {max_lag}
+replication = {{ user = "postgres" }}
+
+[[postgres.members]]
+name = "pg-eu-west-3"
+region = "eu-west-3"
+dsn = "{}"
+
+[[postgres.members]]
+name = "pg-eu-central-1"
+region = "eu-central-1"
+dsn = "{}"
+
+[[postgres.members]]
+name = "pg-us-east-1"
+region = "us-east-1"
+dsn = "{}"
+
+[failover]
+{failover}
+"#,
+        pg.primary.dsn(),
+        pg.replica.dsn(),
+        pg.others[0].dsn(),
+    )
+}
+
+struct Lab {
+    pg: PgPair,
+    ministack: Ministack,
+    apis: Vec<support::HttpServer>,
+    cluster: AgentCluster,
+    _proxy: Option<support::FaultProxy>,
+}
+
+/// Starts Postgres (primary + 2 replicas), ministack with the records, the region APIs and
+/// three agents, and waits until the leader names the primary and would promote on loss.
+async fn lab(max_lag: u64, failover: &str, slow_replica: Option<Duration>) -> anyhow::Result<Lab> {
+    let pg = PgPair::start_with(1).await?;
+    pg.primary
+        .connect()
+        .await?
+        .batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)")
+        .await?;
+    let ministack = Ministack::start().await?;
+    seed_records(&ministack).await?;
+    let route53 = ministack.config_section();
+    let mut stores = datastores(&pg, max_lag, failover);
+    // The agents may reach the us-east-1 replica through a proxy that delays every byte.
+    let mut proxy = None;
+    if let Some(delay) = slow_replica {
+        let p = support::FaultProxy::start_with_delay(
+            std::net::SocketAddr::from(([127, 0, 0, 1], pg.others[0].port)),
+            delay,
+        )
+        .await?;
+        stores = stores.replace(
+            &pg.others[0].dsn(),
+            &pg.others[0].dsn().replace(
+                &format!("port={}", pg.others[0].port),
+                &format!("port={}", p.addr.port()),
+            ),
+        );
+        // Its probe round trips take the delay twice.
+        stores = stores.replace(
+            "name = \"pg-us-east-1\"",
+            "name = \"pg-us-east-1\"\nprobe = { timeout = \"900ms\" }",
+        );
+        proxy = Some(p);
+    }
+    let extra = format!("{stores}{route53}");
+    let (apis, urls) = support::region_apis().await?;
+    let cluster = AgentCluster::start_with(
+        &urls,
+        ClusterOptions {
+            extra: &extra,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let lab = Lab {
+        pg,
+        ministack,
+        apis,
+        cluster,
+        _proxy: proxy,
+    };
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let k = lab.cluster.index(&leader);
+    wait_for_async(
+        "the leader to name the primary and see a candidate",
+        Duration::from_secs(20),
+        || async {
+            let status = lab.cluster.agents[k].status().await?;
+            let named = status["cluster"]["primaries"][GROUP].as_str()?;
+            let decision =
+                status["cluster"]["failover_readiness"][GROUP]["choice"]["decision"].as_str()?;
+            (named.ends_with("pg-eu-west-3") && decision == "promote").then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    Ok(lab)
+}
+
+impl Lab {
+    fn logs(&self) -> String {
+        self.cluster
+            .agents
+            .iter()
+            .map(|a| format!("--- {}:\n{}", a.id, a.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Region 1 loses its API and its Postgres primary.
+    fn kill_region_one_services(&mut self) -> anyhow::Result<()> {
+        drop(self.apis.remove(0));
+        self.pg.primary.kill()
+    }
+
+    /// The history from the first agent (other than `except`) that answers.
+    async fn history(&self, except: Option<usize>) -> Option<Value> {
+        for (i, agent) in self.cluster.agents.iter().enumerate() {
+            if except == Some(i) {
+                continue;
+            }
+            if let Some(h) = get_json(&format!("http://{}/v1/history", agent.admin)).await {
+                return Some(h);
+            }
+        }
+        None
+    }
+}
+
+async fn get_json(url: &str) -> Option<Value> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .ok()?;
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+async fn accepts_writes(server: &PgServer) -> bool {
+    match server.connect().await {
+        Ok(client) => client
+            .batch_execute("INSERT INTO orders VALUES (3)")
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// `status sender_port timeline` of a replica's WAL receiver.
+async fn receiver(server: &PgServer) -> Option<String> {
+    let client = server.connect().await.ok()?;
+    let row = client
+        .query_opt(
+            "SELECT status || ' ' || sender_port || ' ' || received_tli FROM pg_stat_wal_receiver",
+            &[],
+        )
+        .await
+        .ok()??;
+    row.get(0)
+}
+
+async fn in_recovery(server: &PgServer) -> anyhow::Result<bool> {
+    Ok(server
+        .connect()
+        .await?
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get(0))
+}
+
+fn steps(failover: &Value) -> Vec<Value> {
+    failover["steps"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() -> anyhow::Result<()>
+{
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut lab = lab(1 << 20, "", None).await?;
+    // The whole region goes: API, primary and its agent.
+    let killed_at = Instant::now();
+    lab.kill_region_one_services()?;
+    lab.cluster.agents[0].kill()?;
+
+    let new_primary = &lab.pg.replica; // eu-central-1: as caught up as us-east-1, and first by name
+    let other = &lab.pg.others[0];
+    let expected_stream = format!("streaming {} 2", new_primary.port);
+    wait_for_async(
+        "promotion, repointing and the DNS drain",
+        Duration::from_secs(10),
+        || async {
+            if !accepts_writes(new_primary).await {
+                return None;
+            }
+            if receiver(other).await? != expected_stream {
+                return None;
+            }
+            let (weights, _) = lab.ministack.records().await.ok()?;
+            (weights.get("eu-west-3") == Some(&0)).then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // The record of it. The drain does not wait for the primary's fate and the promotion
+    // follows once the old primary can no longer take writes: one failover or two, every
+    // step done once, one DNS change, the epoch record advanced once.
+    let failovers = wait_for_async(
+        "the failovers to be recorded as finished",
+        Duration::from_secs(5),
+        || async {
+            let history = lab.history(Some(0)).await?;
+            let failovers: Vec<Value> = history["entries"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["type"] == "failover")
+                .cloned()
+                .collect();
+            let promoted = failovers
+                .iter()
+                .any(|f| !f["decision"]["promotion"].is_null());
+            (promoted && failovers.iter().all(|f| !f["outcome"].is_null())).then_some(failovers)
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert!(failovers.len() <= 2, "{failovers:#?}");
+    let promotion = failovers
+        .iter()
+        .find_map(|f| f["decision"]["promotion"].as_object())
+        .context("a promotion")?;
+    assert!(
+        promotion["to"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("pg-eu-central-1")),
+        "{promotion:#?}"
+    );
+    assert!(promotion["estimated_loss_bytes"].is_u64());
+    let mut dns_epochs = Vec::new();
+    for failover in &failovers {
+        assert_eq!(failover["outcome"], "completed", "{failover:#}");
+        for step in steps(failover) {
+            assert_eq!(step["state"], "succeeded", "{step:#}");
+            assert_eq!(
+                step["attempts"].as_array().map(Vec::len),
+                Some(1),
+                "{step:#}"
+            );
+            if step["id"] == "route53:weights" {
+                dns_epochs.push(failover["epoch"].as_u64().context("epoch")?);
+                assert_eq!(failover["decision"]["drain"][0], "eu-west-3");
+            }
+        }
+    }
+    assert_eq!(dns_epochs.len(), 1, "one DNS change: {failovers:#?}");
+    let (weights, epochs) = lab.ministack.records().await?;
+    assert_eq!(
+        epochs,
+        [format!("\"{}\"", dns_epochs[0])],
+        "the epoch record advanced once"
+    );
+    assert_eq!(weights["eu-central-1"], 100);
+    assert_eq!(weights["us-east-1"], 100);
+
+    // No acknowledged write was lost: rows 1 and 2 from before, 3 written after.
+    let count: i64 = new_primary
+        .connect()
+        .await?
+        .query_one("SELECT count(*) FROM orders WHERE id IN (1, 2)", &[])
+        .await?
+        .get(0);
+    assert_eq!(count, 2);
+    println!("region loss to promoted, repointed and drained: {took:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_again(
+) -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // The agents reach the us-east-1 replica through a proxy that delays every byte by
+    // 150 ms each way, so repointing it takes seconds: the leader dies in the middle.
+    let lab = lab(1 << 20, "", Some(Duration::from_millis(150))).await?;
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(10))
+        .await?;
+    let k = lab.cluster.index(&leader);
+    // The primary dies; its agent lives on and reports it Down.
+    lab.pg.primary.kill()?;
+    let midway = wait_for_async(
+        "the promotion done while the replica is being repointed",
+        Duration::from_secs(20),
+        || async {
+            let status = lab.cluster.agents[k].status().await?;
+            status["failover"]["in_progress"]
+                .as_array()?
+                .iter()
+                .find(|f| {
+                    let steps = steps(f);
+                    let state = |prefix: &str| {
+                        steps
+                            .iter()
+                            .find(|s| s["id"].as_str().is_some_and(|id| id.starts_with(prefix)))
+                            .map(|s| s["state"].clone())
+                    };
+                    state("promote:") == Some("succeeded".into())
+                        && state("follow:") == Some("running".into())
+                })
+                .cloned()
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let k_id = lab.cluster.agents[k].id.clone();
+    let mut lab = lab;
+    lab.cluster.agents[k].kill()?;
+
+    let failover = wait_for_async(
+        "the new leader to finish the failover",
+        Duration::from_secs(40),
+        || async {
+            let history = lab.history(Some(k)).await?;
+            history["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| e["epoch"] == midway["epoch"] && !e["outcome"].is_null())
+                .cloned()
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(failover["outcome"], "completed", "{failover:#}");
+    assert_eq!(
+        failover["decision"]["trigger"]["kind"], "primary_down",
+        "{failover:#}"
+    );
+    let after = steps(&failover);
+    for before in steps(&midway) {
+        let now = after
+            .iter()
+            .find(|s| s["id"] == before["id"])
+            .context("step kept")?;
+        assert_eq!(now["state"], "succeeded", "{now:#}");
+        if before["state"] == "succeeded" {
+            assert_eq!(
+                now["attempts"], before["attempts"],
+                "a finished step never runs again: {now:#}"
+            );
+        }
+    }
+    let follow = after
+        .iter()
+        .find(|s| s["id"].as_str().is_some_and(|id| id.starts_with("follow:")))
+        .context("the follow step")?;
+    let agents: std::collections::BTreeSet<&str> = follow["attempts"]
+        .as_array()
+        .context("attempts")?
+        .iter()
+        .filter_map(|a| a["agent"].as_str())
+        .collect();
+    assert!(
+        agents.len() == 2 && agents.contains(k_id.as_str()),
+        "begun by the old leader, resumed by the new one: {follow:#}"
+    );
+    assert!(accepts_writes(&lab.pg.replica).await);
+    assert_eq!(
+        receiver(&lab.pg.others[0]).await,
+        Some(format!("streaming {} 2", lab.pg.replica.port))
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut lab = lab(65536, "", None).await?;
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(10))
+        .await?;
+    let k = lab.cluster.index(&leader);
+    for replica in [&lab.pg.replica, &lab.pg.others[0]] {
+        replica
+            .connect()
+            .await?
+            .batch_execute("SELECT pg_wal_replay_pause()")
+            .await?;
+    }
+    // About 1 MB of WAL the replicas receive but do not replay.
+    lab.pg
+        .primary
+        .connect()
+        .await?
+        .batch_execute("INSERT INTO orders SELECT g FROM generate_series(10, 20000) g")
+        .await?;
+    wait_for_async(
+        "the leader to see that promotion would be blocked",
+        Duration::from_secs(10),
+        || async {
+            let status = lab.cluster.agents[k].status().await?;
+            (status["cluster"]["failover_readiness"][GROUP]["choice"]["decision"] == "blocked")
+                .then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    lab.kill_region_one_services()?;
+
+    let history = wait_for_async(
+        "the refusal in the history",
+        Duration::from_secs(15),
+        || async {
+            let history = get_json(&format!(
+                "http://{}/v1/history",
+                lab.cluster.agents[k].admin
+            ))
+            .await?;
+            history["entries"]
+                .as_array()?
+                .iter()
+                .any(|e| e["type"] == "refusal" && e["guard"] == "max_lag_on_failover")
+                .then_some(history)
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let refusal = history["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["type"] == "refusal")
+        .context("refusal")?;
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("blocked because") && r.contains("max_lag_on_failover")),
+        "{refusal:#}"
+    );
+    let status = lab.cluster.agents[k].status().await.context("status")?;
+    assert!(
+        status["failover"]["refusals"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains("blocked because")))),
+        "{:#}",
+        status["failover"]
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", lab.cluster.agents[k].admin))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("failoverd_failover_refusals_total{guard=\"max_lag_on_failover\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // Nothing was promoted; the region was still drained from DNS.
+    assert!(in_recovery(&lab.pg.replica).await?);
+    assert!(in_recovery(&lab.pg.others[0]).await?);
+    wait_for_async("the region drained", Duration::from_secs(10), || async {
+        let (weights, _) = lab.ministack.records().await.ok()?;
+        (weights.get("eu-west-3") == Some(&0)).then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -6,8 +6,10 @@
 //! every local Postgres member that answers as primary and every local Redis master of a
 //! replication shard. It lifts a fence only once it holds the lease again *and* the
 //! replicated log still names that member as the group's primary; otherwise the member stays
-//! fenced (a failover elsewhere made it stale). A failed fence or unfence is logged, counted
-//! and retried at the next tick.
+//! fenced (a failover elsewhere made it stale). With the lease held, a local Postgres member
+//! that answers as primary while the log names another member of its group (an old primary
+//! restarted after a failover) is fenced too: never two writable primaries. A failed fence or
+//! unfence is logged, counted and retried at the next tick.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -145,7 +147,20 @@ impl Fencer {
                     .and_then(|v| v.role())
                     .is_some_and(|r| r == "primary" || r == "master");
                 if !valid && writable && !self.fenced.contains_key(&id) {
-                    self.fence(&id, &local).await;
+                    self.fence(&id, &local, "no contact with a quorum for the lease period")
+                        .await;
+                } else if valid && writable && !self.fenced.contains_key(&id) {
+                    // A Postgres primary the log no longer names (it came back after a
+                    // failover elsewhere) must not take writes next to the new one.
+                    let group = consensus.group_of(&id).unwrap_or_default();
+                    if let (Local::Postgres(_), Some(named)) =
+                        (&local, consensus.named_primary(group))
+                    {
+                        if named != id {
+                            let reason = format!("stale primary: the cluster names {named}");
+                            self.fence(&id, &local, &reason).await;
+                        }
+                    }
                 } else if valid {
                     if let Some(fence) = self.fenced.get(&id).copied() {
                         let group = consensus.group_of(&id).unwrap_or_default();
@@ -165,7 +180,7 @@ impl Fencer {
         }
     }
 
-    async fn fence(&mut self, id: &TargetId, local: &Local) {
+    async fn fence(&mut self, id: &TargetId, local: &Local, why: &str) {
         let result = match local {
             Local::Postgres(m) => actions::postgres::fence(m, &self.pg_method, self.timeout)
                 .await
@@ -180,7 +195,8 @@ impl Fencer {
                 tracing::warn!(
                     target_id = %id,
                     lease_ttl = %humantime::format_duration(self.lease_ttl),
-                    "fenced the local primary: no contact with a quorum for the lease period"
+                    reason = why,
+                    "fenced the local primary"
                 );
                 self.fenced.insert(id.clone(), fence);
             }

@@ -534,3 +534,128 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
     .await?;
     Ok(())
 }
+
+/// Milestones of one region loss, in milliseconds from the kill.
+#[derive(Debug, Clone, Copy)]
+struct Milestones {
+    detected: u64,
+    drain_decided: u64,
+    dns_insync: u64,
+    promotion_decided: u64,
+    promoted: u64,
+    done: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn one_region_loss() -> anyhow::Result<(Milestones, bool)> {
+    let mut lab = lab(1 << 20, "", None).await?;
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(10))
+        .await?;
+    let leader_killed = leader == lab.cluster.agents[0].id;
+    let killed_ms = unix_ms();
+    lab.kill_region_one_services()?;
+    lab.cluster.agents[0].kill()?;
+    let failovers = wait_for_async("the region failover", Duration::from_secs(30), || async {
+        let history = lab.history(Some(0)).await?;
+        let failovers: Vec<Value> = history["entries"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["type"] == "failover")
+            .cloned()
+            .collect();
+        let promoted = failovers
+            .iter()
+            .any(|f| !f["decision"]["promotion"].is_null());
+        let drained = failovers
+            .iter()
+            .any(|f| steps(f).iter().any(|s| s["id"] == "route53:weights"));
+        (promoted && drained && failovers.iter().all(|f| f["outcome"] == "completed"))
+            .then_some(failovers)
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    let since = |ms: &Value| ms.as_u64().unwrap_or(killed_ms).saturating_sub(killed_ms);
+    let mut m = Milestones {
+        detected: u64::MAX,
+        drain_decided: 0,
+        dns_insync: 0,
+        promotion_decided: 0,
+        promoted: 0,
+        done: 0,
+    };
+    for f in &failovers {
+        m.detected = m.detected.min(since(&f["decision"]["first_seen_ms"]));
+        m.done = m.done.max(since(&f["finished_ms"]));
+        for s in steps(f) {
+            let id = s["id"].as_str().unwrap_or_default();
+            if id == "route53:weights" {
+                m.drain_decided = since(&f["decision"]["decided_at_ms"]);
+                m.dns_insync = since(&s["finished_ms"]);
+            } else if id.starts_with("promote:") {
+                m.promotion_decided = since(&f["decision"]["decided_at_ms"]);
+                m.promoted = since(&s["finished_ms"]);
+            }
+        }
+    }
+    Ok((m, leader_killed))
+}
+
+/// `RUNS=10 cargo test --release --test failover -- --ignored --nocapture measure`
+/// (or `bench/failover.sh`): the milestones of a whole-region loss with default settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by bench/failover.sh"]
+async fn measure_region_loss_milestones() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let mut all = Vec::new();
+    for run in 1..=runs {
+        let (m, leader_killed) = one_region_loss().await?;
+        println!(
+            "run {run:>2}/{runs}: detected {:>5} ms  drain decided {:>5}  DNS INSYNC {:>5}  promotion decided {:>5}  promoted {:>5}  all done {:>5}{}",
+            m.detected,
+            m.drain_decided,
+            m.dns_insync,
+            m.promotion_decided,
+            m.promoted,
+            m.done,
+            if leader_killed { "  (the leader was in the lost region)" } else { "" }
+        );
+        all.push(m);
+    }
+    let stat = |pick: fn(&Milestones) -> u64| {
+        let mut v: Vec<u64> = all.iter().map(pick).collect();
+        v.sort_unstable();
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    println!("\nmilestone            median      min      max   (ms from the kill; target 5000, platform 30000)");
+    for (name, pick) in [
+        (
+            "detected",
+            (|m: &Milestones| m.detected) as fn(&Milestones) -> u64,
+        ),
+        ("drain decided", |m| m.drain_decided),
+        ("DNS INSYNC", |m| m.dns_insync),
+        ("promotion decided", |m| m.promotion_decided),
+        ("promoted", |m| m.promoted),
+        ("all done", |m| m.done),
+    ] {
+        let (median, min, max) = stat(pick);
+        println!(
+            "{name:<18} {median:>8} {min:>8} {max:>8}   {:.2}x of 5 s, {:.2}x of 30 s",
+            median as f64 / 5000.0,
+            median as f64 / 30000.0
+        );
+    }
+    Ok(())
+}

@@ -1252,6 +1252,50 @@ url = "redis://sessions-iad.internal:6379"
             "route53.regions.eu-central-1.value",
             "must not be empty",
         ),
+        Case::alone(
+            "insync_timeout is more than 0",
+            &[After("zone_id = ", r#"insync_timeout = "0s""#)],
+            "route53.insync_timeout",
+            "must be more than 0",
+        ),
+        Case::alone(
+            "static credentials must be readable",
+            &[After(
+                "zone_id = ",
+                concat!(
+                    r#"credentials = { access_key_id = { env = "NO_SUCH_KEY_ID_VAR" }, "#,
+                    r#"secret_access_key = { file = ""#,
+                    env!("CARGO_MANIFEST_DIR"),
+                    r#"/src/config/testdata/cluster-secret" } }"#
+                ),
+            )],
+            "route53.credentials.access_key_id",
+            "NO_SUCH_KEY_ID_VAR",
+        ),
+        Case::alone(
+            "a step gets at least one attempt",
+            &[Append("[failover]\nstep_attempts = 0")],
+            "failover.step_attempts",
+            "must be at least 1",
+        ),
+        Case::alone(
+            "a step timeout is more than 0",
+            &[Append("[failover]\nstep_timeout = \"0s\"")],
+            "failover.step_timeout",
+            "must be more than 0",
+        ),
+        Case::alone(
+            "the replication sslmode is one libpq knows",
+            &[After(r#"cluster = "main""#, r#"replication = { sslmode = "sure" }"#)],
+            "postgres.replication.sslmode",
+            "\"sure\" is not one of disable, allow, prefer, require, verify-ca, verify-full",
+        ),
+        Case::alone(
+            "the replication user is not empty",
+            &[After(r#"cluster = "main""#, r#"replication = { user = "" }"#)],
+            "postgres.replication.user",
+            "must not be empty",
+        ),
     ]
 }
 

@@ -538,3 +538,154 @@ pub fn settled(record: &FailoverRecord) -> Option<Outcome> {
         Some(Outcome::Failed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str) -> TargetId {
+        TargetId::new(crate::config::TargetKind::Postgres, "main", name)
+    }
+
+    fn decision() -> Decision {
+        let weights: BTreeMap<String, u32> =
+            [("r1".to_string(), 0), ("r2".to_string(), 100)].into();
+        Decision {
+            trigger: Trigger::RegionDown {
+                region: "r1".into(),
+            },
+            decided_by: "a".into(),
+            decided_at_ms: 1_000,
+            first_seen_ms: 900,
+            drain: vec!["r1".into()],
+            restore: vec![],
+            promotion: Some(Promotion {
+                group: "postgres/main".into(),
+                from: target("a"),
+                to: target("b"),
+                estimated_loss_bytes: 0,
+                evidence: String::new(),
+            }),
+            refusal: None,
+            steps: crate::failover::plan::plan(
+                Some(&Promotion {
+                    group: "postgres/main".into(),
+                    from: target("a"),
+                    to: target("b"),
+                    estimated_loss_bytes: 0,
+                    evidence: String::new(),
+                }),
+                &[],
+                &BTreeMap::new(),
+                &weights,
+                true,
+            ),
+        }
+    }
+
+    fn attempt(agent: &str) -> Attempt {
+        Attempt {
+            agent: agent.into(),
+            number: 1,
+            started_ms: 1_100,
+            previous_error: None,
+        }
+    }
+
+    fn finished(step: &str, ok: bool) -> FailoverCommand {
+        FailoverCommand::StepFinished {
+            epoch: 7,
+            step: step.into(),
+            ok,
+            detail: "done".into(),
+            at_ms: 1_200,
+        }
+    }
+
+    #[test]
+    fn a_decision_sets_the_desired_state_and_names_the_new_primary() {
+        let mut d = Desired::default();
+        let named = d.apply(FailoverCommand::Decide(decision()), 7);
+        assert_eq!(named, Some(("postgres/main".into(), target("b"))));
+        assert_eq!(d.epoch, 7);
+        assert!(d.drained.contains("r1"));
+        assert_eq!(d.weights["r1"], 0);
+        assert_eq!(d.running, [7].into());
+        assert_eq!(d.failover(7).unwrap().steps.len(), 3);
+    }
+
+    #[test]
+    fn a_step_finishes_once_and_a_late_report_from_a_deposed_leader_is_ignored() {
+        let mut d = Desired::default();
+        d.apply(FailoverCommand::Decide(decision()), 7);
+        let fence = "fence:postgres/main/a";
+        d.apply(
+            FailoverCommand::StepStarted {
+                epoch: 7,
+                step: fence.into(),
+                attempt: attempt("a"),
+            },
+            8,
+        );
+        d.apply(finished(fence, true), 9);
+        // The old leader, unaware, reports the same step again, failed.
+        d.apply(
+            FailoverCommand::StepStarted {
+                epoch: 7,
+                step: fence.into(),
+                attempt: attempt("old"),
+            },
+            10,
+        );
+        d.apply(finished(fence, false), 11);
+        let step = d.failover(7).unwrap().step(fence).unwrap();
+        assert_eq!(step.state, StepState::Succeeded);
+        assert_eq!(step.attempts.len(), 1);
+    }
+
+    #[test]
+    fn a_dns_step_records_the_epoch_and_the_end_starts_the_cooldown() {
+        let mut d = Desired::default();
+        d.apply(FailoverCommand::Decide(decision()), 7);
+        d.apply(finished("route53:weights", true), 8);
+        assert_eq!(d.dns_epoch, Some(7));
+        assert_eq!(d.dns_weights["r1"], 0);
+        d.apply(
+            FailoverCommand::Finish {
+                epoch: 7,
+                outcome: Outcome::Failed,
+                at_ms: 2_000,
+                cooldown_until_ms: 302_000,
+            },
+            9,
+        );
+        assert!(d.running.is_empty());
+        assert_eq!(d.cooldown_until_ms, 302_000);
+        let record = d.failover(7).unwrap();
+        assert_eq!(record.outcome, Some(Outcome::Failed));
+        assert_eq!(record.duration_ms(), Some(1_100));
+        // Steps that never ran are shown as skipped.
+        assert!(record
+            .steps
+            .iter()
+            .filter(|s| s.step.id != "route53:weights")
+            .all(|s| s.state == StepState::Skipped));
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_entries() {
+        let mut d = Desired::default();
+        for i in 0..(HISTORY_LIMIT as u64 + 10) {
+            d.apply(
+                FailoverCommand::SetPaused {
+                    paused: i % 2 == 0,
+                    by: "sre".into(),
+                    at_ms: i,
+                },
+                i,
+            );
+        }
+        assert_eq!(d.history.len(), HISTORY_LIMIT);
+        assert!(matches!(d.history[0], HistoryEntry::Mode { at_ms: 10, .. }));
+    }
+}

@@ -4,9 +4,13 @@
 //! its region ([`probe`]), turns results into per-target health with rise/fall hysteresis
 //! ([`health`]), and shows them through the admin API ([`admin`]) and Prometheus metrics
 //! ([`metrics`]). The static model of regions and targets is in [`topology`], built from a
-//! validated [`config`]. [`agent`] wires it all together.
+//! validated [`config`]. The agents agree through Raft ([`consensus`]) on a quorum
+//! [`verdict`]; an agent cut off from the quorum fences its local primaries ([`fencing`]);
+//! the leader decides and carries out failovers ([`failover`]) through [`actions`], the only
+//! code that changes the world. [`agent`] wires it all together.
 //!
-//! Dependencies point one way: probe → health → admin; nothing reaches back.
+//! Dependencies point one way: probe → health → consensus → failover → actions; nothing
+//! reaches back.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

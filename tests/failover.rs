@@ -244,10 +244,10 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut lab = lab(1 << 20, "", None).await?;
-    // The whole region goes: API, primary and its agent.
+    // The whole region goes: its agent, API and primary.
     let killed_at = Instant::now();
-    lab.kill_region_one_services()?;
     lab.cluster.agents[0].kill()?;
+    lab.kill_region_one_services()?;
 
     let new_primary = &lab.pg.replica; // eu-central-1: as caught up as us-east-1, and first by name
     let other = &lab.pg.others[0];
@@ -535,6 +535,150 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
     Ok(())
 }
 
+/// Sets the epoch TXT record and one weight by hand, as another leader or a person would.
+async fn change_by_hand(
+    ministack: &Ministack,
+    from_epoch: u64,
+    to_epoch: u64,
+    region: &str,
+    weight: i64,
+) -> anyhow::Result<()> {
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let txt = |epoch: u64| -> anyhow::Result<ResourceRecordSet> {
+        Ok(ResourceRecordSet::builder()
+            .name(format!("_failoverd-epoch.{}", support::RECORD))
+            .r#type(RrType::Txt)
+            .ttl(60)
+            .resource_records(
+                ResourceRecord::builder()
+                    .value(format!("\"{epoch}\""))
+                    .build()?,
+            )
+            .build()?)
+    };
+    let index = support::REGIONS
+        .iter()
+        .position(|r| *r == region)
+        .context("a test region")?;
+    let weighted = ResourceRecordSet::builder()
+        .name(support::RECORD)
+        .r#type(RrType::A)
+        .set_identifier(region)
+        .weight(weight)
+        .ttl(30)
+        .resource_records(
+            ResourceRecord::builder()
+                .value(format!("192.0.2.{}", index + 1))
+                .build()?,
+        )
+        .build()?;
+    let changes = vec![
+        Change::builder()
+            .action(ChangeAction::Delete)
+            .resource_record_set(txt(from_epoch)?)
+            .build()?,
+        Change::builder()
+            .action(ChangeAction::Create)
+            .resource_record_set(txt(to_epoch)?)
+            .build()?,
+        Change::builder()
+            .action(ChangeAction::Upsert)
+            .resource_record_set(weighted)
+            .build()?,
+    ];
+    ministack
+        .client()
+        .await
+        .change_resource_record_sets()
+        .hosted_zone_id(&ministack.zone_id)
+        .change_batch(ChangeBatch::builder().set_changes(Some(changes)).build()?)
+        .send()
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() -> anyhow::Result<()>
+{
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut lab = lab(1 << 20, "cooldown = \"1s\"", None).await?;
+    // Region 1's APIs die (its primary is fine): a drain, the epoch record created.
+    drop(lab.apis.remove(0));
+    let first = wait_for_async("the first drain", Duration::from_secs(15), || async {
+        let history = lab.history(None).await?;
+        history["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| e["type"] == "failover" && e["outcome"] == "completed")
+            .cloned()
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    let epoch = first["epoch"].as_u64().context("epoch")?;
+    assert_eq!(lab.ministack.records().await?.1, [format!("\"{epoch}\"")]);
+
+    // Someone else moves the epoch on and sets us-east-1's weight by hand.
+    change_by_hand(&lab.ministack, epoch, epoch + 1000, "us-east-1", 7).await?;
+    // Region 2's APIs die: this leader's batch still expects the epoch it wrote.
+    let region_two = lab.apis.remove(0);
+    drop(region_two);
+    let second = wait_for_async(
+        "the second failover to end",
+        Duration::from_secs(20),
+        || async {
+            let history = lab.history(None).await?;
+            history["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["type"] == "failover"
+                        && e["epoch"] != first["epoch"]
+                        && !e["outcome"].is_null()
+                })
+                .cloned()
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(second["outcome"], "failed", "{second:#}");
+    let dns = steps(&second)
+        .into_iter()
+        .find(|s| s["id"] == "route53:weights")
+        .context("the DNS step")?;
+    assert_eq!(dns["state"], "failed", "{dns:#}");
+    assert_eq!(
+        dns["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "a refused batch is not retried: {dns:#}"
+    );
+    let detail = dns["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("InvalidChangeBatch") && detail.contains("not retried"),
+        "{detail}"
+    );
+    // Nothing of the batch was applied; the hand-set weight stands.
+    let (weights, epochs) = lab.ministack.records().await?;
+    assert_eq!(epochs, [format!("\"{}\"", epoch + 1000)]);
+    assert_eq!(weights["eu-central-1"], 100);
+    assert_eq!(weights["us-east-1"], 7);
+    // The drift was seen and counted by whoever led.
+    let mut drift = 0.0;
+    for agent in &lab.cluster.agents {
+        if let Ok(answer) = reqwest::get(format!("http://{}/metrics", agent.admin)).await {
+            let text = answer.text().await.unwrap_or_default();
+            drift += text
+                .lines()
+                .find_map(|l| l.strip_prefix("failoverd_route53_drift_total "))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    assert!(drift >= 1.0, "the hand-set weight was reported");
+    Ok(())
+}
+
 /// Milestones of one region loss, in milliseconds from the kill.
 #[derive(Debug, Clone, Copy)]
 struct Milestones {
@@ -561,8 +705,12 @@ async fn one_region_loss() -> anyhow::Result<(Milestones, bool)> {
         .await?;
     let leader_killed = leader == lab.cluster.agents[0].id;
     let killed_ms = unix_ms();
-    lab.kill_region_one_services()?;
     lab.cluster.agents[0].kill()?;
+    lab.kill_region_one_services()?;
+    let all_dead_ms = unix_ms().saturating_sub(killed_ms);
+    if all_dead_ms > 200 {
+        println!("(killing the region took {all_dead_ms} ms)");
+    }
     let failovers = wait_for_async("the region failover", Duration::from_secs(30), || async {
         let history = lab.history(Some(0)).await?;
         let failovers: Vec<Value> = history["entries"]
@@ -582,6 +730,12 @@ async fn one_region_loss() -> anyhow::Result<(Milestones, bool)> {
     })
     .await
     .with_context(|| lab.logs())?;
+    if std::env::var("DEBUG_HISTORY").is_ok() {
+        println!(
+            "killed at {killed_ms}\n{:#}",
+            lab.history(Some(0)).await.unwrap_or_default()
+        );
+    }
     let since = |ms: &Value| ms.as_u64().unwrap_or(killed_ms).saturating_sub(killed_ms);
     let mut m = Milestones {
         detected: u64::MAX,

@@ -224,6 +224,8 @@ pub struct Reconciler {
     /// Since when each region is Up by verdict.
     up_since: Mutex<BTreeMap<String, Instant>>,
     status: Mutex<ReconcilerStatus>,
+    /// Woken when a step ends, so that the steps waiting for it start without a tick's delay.
+    wake: tokio::sync::Notify,
 }
 
 impl Reconciler {
@@ -289,6 +291,7 @@ impl Reconciler {
             first_seen: Mutex::new(BTreeMap::new()),
             up_since: Mutex::new(BTreeMap::new()),
             status: Mutex::new(ReconcilerStatus::default()),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -309,6 +312,7 @@ impl Reconciler {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
+                _ = self.wake.notified() => {}
             }
             running.retain(|_, task| !task.is_finished());
             let desired = self.consensus.desired();
@@ -541,8 +545,14 @@ impl Reconciler {
         );
     }
 
-    /// Runs one step: attempts with backoff, each after confirming leadership, each recorded.
+    /// Runs one step (see [`Reconciler::try_step`]) and wakes the loop when it ends.
     async fn run_step(self: Arc<Self>, epoch: u64, step: Step, decision: Decision) {
+        self.try_step(epoch, &step, &decision).await;
+        self.wake.notify_one();
+    }
+
+    /// The attempts of one step, with backoff, each after confirming leadership, each recorded.
+    async fn try_step(&self, epoch: u64, step: &Step, decision: &Decision) {
         let action = action_label(&step.action);
         let mut previous_error = None;
         for number in 1..=self.attempts {
@@ -568,7 +578,7 @@ impl Reconciler {
                 return;
             }
             tracing::info!(epoch, step = %step.id, attempt = number, "step started");
-            let result = self.execute(epoch, &step, &decision).await;
+            let result = self.execute(epoch, step, decision).await;
             let (ok, detail) = match result {
                 Ok(detail) => (true, detail),
                 Err(e) if e.retryable && number < self.attempts => {

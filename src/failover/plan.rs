@@ -120,6 +120,7 @@ mod tests {
                 .collect(),
             outcome: None,
             finished_ms: None,
+            duration_ms: None,
         }
     }
 

@@ -194,17 +194,12 @@ pub struct FailoverRecord {
     pub outcome: Option<Outcome>,
     /// End, Unix milliseconds.
     pub finished_ms: Option<u64>,
+    /// From the first observation of the trigger to the end, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
 }
 
 impl FailoverRecord {
-    /// Milliseconds from the first observation of the trigger to the end.
-    pub fn duration_ms(&self) -> Option<u64> {
-        Some(
-            self.finished_ms?
-                .saturating_sub(self.decision.first_seen_ms),
-        )
-    }
-
     /// The record of step `id`.
     pub fn step(&self, id: &str) -> Option<&StepRecord> {
         self.steps.iter().find(|s| s.step.id == id)
@@ -396,6 +391,7 @@ impl Desired {
                     steps,
                     outcome: None,
                     finished_ms: None,
+                    duration_ms: None,
                 })));
                 named
             }
@@ -457,6 +453,8 @@ impl Desired {
                     if record.outcome.is_none() {
                         record.outcome = Some(outcome);
                         record.finished_ms = Some(at_ms);
+                        record.duration_ms =
+                            Some(at_ms.saturating_sub(record.decision.first_seen_ms));
                         for step in &mut record.steps {
                             if matches!(step.state, StepState::Pending | StepState::Running) {
                                 step.state = StepState::Skipped;
@@ -663,7 +661,7 @@ mod tests {
         assert_eq!(d.cooldown_until_ms, 302_000);
         let record = d.failover(7).unwrap();
         assert_eq!(record.outcome, Some(Outcome::Failed));
-        assert_eq!(record.duration_ms(), Some(1_100));
+        assert_eq!(record.duration_ms, Some(1_100));
         // Steps that never ran are shown as skipped.
         assert!(record
             .steps

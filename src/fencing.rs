@@ -47,6 +47,8 @@ pub struct Fencer {
     timeout: Duration,
     lease_ttl: Duration,
     fenced: BTreeMap<TargetId, Fence>,
+    /// Local Postgres members last seen as primary.
+    last_primary: std::collections::BTreeSet<TargetId>,
     lease_gauge: IntGauge,
     fenced_gauge: IntGauge,
     actions: IntCounterVec,
@@ -118,6 +120,7 @@ impl Fencer {
             timeout: Duration::from_secs(5),
             lease_ttl: config.cluster.lease_ttl(),
             fenced: BTreeMap::new(),
+            last_primary: std::collections::BTreeSet::new(),
             lease_gauge,
             fenced_gauge,
             actions,
@@ -141,17 +144,29 @@ impl Fencer {
             let valid = consensus.lease_valid();
             self.lease_gauge.set(i64::from(valid));
             for (id, local) in self.locals.clone() {
-                let writable = board
-                    .slot(&id)
-                    .map(|s| s.view())
-                    .and_then(|v| v.role())
-                    .is_some_and(|r| r == "primary" || r == "master");
+                let role = board.slot(&id).map(|s| s.view()).and_then(|v| v.role());
+                let writable = role.is_some_and(|r| r == "primary" || r == "master");
+                // Its last known role, kept while its probe fails: a primary that stopped
+                // answering probes may still take writes from the sessions it has.
+                match role {
+                    Some("primary") => {
+                        self.last_primary.insert(id.clone());
+                    }
+                    Some(_) => {
+                        self.last_primary.remove(&id);
+                    }
+                    None => {}
+                }
                 if !valid && writable && !self.fenced.contains_key(&id) {
                     self.fence(&id, &local, "no contact with a quorum for the lease period")
                         .await;
-                } else if valid && writable && !self.fenced.contains_key(&id) {
+                } else if valid
+                    && (writable || self.last_primary.contains(&id))
+                    && !self.fenced.contains_key(&id)
+                {
                     // A Postgres primary the log no longer names (it came back after a
-                    // failover elsewhere) must not take writes next to the new one.
+                    // failover elsewhere, or it stopped answering probes and was replaced)
+                    // must not take writes next to the new one.
                     let group = consensus.group_of(&id).unwrap_or_default();
                     if let (Local::Postgres(_), Some(named)) =
                         (&local, consensus.named_primary(group))

@@ -351,7 +351,7 @@ async fn measure_leader_failover_and_report_to_verdict() -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "API gone to Down by verdict: {:?} (probe interval 300 ms, fall 2, reports every 300 ms)",
+        "API gone to Down by verdict: {:?} (probe interval 300 ms, fall 2, reports every 250 ms)",
         gone.elapsed()
     );
     Ok(())

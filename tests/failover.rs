@@ -676,6 +676,21 @@ async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() ->
         }
     }
     assert!(drift >= 1.0, "the hand-set weight was reported");
+    // The leader does not retry the refused change; it says why.
+    wait_for_async("the standing refusal", Duration::from_secs(5), || async {
+        for agent in &lab.cluster.agents {
+            let status = agent.status().await?;
+            let refusals = status["failover"]["refusals"].as_array()?;
+            if refusals.iter().any(|r| {
+                r.as_str()
+                    .is_some_and(|r| r.contains("Route53 refused the last batch"))
+            }) {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await?;
     Ok(())
 }
 

@@ -243,6 +243,15 @@ pub async fn follow(
 ) -> Result<(), ActionError> {
     super::bounded(timeout, async {
         let client = connect(member, timeout).await?;
+        // The value may hold the replication password: keep this session's statements out of
+        // the server log (needs superuser; without it the server's settings apply).
+        if client
+            .batch_execute("SET log_statement = 'none'; SET log_min_error_statement = 'panic'")
+            .await
+            .is_err()
+        {
+            tracing::debug!(member = %member.name, "cannot quiet statement logging for primary_conninfo");
+        }
         let literal = primary_conninfo.replace('\'', "''");
         run(
             &client,

@@ -85,12 +85,15 @@ where
 }
 
 /// What the weighted records and the epoch record hold now.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DnsView {
     /// Weight per region, for the regions whose record exists.
     pub weights: BTreeMap<String, u32>,
     /// The epoch in the TXT record, if it exists and holds a number.
     pub epoch: Option<u64>,
+    /// Each region's record set as it is, so that a change keeps what failoverd does not
+    /// own (a health check, an alias target, the values).
+    pub sets: BTreeMap<String, ResourceRecordSet>,
 }
 
 /// A Route53 client for the configured records.
@@ -217,6 +220,7 @@ impl Route53 {
             .list(&self.record_name, self.record_type.clone())
             .await?;
         let mut weights = BTreeMap::new();
+        let mut by_region = BTreeMap::new();
         for (region, (set_id, _)) in &self.records {
             if let Some(set) = sets
                 .iter()
@@ -224,6 +228,7 @@ impl Route53 {
             {
                 let weight = set.weight().unwrap_or(0);
                 weights.insert(region.clone(), u32::try_from(weight).unwrap_or(0));
+                by_region.insert(region.clone(), set.clone());
             }
         }
         let epoch = self
@@ -232,7 +237,11 @@ impl Route53 {
             .first()
             .and_then(|s| s.resource_records().first())
             .and_then(|r| r.value().trim_matches('"').parse().ok());
-        Ok(DnsView { weights, epoch })
+        Ok(DnsView {
+            weights,
+            epoch,
+            sets: by_region,
+        })
     }
 
     fn epoch_set(&self, epoch: u64) -> Result<ResourceRecordSet, Route53Error> {
@@ -251,12 +260,14 @@ impl Route53 {
     }
 
     /// Sends one batch: DELETE the epoch record holding `from` (none on first use), CREATE it
-    /// with `to`, and UPSERT each region's weight in `weights`. Returns the change id.
+    /// with `to`, and UPSERT each region's weight in `weights` — on a copy of the record set
+    /// in `current` when it exists, so that only the weight changes. Returns the change id.
     pub async fn change(
         &self,
         from: Option<u64>,
         to: u64,
         weights: &BTreeMap<String, u32>,
+        current: &DnsView,
     ) -> Result<String, Route53Error> {
         let build = |e: aws_sdk_route53::error::BuildError| Route53Error::Other(e.to_string());
         let mut changes = Vec::new();
@@ -282,20 +293,27 @@ impl Route53 {
                     "region {region} has no weighted record in route53.regions"
                 )));
             };
-            let set = ResourceRecordSet::builder()
-                .name(&self.record_name)
-                .r#type(self.record_type.clone())
-                .set_identifier(set_id)
-                .weight(i64::from(*weight))
-                .ttl(self.ttl)
-                .resource_records(
-                    ResourceRecord::builder()
-                        .value(value)
-                        .build()
-                        .map_err(build)?,
-                )
-                .build()
-                .map_err(build)?;
+            let set = match current.sets.get(region) {
+                Some(existing) => {
+                    let mut set = existing.clone();
+                    set.weight = Some(i64::from(*weight));
+                    set
+                }
+                None => ResourceRecordSet::builder()
+                    .name(&self.record_name)
+                    .r#type(self.record_type.clone())
+                    .set_identifier(set_id)
+                    .weight(i64::from(*weight))
+                    .ttl(self.ttl)
+                    .resource_records(
+                        ResourceRecord::builder()
+                            .value(value)
+                            .build()
+                            .map_err(build)?,
+                    )
+                    .build()
+                    .map_err(build)?,
+            };
             changes.push(
                 Change::builder()
                     .action(ChangeAction::Upsert)

@@ -61,6 +61,14 @@ pub enum ConsensusError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// Reports go to the leader at least this often (more often with a shorter probe interval):
+/// a report is the leader's evidence of contact with its agent, so its period is part of the
+/// margin before the leader may count an agent as fenced.
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Time allowed to an agent to fence its primaries once its lease has run out.
+pub const FENCE_ALLOWANCE: Duration = Duration::from_millis(500);
+
 /// One configured agent as a cluster member.
 #[derive(Debug, Clone, Serialize)]
 pub struct Member {
@@ -362,7 +370,8 @@ impl Consensus {
             report_interval: config
                 .probe
                 .interval
-                .unwrap_or(crate::config::DEFAULT_INTERVAL),
+                .unwrap_or(crate::config::DEFAULT_INTERVAL)
+                .min(REPORT_INTERVAL),
             boot: rand::random(),
             state_machine: state_handle,
             data_path: std::sync::Mutex::new(crate::evidence::DataPath::new(config)),
@@ -630,7 +639,12 @@ impl Consensus {
             .reports
             .age(&member.agent, now)
             .map_or(leading_for, |age| age.min(leading_for));
-        silent_for >= self.lease_ttl
+        silent_for >= self.lease_ttl + self.fence_margin()
+    }
+
+    /// See [`Consensus::lease_expired`].
+    fn fence_margin(&self) -> Duration {
+        self.report_interval + crate::fencing::CHECK_INTERVAL + FENCE_ALLOWANCE
     }
 
     /// The Postgres members of `group` as the candidate rule sees them.
@@ -748,12 +762,21 @@ impl Consensus {
                         .any(|m| &m.agent == agent && m.region == region)
                 })
             });
+            // No region is excluded when only the primary is lost.
+            let local_choice =
+                crate::failover::candidate::choose(&members, "", self.max_lag_on_failover, false);
             groups.push(crate::failover::trigger::Group {
                 followers: members
                     .iter()
                     .filter(|m| m.region != region && m.healthy && m.replica)
                     .map(|m| m.target.clone())
                     .collect(),
+                local_followers: members
+                    .iter()
+                    .filter(|m| m.healthy && m.replica)
+                    .map(|m| m.target.clone())
+                    .collect(),
+                local_choice,
                 group,
                 primary_down: primary_verdict
                     .is_some_and(|v| v.state == crate::health::State::Down),

@@ -75,6 +75,10 @@ struct Held {
 pub struct ReportBook {
     agents: Vec<AgentId>,
     latest: Mutex<BTreeMap<AgentId, Held>>,
+    /// The furthest WAL position each member was seen at as primary, kept past
+    /// `stale_after`: how far a primary that died got is exactly what the data-loss guard
+    /// needs once its reports have gone stale. Forgotten when it reports as a replica.
+    primary_high: Mutex<BTreeMap<TargetId, crate::probe::Lsn>>,
 }
 
 /// What the status shows of one agent's reports.
@@ -94,6 +98,7 @@ impl ReportBook {
         ReportBook {
             agents,
             latest: Mutex::new(BTreeMap::new()),
+            primary_high: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -110,6 +115,21 @@ impl ReportBook {
                     seq: report.seq,
                     held: held.report.seq,
                 });
+            }
+        }
+        {
+            let mut high = self.primary_high.lock().unwrap_or_else(|p| p.into_inner());
+            for (target, position) in &report.positions {
+                match (position.replica, position.primary_lsn) {
+                    (true, _) => {
+                        high.remove(target);
+                    }
+                    (false, Some(lsn)) => {
+                        let entry = high.entry(target.clone()).or_insert(lsn);
+                        *entry = (*entry).max(lsn);
+                    }
+                    (false, None) => {}
+                }
             }
         }
         latest.insert(
@@ -175,7 +195,8 @@ impl ReportBook {
     }
 
     /// The freshest reported position of each Postgres member, from reports younger than
-    /// `stale_after`.
+    /// `stale_after`; for a member no fresh report shows, the furthest position it was seen
+    /// at as primary, if any.
     pub fn positions(&self, now: Instant, stale_after: Duration) -> BTreeMap<TargetId, Position> {
         let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         let mut fresh: Vec<&Held> = latest
@@ -190,12 +211,26 @@ impl ReportBook {
                 positions.insert(target.clone(), position.clone());
             }
         }
+        // A primary no fresh report shows (dead, or its agent cut off): its last position.
+        let high = self.primary_high.lock().unwrap_or_else(|p| p.into_inner());
+        for (target, lsn) in high.iter() {
+            positions.entry(target.clone()).or_insert(Position {
+                replica: false,
+                replay_lsn: None,
+                receive_lsn: None,
+                primary_lsn: Some(*lsn),
+            });
+        }
         positions
     }
 
     /// Forgets every report (a leader that steps down must not keep deciding on old ones).
     pub fn clear(&self) {
         self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.primary_high
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
@@ -262,5 +297,40 @@ mod tests {
             book.record(report("mallory", 1, 1), Instant::now()),
             Err(ReportError::UnknownAgent("mallory".into()))
         );
+    }
+
+    #[test]
+    fn a_dead_primary_keeps_its_furthest_position_after_its_reports_go_stale() {
+        use crate::probe::Lsn;
+        let book = ReportBook::new(vec!["a".into(), "b".into()]);
+        let primary = TargetId::new(crate::config::TargetKind::Postgres, "main", "p");
+        let replica = TargetId::new(crate::config::TargetKind::Postgres, "main", "r");
+        let position = |replica: bool, lsn: u64| Position {
+            replica,
+            replay_lsn: replica.then_some(Lsn(lsn)),
+            receive_lsn: replica.then_some(Lsn(lsn)),
+            primary_lsn: (!replica).then_some(Lsn(lsn)),
+        };
+        let t0 = Instant::now();
+        let mut a = report("a", 1, 1);
+        a.positions.insert(primary.clone(), position(false, 900));
+        book.record(a, t0).unwrap();
+        let mut b = report("b", 1, 1);
+        b.positions.insert(replica.clone(), position(true, 700));
+        book.record(b, t0 + Duration::from_secs(9)).unwrap();
+        let stale = Duration::from_secs(3);
+        let later = book.positions(t0 + Duration::from_secs(10), stale);
+        assert_eq!(
+            later[&primary].primary_lsn,
+            Some(Lsn(900)),
+            "kept past stale_after"
+        );
+        assert_eq!(later[&replica].replay_lsn, Some(Lsn(700)));
+        // Seen as a replica again (rebuilt after a failover): forgotten.
+        let mut a = report("a", 1, 2);
+        a.positions.insert(primary.clone(), position(true, 950));
+        book.record(a, t0 + Duration::from_secs(11)).unwrap();
+        let now = book.positions(t0 + Duration::from_secs(20), stale);
+        assert!(!now.contains_key(&primary));
     }
 }

@@ -13,7 +13,7 @@
 //! leadership stops its steps; the next one resumes from the log, so a finished step never
 //! runs twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -422,6 +422,7 @@ impl Reconciler {
             groups: &inputs.groups,
             auto_failback: self.auto_failback,
             hold_down: self.hold_down,
+            route53: self.route53.is_some(),
         })
     }
 
@@ -432,6 +433,7 @@ impl Reconciler {
                 format!("region/{region}")
             }
             Trigger::PrimaryDown { group, .. } => format!("primary/{group}"),
+            Trigger::DnsRepair => "dns".to_owned(),
         };
         self.first_seen
             .lock()
@@ -477,11 +479,13 @@ impl Reconciler {
     }
 
     async fn decide(&self, desired: &Desired, proposal: trigger::Proposal) {
+        // Against what the last successful DNS change wrote: weights a failed change did not
+        // write are planned again.
         let configured: BTreeMap<String, u32> = self.regions.iter().cloned().collect();
-        let before = if desired.weights.is_empty() {
+        let before = if desired.dns_weights.is_empty() {
             configured
         } else {
-            desired.weights.clone()
+            desired.dns_weights.clone()
         };
         let after = trigger::weights_after(&self.regions, &desired.drained, &proposal);
         let steps = super::plan::plan(
@@ -579,8 +583,8 @@ impl Reconciler {
             }
             tracing::info!(epoch, step = %step.id, attempt = number, "step started");
             let result = self.execute(epoch, step, decision).await;
-            let (ok, detail) = match result {
-                Ok(detail) => (true, detail),
+            let (ok, detail, give_up) = match result {
+                Ok(detail) => (true, detail, false),
                 Err(e) if e.retryable && number < self.attempts => {
                     self.metrics
                         .steps
@@ -591,7 +595,11 @@ impl Reconciler {
                     tokio::time::sleep(self.backoff * 2u32.saturating_pow(number - 1)).await;
                     continue;
                 }
-                Err(e) => (false, format!("after {number} attempt(s): {}", e.message)),
+                Err(e) => (
+                    false,
+                    format!("after {number} attempt(s): {}", e.message),
+                    !e.retryable,
+                ),
             };
             self.metrics
                 .steps
@@ -608,6 +616,7 @@ impl Reconciler {
                 ok,
                 detail,
                 at_ms: now_ms(),
+                give_up,
             });
             if let Err(e) = self.consensus.write(finished).await {
                 tracing::warn!(step = %step.id, error = %e, "cannot record the step end");
@@ -631,19 +640,33 @@ impl Reconciler {
         match &step.action {
             Action::FencePostgres { target } => {
                 let member = self.member(target)?;
+                let cut_off = decision
+                    .promotion
+                    .as_ref()
+                    .is_some_and(|p| p.old_primary_cut_off);
                 let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
                 match actions::postgres::fence(member, &self.fence_method, reach).await {
                     Ok(()) => Ok(format!("{} fenced", member.name)),
-                    Err(ActionError::Connect(e)) => Ok(format!(
-                        "{} unreachable ({e}): its agent fenced it when its lease ran out",
+                    // Nothing listens on its port: no one can write to it.
+                    Err(ActionError::Connect(e)) if refused(&e) => Ok(format!(
+                        "{} not listening ({e}): nothing can write to it",
                         member.name
                     )),
-                    Err(ActionError::Timeout(_)) => Ok(format!(
-                        "{} did not answer within {}: its agent fenced it when its lease ran out",
-                        member.name,
-                        humantime::format_duration(reach)
-                    )),
-                    Err(e) => Err(e.into()),
+                    Err(ActionError::Connect(_) | ActionError::Timeout(_)) if cut_off => {
+                        Ok(format!(
+                            "{} unreachable: its region's agents fenced it when their leases ran out",
+                            member.name
+                        ))
+                    }
+                    // Reachable but not fenced, or perhaps alive and unreachable from here
+                    // while its own agent holds its lease: promoting would risk two primaries.
+                    Err(e) => Err(StepError {
+                        message: format!(
+                            "{} could not be fenced and may still take writes: {e}",
+                            member.name
+                        ),
+                        retryable: true,
+                    }),
                 }
             }
             Action::PromotePostgres { target } => {
@@ -697,7 +720,7 @@ impl Reconciler {
                     member.name, new_primary.name
                 ))
             }
-            Action::Route53 { weights } => self.route53_step(epoch, weights, decision).await,
+            Action::Route53 { weights } => self.route53_step(epoch, weights).await,
         }
     }
 
@@ -705,7 +728,6 @@ impl Reconciler {
         &self,
         epoch: u64,
         weights: &BTreeMap<String, u32>,
-        decision: &Decision,
     ) -> Result<String, StepError> {
         let Some(r53) = &self.route53 else {
             return Err(fatal("route53 is not configured on this agent"));
@@ -719,18 +741,23 @@ impl Reconciler {
                 show(&view.weights)
             ));
         }
-        let touched: BTreeSet<&String> = decision.drain.iter().chain(&decision.restore).collect();
-        let expected: BTreeMap<String, u32> = if desired.dns_weights.is_empty() {
+        // What failoverd last wrote; the regions whose weight this decision changes.
+        let written: BTreeMap<String, u32> = if desired.dns_weights.is_empty() {
             self.regions.iter().cloned().collect()
         } else {
             desired.dns_weights.clone()
         };
+        let changes: BTreeMap<String, u32> = weights
+            .iter()
+            .filter(|(region, weight)| written.get(*region) != Some(*weight))
+            .map(|(r, w)| (r.clone(), *w))
+            .collect();
         let mut drift = Vec::new();
         for (region, weight) in &view.weights {
-            if !touched.contains(region) && expected.get(region) != Some(weight) {
+            if !changes.contains_key(region) && written.get(region) != Some(weight) {
                 drift.push(format!(
                     "{region}={weight} (failoverd last set {})",
-                    expected
+                    written
                         .get(region)
                         .map_or("nothing".to_owned(), u32::to_string)
                 ));
@@ -743,20 +770,34 @@ impl Reconciler {
                 "Route53 weights were changed outside failoverd; leaving them as they are"
             );
         }
-        let changes: BTreeMap<String, u32> = weights
-            .iter()
-            .filter(|(region, _)| touched.contains(region))
-            .map(|(r, w)| (r.clone(), *w))
-            .collect();
-        let change = r53.change(desired.dns_epoch, epoch, &changes).await?;
-        let took = r53.wait_insync(&change).await?;
+        let sent = async {
+            let change = r53
+                .change(desired.dns_epoch, epoch, &changes, &view)
+                .await?;
+            let took = r53.wait_insync(&change).await?;
+            Ok::<_, Route53Error>((change, took))
+        }
+        .await;
+        let (change, insync) = match sent {
+            Ok((change, took)) => (change, format!("INSYNC after {} ms", took.as_millis())),
+            Err(e) => {
+                // The batch may have gone through all the same (INSYNC too slow, or this
+                // leader's earlier attempt landed late): the epoch record says.
+                match r53.view().await {
+                    Ok(now) if now.epoch == Some(epoch) => (
+                        "(see the epoch record)".to_owned(),
+                        format!("applied ({e})"),
+                    ),
+                    _ => return Err(e.into()),
+                }
+            }
+        };
         let mut detail = format!(
-            "set {}; epoch record {} -> {epoch}; change {change} INSYNC after {} ms",
+            "set {}; epoch record {} -> {epoch}; change {change} {insync}",
             show(&changes),
             desired
                 .dns_epoch
                 .map_or("(created)".to_owned(), |e| e.to_string()),
-            took.as_millis()
         );
         if !drift.is_empty() {
             detail.push_str(&format!(
@@ -766,6 +807,12 @@ impl Reconciler {
         }
         Ok(detail)
     }
+}
+
+/// Whether a connection error says that nothing listens (the server is down), as opposed to
+/// a server that answered with an error or did not answer.
+fn refused(message: &str) -> bool {
+    message.contains("Connection refused")
 }
 
 fn load(secret: &SecretRef) -> Result<crate::config::Secret, StepError> {

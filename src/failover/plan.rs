@@ -79,6 +79,7 @@ mod tests {
             to: id("postgres/main/b"),
             estimated_loss_bytes: 0,
             evidence: "replica received".into(),
+            old_primary_cut_off: true,
         }
     }
 

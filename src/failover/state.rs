@@ -35,6 +35,8 @@ pub enum Trigger {
         /// The region.
         region: String,
     },
+    /// The weights the log wants were not written by the last DNS change (it failed).
+    DnsRepair,
 }
 
 impl Trigger {
@@ -44,6 +46,7 @@ impl Trigger {
             Trigger::RegionDown { .. } => "region_down",
             Trigger::PrimaryDown { .. } => "primary_down",
             Trigger::Failback { .. } => "failback",
+            Trigger::DnsRepair => "dns_repair",
         }
     }
 }
@@ -100,6 +103,11 @@ pub struct Promotion {
     pub estimated_loss_bytes: u64,
     /// What that estimate was measured against.
     pub evidence: String,
+    /// The old primary's region was cut off (its agents fenced it when their leases ran
+    /// out): an old primary that cannot be reached counts as fenced. Otherwise it must be
+    /// fenced for real, or found not listening, before the promotion.
+    #[serde(default)]
+    pub old_primary_cut_off: bool,
 }
 
 /// A decision, as committed.
@@ -267,6 +275,9 @@ pub enum FailoverCommand {
         detail: String,
         /// Unix milliseconds.
         at_ms: u64,
+        /// The failure is not transient (e.g. Route53 refused the batch): not worth retrying.
+        #[serde(default)]
+        give_up: bool,
     },
     /// The failover is over; cooldown starts.
     Finish {
@@ -305,10 +316,17 @@ pub struct Desired {
     pub dns_epoch: Option<u64>,
     /// Weights the last successful Route53 step wrote.
     pub dns_weights: BTreeMap<String, u32>,
+    /// Why the last Route53 step was refused for good (the epoch record was changed outside
+    /// this cluster), until a later one succeeds: automatic DNS repairs stop.
+    #[serde(default)]
+    pub dns_refused: Option<String>,
     /// Automation paused.
     pub paused: bool,
     /// No automatic region change before this, Unix milliseconds.
     pub cooldown_until_ms: u64,
+    /// When a failover last ended `failed`, Unix milliseconds (automatic retries wait).
+    #[serde(default)]
+    pub last_failed_ms: u64,
     /// Failovers in progress, by epoch. A promotion may run next to a region's DNS change
     /// (whose INSYNC wait can take a minute on Route53); two DNS changes never overlap.
     pub running: BTreeSet<u64>,
@@ -345,14 +363,22 @@ impl Desired {
 
     fn push(&mut self, entry: HistoryEntry) {
         self.history.push(entry);
-        if self.history.len() > HISTORY_LIMIT {
-            let excess = self.history.len() - HISTORY_LIMIT;
-            self.history.drain(..excess);
-        }
+        // Drop the oldest entries, but never a failover still in progress: it must finish.
+        let mut excess = self.history.len().saturating_sub(HISTORY_LIMIT);
+        let running = &self.running;
+        self.history.retain(|e| {
+            let keep =
+                excess == 0 || matches!(e, HistoryEntry::Failover(f) if running.contains(&f.epoch));
+            if !keep {
+                excess -= 1;
+            }
+            keep
+        });
     }
 
-    /// Applies one committed command at log `index`. Returns the primaries the command names
-    /// anew (group → member), for the caller's record of primaries.
+    /// Applies one committed command at log `index`. Returns the primary the command names
+    /// anew (group → member), for the caller's record of primaries: the promoted member at a
+    /// decision, the old primary again when a failover ends without its promotion.
     pub fn apply(&mut self, command: FailoverCommand, index: u64) -> Option<(String, TargetId)> {
         match command {
             FailoverCommand::Decide(decision) => {
@@ -417,8 +443,10 @@ impl Desired {
                 ok,
                 detail,
                 at_ms,
+                give_up,
             } => {
                 let mut wrote_dns = None;
+                let mut refused_dns = None;
                 if let Some(record) = self
                     .failover_mut(epoch)
                     .and_then(|f| f.steps.iter_mut().find(|s| s.step.id == step))
@@ -432,14 +460,22 @@ impl Desired {
                         };
                         record.finished_ms = Some(at_ms);
                         record.detail = Some(detail);
-                        if let (true, Action::Route53 { weights }) = (ok, &record.step.action) {
-                            wrote_dns = Some(weights.clone());
+                        if let Action::Route53 { weights } = &record.step.action {
+                            if ok {
+                                wrote_dns = Some(weights.clone());
+                            } else if give_up {
+                                refused_dns = record.detail.clone();
+                            }
                         }
                     }
                 }
                 if let Some(weights) = wrote_dns {
                     self.dns_epoch = Some(epoch);
                     self.dns_weights = weights;
+                    self.dns_refused = None;
+                }
+                if refused_dns.is_some() {
+                    self.dns_refused = refused_dns;
                 }
                 None
             }
@@ -449,7 +485,19 @@ impl Desired {
                 at_ms,
                 cooldown_until_ms,
             } => {
+                let mut renamed = None;
                 if let Some(record) = self.failover_mut(epoch) {
+                    // A promotion that did not happen: the old primary is named again, so
+                    // that it is not fenced as stale and a later failover can replace it.
+                    if let Some(p) = &record.decision.promotion {
+                        let promoted = record.steps.iter().any(|s| {
+                            matches!(s.step.action, Action::PromotePostgres { .. })
+                                && s.state == StepState::Succeeded
+                        });
+                        if record.outcome.is_none() && !promoted {
+                            renamed = Some((p.group.clone(), p.from.clone()));
+                        }
+                    }
                     if record.outcome.is_none() {
                         record.outcome = Some(outcome);
                         record.finished_ms = Some(at_ms);
@@ -464,8 +512,11 @@ impl Desired {
                 }
                 if self.running.remove(&epoch) {
                     self.cooldown_until_ms = self.cooldown_until_ms.max(cooldown_until_ms);
+                    if outcome == Outcome::Failed {
+                        self.last_failed_ms = at_ms;
+                    }
                 }
-                None
+                renamed
             }
             FailoverCommand::Refuse(refusal) => {
                 self.refusals.insert(
@@ -563,6 +614,7 @@ mod tests {
                 to: target("b"),
                 estimated_loss_bytes: 0,
                 evidence: String::new(),
+                old_primary_cut_off: true,
             }),
             refusal: None,
             steps: crate::failover::plan::plan(
@@ -572,6 +624,7 @@ mod tests {
                     to: target("b"),
                     estimated_loss_bytes: 0,
                     evidence: String::new(),
+                    old_primary_cut_off: true,
                 }),
                 &[],
                 &BTreeMap::new(),
@@ -597,6 +650,7 @@ mod tests {
             ok,
             detail: "done".into(),
             at_ms: 1_200,
+            give_up: false,
         }
     }
 
@@ -668,6 +722,44 @@ mod tests {
             .iter()
             .filter(|s| s.step.id != "route53:weights")
             .all(|s| s.state == StepState::Skipped));
+    }
+
+    #[test]
+    fn a_failover_ending_without_its_promotion_names_the_old_primary_again() {
+        let mut d = Desired::default();
+        d.apply(FailoverCommand::Decide(decision()), 7);
+        d.apply(finished("fence:postgres/main/a", true), 8);
+        d.apply(finished("promote:postgres/main/b", false), 9);
+        let renamed = d.apply(
+            FailoverCommand::Finish {
+                epoch: 7,
+                outcome: Outcome::Failed,
+                at_ms: 2_000,
+                cooldown_until_ms: 2_000,
+            },
+            10,
+        );
+        assert_eq!(renamed, Some(("postgres/main".into(), target("a"))));
+        assert_eq!(d.last_failed_ms, 2_000);
+    }
+
+    #[test]
+    fn a_failover_in_progress_is_never_trimmed_from_the_history() {
+        let mut d = Desired::default();
+        d.apply(FailoverCommand::Decide(decision()), 7);
+        for i in 0..(HISTORY_LIMIT as u64 + 10) {
+            d.apply(
+                FailoverCommand::SetPaused {
+                    paused: false,
+                    by: "sre".into(),
+                    at_ms: i,
+                },
+                100 + i,
+            );
+        }
+        assert_eq!(d.history.len(), HISTORY_LIMIT);
+        assert!(d.failover(7).is_some(), "still running, still there");
+        assert_eq!(d.in_progress().len(), 1);
     }
 
     #[test]

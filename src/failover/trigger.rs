@@ -39,6 +39,11 @@ pub struct Group {
     pub choice: Choice,
     /// Replicas outside the primary's region that are Up: to repoint after a promotion.
     pub followers: Vec<TargetId>,
+    /// The candidate when only the primary is lost and its region serves on: replicas of
+    /// every region are eligible.
+    pub local_choice: Choice,
+    /// Replicas of every region that are Up, for a promotion by `local_choice`.
+    pub local_followers: Vec<TargetId>,
 }
 
 /// Everything the trigger looks at.
@@ -62,7 +67,14 @@ pub struct World<'a> {
     pub auto_failback: bool,
     /// `failover.failback_hold_down`.
     pub hold_down: Duration,
+    /// Route53 is configured: weights the log wants but the last DNS change did not write
+    /// are written again.
+    pub route53: bool,
 }
+
+/// After a failover ended `failed`, automatic retries (a promotion, a DNS change) wait this
+/// long, so a step that cannot succeed is not retried in a tight loop.
+pub const RETRY_AFTER_MS: u64 = 10_000;
 
 /// A change to decide, before it is planned.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,9 +123,19 @@ fn guard_of(reason: &str) -> &'static str {
     }
 }
 
-/// The promotion for `group`, or the refusal.
-fn promote(group: &Group) -> Result<(Promotion, Vec<TargetId>), Refused> {
-    match &group.choice {
+/// The promotion for `group` when its region is lost (`region_lost`: the candidate must be
+/// elsewhere) or only its primary (any region), or the refusal.
+fn promote(
+    group: &Group,
+    region_lost: bool,
+    cut_off: bool,
+) -> Result<(Promotion, Vec<TargetId>), Refused> {
+    let (choice, followers) = if region_lost {
+        (&group.choice, &group.followers)
+    } else {
+        (&group.local_choice, &group.local_followers)
+    };
+    match choice {
         Choice::Promote {
             target,
             estimated_loss_bytes,
@@ -125,18 +147,14 @@ fn promote(group: &Group) -> Result<(Promotion, Vec<TargetId>), Refused> {
                 to: target.clone(),
                 estimated_loss_bytes: *estimated_loss_bytes,
                 evidence: serde_json::to_string(evidence).unwrap_or_default(),
+                old_primary_cut_off: cut_off,
             },
-            group
-                .followers
-                .iter()
-                .filter(|f| *f != target)
-                .cloned()
-                .collect(),
+            followers.iter().filter(|f| *f != target).cloned().collect(),
         )),
         Choice::Blocked { reason } => Err(Refused {
             subject: group.group.clone(),
             guard: guard_of(reason).to_owned(),
-            reason: format!("{}", group.choice),
+            reason: format!("{choice}"),
         }),
     }
 }
@@ -151,6 +169,19 @@ fn may_replace(world: &World<'_>, group: &Group) -> Result<(), String> {
              lease_ttl (they fence it) before promoting elsewhere",
             group.group, group.primary, group.primary_region
         ))
+    }
+}
+
+/// After a failed failover, automatic retries wait [`RETRY_AFTER_MS`].
+fn retry_wait(world: &World<'_>) -> Result<(), String> {
+    let last = world.desired.last_failed_ms;
+    if last > 0 && world.now_ms < last.saturating_add(RETRY_AFTER_MS) {
+        Err(format!(
+            "a failover failed at {last} (Unix ms): retrying automatically {} s after it",
+            RETRY_AFTER_MS / 1000
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -238,7 +269,11 @@ pub fn assess(world: &World<'_>) -> Assessment {
                 wait = Some(why);
                 break;
             }
-            match promote(group) {
+            if let Err(why) = retry_wait(world) {
+                wait = Some(why);
+                break;
+            }
+            match promote(group, true, world.cut_off.contains(region)) {
                 Ok((promotion, followers)) => {
                     proposal.promotion = Some(promotion);
                     proposal.followers = followers;
@@ -259,9 +294,13 @@ pub fn assess(world: &World<'_>) -> Assessment {
 
     // A primary Down by verdict (its region may be drained already, or not Down at all).
     for group in world.groups {
-        let region_lost = world.cut_off.contains(&group.primary_region)
-            && desired.drained.contains(&group.primary_region);
-        if !(group.primary_down || region_lost) {
+        // Cut off, the region's agents fenced the primary themselves: writes fail even while
+        // the region's APIs serve, so the primary moves.
+        let cut_off = world.cut_off.contains(&group.primary_region);
+        let region_lost = cut_off
+            || desired.drained.contains(&group.primary_region)
+            || world.region_state.get(&group.primary_region) == Some(&State::Down);
+        if !(group.primary_down || cut_off) {
             continue;
         }
         if promoting_any || promoting.contains(&group.group) {
@@ -273,7 +312,11 @@ pub fn assess(world: &World<'_>) -> Assessment {
             out.waiting.push(why);
             continue;
         }
-        match promote(group) {
+        if let Err(why) = retry_wait(world) {
+            out.waiting.push(why);
+            continue;
+        }
+        match promote(group, region_lost, cut_off) {
             Ok((promotion, followers)) => {
                 out.proposal = Some(Proposal {
                     trigger: Trigger::PrimaryDown {
@@ -289,6 +332,43 @@ pub fn assess(world: &World<'_>) -> Assessment {
                 return out;
             }
             Err(refused) => out.refusals.push(refused),
+        }
+    }
+
+    // Weights the log wants that the last DNS change did not write (it failed): write them.
+    if world.route53 && !busy && !desired.weights.is_empty() {
+        let written: BTreeMap<String, u32> = if desired.dns_weights.is_empty() {
+            world.regions.iter().cloned().collect()
+        } else {
+            desired.dns_weights.clone()
+        };
+        if desired.weights != written {
+            if let Some(why) = &desired.dns_refused {
+                out.refusals.push(Refused {
+                    subject: "route53".into(),
+                    guard: "dns_epoch".into(),
+                    reason: format!(
+                        "blocked because Route53 refused the last batch for good ({why}); the \
+                         weights the log wants are not written until someone checks who else \
+                         writes the epoch record"
+                    ),
+                });
+                return out;
+            }
+            match retry_wait(world) {
+                Err(why) => out.waiting.push(why),
+                Ok(()) => {
+                    out.proposal = Some(Proposal {
+                        trigger: Trigger::DnsRepair,
+                        drain: Vec::new(),
+                        restore: Vec::new(),
+                        promotion: None,
+                        followers: Vec::new(),
+                        refusal: None,
+                    });
+                    return out;
+                }
+            }
         }
     }
 
@@ -355,8 +435,14 @@ mod tests {
             primary_region: "r1".into(),
             primary_down,
             home_says_down,
+            local_choice: choice.clone(),
             choice,
             followers: vec![id("postgres/main/b"), id("postgres/main/c")],
+            local_followers: vec![
+                id("postgres/main/a2"),
+                id("postgres/main/b"),
+                id("postgres/main/c"),
+            ],
         }
     }
 
@@ -386,6 +472,7 @@ mod tests {
         cut_off: BTreeSet<String>,
         groups: Vec<Group>,
         auto_failback: bool,
+        route53: bool,
         now_ms: u64,
     }
 
@@ -400,6 +487,7 @@ mod tests {
                 cut_off: BTreeSet::new(),
                 groups: vec![group(false, false, promote_b())],
                 auto_failback: false,
+                route53: true,
                 now_ms: 1_000_000,
             }
         }
@@ -427,6 +515,7 @@ mod tests {
                 groups: &self.groups,
                 auto_failback: self.auto_failback,
                 hold_down: Duration::from_secs(300),
+                route53: self.route53,
             })
         }
     }
@@ -537,12 +626,15 @@ mod tests {
         case.desired.running.insert(4);
         assert_eq!(case.assess().proposal, None);
         case.desired.running.clear();
+        // The cooldown holds the drain back, not the promotion of a lost primary.
         case.desired.cooldown_until_ms = case.now_ms + 1;
         let a = case.assess();
-        assert_eq!(a.proposal, None);
         assert!(a.waiting[0].contains("cooldown"));
+        let p = a.proposal.expect("the promotion");
+        assert!(p.drain.is_empty());
+        assert!(p.promotion.is_some());
         case.desired.cooldown_until_ms = case.now_ms;
-        assert!(case.assess().proposal.is_some());
+        assert_eq!(case.assess().proposal.unwrap().drain, ["r1"]);
     }
 
     fn decide(case: &mut Case, promotion: Option<Promotion>) -> u64 {
@@ -578,7 +670,7 @@ mod tests {
         let p = a.proposal.expect("the promotion");
         assert!(matches!(p.trigger, Trigger::PrimaryDown { .. }));
         // With a promotion of the group in progress, nothing more.
-        let promotion = match promote(&case.groups[0]) {
+        let promotion = match promote(&case.groups[0], false, false) {
             Ok((p, _)) => p,
             Err(r) => panic!("{r:?}"),
         };
@@ -598,6 +690,89 @@ mod tests {
         let a = case.assess();
         assert_eq!(a.proposal, None);
         assert!(a.waiting[0].contains("in progress"), "{:?}", a.waiting);
+    }
+
+    #[test]
+    fn a_lost_primary_in_a_serving_region_may_be_replaced_by_a_replica_of_its_region() {
+        let local = Choice::Promote {
+            target: id("postgres/main/a2"),
+            estimated_loss_bytes: 0,
+            evidence: Evidence::ReplicaReceived {
+                target: id("postgres/main/a2"),
+                lsn: "0/3000000".into(),
+            },
+        };
+        let mut g = group(true, true, promote_b());
+        g.local_choice = local;
+        let p = Case::new()
+            .groups(vec![g.clone()])
+            .assess()
+            .proposal
+            .unwrap();
+        let promotion = p.promotion.unwrap();
+        assert_eq!(
+            promotion.to,
+            id("postgres/main/a2"),
+            "same region, caught up"
+        );
+        assert!(!promotion.old_primary_cut_off);
+        assert_eq!(p.followers, [id("postgres/main/b"), id("postgres/main/c")]);
+        // With its region cut off, only other regions qualify.
+        let p = Case::new()
+            .cut("r1")
+            .groups(vec![g])
+            .assess()
+            .proposal
+            .unwrap();
+        let promotion = p.promotion.unwrap();
+        assert_eq!(promotion.to, id("postgres/main/b"));
+        assert!(promotion.old_primary_cut_off);
+    }
+
+    #[test]
+    fn a_cut_off_region_loses_its_primary_even_while_its_apis_serve() {
+        // Its agent fenced the primary when its lease ran out: writes fail everywhere.
+        let p = Case::new()
+            .cut("r1")
+            .assess()
+            .proposal
+            .expect("a promotion");
+        assert!(matches!(p.trigger, Trigger::PrimaryDown { .. }));
+        assert!(p.drain.is_empty(), "its APIs still serve");
+        assert_eq!(p.promotion.unwrap().to, id("postgres/main/b"));
+    }
+
+    #[test]
+    fn after_a_failed_failover_retries_wait() {
+        let mut case = Case::new().groups(vec![group(true, true, promote_b())]);
+        case.desired.last_failed_ms = case.now_ms - 1_000;
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert!(a.waiting[0].contains("retrying"), "{:?}", a.waiting);
+        case.desired.last_failed_ms = case.now_ms - RETRY_AFTER_MS;
+        assert!(case.assess().proposal.is_some());
+    }
+
+    #[test]
+    fn weights_a_failed_dns_change_did_not_write_are_written_again() {
+        let mut case = Case::new();
+        case.desired.drained.insert("r1".into());
+        case.desired.weights = [("r1", 0), ("r2", 100), ("r3", 50)]
+            .map(|(r, w)| (r.to_string(), w))
+            .into();
+        // Nothing written yet: the configured weights stand in Route53.
+        let p = case.assess().proposal.expect("a repair");
+        assert_eq!(p.trigger, Trigger::DnsRepair);
+        case.desired.dns_weights = case.desired.weights.clone();
+        assert_eq!(case.assess().proposal, None, "written: nothing to repair");
+        case.desired.dns_weights.clear();
+        case.desired.dns_refused = Some("batch rejected (InvalidChangeBatch)".into());
+        let a = case.assess();
+        assert_eq!(a.proposal, None, "refused for good: not retried");
+        assert_eq!(a.refusals[0].guard, "dns_epoch");
+        case.desired.dns_refused = None;
+        case.route53 = false;
+        assert_eq!(case.assess().proposal, None, "no Route53: nothing to write");
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Consensus(Box::new(e)))?;
         let fencer = Fencer::new(&config, &registry)?;
+        let fenced = fencer.fenced();
         let reconciler = Arc::new(
             crate::failover::executor::Reconciler::new(&config, consensus.clone(), &registry)
                 .await?,
@@ -165,6 +166,8 @@ impl Agent {
             registry,
             consensus,
             reconciler,
+            fenced,
+            regions: config.regions.iter().map(|r| r.name.clone()).collect(),
         });
         let served = match admin_tls {
             Some(tls) => crate::tls::serve(admin_listener, tls, app, shutdown.clone()).await,

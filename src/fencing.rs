@@ -127,6 +127,11 @@ impl Fencer {
         })
     }
 
+    /// The number of local primaries fenced now (shared with the admin API's gate).
+    pub fn fenced(&self) -> IntGauge {
+        self.fenced_gauge.clone()
+    }
+
     /// Checks the lease every [`CHECK_INTERVAL`] until `shutdown`.
     pub async fn run(
         mut self,

@@ -330,6 +330,18 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
     );
     assert_eq!(weights["eu-central-1"], 100);
     assert_eq!(weights["us-east-1"], 100);
+    // The data-plane gate agrees with the weights.
+    let gate = |region: &str| format!("http://{}/v1/gate/{region}", lab.cluster.agents[1].admin);
+    let drained = reqwest::get(gate("eu-west-3")).await?;
+    assert_eq!(drained.status(), 503);
+    let body: Value = serde_json::from_str(&drained.text().await?)?;
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("drained")),
+        "{body}"
+    );
+    assert_eq!(reqwest::get(gate("eu-central-1")).await?.status(), 200);
 
     // No acknowledged write was lost: rows 1 and 2 from before, 3 written after.
     let count: i64 = new_primary

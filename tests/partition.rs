@@ -1,6 +1,7 @@
 //! An agent cut off from its peers loses its lease and fences the primaries of its region;
-//! the other two keep quorum and decide nothing is down; after the heal the fence is lifted
-//! because the cluster still names those primaries.
+//! the other two keep quorum, find nothing Down, and move the Postgres primary out of the
+//! cut-off region (it takes no writes any more); after the heal the Redis fence is lifted
+//! because the cluster still names that master, and the old Postgres primary stays fenced.
 
 mod support;
 
@@ -33,7 +34,7 @@ async fn redis_write(pair: &RedisPair) -> Result<(), String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_off_agent_fences_its_primaries_and_lifts_the_fence_after_the_heal(
+async fn a_cut_off_agent_fences_its_primaries_and_its_postgres_primary_moves_elsewhere(
 ) -> anyhow::Result<()> {
     let pg = PgPair::start().await?;
     pg.primary
@@ -245,21 +246,67 @@ members = [
         assert_ne!(new_leader, leader, "the cut-off leader was replaced");
     }
 
-    // Heal: the agent rejoins, holds its lease again, and lifts both fences because the log
-    // still names its members primary.
-    cluster.isolate(0, false);
-    wait_for_async(
-        "Postgres writes to succeed again",
+    // The gate sends traffic away from the cut-off agent's region.
+    let gate = reqwest::get(format!("http://{}/v1/gate/eu-west-3", paris.admin)).await?;
+    assert_eq!(gate.status(), 503);
+    let body: serde_json::Value = serde_json::from_str(&gate.text().await?)?;
+    assert!(
+        body["reasons"].to_string().contains("lost its lease"),
+        "{body}"
+    );
+
+    // Its primary takes no writes any more: the others promote the replica elsewhere.
+    let failover = wait_for_async(
+        "the primary moved out of the cut-off region",
         Duration::from_secs(20),
-        || async { pg_write(&pg).await.ok() },
+        || async {
+            let s = leader_agent.status().await?;
+            (s["cluster"]["primaries"]["postgres/main"] == "postgres/main/pg-eu-central-1")
+                .then_some(())?;
+            let text = reqwest::get(format!("http://{}/v1/history", leader_agent.admin))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let h: serde_json::Value = serde_json::from_str(&text).ok()?;
+            h["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| e["type"] == "failover" && e["outcome"] == "completed")
+                .cloned()
+        },
     )
     .await?;
+    assert_eq!(failover["decision"]["trigger"]["kind"], "primary_down");
+    assert_eq!(
+        failover["decision"]["promotion"]["old_primary_cut_off"],
+        true
+    );
+    let promoted_at = cut_at.elapsed();
+    assert!(
+        promoted_at >= Duration::from_millis(LEASE_TTL_MS),
+        "promoted after {promoted_at:?}: not before the lease ran out"
+    );
+    pg.replica
+        .connect()
+        .await?
+        .batch_execute("INSERT INTO fence_probe VALUES (now())")
+        .await?;
+
+    // Heal: the agent rejoins and holds its lease again. It lifts the Redis fence (the log
+    // still names that master) and keeps the old Postgres primary fenced (it does not).
+    cluster.isolate(0, false);
     wait_for_async(
         "Redis writes to succeed again",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || async { redis_write(&redis).await.ok() },
     )
     .await?;
+    let refused = pg_write(&pg)
+        .await
+        .expect_err("the old primary stays fenced");
+    assert!(refused.contains("read-only transaction"), "{refused}");
     let status = paris.status().await.expect("answers");
     assert_eq!(status["cluster"]["lease"]["valid"], true);
     let metrics = reqwest::get(format!("http://{}/metrics", paris.admin))
@@ -267,33 +314,19 @@ members = [
         .text()
         .await?;
     assert!(metrics.contains(r#"failoverd_fence_actions_total{action="fence",result="ok"} 2"#));
-    assert!(metrics.contains(r#"failoverd_fence_actions_total{action="unfence",result="ok"} 2"#));
-    assert!(metrics.contains("failoverd_fenced_primaries 0"));
-
-    // A crashed primary is Down by verdict: its own agent cannot reach it, and the replica's
-    // link has been down longer than data_path_down_after.
-    pg.primary.kill()?;
-    let (leader, _) = cluster
-        .agreed_leader(None, None, Duration::from_secs(20))
-        .await?;
-    let leader = &cluster.agents[cluster.index(&leader)];
-    let verdict = wait_for_async(
-        "the primary down by verdict",
-        Duration::from_secs(20),
-        || async {
-            let v = leader.status().await?["cluster"]["verdict"].clone();
-            (v["targets"]["postgres/main/pg-eu-west-3"]["state"] == "down").then_some(v)
-        },
-    )
+    assert!(metrics.contains(r#"failoverd_fence_actions_total{action="unfence",result="ok"} 1"#));
+    assert!(metrics.contains("failoverd_fenced_primaries 1"));
+    let gate = reqwest::get(format!("http://{}/v1/gate/eu-west-3", paris.admin)).await?;
+    assert_eq!(gate.status(), 503, "its old primary is still fenced");
+    let gate = reqwest::get(format!(
+        "http://{}/v1/gate/eu-central-1",
+        leader_agent.admin
+    ))
     .await?;
-    let down = verdict["targets"]["postgres/main/pg-eu-west-3"]["down"]
-        .as_array()
-        .unwrap()
-        .clone();
-    assert_eq!(
-        down,
-        vec!["eu-central-1-a", "eu-west-3-a"],
-        "direct and data-path votes"
-    );
+    assert_eq!(gate.status(), 200);
+    let unknown = reqwest::get(format!("http://{}/v1/gate/mars-1", paris.admin)).await?;
+    assert_eq!(unknown.status(), 404);
+    let body: serde_json::Value = serde_json::from_str(&unknown.text().await?)?;
+    assert_eq!(body["code"], "unknown_region");
     Ok(())
 }

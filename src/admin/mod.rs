@@ -30,6 +30,10 @@ pub struct AdminState {
     pub consensus: Arc<crate::consensus::Consensus>,
     /// The failover reconciler.
     pub reconciler: Arc<crate::failover::executor::Reconciler>,
+    /// Local primaries this agent has fenced.
+    pub fenced: prometheus::IntGauge,
+    /// The configured regions.
+    pub regions: Vec<String>,
 }
 
 /// An API error: HTTP status, a stable machine-readable code and a human message.
@@ -67,6 +71,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
+        .route("/v1/gate/{region}", get(gate))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -166,6 +171,62 @@ pub struct FailoverStatus {
     pub waiting: Vec<String>,
     /// On the leader: refusals that stand ("blocked because …").
     pub refusals: Vec<String>,
+}
+
+/// `GET /v1/gate/{region}`: whether the region should receive traffic, for a Route53 health
+/// check that keeps working when Route53's control plane does not.
+#[derive(Debug, Serialize)]
+pub struct GateResponse {
+    /// The region.
+    pub region: String,
+    /// 200 when true, 503 when false.
+    pub in_service: bool,
+    /// Why not, when not.
+    pub reasons: Vec<String>,
+}
+
+async fn gate(
+    State(state): State<AdminState>,
+    axum::extract::Path(region): axum::extract::Path<String>,
+) -> Result<(StatusCode, Json<GateResponse>), ApiError> {
+    if !state.regions.contains(&region) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown_region",
+            message: format!("no region {region:?} in the configuration"),
+        });
+    }
+    let mut reasons = Vec::new();
+    if state.consensus.desired().drained.contains(&region) {
+        reasons.push(format!("region {region} is drained"));
+    }
+    if !state.consensus.lease_valid() {
+        reasons.push(format!(
+            "agent {} has lost its lease (no contact with a quorum)",
+            state.agent_id
+        ));
+    }
+    let fenced = state.fenced.get();
+    if fenced > 0 {
+        reasons.push(format!(
+            "agent {} has fenced {fenced} local primary(ies)",
+            state.agent_id
+        ));
+    }
+    let in_service = reasons.is_empty();
+    let status = if in_service {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((
+        status,
+        Json(GateResponse {
+            region,
+            in_service,
+            reasons,
+        }),
+    ))
 }
 
 /// `GET /v1/history` query.

@@ -123,11 +123,18 @@ impl Agent {
         let consensus = Consensus::start(&config, &registry)
             .await
             .map_err(|e| AgentError::Consensus(Box::new(e)))?;
-        let fencer = Fencer::new(&config, &registry)?;
+        let (notifier, delivery) =
+            crate::notify::Notifier::new(config.notify.as_ref(), &config.agent.id, &registry)?;
+        let fencer = Fencer::new(&config, &registry)?.with_notifier(notifier.clone());
         let fenced = fencer.fenced();
         let reconciler = Arc::new(
-            crate::failover::executor::Reconciler::new(&config, consensus.clone(), &registry)
-                .await?,
+            crate::failover::executor::Reconciler::new(
+                &config,
+                consensus.clone(),
+                &registry,
+                notifier,
+            )
+            .await?,
         );
         let mut tasks_set = JoinSet::new();
         for task in tasks {
@@ -136,6 +143,9 @@ impl Agent {
         tasks_set.spawn(consensus.clone().run(board.clone(), shutdown.clone()));
         tasks_set.spawn(fencer.run(consensus.clone(), board.clone(), shutdown.clone()));
         tasks_set.spawn(reconciler.clone().run(shutdown.clone()));
+        if let Some(delivery) = delivery {
+            tasks_set.spawn(delivery.run(shutdown.clone()));
+        }
         let peer_tls = match config.tls.as_ref().filter(|t| t.peer) {
             Some(t) => Some(crate::tls::server_config(t, t.require_client_cert)?),
             None => None,

@@ -78,6 +78,70 @@ pub struct Config {
     /// How failovers are triggered and carried out.
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// Where failover and fencing events are sent, if anywhere.
+    #[serde(default)]
+    pub notify: Option<NotifyConfig>,
+}
+
+/// A webhook for failover and fencing events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// The URL to POST events to, as a secret (a Slack webhook URL carries its token).
+    pub webhook_url: SecretRef,
+    /// Limit on one delivery attempt (default 5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Attempts per event before it is dropped and counted (default 5).
+    pub attempts: Option<u32>,
+}
+
+impl NotifyConfig {
+    /// `timeout` with its default.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(5))
+    }
+    /// `attempts` with its default.
+    pub fn attempts(&self) -> u32 {
+        self.attempts.unwrap_or(5)
+    }
+}
+
+/// A check that must pass before an automatic failover goes ahead: a command (the decision
+/// as JSON on its stdin; exit 0 to proceed) or an HTTP POST (the decision as the body; a 2xx
+/// to proceed). Anything else vetoes the failover, with the output as the reason.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// argv of the command.
+    pub command: Option<Vec<String>>,
+    /// URL to POST to.
+    pub url: Option<String>,
+    /// How long to wait for its answer (default 5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// What a hook that does not answer in time means (default `proceed`: an approval
+    /// service that is down must not stop a failover).
+    #[serde(default)]
+    pub on_timeout: HookTimeout,
+}
+
+/// What a hook that times out means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookTimeout {
+    /// Go ahead.
+    #[default]
+    Proceed,
+    /// Refuse.
+    Veto,
+}
+
+impl HookConfig {
+    /// `timeout` with its default.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(5))
+    }
 }
 
 /// How failovers are triggered and carried out.
@@ -105,6 +169,8 @@ pub struct FailoverConfig {
     /// Wait before the first retry of a step, doubled at each retry (default 200 ms).
     #[serde(default, with = "humantime_serde")]
     pub retry_backoff: Option<Duration>,
+    /// A check that may veto an automatic failover, if any.
+    pub pre_hook: Option<HookConfig>,
 }
 
 /// Default cooldown after a failover.
@@ -1454,6 +1520,33 @@ impl Config {
         }
         if f.step_attempts == Some(0) {
             v.push("failover.step_attempts", "must be at least 1");
+        }
+        if let Some(hook) = &f.pre_hook {
+            match (&hook.command, &hook.url) {
+                (Some(_), Some(_)) | (None, None) => v.push(
+                    "failover.pre_hook",
+                    "set exactly one of `command` and `url`",
+                ),
+                (Some(argv), None) if argv.is_empty() || argv[0].trim().is_empty() => {
+                    v.push("failover.pre_hook.command", "must name a program")
+                }
+                (None, Some(url)) => {
+                    v.url("failover.pre_hook.url", url, &["http", "https"]);
+                }
+                _ => {}
+            }
+            if hook.timeout.is_some_and(|t| t.is_zero()) {
+                v.push("failover.pre_hook.timeout", "must be more than 0");
+            }
+        }
+        if let Some(n) = &self.notify {
+            v.secret("notify.webhook_url", &n.webhook_url);
+            if n.attempts == Some(0) {
+                v.push("notify.attempts", "must be at least 1");
+            }
+            if n.timeout.is_some_and(|t| t.is_zero()) {
+                v.push("notify.timeout", "must be more than 0");
+            }
         }
         if let Some(pg) = &self.postgres {
             if pg.replication.user.trim().is_empty() {

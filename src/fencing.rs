@@ -47,6 +47,10 @@ pub struct Fencer {
     timeout: Duration,
     lease_ttl: Duration,
     fenced: BTreeMap<TargetId, Fence>,
+    /// Where fence events go.
+    notifier: Option<crate::notify::Notifier>,
+    /// Every Redis member of a replication shard, to point a stale master at the new one.
+    redis_members: std::collections::HashMap<TargetId, actions::redis::Member>,
     /// Local Postgres members last seen as primary.
     last_primary: std::collections::BTreeSet<TargetId>,
     lease_gauge: IntGauge,
@@ -120,11 +124,40 @@ impl Fencer {
             timeout: Duration::from_secs(5),
             lease_ttl: config.cluster.lease_ttl(),
             fenced: BTreeMap::new(),
+            notifier: None,
+            redis_members: topology
+                .targets
+                .iter()
+                .filter_map(|t| match &t.spec {
+                    TargetSpec::Redis {
+                        mode: RedisMode::Replication,
+                        member,
+                        password,
+                        ca_file,
+                        ..
+                    } => Some((
+                        t.id.clone(),
+                        actions::redis::Member {
+                            name: member.name.clone(),
+                            url: member.url.clone(),
+                            password: password.clone(),
+                            ca_file: ca_file.clone(),
+                        },
+                    )),
+                    _ => None,
+                })
+                .collect(),
             last_primary: std::collections::BTreeSet::new(),
             lease_gauge,
             fenced_gauge,
             actions,
         })
+    }
+
+    /// Sends fence and unfence events to `notifier`.
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Fencer {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// The number of local primaries fenced now (shared with the admin API's gate).
@@ -161,6 +194,15 @@ impl Fencer {
                         self.last_primary.remove(&id);
                     }
                     None => {}
+                }
+                // A Redis master the log no longer names (back after a failover elsewhere) is
+                // made a replica of the master it names, never a second master.
+                if let (true, true, Local::Redis(m)) = (valid, writable, &local) {
+                    let group = consensus.group_of(&id).unwrap_or_default();
+                    if let Some(named) = consensus.named_primary(group).filter(|n| *n != id) {
+                        self.demote(&id, m, &named).await;
+                        continue;
+                    }
                 }
                 if !valid && writable && !self.fenced.contains_key(&id) {
                     self.fence(&id, &local, "no contact with a quorum for the lease period")
@@ -218,11 +260,51 @@ impl Fencer {
                     reason = why,
                     "fenced the local primary"
                 );
+                if let Some(n) = &self.notifier {
+                    n.send(
+                        "fenced",
+                        None,
+                        format!("failoverd fenced {id}: {why}"),
+                        serde_json::json!({ "target": id, "reason": why }),
+                    );
+                }
                 self.fenced.insert(id.clone(), fence);
             }
             Err(e) => {
                 self.actions.with_label_values(&["fence", "error"]).inc();
                 tracing::error!(target_id = %id, error = %e, "cannot fence the local primary; retrying");
+            }
+        }
+    }
+
+    /// Makes a stale local Redis master a replica of `named`, then restores the setting a
+    /// fence changed.
+    async fn demote(&mut self, id: &TargetId, member: &actions::redis::Member, named: &TargetId) {
+        let Some(master) = self.redis_members.get(named) else {
+            tracing::error!(target_id = %id, named = %named, "the named master is not a configured member");
+            return;
+        };
+        match actions::redis::follow(member, master, self.timeout).await {
+            Ok(()) => {
+                self.actions.with_label_values(&["demote", "ok"]).inc();
+                tracing::warn!(target_id = %id, master = %named, "made the stale local Redis master a replica of the named one");
+                if let Some(n) = &self.notifier {
+                    n.send(
+                        "demoted",
+                        None,
+                        format!("failoverd made {id} a replica of {named}: the cluster names {named} master"),
+                        serde_json::json!({ "target": id, "master": named }),
+                    );
+                }
+                if let Some(Fence::Redis(previous)) = self.fenced.remove(id) {
+                    if let Err(e) = actions::redis::unfence(member, previous, self.timeout).await {
+                        tracing::warn!(target_id = %id, error = %e, "cannot restore min-replicas-to-write on the demoted member");
+                    }
+                }
+            }
+            Err(e) => {
+                self.actions.with_label_values(&["demote", "error"]).inc();
+                tracing::error!(target_id = %id, error = %e, "cannot demote the stale local Redis master; retrying");
             }
         }
     }
@@ -241,6 +323,14 @@ impl Fencer {
             Ok(()) => {
                 self.actions.with_label_values(&["unfence", "ok"]).inc();
                 tracing::info!(target_id = %id, "lifted the fence: lease regained and the cluster still names it primary");
+                if let Some(n) = &self.notifier {
+                    n.send(
+                        "unfenced",
+                        None,
+                        format!("failoverd lifted the fence on {id}: lease regained and the cluster still names it primary"),
+                        serde_json::json!({ "target": id }),
+                    );
+                }
                 self.fenced.remove(id);
             }
             Err(e) => {

@@ -25,6 +25,7 @@ pub mod failover;
 pub mod fencing;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod probe;
 pub mod tls;
 pub mod topology;

@@ -4,11 +4,15 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::Value;
-use support::{wait_for_async, AgentCluster, ClusterOptions, Ministack, PgPair, PgServer};
+use support::{
+    wait_for_async, AgentCluster, ClusterOptions, Ministack, PgPair, PgServer, RedisPair,
+    RedisServer,
+};
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -51,7 +55,7 @@ async fn seed_records(ministack: &Ministack) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn datastores(pg: &PgPair, max_lag: u64, failover: &str) -> String {
+fn datastores(pg: &PgPair, redis: &RedisPair, max_lag: u64, failover: &str) -> String {
     format!(
         r#"
 [postgres]
@@ -74,21 +78,55 @@ name = "pg-us-east-1"
 region = "us-east-1"
 dsn = "{}"
 
+[[redis.shards]]
+name = "sessions"
+mode = "replication"
+members = [
+  {{ name = "r-eu-west-3", region = "eu-west-3", url = "{}" }},
+  {{ name = "r-eu-central-1", region = "eu-central-1", url = "{}" }},
+]
+
 [failover]
 {failover}
 "#,
         pg.primary.dsn(),
         pg.replica.dsn(),
         pg.others[0].dsn(),
+        redis.master.url(),
+        redis.replica.url(),
     )
 }
 
 struct Lab {
     pg: PgPair,
+    redis: RedisPair,
     ministack: Ministack,
     apis: Vec<support::HttpServer>,
     cluster: AgentCluster,
+    /// What the agents' webhook received, in arrival order.
+    events: Arc<Mutex<Vec<Value>>>,
+    _webhook: support::HttpServer,
     _proxy: Option<support::FaultProxy>,
+    _secrets: tempfile::TempDir,
+}
+
+/// A webhook receiver that keeps every JSON body it gets.
+async fn webhook() -> anyhow::Result<(support::HttpServer, Arc<Mutex<Vec<Value>>>)> {
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let store = events.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let store = store.clone();
+            async move {
+                if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                    store.lock().unwrap().push(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    Ok((support::HttpServer::start(router).await?, events))
 }
 
 /// Starts Postgres (primary + 2 replicas), ministack with the records, the region APIs and
@@ -100,10 +138,11 @@ async fn lab(max_lag: u64, failover: &str, slow_replica: Option<Duration>) -> an
         .await?
         .batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)")
         .await?;
+    let redis = RedisPair::start().await?;
     let ministack = Ministack::start().await?;
     seed_records(&ministack).await?;
     let route53 = ministack.config_section();
-    let mut stores = datastores(&pg, max_lag, failover);
+    let mut stores = datastores(&pg, &redis, max_lag, failover);
     // The agents may reach the us-east-1 replica through a proxy that delays every byte.
     let mut proxy = None;
     if let Some(delay) = slow_replica {
@@ -126,7 +165,15 @@ async fn lab(max_lag: u64, failover: &str, slow_replica: Option<Duration>) -> an
         );
         proxy = Some(p);
     }
-    let extra = format!("{stores}{route53}");
+    let (hook_server, events) = webhook().await?;
+    let secrets = tempfile::tempdir()?;
+    let hook_file = secrets.path().join("webhook-url");
+    std::fs::write(&hook_file, hook_server.url("/hook"))?;
+    let notify = format!(
+        "\n[notify]\nwebhook_url = {{ file = \"{}\" }}\n",
+        hook_file.display()
+    );
+    let extra = format!("{stores}{route53}{notify}");
     let (apis, urls) = support::region_apis().await?;
     let cluster = AgentCluster::start_with(
         &urls,
@@ -138,10 +185,14 @@ async fn lab(max_lag: u64, failover: &str, slow_replica: Option<Duration>) -> an
     .await?;
     let lab = Lab {
         pg,
+        redis,
         ministack,
         apis,
         cluster,
+        events,
+        _webhook: hook_server,
         _proxy: proxy,
+        _secrets: secrets,
     };
     let (leader, _) = lab
         .cluster
@@ -154,6 +205,7 @@ async fn lab(max_lag: u64, failover: &str, slow_replica: Option<Duration>) -> an
         || async {
             let status = lab.cluster.agents[k].status().await?;
             let named = status["cluster"]["primaries"][GROUP].as_str()?;
+            status["cluster"]["primaries"]["redis/sessions"].as_str()?;
             let decision =
                 status["cluster"]["failover_readiness"][GROUP]["choice"]["decision"].as_str()?;
             (named.ends_with("pg-eu-west-3") && decision == "promote").then_some(())
@@ -174,9 +226,10 @@ impl Lab {
             .join("\n")
     }
 
-    /// Region 1 loses its API and its Postgres primary.
+    /// Region 1 loses its API, its Postgres primary and its Redis master.
     fn kill_region_one_services(&mut self) -> anyhow::Result<()> {
         drop(self.apis.remove(0));
+        self.redis.master.kill()?;
         self.pg.primary.kill()
     }
 
@@ -226,6 +279,23 @@ async fn receiver(server: &PgServer) -> Option<String> {
     row.get(0)
 }
 
+/// `role master_port link` of a Redis member, from INFO replication.
+async fn redis_role(server: &RedisServer) -> Option<String> {
+    let info = server.cmd(&["INFO", "replication"]).await.ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| "-".into())
+    };
+    Some(format!(
+        "{} {} {}",
+        field("role"),
+        field("master_port"),
+        field("master_link_status")
+    ))
+}
+
 async fn in_recovery(server: &PgServer) -> anyhow::Result<bool> {
     Ok(server
         .connect()
@@ -251,6 +321,7 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
 
     let new_primary = &lab.pg.replica; // eu-central-1: as caught up as us-east-1, and first by name
     let other = &lab.pg.others[0];
+    // (and the Redis replica in eu-central-1 becomes master)
     let expected_stream = format!("streaming {} 2", new_primary.port);
     wait_for_async(
         "promotion, repointing and the DNS drain",
@@ -262,6 +333,11 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
             if receiver(other).await? != expected_stream {
                 return None;
             }
+            lab.redis
+                .replica
+                .cmd(&["SET", "session:1", "x"])
+                .await
+                .ok()?;
             let (weights, _) = lab.ministack.records().await.ok()?;
             (weights.get("eu-west-3") == Some(&0)).then_some(())
         },
@@ -330,6 +406,28 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
     );
     assert_eq!(weights["eu-central-1"], 100);
     assert_eq!(weights["us-east-1"], 100);
+    // The webhook heard each failover start and then complete, in that order.
+    let events = wait_for_async("the webhook events", Duration::from_secs(10), || async {
+        let events = lab.events.lock().unwrap().clone();
+        let completed = events
+            .iter()
+            .filter(|e| e["event"] == "failover_completed")
+            .count();
+        (completed == failovers.len()).then_some(events)
+    })
+    .await?;
+    for failover in &failovers {
+        let at = |kind: &str| {
+            events
+                .iter()
+                .position(|e| e["event"] == kind && e["epoch"] == failover["epoch"])
+        };
+        let (started, completed) = (at("failover_started"), at("failover_completed"));
+        assert!(started.is_some() && started < completed, "{events:#?}");
+    }
+    assert!(events.iter().all(|e| e["text"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("failover "))));
     // The data-plane gate agrees with the weights.
     let gate = |region: &str| format!("http://{}/v1/gate/{region}", lab.cluster.agents[1].admin);
     let drained = reqwest::get(gate("eu-west-3")).await?;
@@ -352,6 +450,28 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
         .get(0);
     assert_eq!(count, 2);
     println!("region loss to promoted, repointed and drained: {took:?}");
+
+    // Region 1 comes back: its old Redis master is made a replica of the new one.
+    assert!(redis_role(&lab.redis.replica)
+        .await
+        .is_some_and(|r| r.starts_with("master")));
+    lab.redis.master.restart().await?;
+    lab.cluster.agents[0].spawn()?;
+    let want = format!("slave {} up", lab.redis.replica.port);
+    wait_for_async(
+        "the old Redis master to replicate from the new one",
+        Duration::from_secs(20),
+        || async { (redis_role(&lab.redis.master).await? == want).then_some(()) },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let refused = lab
+        .redis
+        .master
+        .cmd(&["SET", "session:2", "y"])
+        .await
+        .expect_err("a replica refuses writes");
+    assert!(refused.to_string().contains("READONLY"), "{refused}");
     Ok(())
 }
 
@@ -701,6 +821,57 @@ async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() ->
             }
         }
         None
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vetoing_pre_failover_hook_stops_an_automatic_failover() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let hook =
+        r#"pre_hook = { command = ["sh", "-c", "echo 'change freeze until 06:00' >&2; exit 1"] }"#;
+    let mut lab = lab(1 << 20, hook, None).await?;
+    drop(lab.apis.remove(0));
+    let refusal = wait_for_async(
+        "the veto in the history",
+        Duration::from_secs(15),
+        || async {
+            let history = lab.history(None).await?;
+            history["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| e["type"] == "refusal" && e["guard"] == "pre_hook")
+                .cloned()
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let reason = refusal["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("blocked because the pre-failover hook vetoed it")
+            && reason.contains("change freeze until 06:00"),
+        "{reason}"
+    );
+    assert_eq!(refusal["subject"], "region/eu-west-3");
+    let history = lab.history(None).await.context("history")?;
+    assert!(
+        !history["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["type"] == "failover"),
+        "no failover: {history:#}"
+    );
+    let (weights, epochs) = lab.ministack.records().await?;
+    assert_eq!(weights["eu-west-3"], 100, "still in DNS");
+    assert!(epochs.is_empty());
+    wait_for_async("the refusal event", Duration::from_secs(5), || async {
+        let events = lab.events.lock().unwrap().clone();
+        events
+            .iter()
+            .any(|e| e["event"] == "refusal" && e["details"]["guard"] == "pre_hook")
+            .then_some(())
     })
     .await?;
     Ok(())

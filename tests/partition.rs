@@ -1,7 +1,7 @@
 //! An agent cut off from its peers loses its lease and fences the primaries of its region;
-//! the other two keep quorum, find nothing Down, and move the Postgres primary out of the
-//! cut-off region (it takes no writes any more); after the heal the Redis fence is lifted
-//! because the cluster still names that master, and the old Postgres primary stays fenced.
+//! the other two keep quorum, find nothing Down, and move the Postgres primary and the Redis
+//! master out of the cut-off region (they take no writes any more); after the heal the old
+//! Redis master becomes a replica of the new one and the old Postgres primary stays fenced.
 
 mod support;
 
@@ -34,8 +34,7 @@ async fn redis_write(pair: &RedisPair) -> Result<(), String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_off_agent_fences_its_primaries_and_its_postgres_primary_moves_elsewhere(
-) -> anyhow::Result<()> {
+async fn a_cut_off_agent_fences_its_primaries_and_they_move_elsewhere() -> anyhow::Result<()> {
     let pg = PgPair::start().await?;
     pg.primary
         .connect()
@@ -255,13 +254,14 @@ members = [
         "{body}"
     );
 
-    // Its primary takes no writes any more: the others promote the replica elsewhere.
+    // Its primaries take no writes any more: the others promote the replicas elsewhere.
     let failover = wait_for_async(
-        "the primary moved out of the cut-off region",
+        "the primaries moved out of the cut-off region",
         Duration::from_secs(20),
         || async {
             let s = leader_agent.status().await?;
-            (s["cluster"]["primaries"]["postgres/main"] == "postgres/main/pg-eu-central-1")
+            (s["cluster"]["primaries"]["postgres/main"] == "postgres/main/pg-eu-central-1"
+                && s["cluster"]["primaries"]["redis/sessions"] == "redis/sessions/r-eu-central-1")
                 .then_some(())?;
             let text = reqwest::get(format!("http://{}/v1/history", leader_agent.admin))
                 .await
@@ -294,15 +294,25 @@ members = [
         .batch_execute("INSERT INTO fence_probe VALUES (now())")
         .await?;
 
-    // Heal: the agent rejoins and holds its lease again. It lifts the Redis fence (the log
-    // still names that master) and keeps the old Postgres primary fenced (it does not).
+    // Heal: the agent rejoins and holds its lease again. It makes its old Redis master a
+    // replica of the new one and keeps the old Postgres primary fenced.
     cluster.isolate(0, false);
     wait_for_async(
-        "Redis writes to succeed again",
+        "the old Redis master to replicate from the new one",
         Duration::from_secs(20),
-        || async { redis_write(&redis).await.ok() },
+        || async {
+            let info = redis.master.cmd(&["INFO", "replication"]).await.ok()?;
+            (info.contains("role:slave")
+                && info.contains(&format!("master_port:{}", redis.replica.port))
+                && info.contains("master_link_status:up"))
+            .then_some(())
+        },
     )
     .await?;
+    let refused = redis_write(&redis)
+        .await
+        .expect_err("a replica takes no writes");
+    assert!(refused.contains("READONLY"), "{refused}");
     let refused = pg_write(&pg)
         .await
         .expect_err("the old primary stays fenced");
@@ -314,7 +324,7 @@ members = [
         .text()
         .await?;
     assert!(metrics.contains(r#"failoverd_fence_actions_total{action="fence",result="ok"} 2"#));
-    assert!(metrics.contains(r#"failoverd_fence_actions_total{action="unfence",result="ok"} 1"#));
+    assert!(metrics.contains(r#"failoverd_fence_actions_total{action="demote",result="ok"} 1"#));
     assert!(metrics.contains("failoverd_fenced_primaries 1"));
     let gate = reqwest::get(format!("http://{}/v1/gate/eu-west-3", paris.admin)).await?;
     assert_eq!(gate.status(), 503, "its old primary is still fenced");

@@ -1,4 +1,5 @@
-//! Fencing a Redis master: make it refuse writes while its agent is cut off, and undo it.
+//! Redis actions: fence a master and lift the fence, promote a replica, point members at a
+//! new master.
 //!
 //! The fence sets `min-replicas-to-write` far above any replica count, so every write is
 //! answered at once with `NOREPLICAS` (clients fail fast instead of hanging, as they would
@@ -118,4 +119,96 @@ fn config_value(value: &redis::Value) -> Option<u32> {
         redis::Value::Map(pairs) => pairs.first().and_then(|(_, v)| text(v))?.parse().ok(),
         _ => None,
     }
+}
+
+/// Host and port of a member, as its URL says.
+pub fn address(member: &Member) -> Result<(String, u16), ActionError> {
+    let url = url::Url::parse(&member.url).map_err(|e| ActionError::Connect(e.to_string()))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| ActionError::Connect(format!("no host in {}", member.name)))?
+        .to_owned();
+    Ok((host, url.port().unwrap_or(6379)))
+}
+
+async fn info_replication(member: &Member, timeout: Duration) -> Result<String, ActionError> {
+    match command(member, timeout, &["INFO", "replication"]).await? {
+        redis::Value::BulkString(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        redis::Value::VerbatimString { text, .. } => Ok(text),
+        other => Ok(format!("{other:?}")),
+    }
+}
+
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Makes a replica the master (`REPLICAOF NO ONE`), checks its role and that a write is
+/// taken. Idempotent: a member already master is only checked. Returns its offset.
+pub async fn promote(member: &Member, timeout: Duration) -> Result<u64, ActionError> {
+    super::bounded(timeout, async {
+        let info = info_replication(member, timeout).await?;
+        if field(&info, "role") != Some("master") {
+            command(member, timeout, &["REPLICAOF", "NO", "ONE"]).await?;
+        }
+        let info = info_replication(member, timeout).await?;
+        if field(&info, "role") != Some("master") {
+            return Err(ActionError::Step {
+                step: "check role",
+                message: format!("{} is still not master after REPLICAOF NO ONE", member.name),
+            });
+        }
+        // A fence left behind (it was a fenced master once) would refuse every write.
+        let setting = command(member, timeout, &["CONFIG", "GET", "min-replicas-to-write"]).await?;
+        if config_value(&setting).is_some_and(|v| v >= FENCE_MIN_REPLICAS) {
+            command(
+                member,
+                timeout,
+                &["CONFIG", "SET", "min-replicas-to-write", "0"],
+            )
+            .await?;
+        }
+        command(
+            member,
+            timeout,
+            &["SET", "failoverd:write-check", "1", "PX", "60000"],
+        )
+        .await
+        .map_err(|e| ActionError::Step {
+            step: "accept writes",
+            message: e.to_string(),
+        })?;
+        Ok(field(&info, "master_repl_offset")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0))
+    })
+    .await
+}
+
+/// Points a member at `master` (`REPLICAOF host port`) and waits until its link is up.
+/// Idempotent: `REPLICAOF` with the same master does nothing.
+pub async fn follow(
+    member: &Member,
+    master: &Member,
+    timeout: Duration,
+) -> Result<(), ActionError> {
+    let (host, port) = address(master)?;
+    let port_text = port.to_string();
+    super::bounded(timeout, async {
+        command(member, timeout, &["REPLICAOF", &host, &port_text]).await?;
+        // Bounded by the timeout: a link that never comes up is a timeout.
+        loop {
+            let info = info_replication(member, timeout).await?;
+            if field(&info, "role") == Some("slave")
+                && field(&info, "master_port") == Some(port_text.as_str())
+                && field(&info, "master_link_status") == Some("up")
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
 }

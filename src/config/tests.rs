@@ -1273,6 +1273,26 @@ url = "redis://sessions-iad.internal:6379"
             "NO_SUCH_KEY_ID_VAR",
         ),
         Case::alone(
+            "a pre-failover hook is a command or a URL, not both",
+            &[Append(
+                "[failover]\npre_hook = { command = [\"/bin/true\"], url = \"http://approve.internal/\" }",
+            )],
+            "failover.pre_hook",
+            "set exactly one of `command` and `url`",
+        ),
+        Case::alone(
+            "a pre-failover hook URL is http(s)",
+            &[Append("[failover]\npre_hook = { url = \"ftp://approve.internal/\" }")],
+            "failover.pre_hook.url",
+            "scheme \"ftp\" is not one of http, https",
+        ),
+        Case::alone(
+            "the webhook URL is a readable secret",
+            &[Append("[notify]\nwebhook_url = { env = \"NO_SUCH_WEBHOOK_VAR\" }")],
+            "notify.webhook_url",
+            "NO_SUCH_WEBHOOK_VAR",
+        ),
+        Case::alone(
             "a step gets at least one attempt",
             &[Append("[failover]\nstep_attempts = 0")],
             "failover.step_attempts",

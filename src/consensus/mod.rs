@@ -132,6 +132,8 @@ pub struct TriggerInputs {
     pub verdict: Verdict,
     /// Each Postgres group with a named primary.
     pub groups: Vec<crate::failover::trigger::Group>,
+    /// Each Redis replication shard with a named master.
+    pub redis: Vec<crate::failover::trigger::RedisGroup>,
     /// Regions whose agents have all been silent for `lease_ttl`.
     pub cut_off: std::collections::BTreeSet<String>,
 }
@@ -573,6 +575,10 @@ impl Consensus {
                 .iter()
                 .filter_map(|v| Some((v.id.clone(), position_of(v)?)))
                 .collect(),
+            offsets: views
+                .iter()
+                .filter_map(|v| Some((v.id.clone(), offset_of(v)?)))
+                .collect(),
         };
         if leader == self.me.node_id {
             if let Err(e) = self.reports.record(report, Instant::now()) {
@@ -786,11 +792,92 @@ impl Consensus {
                 choice,
             });
         }
+        let redis = self.redis_groups(&verdict, now);
         Some(TriggerInputs {
             verdict,
             groups,
+            redis,
             cut_off,
         })
+    }
+
+    /// Redis replication shards with a named master, with their candidates.
+    fn redis_groups(
+        &self,
+        verdict: &Verdict,
+        now: Instant,
+    ) -> Vec<crate::failover::trigger::RedisGroup> {
+        let named = self.state_machine.state().primaries;
+        let offsets = self.reports.offsets(now, self.stale_after);
+        let mut shards = Vec::new();
+        let groups: std::collections::BTreeSet<&str> = self
+            .groups
+            .iter()
+            .map(|(_, g)| g.as_str())
+            .filter(|g| g.starts_with("redis/"))
+            .collect();
+        for group in groups {
+            let Some(master) = named.get(group) else {
+                continue;
+            };
+            let region_of = |t: &TargetId| {
+                self.targets
+                    .iter()
+                    .find(|(id, ..)| id == t)
+                    .map(|(_, region, _)| region.clone())
+                    .unwrap_or_default()
+            };
+            let master_region = region_of(master);
+            let healthy = |t: &TargetId| {
+                verdict
+                    .targets
+                    .get(t)
+                    .is_some_and(|v| !v.up.is_empty() && v.down.is_empty())
+            };
+            // Healthy replicas with their offsets, furthest first, then by id.
+            let mut replicas: Vec<(TargetId, String, u64)> = self
+                .groups
+                .iter()
+                .filter(|(t, g)| g == group && t != master && healthy(t))
+                .filter_map(|(t, _)| {
+                    let o = offsets.get(t)?;
+                    (!o.master).then(|| (t.clone(), region_of(t), o.offset))
+                })
+                .collect();
+            replicas.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+            let members: Vec<(TargetId, String)> = self
+                .groups
+                .iter()
+                .filter(|(t, g)| g == group && t != master && healthy(t))
+                .map(|(t, _)| (t.clone(), region_of(t)))
+                .collect();
+            let master_verdict = verdict.targets.get(master);
+            shards.push(crate::failover::trigger::RedisGroup {
+                group: group.to_owned(),
+                master: master.clone(),
+                master_down: master_verdict.is_some_and(|v| v.state == crate::health::State::Down),
+                home_says_down: master_verdict.is_some_and(|v| {
+                    v.down.iter().any(|agent| {
+                        self.members
+                            .iter()
+                            .any(|m| &m.agent == agent && m.region == master_region)
+                    })
+                }),
+                candidate: replicas
+                    .iter()
+                    .find(|r| r.1 != master_region)
+                    .map(|r| (r.0.clone(), r.2)),
+                followers: members
+                    .iter()
+                    .filter(|m| m.1 != master_region)
+                    .map(|m| m.0.clone())
+                    .collect(),
+                local_candidate: replicas.first().map(|r| (r.0.clone(), r.2)),
+                local_followers: members.iter().map(|m| m.0.clone()).collect(),
+                master_region,
+            });
+        }
+        shards
     }
 
     /// Whether this agent leads.
@@ -947,6 +1034,20 @@ pub struct MemberStatus {
     /// On the leader: whether the member has been silent for `lease_ttl`, so that it has
     /// fenced its own primaries and its region may be failed over.
     pub lease_expired: Option<bool>,
+}
+
+/// The replication offset a Redis member's last successful observation showed.
+fn offset_of(view: &crate::health::TargetView) -> Option<reports::RedisOffset> {
+    let Some(crate::health::LastResult::Ok { observation }) = &view.last else {
+        return None;
+    };
+    let crate::probe::Facts::Redis(r) = &observation.facts else {
+        return None;
+    };
+    Some(reports::RedisOffset {
+        master: r.role == crate::probe::redis::RedisRole::Master,
+        offset: r.repl_offset,
+    })
 }
 
 /// The WAL positions a Postgres member's last successful observation showed.

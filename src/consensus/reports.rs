@@ -31,6 +31,18 @@ pub struct Report {
     /// WAL positions of the Postgres members this agent probes.
     #[serde(default)]
     pub positions: BTreeMap<TargetId, Position>,
+    /// Replication offsets of the Redis members this agent probes.
+    #[serde(default)]
+    pub offsets: BTreeMap<TargetId, RedisOffset>,
+}
+
+/// A Redis member's replication state as last observed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisOffset {
+    /// It answered as master.
+    pub master: bool,
+    /// Its replication offset.
+    pub offset: u64,
 }
 
 /// A Postgres member's WAL positions as last observed.
@@ -224,6 +236,23 @@ impl ReportBook {
         positions
     }
 
+    /// The freshest reported Redis offsets, from reports younger than `stale_after`.
+    pub fn offsets(&self, now: Instant, stale_after: Duration) -> BTreeMap<TargetId, RedisOffset> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh: Vec<&Held> = latest
+            .values()
+            .filter(|h| now.saturating_duration_since(h.received) <= stale_after)
+            .collect();
+        fresh.sort_by_key(|h| h.received);
+        let mut offsets = BTreeMap::new();
+        for held in fresh {
+            for (target, offset) in &held.report.offsets {
+                offsets.insert(target.clone(), offset.clone());
+            }
+        }
+        offsets
+    }
+
     /// Forgets every report (a leader that steps down must not keep deciding on old ones).
     pub fn clear(&self) {
         self.latest
@@ -257,6 +286,7 @@ mod tests {
             states: BTreeMap::new(),
             roles: BTreeMap::new(),
             positions: BTreeMap::new(),
+            offsets: BTreeMap::new(),
         }
     }
 

@@ -380,9 +380,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             s.primaries.insert(group, target);
                         }
                         super::types::Command::Failover(command) => {
-                            if let Some((group, target)) =
-                                s.failover.apply(*command, entry.log_id.index)
-                            {
+                            for (group, target) in s.failover.apply(*command, entry.log_id.index) {
                                 s.primaries.insert(group, target);
                             }
                         }

@@ -209,6 +209,7 @@ pub struct Reconciler {
     consensus: Arc<Consensus>,
     regions: Vec<(String, u32)>,
     pg: HashMap<TargetId, actions::postgres::Member>,
+    redis: HashMap<TargetId, actions::redis::Member>,
     fence_method: PostgresFence,
     replication: ReplicationConfig,
     route53: Option<Route53>,
@@ -226,6 +227,26 @@ pub struct Reconciler {
     status: Mutex<ReconcilerStatus>,
     /// Woken when a step ends, so that the steps waiting for it start without a tick's delay.
     wake: tokio::sync::Notify,
+    /// Where events go.
+    notifier: crate::notify::Notifier,
+    /// The check that may veto an automatic failover.
+    pre_hook: Option<crate::config::HookConfig>,
+    /// When the hook last vetoed each trigger: it is asked again after [`VETO_RETRY`].
+    vetoed: Mutex<BTreeMap<String, Instant>>,
+}
+
+/// After a veto, the hook is asked again about the same trigger after this long.
+const VETO_RETRY: Duration = Duration::from_secs(10);
+
+/// The key of a trigger, for first-seen times and vetoes.
+fn trigger_key(trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::RegionDown { region } | Trigger::Failback { region } => {
+            format!("region/{region}")
+        }
+        Trigger::PrimaryDown { group, .. } => format!("primary/{group}"),
+        Trigger::DnsRepair => "dns".to_owned(),
+    }
 }
 
 impl Reconciler {
@@ -234,6 +255,7 @@ impl Reconciler {
         config: &Config,
         consensus: Arc<Consensus>,
         registry: &Registry,
+        notifier: crate::notify::Notifier,
     ) -> Result<Reconciler, ReconcilerError> {
         let topology = Topology::from_config(config);
         let pg = topology
@@ -257,6 +279,28 @@ impl Reconciler {
                 _ => None,
             })
             .collect();
+        let redis = topology
+            .targets
+            .iter()
+            .filter_map(|t| match &t.spec {
+                TargetSpec::Redis {
+                    mode: crate::config::RedisMode::Replication,
+                    member,
+                    password,
+                    ca_file,
+                    ..
+                } => Some((
+                    t.id.clone(),
+                    actions::redis::Member {
+                        name: member.name.clone(),
+                        url: member.url.clone(),
+                        password: password.clone(),
+                        ca_file: ca_file.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
         let step_timeout = config.failover.step_timeout();
         let route53 = match &config.route53 {
             Some(r) => Some(Route53::new(r, step_timeout).await?),
@@ -270,6 +314,7 @@ impl Reconciler {
                 .map(|r| (r.name.clone(), r.weight))
                 .collect(),
             pg,
+            redis,
             fence_method: config
                 .postgres
                 .as_ref()
@@ -292,6 +337,9 @@ impl Reconciler {
             up_since: Mutex::new(BTreeMap::new()),
             status: Mutex::new(ReconcilerStatus::default()),
             wake: tokio::sync::Notify::new(),
+            notifier,
+            pre_hook: config.failover.pre_hook.clone(),
+            vetoed: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -420,6 +468,7 @@ impl Reconciler {
             region_up_for: &up_for,
             cut_off: &inputs.cut_off,
             groups: &inputs.groups,
+            redis: &inputs.redis,
             auto_failback: self.auto_failback,
             hold_down: self.hold_down,
             route53: self.route53.is_some(),
@@ -428,13 +477,7 @@ impl Reconciler {
 
     /// When this leader first saw what set `trigger` off.
     fn first_seen(&self, trigger: &Trigger, now: u64) -> u64 {
-        let key = match trigger {
-            Trigger::RegionDown { region } | Trigger::Failback { region } => {
-                format!("region/{region}")
-            }
-            Trigger::PrimaryDown { group, .. } => format!("primary/{group}"),
-            Trigger::DnsRepair => "dns".to_owned(),
-        };
+        let key = trigger_key(trigger);
         self.first_seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -468,11 +511,22 @@ impl Reconciler {
                 by: self.consensus.agent_id().to_owned(),
             }));
             match self.consensus.write(command).await {
-                Ok(_) => self
-                    .metrics
-                    .refusals
-                    .with_label_values(&[&refused.guard])
-                    .inc(),
+                Ok(_) => {
+                    self.metrics
+                        .refusals
+                        .with_label_values(&[&refused.guard])
+                        .inc();
+                    self.notifier.send(
+                        "refusal",
+                        None,
+                        format!("failoverd refused an automatic action: {}", refused.reason),
+                        serde_json::json!({
+                            "subject": refused.subject,
+                            "guard": refused.guard,
+                            "reason": refused.reason,
+                        }),
+                    );
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot record the refusal"),
             }
         }
@@ -491,6 +545,7 @@ impl Reconciler {
         let steps = super::plan::plan(
             proposal.promotion.as_ref(),
             &proposal.followers,
+            &proposal.redis,
             &before,
             &after,
             self.route53.is_some(),
@@ -504,19 +559,59 @@ impl Reconciler {
             drain: proposal.drain,
             restore: proposal.restore,
             promotion: proposal.promotion,
+            redis: proposal.redis,
             refusal: proposal.refusal.map(|r| r.reason),
             steps,
         };
         let label = decision.trigger.label();
         let summary = serde_json::to_string(&decision.trigger).unwrap_or_default();
+        let key = trigger_key(&decision.trigger);
+        if let Some(hook) = &self.pre_hook {
+            let recently = self
+                .vetoed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < VETO_RETRY);
+            if recently {
+                return;
+            }
+            let body = serde_json::to_vec(&decision).unwrap_or_default();
+            match super::hook::ask(hook, &body).await {
+                super::hook::HookAnswer::Proceed(note) => {
+                    tracing::info!(trigger = %summary, note = %note, "pre-failover hook: proceed")
+                }
+                super::hook::HookAnswer::Veto(reason) => {
+                    self.vetoed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.clone(), Instant::now());
+                    let refused = Refused {
+                        subject: key,
+                        guard: "pre_hook".into(),
+                        reason: format!("blocked because {reason}"),
+                    };
+                    self.record_refusals(desired, &[refused]).await;
+                    return;
+                }
+            }
+        }
+        let text = describe(&decision);
+        let details = serde_json::to_value(&decision).unwrap_or_default();
         match self
             .consensus
-            .write(command(FailoverCommand::Decide(decision)))
+            .write(command(FailoverCommand::Decide(Box::new(decision))))
             .await
         {
             Ok(epoch) => {
                 self.metrics.started.with_label_values(&[label]).inc();
                 tracing::warn!(epoch, trigger = %summary, "failover decided");
+                self.notifier.send(
+                    "failover_started",
+                    Some(epoch),
+                    format!("failover {epoch} started: {text}"),
+                    details,
+                );
             }
             Err(e) => tracing::warn!(error = %e, "cannot commit the failover decision"),
         }
@@ -541,6 +636,38 @@ impl Reconciler {
         }
         let took = now.saturating_sub(record.decision.first_seen_ms);
         self.metrics.duration.observe(took as f64 / 1000.0);
+        let failed_steps: Vec<String> = record
+            .steps
+            .iter()
+            .filter(|s| s.state == super::state::StepState::Failed)
+            .map(|s| format!("{}: {}", s.step.id, s.detail.clone().unwrap_or_default()))
+            .collect();
+        let (event, text) = match outcome {
+            Outcome::Completed => (
+                "failover_completed",
+                format!(
+                    "failover {} completed in {:.1} s: {}",
+                    record.epoch,
+                    took as f64 / 1000.0,
+                    describe(&record.decision)
+                ),
+            ),
+            Outcome::Failed => (
+                "failover_failed",
+                format!(
+                    "failover {} FAILED after {:.1} s: {}",
+                    record.epoch,
+                    took as f64 / 1000.0,
+                    failed_steps.join("; ")
+                ),
+            ),
+        };
+        self.notifier.send(
+            event,
+            Some(record.epoch),
+            text,
+            serde_json::json!({ "duration_ms": took, "failed_steps": failed_steps }),
+        );
         tracing::warn!(
             epoch = record.epoch,
             outcome = ?outcome,
@@ -623,6 +750,14 @@ impl Reconciler {
             }
             return;
         }
+    }
+
+    fn redis_member(&self, target: &TargetId) -> Result<&actions::redis::Member, StepError> {
+        self.redis.get(target).ok_or_else(|| {
+            fatal(format!(
+                "{target} is not a configured Redis member of a replication shard"
+            ))
+        })
     }
 
     fn member(&self, target: &TargetId) -> Result<&actions::postgres::Member, StepError> {
@@ -721,6 +856,51 @@ impl Reconciler {
                 ))
             }
             Action::Route53 { weights } => self.route53_step(epoch, weights).await,
+            Action::FenceRedis { target } => {
+                let member = self.redis_member(target)?;
+                let cut_off = decision
+                    .redis
+                    .iter()
+                    .any(|r| &r.from == target && r.old_master_cut_off);
+                let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
+                match actions::redis::fence(member, reach).await {
+                    Ok(_) => Ok(format!("{} fenced (min-replicas-to-write)", member.name)),
+                    Err(ActionError::Connect(e)) if refused(&e) => Ok(format!(
+                        "{} not listening ({e}): nothing can write to it",
+                        member.name
+                    )),
+                    Err(ActionError::Connect(_) | ActionError::Timeout(_)) if cut_off => {
+                        Ok(format!(
+                            "{} unreachable: its region's agents fenced it when their leases ran out",
+                            member.name
+                        ))
+                    }
+                    Err(e) => Err(StepError {
+                        message: format!(
+                            "{} could not be fenced and may still take writes: {e}",
+                            member.name
+                        ),
+                        retryable: true,
+                    }),
+                }
+            }
+            Action::PromoteRedis { target } => {
+                let member = self.redis_member(target)?;
+                let offset = actions::redis::promote(member, self.step_timeout).await?;
+                Ok(format!(
+                    "{} is master at offset {offset} and takes writes",
+                    member.name
+                ))
+            }
+            Action::FollowRedis { target, master } => {
+                let member = self.redis_member(target)?;
+                let new_master = self.redis_member(master)?;
+                actions::redis::follow(member, new_master, self.step_timeout).await?;
+                Ok(format!(
+                    "{} replicates from {}",
+                    member.name, new_master.name
+                ))
+            }
         }
     }
 
@@ -821,6 +1001,35 @@ fn load(secret: &SecretRef) -> Result<crate::config::Secret, StepError> {
         .map_err(|e| fatal(format!("postgres.replication.password: {e}")))
 }
 
+/// One line for people: what a decision does.
+fn describe(decision: &Decision) -> String {
+    let mut parts = vec![match &decision.trigger {
+        Trigger::RegionDown { region } => format!("region {region} down"),
+        Trigger::PrimaryDown { target, .. } => format!("primary {target} lost"),
+        Trigger::Failback { region } => format!("region {region} back"),
+        Trigger::DnsRepair => "DNS weights not written".to_owned(),
+    }];
+    if !decision.drain.is_empty() {
+        parts.push(format!("drain {}", decision.drain.join(", ")));
+    }
+    if !decision.restore.is_empty() {
+        parts.push(format!("restore {}", decision.restore.join(", ")));
+    }
+    if let Some(p) = &decision.promotion {
+        parts.push(format!(
+            "promote {} -> {} (estimated loss {} bytes)",
+            p.from, p.to, p.estimated_loss_bytes
+        ));
+    }
+    for r in &decision.redis {
+        parts.push(format!("redis {} -> {}", r.from, r.to));
+    }
+    if let Some(r) = &decision.refusal {
+        parts.push(r.clone());
+    }
+    parts.join("; ")
+}
+
 fn show(weights: &BTreeMap<String, u32>) -> String {
     weights
         .iter()
@@ -835,6 +1044,9 @@ fn action_label(action: &Action) -> &'static str {
         Action::PromotePostgres { .. } => "promote_postgres",
         Action::FollowPostgres { .. } => "follow_postgres",
         Action::Route53 { .. } => "route53",
+        Action::FenceRedis { .. } => "fence_redis",
+        Action::PromoteRedis { .. } => "promote_redis",
+        Action::FollowRedis { .. } => "follow_redis",
     }
 }
 

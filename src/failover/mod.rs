@@ -4,10 +4,12 @@
 //! decision; [`candidate`] (pure) picks the Postgres member to promote with its data-loss
 //! guard; [`plan`] (pure) turns a decision into steps with their dependencies; [`state`] is
 //! what the replicated log makes of decisions and step records; [`executor`] runs on the
-//! leader, commits decisions and carries out their steps with [`crate::actions`].
+//! leader, commits decisions (after the optional [`hook`] approves) and carries out their
+//! steps with [`crate::actions`].
 
 pub mod candidate;
 pub mod executor;
+pub mod hook;
 pub mod plan;
 pub mod state;
 pub mod trigger;

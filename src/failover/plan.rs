@@ -1,13 +1,14 @@
 //! The plan: from a decision's changes to steps and the order they need.
 //!
 //! Postgres: fence the old primary (if it can be reached), then promote the candidate, then
-//! point every other reachable replica at it — the followers in parallel. Route53: one
-//! batch with the new weights, which waits for nothing (draining a dead region does not
-//! depend on the database), so it runs alongside the Postgres steps.
+//! point every other reachable replica at it — the followers in parallel. Each Redis shard:
+//! the same three stages, alongside Postgres and the other shards. Route53: one batch with
+//! the new weights, which waits for nothing (draining a dead region does not depend on the
+//! datastores), so it runs alongside.
 
 use std::collections::BTreeMap;
 
-use super::state::{Action, Promotion, Step};
+use super::state::{Action, Promotion, RedisPromotion, Step};
 use crate::topology::TargetId;
 
 /// The steps for `promotion` (with `followers` to repoint) and a weight change from
@@ -15,6 +16,7 @@ use crate::topology::TargetId;
 pub fn plan(
     promotion: Option<&Promotion>,
     followers: &[TargetId],
+    redis: &[RedisPromotion],
     weights_before: &BTreeMap<String, u32>,
     weights_after: &BTreeMap<String, u32>,
     route53: bool,
@@ -43,6 +45,38 @@ pub fn plan(
                 action: Action::FollowPostgres {
                     target: follower.clone(),
                     primary: p.to.clone(),
+                },
+                after: vec![promote.clone()],
+            });
+        }
+    }
+    for shard in redis {
+        let fence = format!("redis-fence:{}", shard.from);
+        let promote = format!("redis-promote:{}", shard.to);
+        steps.push(Step {
+            id: fence.clone(),
+            action: Action::FenceRedis {
+                target: shard.from.clone(),
+            },
+            after: Vec::new(),
+        });
+        steps.push(Step {
+            id: promote.clone(),
+            action: Action::PromoteRedis {
+                target: shard.to.clone(),
+            },
+            after: vec![fence],
+        });
+        for follower in shard
+            .followers
+            .iter()
+            .filter(|f| **f != shard.to && **f != shard.from)
+        {
+            steps.push(Step {
+                id: format!("redis-follow:{follower}"),
+                action: Action::FollowRedis {
+                    target: follower.clone(),
+                    master: shard.to.clone(),
                 },
                 after: vec![promote.clone()],
             });
@@ -100,6 +134,7 @@ mod tests {
                 drain: vec!["r1".into()],
                 restore: vec![],
                 promotion: None,
+                redis: vec![],
                 refusal: None,
                 steps: steps.clone(),
             },
@@ -132,6 +167,7 @@ mod tests {
         let steps = plan(
             Some(&promotion()),
             &[id("postgres/main/b"), id("postgres/main/c")],
+            &[],
             &before,
             &after,
             true,
@@ -157,15 +193,60 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_shard_fails_over_alongside_postgres() {
+        let shard = RedisPromotion {
+            group: "redis/sessions".into(),
+            from: TargetId::new(crate::config::TargetKind::Redis, "sessions", "r1"),
+            to: TargetId::new(crate::config::TargetKind::Redis, "sessions", "r2"),
+            offset: 10,
+            followers: vec![TargetId::new(
+                crate::config::TargetKind::Redis,
+                "sessions",
+                "r3",
+            )],
+            old_master_cut_off: true,
+        };
+        let w = weights(&[("r1", 100)]);
+        let steps = plan(Some(&promotion()), &[], &[shard], &w, &w, true);
+        let shape: Vec<(&str, Vec<&str>)> = steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.after.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("fence:postgres/main/a", vec![]),
+                ("promote:postgres/main/b", vec!["fence:postgres/main/a"]),
+                ("redis-fence:redis/sessions/r1", vec![]),
+                (
+                    "redis-promote:redis/sessions/r2",
+                    vec!["redis-fence:redis/sessions/r1"]
+                ),
+                (
+                    "redis-follow:redis/sessions/r3",
+                    vec!["redis-promote:redis/sessions/r2"]
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn cases_without_work_plan_nothing_for_it() {
         let w = weights(&[("r1", 100), ("r2", 100)]);
         // No promotion and unchanged weights: nothing.
-        assert!(plan(None, &[], &w, &w, true).is_empty());
+        assert!(plan(None, &[], &[], &w, &w, true).is_empty());
         // Weights change but there is no Route53: no DNS step.
         let drained = weights(&[("r1", 0), ("r2", 100)]);
-        assert!(plan(None, &[], &w, &drained, false).is_empty());
+        assert!(plan(None, &[], &[], &w, &drained, false).is_empty());
         // A promotion only, with no other replica: fence and promote.
-        let steps = plan(Some(&promotion()), &[id("postgres/main/b")], &w, &w, true);
+        let steps = plan(
+            Some(&promotion()),
+            &[id("postgres/main/b")],
+            &[],
+            &w,
+            &w,
+            true,
+        );
         assert_eq!(steps.len(), 2);
     }
 
@@ -174,6 +255,7 @@ mod tests {
         let steps = plan(
             Some(&promotion()),
             &[id("postgres/main/c"), id("postgres/main/d")],
+            &[],
             &weights(&[("r1", 100)]),
             &weights(&[("r1", 0)]),
             true,
@@ -210,6 +292,7 @@ mod tests {
         let steps = plan(
             Some(&promotion()),
             &[id("postgres/main/c")],
+            &[],
             &weights(&[("r1", 100)]),
             &weights(&[("r1", 0)]),
             true,

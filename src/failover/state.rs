@@ -72,6 +72,23 @@ pub enum Action {
         /// The new primary.
         primary: TargetId,
     },
+    /// Make the old Redis master refuse writes, if it can be reached.
+    FenceRedis {
+        /// The old master.
+        target: TargetId,
+    },
+    /// `REPLICAOF NO ONE` on the chosen replica, then check its role and a write.
+    PromoteRedis {
+        /// The replica.
+        target: TargetId,
+    },
+    /// `REPLICAOF` the new master, then wait until the link is up.
+    FollowRedis {
+        /// The member.
+        target: TargetId,
+        /// The new master.
+        master: TargetId,
+    },
     /// Set the Route53 weights in one batch fenced by the epoch record, then wait INSYNC.
     Route53 {
         /// Weight per region after the change.
@@ -110,6 +127,24 @@ pub struct Promotion {
     pub old_primary_cut_off: bool,
 }
 
+/// The Redis part of a decision: one replication shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisPromotion {
+    /// The group (`redis/<shard>`).
+    pub group: String,
+    /// The master being replaced.
+    pub from: TargetId,
+    /// The replica promoted (highest replication offset).
+    pub to: TargetId,
+    /// Its offset when chosen, and the best offset seen among the others.
+    pub offset: u64,
+    /// The other members to point at it.
+    pub followers: Vec<TargetId>,
+    /// The old master's region was cut off (see [`Promotion::old_primary_cut_off`]).
+    #[serde(default)]
+    pub old_master_cut_off: bool,
+}
+
 /// A decision, as committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -127,6 +162,9 @@ pub struct Decision {
     pub restore: Vec<String>,
     /// The promotion, if any.
     pub promotion: Option<Promotion>,
+    /// Redis shards whose master moves.
+    #[serde(default)]
+    pub redis: Vec<RedisPromotion>,
     /// Why a promotion that was needed was refused ("blocked because …").
     pub refusal: Option<String>,
     /// The steps.
@@ -253,7 +291,7 @@ pub enum HistoryEntry {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum FailoverCommand {
     /// A new decision; its log index becomes the epoch.
-    Decide(Decision),
+    Decide(Box<Decision>),
     /// A step attempt begins.
     StepStarted {
         /// The failover.
@@ -379,9 +417,10 @@ impl Desired {
     /// Applies one committed command at log `index`. Returns the primary the command names
     /// anew (group → member), for the caller's record of primaries: the promoted member at a
     /// decision, the old primary again when a failover ends without its promotion.
-    pub fn apply(&mut self, command: FailoverCommand, index: u64) -> Option<(String, TargetId)> {
+    pub fn apply(&mut self, command: FailoverCommand, index: u64) -> Vec<(String, TargetId)> {
         match command {
             FailoverCommand::Decide(decision) => {
+                let decision = *decision;
                 self.epoch = index;
                 for region in &decision.drain {
                     self.drained.insert(region.clone());
@@ -395,10 +434,17 @@ impl Desired {
                 }) {
                     self.weights = weights;
                 }
-                let named = decision
+                let named: Vec<(String, TargetId)> = decision
                     .promotion
-                    .as_ref()
-                    .map(|p| (p.group.clone(), p.to.clone()));
+                    .iter()
+                    .map(|p| (p.group.clone(), p.to.clone()))
+                    .chain(
+                        decision
+                            .redis
+                            .iter()
+                            .map(|r| (r.group.clone(), r.to.clone())),
+                    )
+                    .collect();
                 let steps = decision
                     .steps
                     .iter()
@@ -435,7 +481,7 @@ impl Desired {
                         record.attempts.push(attempt);
                     }
                 }
-                None
+                Vec::new()
             }
             FailoverCommand::StepFinished {
                 epoch,
@@ -477,7 +523,7 @@ impl Desired {
                 if refused_dns.is_some() {
                     self.dns_refused = refused_dns;
                 }
-                None
+                Vec::new()
             }
             FailoverCommand::Finish {
                 epoch,
@@ -485,17 +531,28 @@ impl Desired {
                 at_ms,
                 cooldown_until_ms,
             } => {
-                let mut renamed = None;
+                let mut renamed = Vec::new();
                 if let Some(record) = self.failover_mut(epoch) {
                     // A promotion that did not happen: the old primary is named again, so
                     // that it is not fenced as stale and a later failover can replace it.
-                    if let Some(p) = &record.decision.promotion {
-                        let promoted = record.steps.iter().any(|s| {
-                            matches!(s.step.action, Action::PromotePostgres { .. })
+                    let promoted = |to: &TargetId| {
+                        record.steps.iter().any(|s| {
+                            matches!(&s.step.action,
+                                Action::PromotePostgres { target } | Action::PromoteRedis { target }
+                                if target == to)
                                 && s.state == StepState::Succeeded
-                        });
-                        if record.outcome.is_none() && !promoted {
-                            renamed = Some((p.group.clone(), p.from.clone()));
+                        })
+                    };
+                    if record.outcome.is_none() {
+                        if let Some(p) = &record.decision.promotion {
+                            if !promoted(&p.to) {
+                                renamed.push((p.group.clone(), p.from.clone()));
+                            }
+                        }
+                        for r in &record.decision.redis {
+                            if !promoted(&r.to) {
+                                renamed.push((r.group.clone(), r.from.clone()));
+                            }
                         }
                     }
                     if record.outcome.is_none() {
@@ -524,12 +581,12 @@ impl Desired {
                     refusal.at_ms,
                 );
                 self.push(HistoryEntry::Refusal(refusal));
-                None
+                Vec::new()
             }
             FailoverCommand::SetPaused { paused, by, at_ms } => {
                 self.paused = paused;
                 self.push(HistoryEntry::Mode { paused, by, at_ms });
-                None
+                Vec::new()
             }
         }
     }
@@ -608,6 +665,7 @@ mod tests {
             first_seen_ms: 900,
             drain: vec!["r1".into()],
             restore: vec![],
+            redis: vec![],
             promotion: Some(Promotion {
                 group: "postgres/main".into(),
                 from: target("a"),
@@ -626,6 +684,7 @@ mod tests {
                     evidence: String::new(),
                     old_primary_cut_off: true,
                 }),
+                &[],
                 &[],
                 &BTreeMap::new(),
                 &weights,
@@ -657,8 +716,8 @@ mod tests {
     #[test]
     fn a_decision_sets_the_desired_state_and_names_the_new_primary() {
         let mut d = Desired::default();
-        let named = d.apply(FailoverCommand::Decide(decision()), 7);
-        assert_eq!(named, Some(("postgres/main".into(), target("b"))));
+        let named = d.apply(FailoverCommand::Decide(Box::new(decision())), 7);
+        assert_eq!(named, [("postgres/main".to_string(), target("b"))]);
         assert_eq!(d.epoch, 7);
         assert!(d.drained.contains("r1"));
         assert_eq!(d.weights["r1"], 0);
@@ -669,7 +728,7 @@ mod tests {
     #[test]
     fn a_step_finishes_once_and_a_late_report_from_a_deposed_leader_is_ignored() {
         let mut d = Desired::default();
-        d.apply(FailoverCommand::Decide(decision()), 7);
+        d.apply(FailoverCommand::Decide(Box::new(decision())), 7);
         let fence = "fence:postgres/main/a";
         d.apply(
             FailoverCommand::StepStarted {
@@ -698,7 +757,7 @@ mod tests {
     #[test]
     fn a_dns_step_records_the_epoch_and_the_end_starts_the_cooldown() {
         let mut d = Desired::default();
-        d.apply(FailoverCommand::Decide(decision()), 7);
+        d.apply(FailoverCommand::Decide(Box::new(decision())), 7);
         d.apply(finished("route53:weights", true), 8);
         assert_eq!(d.dns_epoch, Some(7));
         assert_eq!(d.dns_weights["r1"], 0);
@@ -727,7 +786,7 @@ mod tests {
     #[test]
     fn a_failover_ending_without_its_promotion_names_the_old_primary_again() {
         let mut d = Desired::default();
-        d.apply(FailoverCommand::Decide(decision()), 7);
+        d.apply(FailoverCommand::Decide(Box::new(decision())), 7);
         d.apply(finished("fence:postgres/main/a", true), 8);
         d.apply(finished("promote:postgres/main/b", false), 9);
         let renamed = d.apply(
@@ -739,14 +798,14 @@ mod tests {
             },
             10,
         );
-        assert_eq!(renamed, Some(("postgres/main".into(), target("a"))));
+        assert_eq!(renamed, [("postgres/main".to_string(), target("a"))]);
         assert_eq!(d.last_failed_ms, 2_000);
     }
 
     #[test]
     fn a_failover_in_progress_is_never_trimmed_from_the_history() {
         let mut d = Desired::default();
-        d.apply(FailoverCommand::Decide(decision()), 7);
+        d.apply(FailoverCommand::Decide(Box::new(decision())), 7);
         for i in 0..(HISTORY_LIMIT as u64 + 10) {
             d.apply(
                 FailoverCommand::SetPaused {

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::candidate::Choice;
-use super::state::{Desired, Promotion, Trigger};
+use super::state::{Desired, Promotion, RedisPromotion, Trigger};
 use crate::health::State;
 use crate::topology::TargetId;
 
@@ -46,6 +46,29 @@ pub struct Group {
     pub local_followers: Vec<TargetId>,
 }
 
+/// A Redis replication shard with a named master, as the trigger sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisGroup {
+    /// `redis/<shard>`.
+    pub group: String,
+    /// The master the log names.
+    pub master: TargetId,
+    /// Its region.
+    pub master_region: String,
+    /// It is Down by verdict.
+    pub master_down: bool,
+    /// An agent of its own region, reporting and within its lease, says it is Down.
+    pub home_says_down: bool,
+    /// The healthy replica outside the master's region with the highest offset.
+    pub candidate: Option<(TargetId, u64)>,
+    /// Healthy members outside the master's region: to point at the new master.
+    pub followers: Vec<TargetId>,
+    /// The healthy replica of any region with the highest offset.
+    pub local_candidate: Option<(TargetId, u64)>,
+    /// Healthy members of any region.
+    pub local_followers: Vec<TargetId>,
+}
+
 /// Everything the trigger looks at.
 #[derive(Debug, Clone)]
 pub struct World<'a> {
@@ -63,6 +86,8 @@ pub struct World<'a> {
     pub cut_off: &'a BTreeSet<String>,
     /// Postgres groups with a named primary.
     pub groups: &'a [Group],
+    /// Redis replication shards with a named master.
+    pub redis: &'a [RedisGroup],
     /// `failover.auto_failback`.
     pub auto_failback: bool,
     /// `failover.failback_hold_down`.
@@ -89,6 +114,8 @@ pub struct Proposal {
     pub promotion: Option<Promotion>,
     /// Replicas to repoint after it.
     pub followers: Vec<TargetId>,
+    /// Redis shards whose master moves.
+    pub redis: Vec<RedisPromotion>,
     /// A promotion that was needed and refused.
     pub refusal: Option<Refused>,
 }
@@ -172,6 +199,55 @@ fn may_replace(world: &World<'_>, group: &Group) -> Result<(), String> {
     }
 }
 
+/// The Redis promotion for `shard`, or the refusal.
+fn promote_redis(
+    shard: &RedisGroup,
+    region_lost: bool,
+    cut_off: bool,
+) -> Result<RedisPromotion, Refused> {
+    let (candidate, followers) = if region_lost {
+        (&shard.candidate, &shard.followers)
+    } else {
+        (&shard.local_candidate, &shard.local_followers)
+    };
+    match candidate {
+        Some((to, offset)) => Ok(RedisPromotion {
+            group: shard.group.clone(),
+            from: shard.master.clone(),
+            to: to.clone(),
+            offset: *offset,
+            followers: followers.iter().filter(|f| *f != to).cloned().collect(),
+            old_master_cut_off: cut_off,
+        }),
+        None => Err(Refused {
+            subject: shard.group.clone(),
+            guard: "no_candidate".into(),
+            reason: format!(
+                "blocked because {} has no healthy replica{} to promote",
+                shard.group,
+                if region_lost {
+                    format!(" outside region {}", shard.master_region)
+                } else {
+                    String::new()
+                }
+            ),
+        }),
+    }
+}
+
+/// Whether a Redis master may be replaced now (the rule of [`may_replace`]).
+fn may_replace_redis(world: &World<'_>, shard: &RedisGroup) -> Result<(), String> {
+    if world.cut_off.contains(&shard.master_region) || shard.home_says_down {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: master {} is lost, waiting until region {}'s agents have been silent for \
+             lease_ttl (they fence it) before promoting elsewhere",
+            shard.group, shard.master, shard.master_region
+        ))
+    }
+}
+
 /// After a failed failover, automatic retries wait [`RETRY_AFTER_MS`].
 fn retry_wait(world: &World<'_>) -> Result<(), String> {
     let last = world.desired.last_failed_ms;
@@ -208,12 +284,16 @@ pub fn assess(world: &World<'_>) -> Assessment {
     let promoting: BTreeSet<String> = desired
         .running
         .iter()
-        .filter_map(|epoch| {
-            desired
-                .failover(*epoch)
-                .map(|f| f.decision.promotion.as_ref().map(|p| p.group.clone()))
-                // A running epoch without its record: assume the worst.
-                .unwrap_or(Some(String::new()))
+        .flat_map(|epoch| match desired.failover(*epoch) {
+            Some(f) => f
+                .decision
+                .promotion
+                .iter()
+                .map(|p| p.group.clone())
+                .chain(f.decision.redis.iter().map(|r| r.group.clone()))
+                .collect::<Vec<_>>(),
+            // A running epoch without its record: assume the worst.
+            None => vec![String::new()],
         })
         .collect();
     let promoting_any = promoting.contains("");
@@ -256,6 +336,7 @@ pub fn assess(world: &World<'_>) -> Assessment {
             restore: Vec::new(),
             promotion: None,
             followers: Vec::new(),
+            redis: Vec::new(),
             refusal: None,
         };
         let mut wait = None;
@@ -284,6 +365,19 @@ pub fn assess(world: &World<'_>) -> Assessment {
                 }
             }
         }
+        for shard in world.redis.iter().filter(|s| &s.master_region == region) {
+            if wait.is_some() || !(shard.master_down || world.cut_off.contains(region)) {
+                continue;
+            }
+            if let Err(why) = may_replace_redis(world, shard).and_then(|()| retry_wait(world)) {
+                wait = Some(why);
+                break;
+            }
+            match promote_redis(shard, true, world.cut_off.contains(region)) {
+                Ok(p) => proposal.redis.push(p),
+                Err(refused) => out.refusals.push(refused),
+            }
+        }
         if let Some(why) = wait {
             out.waiting.push(why);
             continue;
@@ -292,7 +386,9 @@ pub fn assess(world: &World<'_>) -> Assessment {
         return out;
     }
 
-    // A primary Down by verdict (its region may be drained already, or not Down at all).
+    // A primary Down by verdict (its region may be drained already, or not Down at all), and
+    // Redis masters lost at the same time: one decision.
+    let mut pending: Option<Proposal> = None;
     for group in world.groups {
         // Cut off, the region's agents fenced the primary themselves: writes fail even while
         // the region's APIs serve, so the primary moves.
@@ -318,7 +414,7 @@ pub fn assess(world: &World<'_>) -> Assessment {
         }
         match promote(group, region_lost, cut_off) {
             Ok((promotion, followers)) => {
-                out.proposal = Some(Proposal {
+                pending = Some(Proposal {
                     trigger: Trigger::PrimaryDown {
                         group: group.group.clone(),
                         target: group.primary.clone(),
@@ -327,12 +423,57 @@ pub fn assess(world: &World<'_>) -> Assessment {
                     restore: Vec::new(),
                     promotion: Some(promotion),
                     followers,
+                    redis: Vec::new(),
                     refusal: None,
                 });
-                return out;
+                break;
             }
             Err(refused) => out.refusals.push(refused),
         }
+    }
+
+    // A Redis master Down by verdict, or in a cut-off region.
+    for shard in world.redis {
+        let cut_off = world.cut_off.contains(&shard.master_region);
+        let region_lost = cut_off
+            || desired.drained.contains(&shard.master_region)
+            || world.region_state.get(&shard.master_region) == Some(&State::Down);
+        if !(shard.master_down || cut_off) {
+            continue;
+        }
+        if promoting_any || promoting.contains(&shard.group) {
+            out.waiting
+                .push(format!("{}: a promotion is in progress", shard.group));
+            continue;
+        }
+        if let Err(why) = may_replace_redis(world, shard).and_then(|()| retry_wait(world)) {
+            out.waiting.push(why);
+            continue;
+        }
+        match promote_redis(shard, region_lost, cut_off) {
+            Ok(p) => match &mut pending {
+                Some(proposal) => proposal.redis.push(p),
+                None => {
+                    pending = Some(Proposal {
+                        trigger: Trigger::PrimaryDown {
+                            group: shard.group.clone(),
+                            target: shard.master.clone(),
+                        },
+                        drain: Vec::new(),
+                        restore: Vec::new(),
+                        promotion: None,
+                        followers: Vec::new(),
+                        redis: vec![p],
+                        refusal: None,
+                    })
+                }
+            },
+            Err(refused) => out.refusals.push(refused),
+        }
+    }
+    if pending.is_some() {
+        out.proposal = pending;
+        return out;
     }
 
     // Weights the log wants that the last DNS change did not write (it failed): write them.
@@ -364,6 +505,7 @@ pub fn assess(world: &World<'_>) -> Assessment {
                         restore: Vec::new(),
                         promotion: None,
                         followers: Vec::new(),
+                        redis: Vec::new(),
                         refusal: None,
                     });
                     return out;
@@ -388,6 +530,7 @@ pub fn assess(world: &World<'_>) -> Assessment {
                     restore: vec![region.clone()],
                     promotion: None,
                     followers: Vec::new(),
+                    redis: Vec::new(),
                     refusal: None,
                 });
                 return out;
@@ -471,6 +614,7 @@ mod tests {
         up_for: BTreeMap<String, Duration>,
         cut_off: BTreeSet<String>,
         groups: Vec<Group>,
+        redis: Vec<RedisGroup>,
         auto_failback: bool,
         route53: bool,
         now_ms: u64,
@@ -486,6 +630,7 @@ mod tests {
                 up_for: BTreeMap::new(),
                 cut_off: BTreeSet::new(),
                 groups: vec![group(false, false, promote_b())],
+                redis: vec![],
                 auto_failback: false,
                 route53: true,
                 now_ms: 1_000_000,
@@ -513,6 +658,7 @@ mod tests {
                 region_up_for: &self.up_for,
                 cut_off: &self.cut_off,
                 groups: &self.groups,
+                redis: &self.redis,
                 auto_failback: self.auto_failback,
                 hold_down: Duration::from_secs(300),
                 route53: self.route53,
@@ -640,19 +786,22 @@ mod tests {
     fn decide(case: &mut Case, promotion: Option<Promotion>) -> u64 {
         let epoch = case.desired.epoch + 10;
         case.desired.apply(
-            crate::failover::state::FailoverCommand::Decide(crate::failover::state::Decision {
-                trigger: Trigger::RegionDown {
-                    region: "r1".into(),
+            crate::failover::state::FailoverCommand::Decide(Box::new(
+                crate::failover::state::Decision {
+                    trigger: Trigger::RegionDown {
+                        region: "r1".into(),
+                    },
+                    decided_by: "a".into(),
+                    decided_at_ms: 0,
+                    first_seen_ms: 0,
+                    drain: vec!["r1".into()],
+                    restore: vec![],
+                    promotion,
+                    redis: vec![],
+                    refusal: None,
+                    steps: vec![],
                 },
-                decided_by: "a".into(),
-                decided_at_ms: 0,
-                first_seen_ms: 0,
-                drain: vec!["r1".into()],
-                restore: vec![],
-                promotion,
-                refusal: None,
-                steps: vec![],
-            }),
+            )),
             epoch,
         );
         epoch
@@ -775,6 +924,65 @@ mod tests {
         assert_eq!(case.assess().proposal, None, "no Route53: nothing to write");
     }
 
+    fn shard(master_down: bool, home_says_down: bool) -> RedisGroup {
+        let r = |n: &str| TargetId::new(crate::config::TargetKind::Redis, "sessions", n);
+        RedisGroup {
+            group: "redis/sessions".into(),
+            master: r("m1"),
+            master_region: "r1".into(),
+            master_down,
+            home_says_down,
+            candidate: Some((r("m2"), 500)),
+            followers: vec![r("m2"), r("m3")],
+            local_candidate: Some((r("m1b"), 900)),
+            local_followers: vec![r("m1b"), r("m2"), r("m3")],
+        }
+    }
+
+    #[test]
+    fn a_lost_region_moves_its_redis_masters_with_its_primary() {
+        let mut case = Case::new()
+            .region("r1", State::Down)
+            .cut("r1")
+            .groups(vec![group(true, false, promote_b())]);
+        case.redis = vec![shard(true, false)];
+        let p = case.assess().proposal.unwrap();
+        assert!(p.promotion.is_some());
+        assert_eq!(p.redis.len(), 1);
+        assert!(
+            p.redis[0].to.as_str().ends_with("m2"),
+            "outside the lost region"
+        );
+        assert!(p.redis[0].old_master_cut_off);
+        assert_eq!(p.redis[0].followers.len(), 1);
+    }
+
+    #[test]
+    fn a_lost_redis_master_alone_is_replaced_by_the_furthest_replica() {
+        let mut case = Case::new();
+        case.redis = vec![shard(true, false)];
+        let a = case.assess();
+        assert_eq!(
+            a.proposal, None,
+            "its agent holds its lease and says nothing"
+        );
+        case.redis = vec![shard(true, true)];
+        let p = case.assess().proposal.unwrap();
+        assert!(matches!(p.trigger, Trigger::PrimaryDown { .. }));
+        assert!(
+            p.redis[0].to.as_str().ends_with("m1b"),
+            "its own region, furthest"
+        );
+        assert!(p.drain.is_empty());
+        // Without a healthy replica: refused.
+        let mut lonely = shard(true, true);
+        lonely.local_candidate = None;
+        case.redis = vec![lonely];
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert_eq!(a.refusals[0].guard, "no_candidate");
+    }
+
     #[test]
     fn the_last_region_in_service_is_never_drained() {
         let mut case = Case::new().region("r3", State::Down);
@@ -808,6 +1016,7 @@ mod tests {
             restore: vec![],
             promotion: None,
             followers: vec![],
+            redis: vec![],
             refusal: None,
         };
         let w = weights_after(&regions(), &drained, &p);

@@ -312,7 +312,7 @@ members = [
     let refused = redis_write(&redis)
         .await
         .expect_err("a replica takes no writes");
-    assert!(refused.contains("READONLY"), "{refused}");
+    assert!(refused.contains("read only replica"), "{refused}");
     let refused = pg_write(&pg)
         .await
         .expect_err("the old primary stays fenced");

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Time from losing a whole region (its API, its Postgres primary and its agent) to each
+# Time from losing a whole region (its agent, API, Redis master and Postgres primary) to each
 # failover milestone, with default settings: three agents, Postgres 15 primary + two
-# replicas, ministack for Route53, all on loopback. RUNS (default 10) fresh labs; prints each
+# replicas, a Redis master + replica, ministack for Route53, all on loopback. RUNS (default 10) fresh labs; prints each
 # run as it ends, then median/min/max per milestone. DEBUG_HISTORY=1 also prints each
 # run's history.
 set -euo pipefail

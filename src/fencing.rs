@@ -19,10 +19,10 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
 use crate::actions;
-use crate::config::{Config, PostgresFence, RedisMode};
+use crate::config::{Config, PostgresFence};
 use crate::consensus::Consensus;
 use crate::health::HealthBoard;
-use crate::topology::{TargetId, TargetSpec, Topology};
+use crate::topology::{TargetId, Topology};
 
 /// How often the lease is checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
@@ -51,6 +51,8 @@ pub struct Fencer {
     notifier: Option<crate::notify::Notifier>,
     /// Every Redis member of a replication shard, to point a stale master at the new one.
     redis_members: std::collections::HashMap<TargetId, actions::redis::Member>,
+    /// Local Redis members made replicas, until the probe shows them so.
+    demoted: std::collections::BTreeSet<TargetId>,
     /// Local Postgres members last seen as primary.
     last_primary: std::collections::BTreeSet<TargetId>,
     lease_gauge: IntGauge,
@@ -67,31 +69,13 @@ impl Fencer {
             .iter()
             .filter(|t| t.region == config.agent.region)
             .filter_map(|t| {
-                let local = match &t.spec {
-                    TargetSpec::Postgres {
-                        member,
-                        password,
-                        ca_file,
-                        ..
-                    } => Local::Postgres(actions::postgres::Member {
-                        name: member.name.clone(),
-                        dsn: member.dsn.clone(),
-                        password: password.clone(),
-                        ca_file: ca_file.clone(),
-                    }),
-                    TargetSpec::Redis {
-                        mode: RedisMode::Replication,
-                        member,
-                        password,
-                        ca_file,
-                        ..
-                    } => Local::Redis(actions::redis::Member {
-                        name: member.name.clone(),
-                        url: member.url.clone(),
-                        password: password.clone(),
-                        ca_file: ca_file.clone(),
-                    }),
-                    _ => return None,
+                let local = match (
+                    actions::postgres::Member::of(t),
+                    actions::redis::Member::of(t),
+                ) {
+                    (Some(m), _) => Local::Postgres(m),
+                    (None, Some(m)) => Local::Redis(m),
+                    (None, None) => return None,
                 };
                 Some((t.id.clone(), local))
             })
@@ -128,26 +112,10 @@ impl Fencer {
             redis_members: topology
                 .targets
                 .iter()
-                .filter_map(|t| match &t.spec {
-                    TargetSpec::Redis {
-                        mode: RedisMode::Replication,
-                        member,
-                        password,
-                        ca_file,
-                        ..
-                    } => Some((
-                        t.id.clone(),
-                        actions::redis::Member {
-                            name: member.name.clone(),
-                            url: member.url.clone(),
-                            password: password.clone(),
-                            ca_file: ca_file.clone(),
-                        },
-                    )),
-                    _ => None,
-                })
+                .filter_map(|t| Some((t.id.clone(), actions::redis::Member::of(t)?)))
                 .collect(),
             last_primary: std::collections::BTreeSet::new(),
+            demoted: std::collections::BTreeSet::new(),
             lease_gauge,
             fenced_gauge,
             actions,
@@ -190,17 +158,21 @@ impl Fencer {
                     Some("primary") => {
                         self.last_primary.insert(id.clone());
                     }
-                    Some(_) => {
+                    Some("replica") => {
                         self.last_primary.remove(&id);
+                        self.demoted.remove(&id);
                     }
-                    None => {}
+                    _ => {}
                 }
                 // A Redis master the log no longer names (back after a failover elsewhere) is
                 // made a replica of the master it names, never a second master.
                 if let (true, true, Local::Redis(m)) = (valid, writable, &local) {
                     let group = consensus.group_of(&id).unwrap_or_default();
                     if let Some(named) = consensus.named_primary(group).filter(|n| *n != id) {
-                        self.demote(&id, m, &named).await;
+                        // Once per demotion: the probe shows the new role a moment later.
+                        if !self.demoted.contains(&id) {
+                            self.demote(&id, m, &named).await;
+                        }
                         continue;
                     }
                 }
@@ -286,6 +258,7 @@ impl Fencer {
         };
         match actions::redis::follow(member, master, self.timeout).await {
             Ok(()) => {
+                self.demoted.insert(id.clone());
                 self.actions.with_label_values(&["demote", "ok"]).inc();
                 tracing::warn!(target_id = %id, master = %named, "made the stale local Redis master a replica of the named one");
                 if let Some(n) = &self.notifier {

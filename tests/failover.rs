@@ -18,41 +18,63 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 
 const GROUP: &str = "postgres/main";
 
-/// The weighted records as an operator set them up before failoverd took over.
-async fn seed_records(ministack: &Ministack) -> anyhow::Result<()> {
-    use aws_sdk_route53::types::{
-        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-    };
-    let mut changes = Vec::new();
-    for (i, region) in support::REGIONS.iter().enumerate() {
-        let set = ResourceRecordSet::builder()
-            .name(support::RECORD)
-            .r#type(RrType::A)
-            .set_identifier(*region)
-            .weight(100)
-            .ttl(30)
-            .resource_records(
-                ResourceRecord::builder()
-                    .value(format!("192.0.2.{}", i + 1))
-                    .build()?,
-            )
-            .build()?;
-        changes.push(
-            Change::builder()
-                .action(ChangeAction::Upsert)
-                .resource_record_set(set)
+/// The weighted record of test region `region` with `weight`.
+fn weighted(
+    region: &str,
+    weight: i64,
+) -> anyhow::Result<aws_sdk_route53::types::ResourceRecordSet> {
+    use aws_sdk_route53::types::{ResourceRecord, ResourceRecordSet, RrType};
+    let index = support::REGIONS
+        .iter()
+        .position(|r| *r == region)
+        .context("a test region")?;
+    Ok(ResourceRecordSet::builder()
+        .name(support::RECORD)
+        .r#type(RrType::A)
+        .set_identifier(region)
+        .weight(weight)
+        .ttl(30)
+        .resource_records(
+            ResourceRecord::builder()
+                .value(format!("192.0.2.{}", index + 1))
                 .build()?,
-        );
-    }
+        )
+        .build()?)
+}
+
+/// Sends one change batch to the emulator, as a person or another tool would.
+async fn send_changes(
+    ministack: &Ministack,
+    changes: Vec<aws_sdk_route53::types::Change>,
+) -> anyhow::Result<()> {
     ministack
         .client()
         .await
         .change_resource_record_sets()
         .hosted_zone_id(&ministack.zone_id)
-        .change_batch(ChangeBatch::builder().set_changes(Some(changes)).build()?)
+        .change_batch(
+            aws_sdk_route53::types::ChangeBatch::builder()
+                .set_changes(Some(changes))
+                .build()?,
+        )
         .send()
         .await?;
     Ok(())
+}
+
+/// The weighted records as an operator set them up before failoverd took over.
+async fn seed_records(ministack: &Ministack) -> anyhow::Result<()> {
+    use aws_sdk_route53::types::{Change, ChangeAction};
+    let mut changes = Vec::new();
+    for region in support::REGIONS {
+        changes.push(
+            Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(weighted(region, 100)?)
+                .build()?,
+        );
+    }
+    send_changes(ministack, changes).await
 }
 
 fn datastores(pg: &PgPair, redis: &RedisPair, max_lag: u64, failover: &str) -> String {
@@ -678,9 +700,7 @@ async fn change_by_hand(
     region: &str,
     weight: i64,
 ) -> anyhow::Result<()> {
-    use aws_sdk_route53::types::{
-        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
-    };
+    use aws_sdk_route53::types::{Change, ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
     let txt = |epoch: u64| -> anyhow::Result<ResourceRecordSet> {
         Ok(ResourceRecordSet::builder()
             .name(format!("_failoverd-epoch.{}", support::RECORD))
@@ -693,22 +713,6 @@ async fn change_by_hand(
             )
             .build()?)
     };
-    let index = support::REGIONS
-        .iter()
-        .position(|r| *r == region)
-        .context("a test region")?;
-    let weighted = ResourceRecordSet::builder()
-        .name(support::RECORD)
-        .r#type(RrType::A)
-        .set_identifier(region)
-        .weight(weight)
-        .ttl(30)
-        .resource_records(
-            ResourceRecord::builder()
-                .value(format!("192.0.2.{}", index + 1))
-                .build()?,
-        )
-        .build()?;
     let changes = vec![
         Change::builder()
             .action(ChangeAction::Delete)
@@ -720,18 +724,10 @@ async fn change_by_hand(
             .build()?,
         Change::builder()
             .action(ChangeAction::Upsert)
-            .resource_record_set(weighted)
+            .resource_record_set(weighted(region, weight)?)
             .build()?,
     ];
-    ministack
-        .client()
-        .await
-        .change_resource_record_sets()
-        .hosted_zone_id(&ministack.zone_id)
-        .change_batch(ChangeBatch::builder().set_changes(Some(changes)).build()?)
-        .send()
-        .await?;
-    Ok(())
+    send_changes(ministack, changes).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,26 @@ pub struct Member {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+impl Member {
+    /// The member behind a Postgres target.
+    pub fn of(target: &crate::topology::Target) -> Option<Member> {
+        match &target.spec {
+            crate::topology::TargetSpec::Postgres {
+                member,
+                password,
+                ca_file,
+                ..
+            } => Some(Member {
+                name: member.name.clone(),
+                dsn: member.dsn.clone(),
+                password: password.clone(),
+                ca_file: ca_file.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 async fn connect(
     member: &Member,
     timeout: Duration,

@@ -29,6 +29,28 @@ pub struct Member {
     pub ca_file: Option<PathBuf>,
 }
 
+impl Member {
+    /// The member behind a Redis target of a replication shard (cluster nodes are not
+    /// fenced or promoted this way).
+    pub fn of(target: &crate::topology::Target) -> Option<Member> {
+        match &target.spec {
+            crate::topology::TargetSpec::Redis {
+                mode: crate::config::RedisMode::Replication,
+                member,
+                password,
+                ca_file,
+                ..
+            } => Some(Member {
+                name: member.name.clone(),
+                url: member.url.clone(),
+                password: password.clone(),
+                ca_file: ca_file.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 async fn command(
     member: &Member,
     timeout: Duration,

@@ -33,7 +33,7 @@ use crate::config::{Config, PostgresFence, ReplicationConfig, SecretRef};
 use crate::consensus::types::Command;
 use crate::consensus::Consensus;
 use crate::health::State;
-use crate::topology::{TargetId, TargetSpec, Topology};
+use crate::topology::{TargetId, Topology};
 
 /// How often the reconciler looks.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -261,45 +261,12 @@ impl Reconciler {
         let pg = topology
             .targets
             .iter()
-            .filter_map(|t| match &t.spec {
-                TargetSpec::Postgres {
-                    member,
-                    password,
-                    ca_file,
-                    ..
-                } => Some((
-                    t.id.clone(),
-                    actions::postgres::Member {
-                        name: member.name.clone(),
-                        dsn: member.dsn.clone(),
-                        password: password.clone(),
-                        ca_file: ca_file.clone(),
-                    },
-                )),
-                _ => None,
-            })
+            .filter_map(|t| Some((t.id.clone(), actions::postgres::Member::of(t)?)))
             .collect();
         let redis = topology
             .targets
             .iter()
-            .filter_map(|t| match &t.spec {
-                TargetSpec::Redis {
-                    mode: crate::config::RedisMode::Replication,
-                    member,
-                    password,
-                    ca_file,
-                    ..
-                } => Some((
-                    t.id.clone(),
-                    actions::redis::Member {
-                        name: member.name.clone(),
-                        url: member.url.clone(),
-                        password: password.clone(),
-                        ca_file: ca_file.clone(),
-                    },
-                )),
-                _ => None,
-            })
+            .filter_map(|t| Some((t.id.clone(), actions::redis::Member::of(t)?)))
             .collect();
         let step_timeout = config.failover.step_timeout();
         let route53 = match &config.route53 {
@@ -780,29 +747,11 @@ impl Reconciler {
                     .as_ref()
                     .is_some_and(|p| p.old_primary_cut_off);
                 let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
-                match actions::postgres::fence(member, &self.fence_method, reach).await {
-                    Ok(()) => Ok(format!("{} fenced", member.name)),
-                    // Nothing listens on its port: no one can write to it.
-                    Err(ActionError::Connect(e)) if refused(&e) => Ok(format!(
-                        "{} not listening ({e}): nothing can write to it",
-                        member.name
-                    )),
-                    Err(ActionError::Connect(_) | ActionError::Timeout(_)) if cut_off => {
-                        Ok(format!(
-                            "{} unreachable: its region's agents fenced it when their leases ran out",
-                            member.name
-                        ))
-                    }
-                    // Reachable but not fenced, or perhaps alive and unreachable from here
-                    // while its own agent holds its lease: promoting would risk two primaries.
-                    Err(e) => Err(StepError {
-                        message: format!(
-                            "{} could not be fenced and may still take writes: {e}",
-                            member.name
-                        ),
-                        retryable: true,
-                    }),
-                }
+                fence_outcome(
+                    &member.name,
+                    actions::postgres::fence(member, &self.fence_method, reach).await,
+                    cut_off,
+                )
             }
             Action::PromotePostgres { target } => {
                 let member = self.member(target)?;
@@ -863,26 +812,11 @@ impl Reconciler {
                     .iter()
                     .any(|r| &r.from == target && r.old_master_cut_off);
                 let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
-                match actions::redis::fence(member, reach).await {
-                    Ok(_) => Ok(format!("{} fenced (min-replicas-to-write)", member.name)),
-                    Err(ActionError::Connect(e)) if refused(&e) => Ok(format!(
-                        "{} not listening ({e}): nothing can write to it",
-                        member.name
-                    )),
-                    Err(ActionError::Connect(_) | ActionError::Timeout(_)) if cut_off => {
-                        Ok(format!(
-                            "{} unreachable: its region's agents fenced it when their leases ran out",
-                            member.name
-                        ))
-                    }
-                    Err(e) => Err(StepError {
-                        message: format!(
-                            "{} could not be fenced and may still take writes: {e}",
-                            member.name
-                        ),
-                        retryable: true,
-                    }),
-                }
+                fence_outcome(
+                    &member.name,
+                    actions::redis::fence(member, reach).await.map(|_| ()),
+                    cut_off,
+                )
             }
             Action::PromoteRedis { target } => {
                 let member = self.redis_member(target)?;
@@ -986,6 +920,30 @@ impl Reconciler {
             ));
         }
         Ok(detail)
+    }
+}
+
+/// What a fence attempt on an old primary or master means for the promotion after it.
+fn fence_outcome(
+    name: &str,
+    result: Result<(), ActionError>,
+    cut_off: bool,
+) -> Result<String, StepError> {
+    match result {
+        Ok(()) => Ok(format!("{name} fenced")),
+        // Nothing listens on its port: no one can write to it.
+        Err(ActionError::Connect(e)) if refused(&e) => Ok(format!(
+            "{name} not listening ({e}): nothing can write to it"
+        )),
+        Err(ActionError::Connect(_) | ActionError::Timeout(_)) if cut_off => Ok(format!(
+            "{name} unreachable: its region's agents fenced it when their leases ran out"
+        )),
+        // Reachable but not fenced, or perhaps alive and unreachable from here while its own
+        // agent holds its lease: promoting would risk two writable primaries.
+        Err(e) => Err(StepError {
+            message: format!("{name} could not be fenced and may still take writes: {e}"),
+            retryable: true,
+        }),
     }
 }
 

@@ -128,6 +128,10 @@ data_dir = "$LAB/failoverd"
 probe_scope = "all"
 log_format = "text"
 
+# One agent watches and reports; failing over takes the three-agent cluster.
+[failover]
+automatic = false
+
 [probe]
 interval = "1s"
 timeout = "500ms"

@@ -145,9 +145,13 @@ impl HookConfig {
 }
 
 /// How failovers are triggered and carried out.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverConfig {
+    /// Whether the leader fails over by itself on Down verdicts (default true). Off, failovers
+    /// happen only when asked for (an agent that only watches and reports).
+    #[serde(default = "default_true")]
+    pub automatic: bool,
     /// After a failover, no automatic region drain or failback for this long (default 5 min).
     /// Promoting a Postgres group whose primary is Down is not held back by it: there is no
     /// writable primary to flap away from.
@@ -171,6 +175,21 @@ pub struct FailoverConfig {
     pub retry_backoff: Option<Duration>,
     /// A check that may veto an automatic failover, if any.
     pub pre_hook: Option<HookConfig>,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            automatic: true,
+            cooldown: None,
+            auto_failback: false,
+            failback_hold_down: None,
+            step_timeout: None,
+            step_attempts: None,
+            retry_backoff: None,
+            pre_hook: None,
+        }
+    }
 }
 
 /// Default cooldown after a failover.
@@ -784,6 +803,9 @@ pub enum PostgresFence {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresMemberConfig {
+    /// What the writer record holds while this member is primary (default: the host of its
+    /// DSN).
+    pub writer_value: Option<String>,
     /// Member name, unique in the cluster.
     pub name: String,
     /// Region the member runs in.
@@ -850,6 +872,9 @@ pub struct RedisShardConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisMemberConfig {
+    /// What the shard's writer record holds while this member is master (default: the host
+    /// of its URL).
+    pub writer_value: Option<String>,
     /// Member name, unique in the shard.
     pub name: String,
     /// Region the member runs in.
@@ -892,6 +917,24 @@ pub struct Route53Config {
     pub insync_timeout: Option<Duration>,
     /// One weighted record per region, keyed by region name.
     pub regions: BTreeMap<String, Route53RegionRecord>,
+    /// Records naming the writable member of a group (`postgres/<cluster>`,
+    /// `redis/<shard>`), rewritten in the epoch-fenced batch after each promotion.
+    #[serde(default)]
+    pub writers: BTreeMap<String, WriterRecordConfig>,
+}
+
+/// A record that names a group's writable member.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterRecordConfig {
+    /// Record name, e.g. `db-writer.example.com.`.
+    pub name: String,
+    /// `A`, `AAAA` or `CNAME` (default CNAME).
+    #[serde(default = "default_record_type")]
+    pub record_type: String,
+    /// TTL in seconds (default 30).
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
 }
 
 /// Static AWS credentials.
@@ -1499,6 +1542,33 @@ impl Config {
                     "route53.credentials.secret_access_key",
                     &c.secret_access_key,
                 );
+            }
+            let mut writer_groups: HashSet<String> = HashSet::new();
+            if let Some(pg) = &self.postgres {
+                writer_groups.insert(format!("postgres/{}", pg.cluster));
+            }
+            for shard in &self.redis.shards {
+                if shard.mode == RedisMode::Replication {
+                    writer_groups.insert(format!("redis/{}", shard.name));
+                }
+            }
+            for (group, w) in &r53.writers {
+                let key = format!("route53.writers.\"{group}\"");
+                if !writer_groups.contains(group) {
+                    v.push(
+                        &key,
+                        format!("{group:?} is not postgres/<cluster> or redis/<replication shard> of this config"),
+                    );
+                }
+                if w.name.trim().is_empty() {
+                    v.push(format!("{key}.name"), "must not be empty");
+                }
+                if !["A", "AAAA", "CNAME"].contains(&w.record_type.as_str()) {
+                    v.push(
+                        format!("{key}.record_type"),
+                        format!("{:?} is not one of A, AAAA, CNAME", w.record_type),
+                    );
+                }
             }
             if r53.insync_timeout.is_some_and(|t| t.is_zero()) {
                 v.push("route53.insync_timeout", "must be more than 0");

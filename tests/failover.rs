@@ -88,24 +88,27 @@ replication = {{ user = "postgres" }}
 [[postgres.members]]
 name = "pg-eu-west-3"
 region = "eu-west-3"
+writer_value = "pg-eu-west-3.db.internal."
 dsn = "{}"
 
 [[postgres.members]]
 name = "pg-eu-central-1"
 region = "eu-central-1"
+writer_value = "pg-eu-central-1.db.internal."
 dsn = "{}"
 
 [[postgres.members]]
 name = "pg-us-east-1"
 region = "us-east-1"
+writer_value = "pg-us-east-1.db.internal."
 dsn = "{}"
 
 [[redis.shards]]
 name = "sessions"
 mode = "replication"
 members = [
-  {{ name = "r-eu-west-3", region = "eu-west-3", url = "{}" }},
-  {{ name = "r-eu-central-1", region = "eu-central-1", url = "{}" }},
+  {{ name = "r-eu-west-3", region = "eu-west-3", url = "{}", writer_value = "r-eu-west-3.cache.internal." }},
+  {{ name = "r-eu-central-1", region = "eu-central-1", url = "{}", writer_value = "r-eu-central-1.cache.internal." }},
 ]
 
 [failover]
@@ -153,7 +156,20 @@ async fn webhook() -> anyhow::Result<(support::HttpServer, Arc<Mutex<Vec<Value>>
 
 /// Starts Postgres (primary + 2 replicas), ministack with the records, the region APIs and
 /// three agents, and waits until the leader names the primary and would promote on loss.
-async fn lab(max_lag: u64, failover: &str, slow_replica: Option<Duration>) -> anyhow::Result<Lab> {
+/// The writer records the labs may ask for.
+const WRITERS: &str = r#"
+[route53.writers."postgres/main"]
+name = "db.example.test."
+[route53.writers."redis/sessions"]
+name = "sessions.example.test."
+"#;
+
+async fn lab(
+    max_lag: u64,
+    failover: &str,
+    slow_replica: Option<Duration>,
+    writers: bool,
+) -> anyhow::Result<Lab> {
     let pg = PgPair::start_with(1).await?;
     pg.primary
         .connect()
@@ -163,7 +179,10 @@ async fn lab(max_lag: u64, failover: &str, slow_replica: Option<Duration>) -> an
     let redis = RedisPair::start().await?;
     let ministack = Ministack::start().await?;
     seed_records(&ministack).await?;
-    let route53 = ministack.config_section();
+    let mut route53 = ministack.config_section();
+    if writers {
+        route53.push_str(WRITERS);
+    }
     let mut stores = datastores(&pg, &redis, max_lag, failover);
     // The agents may reach the us-east-1 replica through a proxy that delays every byte.
     let mut proxy = None;
@@ -335,7 +354,7 @@ fn steps(failover: &Value) -> Vec<Value> {
 async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() -> anyhow::Result<()>
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(1 << 20, "", None).await?;
+    let mut lab = lab(1 << 20, "", None, false).await?;
     // The whole region goes: its agent, API and primary.
     let killed_at = Instant::now();
     lab.cluster.agents[0].kill()?;
@@ -506,7 +525,7 @@ async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_agai
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     // The agents reach the us-east-1 replica through a proxy that delays every byte by
     // 150 ms each way, so repointing it takes seconds: the leader dies in the middle.
-    let lab = lab(1 << 20, "", Some(Duration::from_millis(150))).await?;
+    let lab = lab(1 << 20, "", Some(Duration::from_millis(150)), true).await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))
@@ -594,13 +613,34 @@ async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_agai
         receiver(&lab.pg.others[0]).await,
         Some(format!("streaming {} 2", lab.pg.replica.port))
     );
+    // The writer record names the new primary, set in the failover's one epoch step.
+    assert_eq!(
+        lab.ministack.values("db.example.test.").await?,
+        Some(vec!["pg-eu-central-1.db.internal.".to_string()])
+    );
+    let dns = after
+        .iter()
+        .find(|s| s["id"] == "route53:weights")
+        .context("the DNS step for the writer record")?;
+    assert!(
+        dns["after"][0]
+            .as_str()
+            .is_some_and(|a| a.starts_with("promote:")),
+        "after the promotion: {dns:#}"
+    );
+    let epoch = failover["epoch"].as_u64().context("epoch")?;
+    assert_eq!(
+        lab.ministack.records().await?.1,
+        [format!("\"{epoch}\"")],
+        "one epoch step"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(65536, "", None).await?;
+    let mut lab = lab(65536, "", None, false).await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))
@@ -734,7 +774,7 @@ async fn change_by_hand(
 async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() -> anyhow::Result<()>
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(1 << 20, "cooldown = \"1s\"", None).await?;
+    let mut lab = lab(1 << 20, "cooldown = \"1s\"", None, false).await?;
     // Region 1's APIs die (its primary is fine): a drain, the epoch record created.
     drop(lab.apis.remove(0));
     let first = wait_for_async("the first drain", Duration::from_secs(15), || async {
@@ -830,7 +870,7 @@ async fn a_vetoing_pre_failover_hook_stops_an_automatic_failover() -> anyhow::Re
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let hook =
         r#"pre_hook = { command = ["sh", "-c", "echo 'change freeze until 06:00' >&2; exit 1"] }"#;
-    let mut lab = lab(1 << 20, hook, None).await?;
+    let mut lab = lab(1 << 20, hook, None, false).await?;
     drop(lab.apis.remove(0));
     let refusal = wait_for_async(
         "the veto in the history",
@@ -895,7 +935,7 @@ fn unix_ms() -> u64 {
 }
 
 async fn one_region_loss() -> anyhow::Result<(Milestones, bool)> {
-    let mut lab = lab(1 << 20, "", None).await?;
+    let mut lab = lab(1 << 20, "", None, false).await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))

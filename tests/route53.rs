@@ -34,7 +34,7 @@ async fn weights_move_with_the_epoch_and_a_stale_batch_changes_nothing() -> anyh
 
     // First use: the epoch record is created with the weights.
     let all = weights(&[("eu-west-3", 100), ("eu-central-1", 100), ("us-east-1", 50)]);
-    let change = r53.change(None, 3, &all, &r53.view().await?).await?;
+    let change = r53.change(None, 3, &all, &[], &r53.view().await?).await?;
     r53.wait_insync(&change).await?;
     let view = r53.view().await?;
     assert_eq!(view.epoch, Some(3));
@@ -42,7 +42,7 @@ async fn weights_move_with_the_epoch_and_a_stale_batch_changes_nothing() -> anyh
 
     // The next epoch drains one region: only that weight moves.
     let change = r53
-        .change(Some(3), 9, &weights(&[("eu-west-3", 0)]), &view)
+        .change(Some(3), 9, &weights(&[("eu-west-3", 0)]), &[], &view)
         .await?;
     r53.wait_insync(&change).await?;
     let view = r53.view().await?;
@@ -52,7 +52,7 @@ async fn weights_move_with_the_epoch_and_a_stale_batch_changes_nothing() -> anyh
 
     // A leader still at epoch 3 tries to drain another region: refused, nothing changes.
     let stale = r53
-        .change(Some(3), 10, &weights(&[("eu-central-1", 0)]), &view)
+        .change(Some(3), 10, &weights(&[("eu-central-1", 0)]), &[], &view)
         .await
         .expect_err("a stale epoch must be refused");
     assert!(
@@ -65,7 +65,7 @@ async fn weights_move_with_the_epoch_and_a_stale_batch_changes_nothing() -> anyh
 
     // Creating the epoch record again (a second cluster's first use) is refused too.
     let twice = r53
-        .change(None, 11, &weights(&[("us-east-1", 0)]), &view)
+        .change(None, 11, &weights(&[("us-east-1", 0)]), &[], &view)
         .await
         .expect_err("the epoch record exists");
     assert!(matches!(twice, Route53Error::Rejected { .. }), "{twice:?}");

@@ -21,6 +21,11 @@ pub struct Member {
 }
 
 impl Member {
+    /// The first host of its DSN (what a writer record names by default).
+    pub fn host(&self) -> String {
+        address(self).map(|(h, _)| h).unwrap_or_default()
+    }
+
     /// The member behind a Postgres target.
     pub fn of(target: &crate::topology::Target) -> Option<Member> {
         match &target.spec {

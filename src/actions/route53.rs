@@ -260,13 +260,15 @@ impl Route53 {
     }
 
     /// Sends one batch: DELETE the epoch record holding `from` (none on first use), CREATE it
-    /// with `to`, and UPSERT each region's weight in `weights` — on a copy of the record set
-    /// in `current` when it exists, so that only the weight changes. Returns the change id.
+    /// with `to`, UPSERT each region's weight in `weights` — on a copy of the record set in
+    /// `current` when it exists, so that only the weight changes — and UPSERT the writer
+    /// records. Returns the change id.
     pub async fn change(
         &self,
         from: Option<u64>,
         to: u64,
         weights: &BTreeMap<String, u32>,
+        writers: &[crate::failover::state::WriterRecord],
         current: &DnsView,
     ) -> Result<String, Route53Error> {
         let build = |e: aws_sdk_route53::error::BuildError| Route53Error::Other(e.to_string());
@@ -314,6 +316,27 @@ impl Route53 {
                     .build()
                     .map_err(build)?,
             };
+            changes.push(
+                Change::builder()
+                    .action(ChangeAction::Upsert)
+                    .resource_record_set(set)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        for writer in writers {
+            let set = ResourceRecordSet::builder()
+                .name(canonical(&writer.name))
+                .r#type(RrType::from(writer.record_type.as_str()))
+                .ttl(i64::from(writer.ttl))
+                .resource_records(
+                    ResourceRecord::builder()
+                        .value(&writer.value)
+                        .build()
+                        .map_err(build)?,
+                )
+                .build()
+                .map_err(build)?;
             changes.push(
                 Change::builder()
                     .action(ChangeAction::Upsert)

@@ -1253,6 +1253,20 @@ url = "redis://sessions-iad.internal:6379"
             "must not be empty",
         ),
         Case::alone(
+            "a writer record is for a group of this config",
+            &[Append("[route53.writers.\"postgres/other\"]\nname = \"db.example.com.\"")],
+            "route53.writers.\"postgres/other\"",
+            "\"postgres/other\" is not postgres/<cluster> or redis/<replication shard> of this config",
+        ),
+        Case::alone(
+            "a writer record has a known type",
+            &[Append(
+                "[route53.writers.\"postgres/main\"]\nname = \"db.example.com.\"\nrecord_type = \"TXT\"",
+            )],
+            "route53.writers.\"postgres/main\".record_type",
+            "\"TXT\" is not one of A, AAAA, CNAME",
+        ),
+        Case::alone(
             "insync_timeout is more than 0",
             &[After("zone_id = ", r#"insync_timeout = "0s""#)],
             "route53.insync_timeout",

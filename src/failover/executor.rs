@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{
     ready_steps, settled, Action, Attempt, Decision, Desired, FailoverCommand, FailoverRecord,
-    Outcome, Refusal, Step, Trigger,
+    Outcome, Refusal, Step, Trigger, WriterRecord,
 };
 use super::trigger::{self, Assessment, Refused, World};
 use crate::actions::route53::{Route53, Route53Error};
@@ -210,6 +210,10 @@ pub struct Reconciler {
     regions: Vec<(String, u32)>,
     pg: HashMap<TargetId, actions::postgres::Member>,
     redis: HashMap<TargetId, actions::redis::Member>,
+    /// What each member's writer record holds while it is writable.
+    writer_values: HashMap<TargetId, String>,
+    /// The writer record of each group that has one.
+    writer_records: BTreeMap<String, crate::config::WriterRecordConfig>,
     fence_method: PostgresFence,
     replication: ReplicationConfig,
     route53: Option<Route53>,
@@ -219,6 +223,7 @@ pub struct Reconciler {
     cooldown: Duration,
     auto_failback: bool,
     hold_down: Duration,
+    automatic: bool,
     metrics: Metrics,
     /// When this leader first saw each trigger's condition (Unix ms).
     first_seen: Mutex<BTreeMap<String, u64>>,
@@ -268,6 +273,28 @@ impl Reconciler {
             .iter()
             .filter_map(|t| Some((t.id.clone(), actions::redis::Member::of(t)?)))
             .collect();
+        let writer_values = topology
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let value = match &t.spec {
+                    crate::topology::TargetSpec::Postgres { member, .. } => member
+                        .writer_value
+                        .clone()
+                        .or_else(|| Some(actions::postgres::Member::of(t)?.host())),
+                    crate::topology::TargetSpec::Redis { member, .. } => {
+                        member.writer_value.clone().or_else(|| {
+                            url::Url::parse(&member.url)
+                                .ok()?
+                                .host_str()
+                                .map(str::to_owned)
+                        })
+                    }
+                    _ => None,
+                }?;
+                Some((t.id.clone(), value))
+            })
+            .collect();
         let step_timeout = config.failover.step_timeout();
         let route53 = match &config.route53 {
             Some(r) => Some(Route53::new(r, step_timeout).await?),
@@ -282,6 +309,12 @@ impl Reconciler {
                 .collect(),
             pg,
             redis,
+            writer_values,
+            writer_records: config
+                .route53
+                .as_ref()
+                .map(|r| r.writers.clone())
+                .unwrap_or_default(),
             fence_method: config
                 .postgres
                 .as_ref()
@@ -298,6 +331,7 @@ impl Reconciler {
             backoff: config.failover.retry_backoff(),
             cooldown: config.failover.cooldown(),
             auto_failback: config.failover.auto_failback,
+            automatic: config.failover.automatic,
             hold_down: config.failover.failback_hold_down(),
             metrics: Metrics::new(registry)?,
             first_seen: Mutex::new(BTreeMap::new()),
@@ -439,6 +473,7 @@ impl Reconciler {
             auto_failback: self.auto_failback,
             hold_down: self.hold_down,
             route53: self.route53.is_some(),
+            automatic: self.automatic,
         })
     }
 
@@ -509,13 +544,33 @@ impl Reconciler {
             desired.dns_weights.clone()
         };
         let after = trigger::weights_after(&self.regions, &desired.drained, &proposal);
+        // Writer records of the groups whose writable member moves.
+        let writers: Vec<WriterRecord> = proposal
+            .promotion
+            .iter()
+            .map(|p| (&p.group, &p.to))
+            .chain(proposal.redis.iter().map(|r| (&r.group, &r.to)))
+            .filter_map(|(group, to)| {
+                let record = self.writer_records.get(group)?;
+                Some(WriterRecord {
+                    group: group.clone(),
+                    name: record.name.clone(),
+                    record_type: record.record_type.clone(),
+                    ttl: record.ttl,
+                    value: self.writer_values.get(to)?.clone(),
+                })
+            })
+            .collect();
         let steps = super::plan::plan(
             proposal.promotion.as_ref(),
             &proposal.followers,
             &proposal.redis,
-            &before,
-            &after,
-            self.route53.is_some(),
+            &super::plan::Dns {
+                route53: self.route53.is_some(),
+                before,
+                after,
+                writers: &writers,
+            },
         );
         let now = now_ms();
         let decision = Decision {
@@ -804,7 +859,9 @@ impl Reconciler {
                     member.name, new_primary.name
                 ))
             }
-            Action::Route53 { weights } => self.route53_step(epoch, weights).await,
+            Action::Route53 { weights, writers } => {
+                self.route53_step(epoch, weights, writers).await
+            }
             Action::FenceRedis { target } => {
                 let member = self.redis_member(target)?;
                 let cut_off = decision
@@ -842,6 +899,7 @@ impl Reconciler {
         &self,
         epoch: u64,
         weights: &BTreeMap<String, u32>,
+        writers: &[WriterRecord],
     ) -> Result<String, StepError> {
         let Some(r53) = &self.route53 else {
             return Err(fatal("route53 is not configured on this agent"));
@@ -886,7 +944,7 @@ impl Reconciler {
         }
         let sent = async {
             let change = r53
-                .change(desired.dns_epoch, epoch, &changes, &view)
+                .change(desired.dns_epoch, epoch, &changes, writers, &view)
                 .await?;
             let took = r53.wait_insync(&change).await?;
             Ok::<_, Route53Error>((change, took))
@@ -906,9 +964,18 @@ impl Reconciler {
                 }
             }
         };
+        let named: Vec<String> = writers
+            .iter()
+            .map(|w| format!("{} -> {}", w.name, w.value))
+            .collect();
         let mut detail = format!(
-            "set {}; epoch record {} -> {epoch}; change {change} {insync}",
+            "set {}{}; epoch record {} -> {epoch}; change {change} {insync}",
             show(&changes),
+            if named.is_empty() {
+                String::new()
+            } else {
+                format!("; writers {}", named.join(", "))
+            },
             desired
                 .dns_epoch
                 .map_or("(created)".to_owned(), |e| e.to_string()),

@@ -8,18 +8,30 @@
 
 use std::collections::BTreeMap;
 
-use super::state::{Action, Promotion, RedisPromotion, Step};
+use super::state::{Action, Promotion, RedisPromotion, Step, WriterRecord};
 use crate::topology::TargetId;
 
-/// The steps for `promotion` (with `followers` to repoint) and a weight change from
-/// `weights_before` to `weights_after` (none when they are equal or there is no Route53).
+/// What a decision changes in DNS.
+#[derive(Debug, Clone, Default)]
+pub struct Dns<'a> {
+    /// Route53 is configured.
+    pub route53: bool,
+    /// Weights as last written.
+    pub before: BTreeMap<String, u32>,
+    /// Weights after the decision.
+    pub after: BTreeMap<String, u32>,
+    /// Writer records of the promoted groups.
+    pub writers: &'a [WriterRecord],
+}
+
+/// The steps for `promotion` (with `followers` to repoint), the Redis promotions, and the DNS
+/// change: the weights when they change, and the writer records — after the promotion of
+/// their group, in the same batch.
 pub fn plan(
     promotion: Option<&Promotion>,
     followers: &[TargetId],
     redis: &[RedisPromotion],
-    weights_before: &BTreeMap<String, u32>,
-    weights_after: &BTreeMap<String, u32>,
-    route53: bool,
+    dns: &Dns<'_>,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
     if let Some(p) = promotion {
@@ -82,13 +94,30 @@ pub fn plan(
             });
         }
     }
-    if route53 && weights_before != weights_after {
+    if dns.route53 && (dns.before != dns.after || !dns.writers.is_empty()) {
+        // Writer records name members that must be writable first.
+        let after = dns
+            .writers
+            .iter()
+            .filter_map(|w| {
+                promotion
+                    .filter(|p| p.group == w.group)
+                    .map(|p| format!("promote:{}", p.to))
+                    .or_else(|| {
+                        redis
+                            .iter()
+                            .find(|r| r.group == w.group)
+                            .map(|r| format!("redis-promote:{}", r.to))
+                    })
+            })
+            .collect();
         steps.push(Step {
             id: "route53:weights".into(),
             action: Action::Route53 {
-                weights: weights_after.clone(),
+                weights: dns.after.clone(),
+                writers: dns.writers.to_vec(),
             },
-            after: Vec::new(),
+            after,
         });
     }
     steps
@@ -168,9 +197,12 @@ mod tests {
             Some(&promotion()),
             &[id("postgres/main/b"), id("postgres/main/c")],
             &[],
-            &before,
-            &after,
-            true,
+            &Dns {
+                route53: true,
+                before: before.clone(),
+                after: after.clone(),
+                writers: &[],
+            },
         );
         let shape: Vec<(&str, Vec<&str>)> = steps
             .iter()
@@ -187,13 +219,16 @@ mod tests {
         );
         assert_eq!(
             steps[3].action,
-            Action::Route53 { weights: after },
+            Action::Route53 {
+                weights: after,
+                writers: vec![]
+            },
             "the batch carries every weight"
         );
     }
 
     #[test]
-    fn a_redis_shard_fails_over_alongside_postgres() {
+    fn a_redis_shard_fails_over_alongside_postgres_and_its_writer_record_follows() {
         let shard = RedisPromotion {
             group: "redis/sessions".into(),
             from: TargetId::new(crate::config::TargetKind::Redis, "sessions", "r1"),
@@ -207,7 +242,20 @@ mod tests {
             old_master_cut_off: true,
         };
         let w = weights(&[("r1", 100)]);
-        let steps = plan(Some(&promotion()), &[], &[shard], &w, &w, true);
+        let writers = [WriterRecord {
+            group: "redis/sessions".into(),
+            name: "sessions.example.com.".into(),
+            record_type: "CNAME".into(),
+            ttl: 30,
+            value: "r2.internal.".into(),
+        }];
+        let dns = Dns {
+            route53: true,
+            before: w.clone(),
+            after: w.clone(),
+            writers: &writers,
+        };
+        let steps = plan(Some(&promotion()), &[], &[shard], &dns);
         let shape: Vec<(&str, Vec<&str>)> = steps
             .iter()
             .map(|s| (s.id.as_str(), s.after.iter().map(String::as_str).collect()))
@@ -226,6 +274,7 @@ mod tests {
                     "redis-follow:redis/sessions/r3",
                     vec!["redis-promote:redis/sessions/r2"]
                 ),
+                ("route53:weights", vec!["redis-promote:redis/sessions/r2"]),
             ]
         );
     }
@@ -234,18 +283,22 @@ mod tests {
     fn cases_without_work_plan_nothing_for_it() {
         let w = weights(&[("r1", 100), ("r2", 100)]);
         // No promotion and unchanged weights: nothing.
-        assert!(plan(None, &[], &[], &w, &w, true).is_empty());
+        let dns = |after: &BTreeMap<String, u32>, route53: bool| Dns {
+            route53,
+            before: w.clone(),
+            after: after.clone(),
+            writers: &[],
+        };
+        assert!(plan(None, &[], &[], &dns(&w, true)).is_empty());
         // Weights change but there is no Route53: no DNS step.
         let drained = weights(&[("r1", 0), ("r2", 100)]);
-        assert!(plan(None, &[], &[], &w, &drained, false).is_empty());
+        assert!(plan(None, &[], &[], &dns(&drained, false)).is_empty());
         // A promotion only, with no other replica: fence and promote.
         let steps = plan(
             Some(&promotion()),
             &[id("postgres/main/b")],
             &[],
-            &w,
-            &w,
-            true,
+            &dns(&w, true),
         );
         assert_eq!(steps.len(), 2);
     }
@@ -256,9 +309,12 @@ mod tests {
             Some(&promotion()),
             &[id("postgres/main/c"), id("postgres/main/d")],
             &[],
-            &weights(&[("r1", 100)]),
-            &weights(&[("r1", 0)]),
-            true,
+            &Dns {
+                route53: true,
+                before: weights(&[("r1", 100)]),
+                after: weights(&[("r1", 0)]),
+                writers: &[],
+            },
         );
         use StepState::*;
         let ids = |r: &FailoverRecord| -> Vec<String> {
@@ -293,9 +349,12 @@ mod tests {
             Some(&promotion()),
             &[id("postgres/main/c")],
             &[],
-            &weights(&[("r1", 100)]),
-            &weights(&[("r1", 0)]),
-            true,
+            &Dns {
+                route53: true,
+                before: weights(&[("r1", 100)]),
+                after: weights(&[("r1", 0)]),
+                writers: &[],
+            },
         );
         use StepState::*;
         // The fence failed: promote and follow can never run; DNS still running.

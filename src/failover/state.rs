@@ -89,11 +89,30 @@ pub enum Action {
         /// The new master.
         master: TargetId,
     },
-    /// Set the Route53 weights in one batch fenced by the epoch record, then wait INSYNC.
+    /// Set the Route53 weights (and writer records) in one batch fenced by the epoch record,
+    /// then wait INSYNC.
     Route53 {
         /// Weight per region after the change.
         weights: BTreeMap<String, u32>,
+        /// Writer records to point at the promoted members.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        writers: Vec<WriterRecord>,
     },
+}
+
+/// A record naming a group's writable member, as a decision sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterRecord {
+    /// The group whose writer it names.
+    pub group: String,
+    /// Record name.
+    pub name: String,
+    /// `A`, `AAAA` or `CNAME`.
+    pub record_type: String,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// The promoted member's address.
+    pub value: String,
 }
 
 /// A step of a plan: an action and the steps it waits for.
@@ -429,7 +448,7 @@ impl Desired {
                     self.drained.remove(region);
                 }
                 if let Some(weights) = decision.steps.iter().find_map(|s| match &s.action {
-                    Action::Route53 { weights } => Some(weights.clone()),
+                    Action::Route53 { weights, .. } => Some(weights.clone()),
                     _ => None,
                 }) {
                     self.weights = weights;
@@ -506,7 +525,7 @@ impl Desired {
                         };
                         record.finished_ms = Some(at_ms);
                         record.detail = Some(detail);
-                        if let Action::Route53 { weights } = &record.step.action {
+                        if let Action::Route53 { weights, .. } = &record.step.action {
                             if ok {
                                 wrote_dns = Some(weights.clone());
                             } else if give_up {
@@ -686,9 +705,12 @@ mod tests {
                 }),
                 &[],
                 &[],
-                &BTreeMap::new(),
-                &weights,
-                true,
+                &crate::failover::plan::Dns {
+                    route53: true,
+                    before: BTreeMap::new(),
+                    after: weights,
+                    writers: &[],
+                },
             ),
         }
     }

@@ -95,6 +95,8 @@ pub struct World<'a> {
     /// Route53 is configured: weights the log wants but the last DNS change did not write
     /// are written again.
     pub route53: bool,
+    /// `failover.automatic`: off, nothing is decided here.
+    pub automatic: bool,
 }
 
 /// After a failover ended `failed`, automatic retries (a promotion, a DNS change) wait this
@@ -265,6 +267,11 @@ fn retry_wait(world: &World<'_>) -> Result<(), String> {
 pub fn assess(world: &World<'_>) -> Assessment {
     let mut out = Assessment::default();
     let desired = world.desired;
+    if !world.automatic {
+        out.waiting
+            .push("automatic failover is off (failover.automatic = false)".into());
+        return out;
+    }
     if desired.paused {
         out.waiting
             .push("automation is paused: nothing is done automatically".into());
@@ -617,6 +624,7 @@ mod tests {
         redis: Vec<RedisGroup>,
         auto_failback: bool,
         route53: bool,
+        automatic: bool,
         now_ms: u64,
     }
 
@@ -633,6 +641,7 @@ mod tests {
                 redis: vec![],
                 auto_failback: false,
                 route53: true,
+                automatic: true,
                 now_ms: 1_000_000,
             }
         }
@@ -662,6 +671,7 @@ mod tests {
                 auto_failback: self.auto_failback,
                 hold_down: Duration::from_secs(300),
                 route53: self.route53,
+                automatic: self.automatic,
             })
         }
     }
@@ -766,6 +776,9 @@ mod tests {
     #[test]
     fn paused_in_progress_and_cooldown_hold_automation_back() {
         let mut case = Case::new().region("r1", State::Down).cut("r1");
+        case.automatic = false;
+        assert_eq!(case.assess().proposal, None, "automatic failover off");
+        case.automatic = true;
         case.desired.paused = true;
         assert_eq!(case.assess().proposal, None);
         case.desired.paused = false;

@@ -886,6 +886,10 @@ admin_listen = "{{admin}}"
 data_dir = "{{data_dir}}"
 probe_scope = "all"
 
+# These agents watch and report; failing over is tested with several agents.
+[failover]
+automatic = false
+
 [probe]
 {probe}
 
@@ -1597,6 +1601,29 @@ insync_timeout = "10s"
             }
         }
         Ok((weights, epochs))
+    }
+}
+
+impl Ministack {
+    /// The values of the (non-weighted) record `name`, if it exists.
+    pub async fn values(&self, name: &str) -> anyhow::Result<Option<Vec<String>>> {
+        let listing = self
+            .client()
+            .await
+            .list_resource_record_sets()
+            .hosted_zone_id(&self.zone_id)
+            .send()
+            .await?;
+        Ok(listing
+            .resource_record_sets()
+            .iter()
+            .find(|s| s.name() == name && s.set_identifier().is_none())
+            .map(|s| {
+                s.resource_records()
+                    .iter()
+                    .map(|r| r.value().to_owned())
+                    .collect()
+            }))
     }
 }
 

@@ -975,6 +975,9 @@ pub struct Route53RegionRecord {
     pub set_identifier: String,
     /// The record's value (an address or a load balancer name).
     pub value: String,
+    /// The region agent's gate, `http(s)://host:port/v1/gate/<region>`, for the Route53
+    /// health check that `failoverd route53 apply` creates and attaches to this record.
+    pub gate_url: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -1518,6 +1521,9 @@ impl Config {
                 let key = format!("route53.regions.{name}");
                 if !regions.contains(name.as_str()) {
                     v.push(&key, format!("region {name:?} is not one of `regions`"));
+                }
+                if let Some(url) = &record.gate_url {
+                    v.url(&format!("{key}.gate_url"), url, &["http", "https"]);
                 }
                 if record.set_identifier.trim().is_empty() {
                     v.push(format!("{key}.set_identifier"), "must not be empty");

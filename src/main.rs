@@ -1,4 +1,5 @@
-//! The `failoverd` command: run an agent, or check a configuration.
+//! The `failoverd` command: run an agent, check a configuration, set up the Route53 gate
+//! health checks.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -36,6 +37,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The Route53 health checks that probe each region's gate (`route53.regions.*.gate_url`).
+    Route53 {
+        #[command(subcommand)]
+        action: Route53Action,
+    },
+}
+
+#[derive(Subcommand)]
+enum Route53Action {
+    /// Show which gate health checks exist and are attached, and what `apply` would do.
+    Plan {
+        /// Configuration file (.toml, .yaml or .yml).
+        #[arg(long, short, env = "FAILOVERD_CONFIG")]
+        config: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the missing gate health checks and attach them to the weighted records
+    /// (idempotent: a second run changes nothing).
+    Apply {
+        /// Configuration file (.toml, .yaml or .yml).
+        #[arg(long, short, env = "FAILOVERD_CONFIG")]
+        config: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,6 +81,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file, json } => check_config(&file, json),
+        Command::Route53 { action } => {
+            let (path, json, apply) = match action {
+                Route53Action::Plan { config, json } => (config, json, false),
+                Route53Action::Apply { config, json } => (config, json, true),
+            };
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => return report_config_error(&path, &e),
+            };
+            match gates(&config, apply, json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("failoverd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config, log_format } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -109,6 +155,67 @@ fn check_config(path: &std::path::Path, json: bool) -> ExitCode {
         }
         Err(e) => report_config_error(path, &e),
     }
+}
+
+/// `failoverd route53 plan|apply`.
+fn gates(config: &Config, apply: bool, json: bool) -> anyhow::Result<()> {
+    let r53 = config
+        .route53
+        .as_ref()
+        .context("the configuration has no [route53] section")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let plans = runtime.block_on(async {
+        let client =
+            failoverd::actions::route53::Route53::new(r53, std::time::Duration::from_secs(10))
+                .await?;
+        if apply {
+            client.gate_apply().await
+        } else {
+            client.gate_plan().await
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+        return Ok(());
+    }
+    if plans.is_empty() {
+        println!("no region has a gate_url under route53.regions: nothing to do");
+        return Ok(());
+    }
+    let width = plans
+        .iter()
+        .map(|p| p.gate_url.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<14} {:<width$} {:<38} {:<9} TO DO",
+        "REGION", "GATE", "HEALTH CHECK", "ATTACHED"
+    );
+    for p in &plans {
+        println!(
+            "{:<14} {:<width$} {:<38} {:<9} {}",
+            p.region,
+            p.gate_url,
+            p.health_check.as_deref().unwrap_or("-"),
+            if p.attached { "yes" } else { "no" },
+            if p.to_do.is_empty() {
+                "-".to_owned()
+            } else {
+                p.to_do.join(", ")
+            }
+        );
+    }
+    let pending = plans.iter().filter(|p| !p.to_do.is_empty()).count();
+    match (apply, pending) {
+        (_, 0) => println!("every gate health check exists and is attached"),
+        (false, n) => println!("{n} region(s) to set up: run `failoverd route53 apply`"),
+        (true, n) => anyhow::bail!("{n} region(s) still not set up after apply"),
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

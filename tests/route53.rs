@@ -96,3 +96,106 @@ async fn an_unreachable_api_is_a_retryable_error_that_names_the_cause() -> anyho
     );
     Ok(())
 }
+
+/// The config text with a gate URL on every region's record.
+fn with_gates(ministack: &Ministack) -> String {
+    let mut section = ministack.config_section();
+    for (i, region) in support::REGIONS.iter().enumerate() {
+        let value = format!("value = \"192.0.2.{}\"\n", i + 1);
+        section = section.replace(
+            &value,
+            &format!(
+                "{value}gate_url = \"http://127.0.0.1:{}/v1/gate/{region}\"\n",
+                9000 + i
+            ),
+        );
+    }
+    format!(
+        "[agent]\nid = \"a\"\nregion = \"eu-west-3\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/unused\"\n\
+         [[regions]]\nname = \"eu-west-3\"\n[[regions]]\nname = \"eu-central-1\"\n\
+         [[regions]]\nname = \"us-east-1\"\n{section}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_health_checks_are_created_and_attached_once() -> anyhow::Result<()> {
+    let ministack = Ministack::start().await?;
+    let text = with_gates(&ministack);
+    let config = Config::from_str_with_env(&text, config::FileFormat::Toml, Vec::new())?;
+    let r53 = Route53::new(config.route53.as_ref().unwrap(), Duration::from_secs(5)).await?;
+    let all = weights(&[("eu-west-3", 100), ("eu-central-1", 100), ("us-east-1", 50)]);
+    let change = r53.change(None, 1, &all, &[], &r53.view().await?).await?;
+    r53.wait_insync(&change).await?;
+
+    let plan = r53.gate_plan().await?;
+    assert_eq!(plan.len(), 3);
+    assert!(plan
+        .iter()
+        .all(|p| p.to_do == ["create health check", "attach to record"]));
+    let applied = r53.gate_apply().await?;
+    assert!(
+        applied.iter().all(|p| p.to_do.is_empty() && p.attached),
+        "{applied:?}"
+    );
+
+    // A second run changes nothing: the same checks, no new ones, weights as they were.
+    let client = ministack.client().await;
+    let checks = client
+        .list_health_checks()
+        .send()
+        .await?
+        .health_checks()
+        .len();
+    assert_eq!(checks, 3);
+    let again = r53.gate_apply().await?;
+    assert_eq!(again, applied);
+    assert_eq!(
+        client
+            .list_health_checks()
+            .send()
+            .await?
+            .health_checks()
+            .len(),
+        3
+    );
+    let view = r53.view().await?;
+    assert_eq!(view.weights, all);
+    assert_eq!(
+        view.epoch,
+        Some(1),
+        "attaching does not touch the epoch record"
+    );
+    for p in &applied {
+        let id = view.sets[&p.region].health_check_id();
+        assert_eq!(id, p.health_check.as_deref());
+    }
+    // A weight change keeps the health check on the record.
+    let change = r53
+        .change(Some(1), 2, &weights(&[("us-east-1", 0)]), &[], &view)
+        .await?;
+    r53.wait_insync(&change).await?;
+    let after = r53.view().await?;
+    assert_eq!(
+        after.sets["us-east-1"].health_check_id(),
+        view.sets["us-east-1"].health_check_id()
+    );
+
+    // The command line says the same.
+    let file = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    std::fs::write(file.path(), &text)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .args(["route53", "plan", "--config"])
+        .arg(file.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("every gate health check exists and is attached"),
+        "{stdout}"
+    );
+    Ok(())
+}

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_route53::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+    Change, ChangeAction, ChangeBatch, ChangeStatus, HealthCheckConfig, HealthCheckType,
+    ResourceRecord, ResourceRecordSet, RrType,
 };
+use serde::Serialize;
 
 use crate::config::Route53Config;
 
@@ -107,6 +109,8 @@ pub struct Route53 {
     epoch_record: String,
     /// region → (set identifier, value)
     records: BTreeMap<String, (String, String)>,
+    /// region → gate URL
+    gates: BTreeMap<String, String>,
     insync_timeout: Duration,
 }
 
@@ -177,6 +181,11 @@ impl Route53 {
                 .map(|(region, r)| (region.clone(), (r.set_identifier.clone(), r.value.clone())))
                 .collect(),
             insync_timeout: config.insync_timeout(),
+            gates: config
+                .regions
+                .iter()
+                .filter_map(|(region, r)| Some((region.clone(), r.gate_url.clone()?)))
+                .collect(),
         })
     }
 
@@ -390,5 +399,172 @@ impl Route53 {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+/// One region's gate health check: what exists and what `apply` would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatePlan {
+    /// The region.
+    pub region: String,
+    /// The gate the health check probes.
+    pub gate_url: String,
+    /// The health check's id, when it exists.
+    pub health_check: Option<String>,
+    /// Whether the region's weighted record carries it.
+    pub attached: bool,
+    /// What is missing: `create health check`, `attach to record`; empty when done.
+    pub to_do: Vec<String>,
+}
+
+/// The caller reference that names a region's gate health check (Route53 makes creation
+/// idempotent on it): the region and a hash of the URL, so a new URL gets a new check.
+fn caller_reference(region: &str, url: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in url.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("failoverd-gate-{region}-{hash:016x}")
+}
+
+fn health_check_config(url: &str) -> Result<HealthCheckConfig, Route53Error> {
+    let parsed = url::Url::parse(url).map_err(|e| Route53Error::Other(format!("{url}: {e}")))?;
+    let https = parsed.scheme() == "https";
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| Route53Error::Other(format!("{url}: no host")))?;
+    let mut config = HealthCheckConfig::builder()
+        .r#type(if https {
+            HealthCheckType::Https
+        } else {
+            HealthCheckType::Http
+        })
+        .port(i32::from(
+            parsed
+                .port_or_known_default()
+                .unwrap_or(if https { 443 } else { 80 }),
+        ))
+        .resource_path(parsed.path())
+        .request_interval(10)
+        .failure_threshold(2);
+    config = if host.parse::<std::net::IpAddr>().is_ok() {
+        config.ip_address(host)
+    } else {
+        config.fully_qualified_domain_name(host)
+    };
+    config
+        .build()
+        .map_err(|e| Route53Error::Other(e.to_string()))
+}
+
+impl Route53 {
+    /// What exists of the gate health checks, and what is missing.
+    pub async fn gate_plan(&self) -> Result<Vec<GatePlan>, Route53Error> {
+        let mut checks = BTreeMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_health_checks()
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+            for check in page.health_checks() {
+                checks.insert(check.caller_reference().to_owned(), check.id().to_owned());
+            }
+            match page.next_marker() {
+                Some(next) if page.is_truncated() => marker = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        let view = self.view().await?;
+        let mut plans = Vec::new();
+        for (region, url) in &self.gates {
+            let id = checks.get(&caller_reference(region, url)).cloned();
+            let attached = match (&id, view.sets.get(region)) {
+                (Some(id), Some(set)) => set.health_check_id() == Some(id.as_str()),
+                _ => false,
+            };
+            let mut to_do = Vec::new();
+            if id.is_none() {
+                to_do.push("create health check".to_owned());
+            }
+            if !attached {
+                to_do.push("attach to record".to_owned());
+            }
+            plans.push(GatePlan {
+                region: region.clone(),
+                gate_url: url.clone(),
+                health_check: id,
+                attached,
+                to_do,
+            });
+        }
+        Ok(plans)
+    }
+
+    /// Creates the missing gate health checks and attaches each to its region's weighted
+    /// record (a copy of the record with only the health check changed). Idempotent.
+    /// Returns the plan as it stands afterwards.
+    pub async fn gate_apply(&self) -> Result<Vec<GatePlan>, Route53Error> {
+        let build = |e: aws_sdk_route53::error::BuildError| Route53Error::Other(e.to_string());
+        let plans = self.gate_plan().await?;
+        let view = self.view().await?;
+        let mut changes = Vec::new();
+        for plan in &plans {
+            let id = match &plan.health_check {
+                Some(id) => id.clone(),
+                None => self
+                    .client
+                    .create_health_check()
+                    .caller_reference(caller_reference(&plan.region, &plan.gate_url))
+                    .health_check_config(health_check_config(&plan.gate_url)?)
+                    .send()
+                    .await
+                    .map_err(classify)?
+                    .health_check()
+                    .map(|h| h.id().to_owned())
+                    .ok_or_else(|| Route53Error::Other("no health check id".into()))?,
+            };
+            if plan.attached {
+                continue;
+            }
+            let Some(existing) = view.sets.get(&plan.region) else {
+                return Err(Route53Error::Other(format!(
+                    "region {} has no weighted record yet: nothing to attach the check to",
+                    plan.region
+                )));
+            };
+            let mut set = existing.clone();
+            set.health_check_id = Some(id);
+            changes.push(
+                Change::builder()
+                    .action(ChangeAction::Upsert)
+                    .resource_record_set(set)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        if !changes.is_empty() {
+            let batch = ChangeBatch::builder()
+                .comment("failoverd: attach the gate health checks")
+                .set_changes(Some(changes))
+                .build()
+                .map_err(build)?;
+            let out = self
+                .client
+                .change_resource_record_sets()
+                .hosted_zone_id(&self.zone_id)
+                .change_batch(batch)
+                .send()
+                .await
+                .map_err(classify)?;
+            if let Some(change) = out.change_info() {
+                self.wait_insync(change.id()).await?;
+            }
+        }
+        self.gate_plan().await
     }
 }

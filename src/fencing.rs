@@ -6,7 +6,9 @@
 //! every local Postgres member that answers as primary and every local Redis master of a
 //! replication shard. It lifts a fence only once it holds the lease again *and* the
 //! replicated log still names that member as the group's primary; otherwise the member stays
-//! fenced (a failover elsewhere made it stale). With the lease held, a local Postgres member
+//! fenced (a failover elsewhere made it stale); it decides so only once the regained lease has
+//! held for [`SETTLE`] with its log applied, so that a failover made during the partition is
+//! known before anything is lifted. With the lease held, a local Postgres member
 //! that answers as primary while the log names another member of its group (an old primary
 //! restarted after a failover) is fenced too: never two writable primaries. A failed fence or
 //! unfence is logged, counted and retried at the next tick.
@@ -26,6 +28,11 @@ use crate::topology::{TargetId, Topology};
 
 /// How often the lease is checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A regained lease must hold this long, with the log applied, before a fence is lifted or a
+/// master demoted: right after a partition heals the log may not yet hold the failover that
+/// happened meanwhile, and the stale view would lift the fence of a replaced primary.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 enum Local {
@@ -51,6 +58,8 @@ pub struct Fencer {
     notifier: Option<crate::notify::Notifier>,
     /// Every Redis member of a replication shard, to point a stale master at the new one.
     redis_members: std::collections::HashMap<TargetId, actions::redis::Member>,
+    /// Since when the lease has held without a break.
+    valid_since: Option<std::time::Instant>,
     /// Local Redis members made replicas, until the probe shows them so.
     demoted: std::collections::BTreeSet<TargetId>,
     /// Local Postgres members last seen as primary.
@@ -116,6 +125,7 @@ impl Fencer {
                 .collect(),
             last_primary: std::collections::BTreeSet::new(),
             demoted: std::collections::BTreeSet::new(),
+            valid_since: None,
             lease_gauge,
             fenced_gauge,
             actions,
@@ -149,6 +159,17 @@ impl Fencer {
             }
             let valid = consensus.lease_valid();
             self.lease_gauge.set(i64::from(valid));
+            let now = std::time::Instant::now();
+            self.valid_since = match (valid, self.valid_since) {
+                (false, _) => None,
+                (true, None) => Some(now),
+                (true, since) => since,
+            };
+            // Acting on the named primaries (lifting a fence, demoting) needs a settled view.
+            let settled = self
+                .valid_since
+                .is_some_and(|since| now.duration_since(since) >= SETTLE)
+                && consensus.caught_up();
             for (id, local) in self.locals.clone() {
                 let role = board.slot(&id).map(|s| s.view()).and_then(|v| v.role());
                 let writable = role.is_some_and(|r| r == "primary" || r == "master");
@@ -166,7 +187,7 @@ impl Fencer {
                 }
                 // A Redis master the log no longer names (back after a failover elsewhere) is
                 // made a replica of the master it names, never a second master.
-                if let (true, true, Local::Redis(m)) = (valid, writable, &local) {
+                if let (true, true, Local::Redis(m)) = (settled, writable, &local) {
                     let group = consensus.group_of(&id).unwrap_or_default();
                     if let Some(named) = consensus.named_primary(group).filter(|n| *n != id) {
                         // Once per demotion: the probe shows the new role a moment later.
@@ -195,7 +216,7 @@ impl Fencer {
                             self.fence(&id, &local, &reason).await;
                         }
                     }
-                } else if valid {
+                } else if settled {
                     if let Some(fence) = self.fenced.get(&id).copied() {
                         let group = consensus.group_of(&id).unwrap_or_default();
                         match consensus.named_primary(group) {

@@ -324,7 +324,14 @@ members = [
         .text()
         .await?;
     assert!(metrics.contains(r#"failoverd_fence_actions_total{action="fence",result="ok"} 2"#));
-    assert!(metrics.contains(r#"failoverd_fence_actions_total{action="demote",result="ok"} 1"#));
+    assert!(
+        metrics.contains(r#"failoverd_fence_actions_total{action="demote",result="ok"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"action="unfence",result="ok""#),
+        "no fence was lifted on a replaced primary: {metrics}"
+    );
     assert!(metrics.contains("failoverd_fenced_primaries 1"));
     let gate = reqwest::get(format!("http://{}/v1/gate/eu-west-3", paris.admin)).await?;
     assert_eq!(gate.status(), 503, "its old primary is still fenced");

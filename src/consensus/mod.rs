@@ -429,6 +429,13 @@ impl Consensus {
         })
     }
 
+    /// Whether this agent has applied every entry its log holds, so that what it reads from
+    /// the state machine (the named primaries) is as fresh as its log.
+    pub fn caught_up(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.last_applied.map(|l| l.index) == m.last_log_index
+    }
+
     /// Whether this agent holds its lease: it leads and a quorum acknowledged it within
     /// `lease_ttl`, or it heard from such a leader within `lease_ttl`. A one-agent cluster is
     /// its own quorum.

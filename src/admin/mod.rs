@@ -197,7 +197,10 @@ async fn gate(
         });
     }
     let mut reasons = Vec::new();
-    if state.consensus.desired().drained.contains(&region) {
+    if state
+        .consensus
+        .read_desired(|d| d.drained.contains(&region))
+    {
         reasons.push(format!("region {region} is drained"));
     }
     if !state.consensus.lease_valid() {

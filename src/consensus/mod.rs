@@ -454,7 +454,7 @@ impl Consensus {
 
     /// The member the log names as the writable one of `group`.
     pub fn named_primary(&self, group: &str) -> Option<TargetId> {
-        self.state_machine.state().primaries.get(group).cloned()
+        self.state_machine.read(|s| s.primaries.get(group).cloned())
     }
 
     /// The group of a datastore target.
@@ -468,7 +468,7 @@ impl Consensus {
     /// As leader: names the primary of every group that has none yet, when fresh reports show
     /// exactly one member of the group in the writable role.
     async fn name_primaries(&self) {
-        let named = self.state_machine.state().primaries;
+        let named = self.state_machine.read(|s| s.primaries.clone());
         let roles = self.reports.roles(Instant::now(), self.stale_after);
         let mut groups: BTreeMap<&str, Vec<&TargetId>> = BTreeMap::new();
         for (target, group) in &self.groups {
@@ -694,7 +694,7 @@ impl Consensus {
 
     /// Postgres groups with their named primary and its region.
     fn named_pg_groups(&self) -> Vec<(String, TargetId, String)> {
-        let named = self.state_machine.state().primaries;
+        let named = self.state_machine.read(|s| s.primaries.clone());
         let groups: std::collections::BTreeSet<&str> = self
             .groups
             .iter()
@@ -814,7 +814,7 @@ impl Consensus {
         verdict: &Verdict,
         now: Instant,
     ) -> Vec<crate::failover::trigger::RedisGroup> {
-        let named = self.state_machine.state().primaries;
+        let named = self.state_machine.read(|s| s.primaries.clone());
         let offsets = self.reports.offsets(now, self.stale_after);
         let mut shards = Vec::new();
         let groups: std::collections::BTreeSet<&str> = self
@@ -897,9 +897,14 @@ impl Consensus {
         &self.me.agent
     }
 
-    /// The replicated desired state and history.
+    /// The replicated desired state and history (a copy).
     pub fn desired(&self) -> crate::failover::state::Desired {
-        self.state_machine.state().failover
+        self.read_desired(Clone::clone)
+    }
+
+    /// Reads the replicated desired state without copying it.
+    pub fn read_desired<R>(&self, f: impl FnOnce(&crate::failover::state::Desired) -> R) -> R {
+        self.state_machine.read(|s| f(&s.failover))
     }
 
     /// Commits a command; returns its log index once applied here.
@@ -961,7 +966,7 @@ impl Consensus {
                 },
                 ttl_ms: millis(self.lease_ttl),
             },
-            primaries: self.state_machine.state().primaries,
+            primaries: self.state_machine.read(|s| s.primaries.clone()),
             failover_readiness: if leading {
                 self.failover_readiness()
             } else {

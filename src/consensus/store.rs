@@ -294,7 +294,12 @@ impl StateMachine {
 
     /// A copy of the current state.
     pub fn state(&self) -> MachineState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.read(MachineState::clone)
+    }
+
+    /// Reads the current state without copying it (keep `f` short: applying waits for it).
+    pub fn read<R>(&self, f: impl FnOnce(&MachineState) -> R) -> R {
+        f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Stores `data` as the current snapshot, so a restart finds it.

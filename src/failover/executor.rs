@@ -364,11 +364,11 @@ impl Reconciler {
                 _ = self.wake.notified() => {}
             }
             running.retain(|_, task| !task.is_finished());
-            let desired = self.consensus.desired();
+            let (epoch, paused) = self.consensus.read_desired(|d| (d.epoch, d.paused));
             self.metrics
                 .epoch
-                .set(i64::try_from(desired.epoch).unwrap_or(i64::MAX));
-            self.metrics.paused.set(i64::from(desired.paused));
+                .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+            self.metrics.paused.set(i64::from(paused));
             if !self.consensus.is_leader() {
                 for (_, task) in running.drain() {
                     task.abort();
@@ -385,6 +385,7 @@ impl Reconciler {
                     ReconcilerStatus::default();
                 continue;
             }
+            let desired = self.consensus.desired();
             for record in desired.in_progress() {
                 for step in ready_steps(record) {
                     let key = (record.epoch, step.id.clone());
@@ -713,7 +714,7 @@ impl Reconciler {
                 tracing::info!(step = %step.id, error = %e, "no longer leader: step left to the next one");
                 return;
             }
-            if !self.consensus.desired().running.contains(&epoch) {
+            if !self.consensus.read_desired(|d| d.running.contains(&epoch)) {
                 return;
             }
             let started = command(FailoverCommand::StepStarted {
@@ -904,7 +905,9 @@ impl Reconciler {
         let Some(r53) = &self.route53 else {
             return Err(fatal("route53 is not configured on this agent"));
         };
-        let desired = self.consensus.desired();
+        let (dns_epoch, dns_weights) = self
+            .consensus
+            .read_desired(|d| (d.dns_epoch, d.dns_weights.clone()));
         let view = r53.view().await?;
         if view.epoch == Some(epoch) {
             // A previous run (perhaps by a leader that died) got the batch through.
@@ -914,10 +917,10 @@ impl Reconciler {
             ));
         }
         // What failoverd last wrote; the regions whose weight this decision changes.
-        let written: BTreeMap<String, u32> = if desired.dns_weights.is_empty() {
+        let written: BTreeMap<String, u32> = if dns_weights.is_empty() {
             self.regions.iter().cloned().collect()
         } else {
-            desired.dns_weights.clone()
+            dns_weights
         };
         let changes: BTreeMap<String, u32> = weights
             .iter()
@@ -944,7 +947,7 @@ impl Reconciler {
         }
         let sent = async {
             let change = r53
-                .change(desired.dns_epoch, epoch, &changes, writers, &view)
+                .change(dns_epoch, epoch, &changes, writers, &view)
                 .await?;
             let took = r53.wait_insync(&change).await?;
             Ok::<_, Route53Error>((change, took))
@@ -976,9 +979,7 @@ impl Reconciler {
             } else {
                 format!("; writers {}", named.join(", "))
             },
-            desired
-                .dns_epoch
-                .map_or("(created)".to_owned(), |e| e.to_string()),
+            dns_epoch.map_or("(created)".to_owned(), |e| e.to_string()),
         );
         if !drift.is_empty() {
             detail.push_str(&format!(

@@ -128,6 +128,41 @@ fn epoch_value(epoch: u64) -> String {
     format!("\"{epoch}\"")
 }
 
+fn built(e: aws_sdk_route53::error::BuildError) -> Route53Error {
+    Route53Error::Other(e.to_string())
+}
+
+/// A record set with one value (and a set identifier, for a weighted record).
+fn record_set(
+    name: &str,
+    kind: RrType,
+    ttl: i64,
+    value: &str,
+    set_identifier: Option<&str>,
+) -> Result<ResourceRecordSet, Route53Error> {
+    ResourceRecordSet::builder()
+        .name(name)
+        .r#type(kind)
+        .ttl(ttl)
+        .set_set_identifier(set_identifier.map(str::to_owned))
+        .resource_records(
+            ResourceRecord::builder()
+                .value(value)
+                .build()
+                .map_err(built)?,
+        )
+        .build()
+        .map_err(built)
+}
+
+fn change(action: ChangeAction, set: ResourceRecordSet) -> Result<Change, Route53Error> {
+    Change::builder()
+        .action(action)
+        .resource_record_set(set)
+        .build()
+        .map_err(built)
+}
+
 impl Route53 {
     /// A client for `config`, with `request_timeout` on every call.
     pub async fn new(
@@ -254,18 +289,13 @@ impl Route53 {
     }
 
     fn epoch_set(&self, epoch: u64) -> Result<ResourceRecordSet, Route53Error> {
-        ResourceRecordSet::builder()
-            .name(&self.epoch_record)
-            .r#type(RrType::Txt)
-            .ttl(60)
-            .resource_records(
-                ResourceRecord::builder()
-                    .value(epoch_value(epoch))
-                    .build()
-                    .map_err(|e| Route53Error::Other(e.to_string()))?,
-            )
-            .build()
-            .map_err(|e| Route53Error::Other(e.to_string()))
+        record_set(
+            &self.epoch_record,
+            RrType::Txt,
+            60,
+            &epoch_value(epoch),
+            None,
+        )
     }
 
     /// Sends one batch: DELETE the epoch record holding `from` (none on first use), CREATE it
@@ -280,24 +310,11 @@ impl Route53 {
         writers: &[crate::failover::state::WriterRecord],
         current: &DnsView,
     ) -> Result<String, Route53Error> {
-        let build = |e: aws_sdk_route53::error::BuildError| Route53Error::Other(e.to_string());
         let mut changes = Vec::new();
         if let Some(from) = from {
-            changes.push(
-                Change::builder()
-                    .action(ChangeAction::Delete)
-                    .resource_record_set(self.epoch_set(from)?)
-                    .build()
-                    .map_err(build)?,
-            );
+            changes.push(change(ChangeAction::Delete, self.epoch_set(from)?)?);
         }
-        changes.push(
-            Change::builder()
-                .action(ChangeAction::Create)
-                .resource_record_set(self.epoch_set(to)?)
-                .build()
-                .map_err(build)?,
-        );
+        changes.push(change(ChangeAction::Create, self.epoch_set(to)?)?);
         for (region, weight) in weights {
             let Some((set_id, value)) = self.records.get(region) else {
                 return Err(Route53Error::Other(format!(
@@ -310,55 +327,40 @@ impl Route53 {
                     set.weight = Some(i64::from(*weight));
                     set
                 }
-                None => ResourceRecordSet::builder()
-                    .name(&self.record_name)
-                    .r#type(self.record_type.clone())
-                    .set_identifier(set_id)
-                    .weight(i64::from(*weight))
-                    .ttl(self.ttl)
-                    .resource_records(
-                        ResourceRecord::builder()
-                            .value(value)
-                            .build()
-                            .map_err(build)?,
-                    )
-                    .build()
-                    .map_err(build)?,
+                None => {
+                    let mut set = record_set(
+                        &self.record_name,
+                        self.record_type.clone(),
+                        self.ttl,
+                        value,
+                        Some(set_id),
+                    )?;
+                    set.weight = Some(i64::from(*weight));
+                    set
+                }
             };
-            changes.push(
-                Change::builder()
-                    .action(ChangeAction::Upsert)
-                    .resource_record_set(set)
-                    .build()
-                    .map_err(build)?,
-            );
+            changes.push(change(ChangeAction::Upsert, set)?);
         }
         for writer in writers {
-            let set = ResourceRecordSet::builder()
-                .name(canonical(&writer.name))
-                .r#type(RrType::from(writer.record_type.as_str()))
-                .ttl(i64::from(writer.ttl))
-                .resource_records(
-                    ResourceRecord::builder()
-                        .value(&writer.value)
-                        .build()
-                        .map_err(build)?,
-                )
-                .build()
-                .map_err(build)?;
-            changes.push(
-                Change::builder()
-                    .action(ChangeAction::Upsert)
-                    .resource_record_set(set)
-                    .build()
-                    .map_err(build)?,
-            );
+            let set = record_set(
+                &canonical(&writer.name),
+                RrType::from(writer.record_type.as_str()),
+                i64::from(writer.ttl),
+                &writer.value,
+                None,
+            )?;
+            changes.push(change(ChangeAction::Upsert, set)?);
         }
+        self.send(format!("failoverd epoch {to}"), changes).await
+    }
+
+    /// Sends `changes` as one batch; returns the change id.
+    async fn send(&self, comment: String, changes: Vec<Change>) -> Result<String, Route53Error> {
         let batch = ChangeBatch::builder()
-            .comment(format!("failoverd epoch {to}"))
+            .comment(comment)
             .set_changes(Some(changes))
             .build()
-            .map_err(build)?;
+            .map_err(built)?;
         let out = self
             .client
             .change_resource_record_sets()
@@ -420,11 +422,7 @@ pub struct GatePlan {
 /// The caller reference that names a region's gate health check (Route53 makes creation
 /// idempotent on it): the region and a hash of the URL, so a new URL gets a new check.
 fn caller_reference(region: &str, url: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in url.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = crate::consensus::types::fnv1a(url);
     format!("failoverd-gate-{region}-{hash:016x}")
 }
 
@@ -509,7 +507,6 @@ impl Route53 {
     /// record (a copy of the record with only the health check changed). Idempotent.
     /// Returns the plan as it stands afterwards.
     pub async fn gate_apply(&self) -> Result<Vec<GatePlan>, Route53Error> {
-        let build = |e: aws_sdk_route53::error::BuildError| Route53Error::Other(e.to_string());
         let plans = self.gate_plan().await?;
         let view = self.view().await?;
         let mut changes = Vec::new();
@@ -539,31 +536,13 @@ impl Route53 {
             };
             let mut set = existing.clone();
             set.health_check_id = Some(id);
-            changes.push(
-                Change::builder()
-                    .action(ChangeAction::Upsert)
-                    .resource_record_set(set)
-                    .build()
-                    .map_err(build)?,
-            );
+            changes.push(change(ChangeAction::Upsert, set)?);
         }
         if !changes.is_empty() {
-            let batch = ChangeBatch::builder()
-                .comment("failoverd: attach the gate health checks")
-                .set_changes(Some(changes))
-                .build()
-                .map_err(build)?;
-            let out = self
-                .client
-                .change_resource_record_sets()
-                .hosted_zone_id(&self.zone_id)
-                .change_batch(batch)
-                .send()
-                .await
-                .map_err(classify)?;
-            if let Some(change) = out.change_info() {
-                self.wait_insync(change.id()).await?;
-            }
+            let id = self
+                .send("failoverd: attach the gate health checks".into(), changes)
+                .await?;
+            self.wait_insync(&id).await?;
         }
         self.gate_plan().await
     }

@@ -137,25 +137,30 @@ pub struct TargetView {
 }
 
 impl TargetView {
+    /// The facts of the last successful observation, if the last probe succeeded.
+    pub fn facts(&self) -> Option<&crate::probe::Facts> {
+        match &self.last {
+            Some(LastResult::Ok { observation }) => Some(&observation.facts),
+            _ => None,
+        }
+    }
+
     /// The role the last successful observation showed, for datastores: `primary` or
     /// `replica` (Postgres), `master` or `replica` (Redis).
     pub fn role(&self) -> Option<&'static str> {
         use crate::probe::postgres::PgRole;
         use crate::probe::redis::RedisRole;
         use crate::probe::Facts;
-        match &self.last {
-            Some(LastResult::Ok { observation }) => match &observation.facts {
-                Facts::Postgres(p) => Some(match p.role {
-                    PgRole::Primary => "primary",
-                    PgRole::Replica => "replica",
-                }),
-                Facts::Redis(r) => Some(match r.role {
-                    RedisRole::Master => "master",
-                    RedisRole::Replica => "replica",
-                }),
-                Facts::Http(_) => None,
-            },
-            _ => None,
+        match self.facts()? {
+            Facts::Postgres(p) => Some(match p.role {
+                PgRole::Primary => "primary",
+                PgRole::Replica => "replica",
+            }),
+            Facts::Redis(r) => Some(match r.role {
+                RedisRole::Master => "master",
+                RedisRole::Replica => "replica",
+            }),
+            Facts::Http(_) => None,
         }
     }
 }

@@ -1050,10 +1050,7 @@ pub struct MemberStatus {
 
 /// The replication offset a Redis member's last successful observation showed.
 fn offset_of(view: &crate::health::TargetView) -> Option<reports::RedisOffset> {
-    let Some(crate::health::LastResult::Ok { observation }) = &view.last else {
-        return None;
-    };
-    let crate::probe::Facts::Redis(r) = &observation.facts else {
+    let crate::probe::Facts::Redis(r) = view.facts()? else {
         return None;
     };
     Some(reports::RedisOffset {
@@ -1064,10 +1061,7 @@ fn offset_of(view: &crate::health::TargetView) -> Option<reports::RedisOffset> {
 
 /// The WAL positions a Postgres member's last successful observation showed.
 fn position_of(view: &crate::health::TargetView) -> Option<reports::Position> {
-    let Some(crate::health::LastResult::Ok { observation }) = &view.last else {
-        return None;
-    };
-    let crate::probe::Facts::Postgres(pg) = &observation.facts else {
+    let crate::probe::Facts::Postgres(pg) = view.facts()? else {
         return None;
     };
     Some(reports::Position {

@@ -210,19 +210,7 @@ impl ReportBook {
     /// `stale_after`; for a member no fresh report shows, the furthest position it was seen
     /// at as primary, if any.
     pub fn positions(&self, now: Instant, stale_after: Duration) -> BTreeMap<TargetId, Position> {
-        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fresh: Vec<&Held> = latest
-            .values()
-            .filter(|h| now.saturating_duration_since(h.received) <= stale_after)
-            .collect();
-        // Oldest first, so the freshest report's figure wins.
-        fresh.sort_by_key(|h| h.received);
-        let mut positions = BTreeMap::new();
-        for held in fresh {
-            for (target, position) in &held.report.positions {
-                positions.insert(target.clone(), position.clone());
-            }
-        }
+        let mut positions = self.freshest(now, stale_after, |r| &r.positions);
         // A primary no fresh report shows (dead, or its agent cut off): its last position.
         let high = self.primary_high.lock().unwrap_or_else(|p| p.into_inner());
         for (target, lsn) in high.iter() {
@@ -238,19 +226,31 @@ impl ReportBook {
 
     /// The freshest reported Redis offsets, from reports younger than `stale_after`.
     pub fn offsets(&self, now: Instant, stale_after: Duration) -> BTreeMap<TargetId, RedisOffset> {
+        self.freshest(now, stale_after, |r| &r.offsets)
+    }
+
+    /// One per-target figure of the reports younger than `stale_after`, the freshest
+    /// report's figure winning where several agents report the same target.
+    fn freshest<T: Clone>(
+        &self,
+        now: Instant,
+        stale_after: Duration,
+        pick: impl Fn(&Report) -> &BTreeMap<TargetId, T>,
+    ) -> BTreeMap<TargetId, T> {
         let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         let mut fresh: Vec<&Held> = latest
             .values()
             .filter(|h| now.saturating_duration_since(h.received) <= stale_after)
             .collect();
+        // Oldest first, so the freshest report's figure wins.
         fresh.sort_by_key(|h| h.received);
-        let mut offsets = BTreeMap::new();
+        let mut out = BTreeMap::new();
         for held in fresh {
-            for (target, offset) in &held.report.offsets {
-                offsets.insert(target.clone(), offset.clone());
+            for (target, figure) in pick(&held.report) {
+                out.insert(target.clone(), figure.clone());
             }
         }
-        offsets
+        out
     }
 
     /// Forgets every report (a leader that steps down must not keep deciding on old ones).

@@ -274,6 +274,19 @@ impl Lab {
         self.pg.primary.kill()
     }
 
+    /// The failovers in the history (newest first), from an agent other than `except`.
+    async fn failovers(&self, except: Option<usize>) -> Option<Vec<Value>> {
+        let history = self.history(except).await?;
+        Some(
+            history["entries"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["type"] == "failover")
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// The history from the first agent (other than `except`) that answers.
     async fn history(&self, except: Option<usize>) -> Option<Value> {
         for (i, agent) in self.cluster.agents.iter().enumerate() {
@@ -395,13 +408,7 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
         "the failovers to be recorded as finished",
         Duration::from_secs(5),
         || async {
-            let history = lab.history(Some(0)).await?;
-            let failovers: Vec<Value> = history["entries"]
-                .as_array()?
-                .iter()
-                .filter(|e| e["type"] == "failover")
-                .cloned()
-                .collect();
+            let failovers = lab.failovers(Some(0)).await?;
             let promoted = failovers
                 .iter()
                 .any(|f| !f["decision"]["promotion"].is_null());
@@ -778,12 +785,10 @@ async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() ->
     // Region 1's APIs die (its primary is fine): a drain, the epoch record created.
     drop(lab.apis.remove(0));
     let first = wait_for_async("the first drain", Duration::from_secs(15), || async {
-        let history = lab.history(None).await?;
-        history["entries"]
-            .as_array()?
-            .iter()
-            .find(|e| e["type"] == "failover" && e["outcome"] == "completed")
-            .cloned()
+        lab.failovers(None)
+            .await?
+            .into_iter()
+            .find(|f| f["outcome"] == "completed")
     })
     .await
     .with_context(|| lab.logs())?;
@@ -799,16 +804,10 @@ async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() ->
         "the second failover to end",
         Duration::from_secs(20),
         || async {
-            let history = lab.history(None).await?;
-            history["entries"]
-                .as_array()?
-                .iter()
-                .find(|e| {
-                    e["type"] == "failover"
-                        && e["epoch"] != first["epoch"]
-                        && !e["outcome"].is_null()
-                })
-                .cloned()
+            lab.failovers(None)
+                .await?
+                .into_iter()
+                .find(|f| f["epoch"] != first["epoch"] && !f["outcome"].is_null())
         },
     )
     .await
@@ -893,15 +892,8 @@ async fn a_vetoing_pre_failover_hook_stops_an_automatic_failover() -> anyhow::Re
         "{reason}"
     );
     assert_eq!(refusal["subject"], "region/eu-west-3");
-    let history = lab.history(None).await.context("history")?;
-    assert!(
-        !history["entries"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|e| e["type"] == "failover"),
-        "no failover: {history:#}"
-    );
+    let failovers = lab.failovers(None).await.context("history")?;
+    assert!(failovers.is_empty(), "no failover: {failovers:#?}");
     let (weights, epochs) = lab.ministack.records().await?;
     assert_eq!(weights["eu-west-3"], 100, "still in DNS");
     assert!(epochs.is_empty());
@@ -949,13 +941,7 @@ async fn one_region_loss() -> anyhow::Result<(Milestones, bool)> {
         println!("(killing the region took {all_dead_ms} ms)");
     }
     let failovers = wait_for_async("the region failover", Duration::from_secs(30), || async {
-        let history = lab.history(Some(0)).await?;
-        let failovers: Vec<Value> = history["entries"]
-            .as_array()?
-            .iter()
-            .filter(|e| e["type"] == "failover")
-            .cloned()
-            .collect();
+        let failovers = lab.failovers(Some(0)).await?;
         let promoted = failovers
             .iter()
             .any(|f| !f["decision"]["promotion"].is_null());

@@ -452,9 +452,14 @@ impl Reconciler {
                     first_seen.remove(&key);
                 }
             }
-            for group in &inputs.groups {
-                let key = format!("primary/{}", group.group);
-                if group.primary_down {
+            let lost = inputs
+                .groups
+                .iter()
+                .map(|g| (&g.group, g.primary_down))
+                .chain(inputs.redis.iter().map(|r| (&r.group, r.master_down)));
+            for (group, down) in lost {
+                let key = format!("primary/{group}");
+                if down {
                     first_seen.entry(key).or_insert(now_ms);
                 } else {
                     first_seen.remove(&key);

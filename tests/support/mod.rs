@@ -1580,8 +1580,8 @@ insync_timeout = "10s"
         section
     }
 
-    /// The weighted records' weights by set identifier, and the epoch TXT values.
-    pub async fn records(&self) -> anyhow::Result<(BTreeMap<String, i64>, Vec<String>)> {
+    /// Every record set of the zone (one page holds all a test makes).
+    async fn sets(&self) -> anyhow::Result<Vec<aws_sdk_route53::types::ResourceRecordSet>> {
         let listing = self
             .client()
             .await
@@ -1589,9 +1589,14 @@ insync_timeout = "10s"
             .hosted_zone_id(&self.zone_id)
             .send()
             .await?;
+        Ok(listing.resource_record_sets().to_vec())
+    }
+
+    /// The weighted records' weights by set identifier, and the epoch TXT values.
+    pub async fn records(&self) -> anyhow::Result<(BTreeMap<String, i64>, Vec<String>)> {
         let mut weights = BTreeMap::new();
         let mut epochs = Vec::new();
-        for set in listing.resource_record_sets() {
+        for set in self.sets().await? {
             if set.name() == RECORD {
                 if let (Some(id), Some(w)) = (set.set_identifier(), set.weight()) {
                     weights.insert(id.to_owned(), w);
@@ -1602,20 +1607,12 @@ insync_timeout = "10s"
         }
         Ok((weights, epochs))
     }
-}
 
-impl Ministack {
     /// The values of the (non-weighted) record `name`, if it exists.
     pub async fn values(&self, name: &str) -> anyhow::Result<Option<Vec<String>>> {
-        let listing = self
-            .client()
-            .await
-            .list_resource_record_sets()
-            .hosted_zone_id(&self.zone_id)
-            .send()
-            .await?;
-        Ok(listing
-            .resource_record_sets()
+        Ok(self
+            .sets()
+            .await?
             .iter()
             .find(|s| s.name() == name && s.set_identifier().is_none())
             .map(|s| {

@@ -319,15 +319,19 @@ members = [
     assert!(refused.contains("read-only transaction"), "{refused}");
     let status = paris.status().await.expect("answers");
     assert_eq!(status["cluster"]["lease"]["valid"], true);
-    let metrics = reqwest::get(format!("http://{}/metrics", paris.admin))
-        .await?
-        .text()
-        .await?;
+    // The demotion is counted once its link is seen up, a moment after the server shows it.
+    let demoted = r#"failoverd_fence_actions_total{action="demote",result="ok"} 1"#;
+    let metrics = wait_for_async("the demotion counted", Duration::from_secs(5), || async {
+        let text = reqwest::get(format!("http://{}/metrics", paris.admin))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains(demoted).then_some(text)
+    })
+    .await?;
     assert!(metrics.contains(r#"failoverd_fence_actions_total{action="fence",result="ok"} 2"#));
-    assert!(
-        metrics.contains(r#"failoverd_fence_actions_total{action="demote",result="ok"} 1"#),
-        "{metrics}"
-    );
     assert!(
         !metrics.contains(r#"action="unfence",result="ok""#),
         "no fence was lifted on a replaced primary: {metrics}"

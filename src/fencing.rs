@@ -230,9 +230,13 @@ impl Fencer {
                     }
                 }
             }
-            self.fenced_gauge
-                .set(i64::try_from(self.fenced.len()).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Keeps the gauge equal to the fenced set, at the moment the set changes.
+    fn count_fenced(&self) {
+        self.fenced_gauge
+            .set(i64::try_from(self.fenced.len()).unwrap_or(i64::MAX));
     }
 
     async fn fence(&mut self, id: &TargetId, local: &Local, why: &str) {
@@ -262,6 +266,7 @@ impl Fencer {
                     );
                 }
                 self.fenced.insert(id.clone(), fence);
+                self.count_fenced();
             }
             Err(e) => {
                 self.actions.with_label_values(&["fence", "error"]).inc();
@@ -280,6 +285,9 @@ impl Fencer {
         match actions::redis::follow(member, master, self.timeout).await {
             Ok(()) => {
                 self.demoted.insert(id.clone());
+                // A replica now: no longer a fenced primary (counted before the demotion).
+                let fence = self.fenced.remove(id);
+                self.count_fenced();
                 self.actions.with_label_values(&["demote", "ok"]).inc();
                 tracing::warn!(target_id = %id, master = %named, "made the stale local Redis master a replica of the named one");
                 if let Some(n) = &self.notifier {
@@ -290,7 +298,7 @@ impl Fencer {
                         serde_json::json!({ "target": id, "master": named }),
                     );
                 }
-                if let Some(Fence::Redis(previous)) = self.fenced.remove(id) {
+                if let Some(Fence::Redis(previous)) = fence {
                     if let Err(e) = actions::redis::unfence(member, previous, self.timeout).await {
                         tracing::warn!(target_id = %id, error = %e, "cannot restore min-replicas-to-write on the demoted member");
                     }
@@ -326,6 +334,7 @@ impl Fencer {
                     );
                 }
                 self.fenced.remove(id);
+                self.count_fenced();
             }
             Err(e) => {
                 self.actions.with_label_values(&["unfence", "error"]).inc();

@@ -864,8 +864,24 @@ pub struct RedisShardConfig {
     /// PEM file with the CA certificates that sign the members' TLS certificates
     /// (`rediss://` URLs); without it the system's roots are used.
     pub ca_file: Option<PathBuf>,
+    /// Cluster mode: the `cluster-node-timeout` the nodes run with (default 15 s). While a
+    /// majority of the masters can vote, a failed master's slots are left to the cluster's
+    /// own election for twice this long before failoverd takes them over.
+    #[serde(default, with = "humantime_serde")]
+    pub cluster_node_timeout: Option<Duration>,
     /// The members.
     pub members: Vec<RedisMemberConfig>,
+}
+
+/// The `cluster-node-timeout` assumed when a cluster-mode shard sets none (Redis's default).
+pub const DEFAULT_CLUSTER_NODE_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl RedisShardConfig {
+    /// The cluster's `cluster-node-timeout`.
+    pub fn cluster_node_timeout(&self) -> Duration {
+        self.cluster_node_timeout
+            .unwrap_or(DEFAULT_CLUSTER_NODE_TIMEOUT)
+    }
 }
 
 /// One Redis server.
@@ -1456,6 +1472,17 @@ impl Config {
                         "is only used with TLS: every member's url must start with rediss://",
                     );
                 }
+            }
+            match (shard.mode, shard.cluster_node_timeout) {
+                (RedisMode::Replication, Some(_)) => v.push(
+                    format!("{key}.cluster_node_timeout"),
+                    "is only used with mode = \"cluster\"",
+                ),
+                (RedisMode::Cluster, Some(t)) if t.is_zero() => v.push(
+                    format!("{key}.cluster_node_timeout"),
+                    "must be greater than 0",
+                ),
+                _ => {}
             }
             let mut names = HashSet::new();
             let mut addrs = HashSet::new();

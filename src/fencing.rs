@@ -3,8 +3,8 @@
 //!
 //! The lease is renewed by contact with a leader that a quorum follows (see
 //! [`crate::consensus::Consensus::lease_valid`]). Without it for `lease_ttl`, this agent fences
-//! every local Postgres member that answers as primary and every local Redis master of a
-//! replication shard. It lifts a fence only once it holds the lease again *and* the
+//! every local Postgres member that answers as primary and every local Redis master (of a
+//! replication shard or a Redis Cluster). It lifts a fence only once it holds the lease again *and* the
 //! replicated log still names that member as the group's primary; otherwise the member stays
 //! fenced (a failover elsewhere made it stale); it decides so only once the regained lease has
 //! held for [`SETTLE`] with its log applied, so that a failover made during the partition is
@@ -218,6 +218,13 @@ impl Fencer {
                     }
                 } else if settled {
                     if let Some(fence) = self.fenced.get(&id).copied() {
+                        // A Redis Cluster names its masters itself: once the lease is back,
+                        // a node the cluster replaced meanwhile learns so from the cluster
+                        // bus and turns replica; one it did not replace serves again.
+                        if matches!(&local, Local::Redis(m) if m.cluster) {
+                            self.unfence(&id, &local, fence).await;
+                            continue;
+                        }
                         let group = consensus.group_of(&id).unwrap_or_default();
                         match consensus.named_primary(group) {
                             Some(named) if named == id => self.unfence(&id, &local, fence).await,

@@ -142,6 +142,7 @@ async fn min_replicas_fences_a_redis_master_and_restores_its_setting() -> anyhow
         url: pair.master.url(),
         password: None,
         ca_file: None,
+        cluster: false,
     };
     let previous = actions::redis::fence(&m, TIMEOUT).await?;
     assert_eq!(previous, 1);

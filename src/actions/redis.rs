@@ -27,15 +27,16 @@ pub struct Member {
     pub password: Option<SecretRef>,
     /// CA bundle for TLS.
     pub ca_file: Option<PathBuf>,
+    /// A Redis Cluster node (else a member of a replication shard).
+    pub cluster: bool,
 }
 
 impl Member {
-    /// The member behind a Redis target of a replication shard (cluster nodes are not
-    /// fenced or promoted this way).
+    /// The member behind a Redis target.
     pub fn of(target: &crate::topology::Target) -> Option<Member> {
         match &target.spec {
             crate::topology::TargetSpec::Redis {
-                mode: crate::config::RedisMode::Replication,
+                mode,
                 member,
                 password,
                 ca_file,
@@ -45,6 +46,7 @@ impl Member {
                 url: member.url.clone(),
                 password: password.clone(),
                 ca_file: ca_file.clone(),
+                cluster: *mode == crate::config::RedisMode::Cluster,
             }),
             _ => None,
         }
@@ -182,16 +184,7 @@ pub async fn promote(member: &Member, timeout: Duration) -> Result<u64, ActionEr
                 message: format!("{} is still not master after REPLICAOF NO ONE", member.name),
             });
         }
-        // A fence left behind (it was a fenced master once) would refuse every write.
-        let setting = command(member, timeout, &["CONFIG", "GET", "min-replicas-to-write"]).await?;
-        if config_value(&setting).is_some_and(|v| v >= FENCE_MIN_REPLICAS) {
-            command(
-                member,
-                timeout,
-                &["CONFIG", "SET", "min-replicas-to-write", "0"],
-            )
-            .await?;
-        }
+        clear_fence(member, timeout).await?;
         command(
             member,
             timeout,
@@ -207,6 +200,128 @@ pub async fn promote(member: &Member, timeout: Duration) -> Result<u64, ActionEr
             .unwrap_or(0))
     })
     .await
+}
+
+/// Lifts a fence left behind (the member was a fenced master once): it would refuse every
+/// write.
+async fn clear_fence(member: &Member, timeout: Duration) -> Result<(), ActionError> {
+    let setting = command(member, timeout, &["CONFIG", "GET", "min-replicas-to-write"]).await?;
+    if config_value(&setting).is_some_and(|v| v >= FENCE_MIN_REPLICAS) {
+        command(
+            member,
+            timeout,
+            &["CONFIG", "SET", "min-replicas-to-write", "0"],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn text(member: &Member, timeout: Duration, args: &[&str]) -> Result<String, ActionError> {
+    match command(member, timeout, args).await? {
+        redis::Value::BulkString(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        redis::Value::VerbatimString { text, .. } => Ok(text),
+        redis::Value::SimpleString(s) => Ok(s),
+        other => Ok(format!("{other:?}")),
+    }
+}
+
+/// The member's view of its cluster.
+async fn cluster_view(
+    member: &Member,
+    timeout: Duration,
+) -> Result<crate::probe::redis::ClusterFacts, ActionError> {
+    let info = text(member, timeout, &["CLUSTER", "INFO"]).await?;
+    let nodes = text(member, timeout, &["CLUSTER", "NODES"]).await?;
+    crate::probe::redis::parse_cluster(&info, &nodes).map_err(|e| ActionError::Step {
+        step: "read the cluster view",
+        message: e.to_string(),
+    })
+}
+
+/// Makes a Redis Cluster replica the master of its master's `slots` with `CLUSTER FAILOVER
+/// TAKEOVER` (no vote of the other masters needed), then waits until its own view shows it
+/// master of those slots with `cluster_state:ok`, and writes a key that hashes into them.
+/// Idempotent: a member already serving the slots is only checked. Returns the cluster's
+/// current epoch.
+pub async fn takeover(
+    member: &Member,
+    slots: &[String],
+    timeout: Duration,
+) -> Result<u64, ActionError> {
+    let serves = |view: &crate::probe::redis::ClusterFacts| {
+        view.nodes.iter().any(|n| {
+            n.flags.iter().any(|f| f == "myself")
+                && n.flags.iter().any(|f| f == "master")
+                && slots.iter().all(|s| n.slots.contains(s))
+        })
+    };
+    let key = key_in_slots(slots).ok_or_else(|| ActionError::Step {
+        step: "pick a key",
+        message: format!("no slot in {slots:?}"),
+    })?;
+    super::bounded(timeout, async {
+        if !serves(&cluster_view(member, timeout).await?) {
+            command(member, timeout, &["CLUSTER", "FAILOVER", "TAKEOVER"]).await?;
+        }
+        // Bounded by the timeout: a takeover that never shows is a timeout.
+        let view = loop {
+            let view = cluster_view(member, timeout).await?;
+            if serves(&view) && view.state == "ok" {
+                break view;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        clear_fence(member, timeout).await?;
+        command(member, timeout, &["SET", &key, "1", "PX", "60000"])
+            .await
+            .map_err(|e| ActionError::Step {
+                step: "accept writes",
+                message: e.to_string(),
+            })?;
+        Ok(view.current_epoch)
+    })
+    .await
+}
+
+/// The Redis Cluster hash slot of a key (CRC16-CCITT/XMODEM of the key, or of its `{tag}`,
+/// modulo 16384).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for byte in hashed {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// A write-check key that hashes into the first slot of `slots` (`0-5460` or `42` entries).
+pub fn key_in_slots(slots: &[String]) -> Option<String> {
+    let first = slots.iter().find_map(|range| {
+        let (low, high) = range.split_once('-').unwrap_or((range, range));
+        let low: u16 = low.parse().ok()?;
+        let high: u16 = high.parse().ok()?;
+        (low <= high).then_some((low, high))
+    })?;
+    (0u32..1_000_000).find_map(|n| {
+        let key = format!("failoverd:write-check:{{{n}}}");
+        let slot = key_slot(&key);
+        (first.0..=first.1).contains(&slot).then_some(key)
+    })
 }
 
 /// Points a member at `master` (`REPLICAOF host port`) and waits until its link is up.
@@ -233,4 +348,39 @@ pub async fn follow(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("123456789"), 12739);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        // An empty tag hashes the whole key.
+        assert_ne!(key_slot("{}foo"), key_slot("foo"));
+    }
+
+    #[test]
+    fn a_write_check_key_lands_in_the_slots() {
+        for slots in [
+            &["0-5460"][..],
+            &["10923-16383"],
+            &["42"],
+            &["5461-5461", "7000-7001"],
+        ] {
+            let slots: Vec<String> = slots.iter().map(|s| (*s).to_owned()).collect();
+            let key = key_in_slots(&slots).expect("a key");
+            let slot = key_slot(&key);
+            let (low, high) = slots[0].split_once('-').unwrap_or((&slots[0], &slots[0]));
+            assert!(
+                (low.parse().unwrap()..=high.parse().unwrap()).contains(&slot),
+                "{key} hashes to {slot}, outside {slots:?}"
+            );
+        }
+        assert_eq!(key_in_slots(&["[5461->-abc]".to_owned()]), None);
+    }
 }

@@ -1168,6 +1168,18 @@ url = "redis://sessions-iad.internal:6379"
             "redis.shards[0].ca_file",
             "is only used with TLS: every member's url must start with rediss://",
         ),
+        Case::alone(
+            "Redis cluster_node_timeout only in cluster mode",
+            &[After(r#"mode = "replication""#, r#"cluster_node_timeout = "5s""#)],
+            "redis.shards[0].cluster_node_timeout",
+            "is only used with mode = \"cluster\"",
+        ),
+        Case::alone(
+            "Redis cluster_node_timeout is not zero",
+            &[After(r#"mode = "cluster""#, r#"cluster_node_timeout = "0s""#)],
+            "redis.shards[1].cluster_node_timeout",
+            "must be greater than 0",
+        ),
         // Route53.
         Case::alone(
             "zone_id is not empty",

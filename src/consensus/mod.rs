@@ -123,6 +123,8 @@ pub struct Consensus {
     groups: Vec<(TargetId, String)>,
     /// Since when this agent leads, if it does.
     leader_since: std::sync::Mutex<Option<Instant>>,
+    /// The nodes of each Redis Cluster, by shard name, with twice its node timeout (ms).
+    clusters: BTreeMap<String, (Vec<crate::failover::cluster::Node>, u64)>,
 }
 
 /// What the failover trigger needs from the cluster, on the leader.
@@ -132,10 +134,14 @@ pub struct TriggerInputs {
     pub verdict: Verdict,
     /// Each Postgres group with a named primary.
     pub groups: Vec<crate::failover::trigger::Group>,
-    /// Each Redis replication shard with a named master.
+    /// Each Redis replication shard with a named master, and each master of each Redis
+    /// Cluster.
     pub redis: Vec<crate::failover::trigger::RedisGroup>,
     /// Regions whose agents have all been silent for `lease_ttl`.
     pub cut_off: std::collections::BTreeSet<String>,
+    /// Per Redis Cluster (`redis/<name>`) whose view is healthy: the master of each
+    /// slot-range list.
+    pub slot_owners: BTreeMap<String, BTreeMap<String, TargetId>>,
 }
 
 /// When this agent last heard from a leader that a quorum follows.
@@ -414,6 +420,7 @@ impl Consensus {
                 })
                 .collect(),
             leader_since: std::sync::Mutex::new(None),
+            clusters: cluster_nodes(config, &topology),
         }))
     }
 
@@ -585,6 +592,10 @@ impl Consensus {
             offsets: views
                 .iter()
                 .filter_map(|v| Some((v.id.clone(), offset_of(v)?)))
+                .collect(),
+            clusters: views
+                .iter()
+                .filter_map(|v| Some((v.id.clone(), cluster_of(v)?)))
                 .collect(),
         };
         if leader == self.me.node_id {
@@ -799,12 +810,15 @@ impl Consensus {
                 choice,
             });
         }
-        let redis = self.redis_groups(&verdict, now);
+        let mut redis = self.redis_groups(&verdict, now);
+        let (masters, slot_owners) = self.cluster_masters(&verdict, now, &cut_off);
+        redis.extend(masters);
         Some(TriggerInputs {
             verdict,
             groups,
             redis,
             cut_off,
+            slot_owners,
         })
     }
 
@@ -882,9 +896,79 @@ impl Consensus {
                 local_candidate: replicas.first().map(|r| (r.0.clone(), r.2)),
                 local_followers: members.iter().map(|m| m.0.clone()).collect(),
                 master_region,
+                ..crate::failover::trigger::RedisGroup::default()
             });
         }
         shards
+    }
+
+    /// The masters of each Redis Cluster from the freshest view a healthy node reported, and
+    /// the slot owners of each cluster whose view says `cluster_state:ok`.
+    fn cluster_masters(
+        &self,
+        verdict: &Verdict,
+        now: Instant,
+        cut_off: &std::collections::BTreeSet<String>,
+    ) -> (
+        Vec<crate::failover::trigger::RedisGroup>,
+        BTreeMap<String, BTreeMap<String, TargetId>>,
+    ) {
+        use crate::failover::cluster::{self, ClusterView, NodeHealth};
+        let mut groups = Vec::new();
+        let mut owners = BTreeMap::new();
+        if self.clusters.is_empty() {
+            return (groups, owners);
+        }
+        let views = self.reports.clusters(now, self.stale_after);
+        let ids = self.reports.cluster_ids();
+        let offsets = self.reports.offsets(now, self.stale_after);
+        for (name, (nodes, grace_ms)) in &self.clusters {
+            let health: BTreeMap<TargetId, NodeHealth> = nodes
+                .iter()
+                .map(|n| {
+                    let v = verdict.targets.get(&n.target);
+                    let health = NodeHealth {
+                        down: v.is_some_and(|v| v.state == crate::health::State::Down),
+                        home_says_down: v.is_some_and(|v| {
+                            v.down.iter().any(|agent| {
+                                self.members
+                                    .iter()
+                                    .any(|m| &m.agent == agent && m.region == n.region)
+                            })
+                        }),
+                        healthy: v.is_some_and(|v| !v.up.is_empty() && v.down.is_empty()),
+                        offset: offsets.get(&n.target).map(|o| o.offset),
+                    };
+                    (n.target.clone(), health)
+                })
+                .collect();
+            // The view of a healthy node that knows the latest cluster epoch.
+            let Some(view) = nodes
+                .iter()
+                .filter(|n| health.get(&n.target).is_some_and(|h| h.healthy))
+                .filter_map(|n| views.get(&n.target))
+                .max_by_key(|v| (v.current_epoch, v.state == "ok"))
+            else {
+                continue;
+            };
+            let masters = cluster::masters(&ClusterView {
+                name,
+                view,
+                nodes,
+                ids: &ids,
+                health: &health,
+                cut_off,
+                grace_ms: *grace_ms,
+            });
+            if !masters.unknown.is_empty() {
+                tracing::debug!(cluster = %name, unknown = ?masters.unknown, "cluster nodes that match no configured member");
+            }
+            if view.state == "ok" {
+                owners.insert(format!("redis/{name}"), masters.owners);
+            }
+            groups.extend(masters.groups);
+        }
+        (groups, owners)
     }
 
     /// Whether this agent leads.
@@ -1046,6 +1130,50 @@ pub struct MemberStatus {
     /// On the leader: whether the member has been silent for `lease_ttl`, so that it has
     /// fenced its own primaries and its region may be failed over.
     pub lease_expired: Option<bool>,
+}
+
+/// The nodes of each configured Redis Cluster, with twice its node timeout in milliseconds.
+fn cluster_nodes(
+    config: &Config,
+    topology: &Topology,
+) -> BTreeMap<String, (Vec<crate::failover::cluster::Node>, u64)> {
+    let mut out: BTreeMap<String, (Vec<crate::failover::cluster::Node>, u64)> = BTreeMap::new();
+    for shard in config
+        .redis
+        .shards
+        .iter()
+        .filter(|s| s.mode == crate::config::RedisMode::Cluster)
+    {
+        let grace = u64::try_from(shard.cluster_node_timeout().as_millis() * 2).unwrap_or(u64::MAX);
+        let nodes = topology
+            .targets
+            .iter()
+            .filter_map(|t| match &t.spec {
+                crate::topology::TargetSpec::Redis {
+                    shard: s, member, ..
+                } if *s == shard.name => {
+                    let url = url::Url::parse(&member.url).ok()?;
+                    Some(crate::failover::cluster::Node {
+                        target: t.id.clone(),
+                        region: t.region.clone(),
+                        host: url.host_str()?.to_owned(),
+                        port: url.port().unwrap_or(6379),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        out.insert(shard.name.clone(), (nodes, grace));
+    }
+    out
+}
+
+/// What a Redis Cluster node's last successful observation showed of its cluster.
+fn cluster_of(view: &crate::health::TargetView) -> Option<crate::probe::redis::ClusterFacts> {
+    let crate::probe::Facts::Redis(r) = view.facts()? else {
+        return None;
+    };
+    r.cluster.clone()
 }
 
 /// The replication offset a Redis member's last successful observation showed.

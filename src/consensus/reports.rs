@@ -34,6 +34,9 @@ pub struct Report {
     /// Replication offsets of the Redis members this agent probes.
     #[serde(default)]
     pub offsets: BTreeMap<TargetId, RedisOffset>,
+    /// What each Redis Cluster node this agent probes sees of its cluster.
+    #[serde(default)]
+    pub clusters: BTreeMap<TargetId, crate::probe::redis::ClusterFacts>,
 }
 
 /// A Redis member's replication state as last observed.
@@ -229,6 +232,35 @@ impl ReportBook {
         self.freshest(now, stale_after, |r| &r.offsets)
     }
 
+    /// What each Redis Cluster node saw of its cluster, from reports younger than
+    /// `stale_after`.
+    pub fn clusters(
+        &self,
+        now: Instant,
+        stale_after: Duration,
+    ) -> BTreeMap<TargetId, crate::probe::redis::ClusterFacts> {
+        self.freshest(now, stale_after, |r| &r.clusters)
+    }
+
+    /// The node id each Redis Cluster node reported as its own (`myself`), from every report
+    /// held, fresh or not: a node's id outlives the node's reachability.
+    pub fn cluster_ids(&self) -> BTreeMap<String, TargetId> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids = BTreeMap::new();
+        for held in latest.values() {
+            for (target, facts) in &held.report.clusters {
+                if let Some(me) = facts
+                    .nodes
+                    .iter()
+                    .find(|n| n.flags.iter().any(|f| f == "myself"))
+                {
+                    ids.insert(me.id.clone(), target.clone());
+                }
+            }
+        }
+        ids
+    }
+
     /// One per-target figure of the reports younger than `stale_after`, the freshest
     /// report's figure winning where several agents report the same target.
     fn freshest<T: Clone>(
@@ -287,6 +319,7 @@ mod tests {
             roles: BTreeMap::new(),
             positions: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            clusters: BTreeMap::new(),
         }
     }
 

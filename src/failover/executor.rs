@@ -407,7 +407,8 @@ impl Reconciler {
                     }
                 }
             }
-            let assessment = self.assess(&desired);
+            let (assessment, slot_owners) = self.assess(&desired);
+            self.record_slot_owners(&desired, &slot_owners).await;
             self.record_refusals(&desired, &assessment.refusals).await;
             *self.status.lock().unwrap_or_else(|p| p.into_inner()) = ReconcilerStatus {
                 waiting: assessment.waiting.clone(),
@@ -426,10 +427,13 @@ impl Reconciler {
         }
     }
 
-    /// Runs the trigger on the current verdict.
-    fn assess(&self, desired: &Desired) -> Assessment {
-        let Some(inputs) = self.consensus.trigger_inputs() else {
-            return Assessment::default();
+    /// Runs the trigger on the current verdict; also returns the Redis Clusters' slot owners.
+    fn assess(
+        &self,
+        desired: &Desired,
+    ) -> (Assessment, BTreeMap<String, BTreeMap<String, TargetId>>) {
+        let Some(mut inputs) = self.consensus.trigger_inputs() else {
+            return (Assessment::default(), BTreeMap::new());
         };
         let now = Instant::now();
         let now_ms = now_ms();
@@ -456,7 +460,10 @@ impl Reconciler {
                 .groups
                 .iter()
                 .map(|g| (&g.group, g.primary_down))
-                .chain(inputs.redis.iter().map(|r| (&r.group, r.master_down)));
+                .chain(inputs.redis.iter().map(|r| {
+                    let lost = r.master_down || inputs.cut_off.contains(&r.master_region);
+                    (&r.group, lost)
+                }));
             for (group, down) in lost {
                 let key = format!("primary/{group}");
                 if down {
@@ -465,9 +472,12 @@ impl Reconciler {
                     first_seen.remove(&key);
                 }
             }
+            for shard in &mut inputs.redis {
+                shard.lost_since_ms = first_seen.get(&format!("primary/{}", shard.group)).copied();
+            }
         }
         let region_state = inputs.verdict.regions.clone();
-        trigger::assess(&World {
+        let assessment = trigger::assess(&World {
             now_ms,
             desired,
             regions: &self.regions,
@@ -480,7 +490,36 @@ impl Reconciler {
             hold_down: self.hold_down,
             route53: self.route53.is_some(),
             automatic: self.automatic,
-        })
+        });
+        (assessment, inputs.slot_owners)
+    }
+
+    /// Records each Redis Cluster's slot owners when they changed, with who moved them.
+    async fn record_slot_owners(
+        &self,
+        desired: &Desired,
+        owners: &BTreeMap<String, BTreeMap<String, TargetId>>,
+    ) {
+        for (cluster, owners) in owners {
+            let Some(cmd) = super::cluster::slot_moves(desired, cluster, owners, now_ms()) else {
+                continue;
+            };
+            if let FailoverCommand::SlotOwners { moved, .. } = &cmd {
+                for m in moved {
+                    tracing::warn!(
+                        cluster = %m.cluster,
+                        slots = %m.slots.join(","),
+                        from = %m.from,
+                        to = %m.to,
+                        by = ?m.by,
+                        "slot range moved to a new master"
+                    );
+                }
+            }
+            if let Err(e) = self.consensus.write(command(cmd)).await {
+                tracing::warn!(cluster = %cluster, error = %e, "cannot record the slot owners");
+            }
+        }
     }
 
     /// When this leader first saw what set `trigger` off.
@@ -781,11 +820,9 @@ impl Reconciler {
     }
 
     fn redis_member(&self, target: &TargetId) -> Result<&actions::redis::Member, StepError> {
-        self.redis.get(target).ok_or_else(|| {
-            fatal(format!(
-                "{target} is not a configured Redis member of a replication shard"
-            ))
-        })
+        self.redis
+            .get(target)
+            .ok_or_else(|| fatal(format!("{target} is not a configured Redis member")))
     }
 
     fn member(&self, target: &TargetId) -> Result<&actions::postgres::Member, StepError> {
@@ -887,6 +924,20 @@ impl Reconciler {
                 Ok(format!(
                     "{} is master at offset {offset} and takes writes",
                     member.name
+                ))
+            }
+            Action::TakeoverRedisCluster {
+                target,
+                master,
+                slots,
+            } => {
+                let member = self.redis_member(target)?;
+                let epoch = actions::redis::takeover(member, slots, self.step_timeout).await?;
+                Ok(format!(
+                    "{} took slots {} over from {master} (config epoch {epoch}); \
+                     cluster_state:ok and a write to those slots succeeded",
+                    member.name,
+                    slots.join(",")
                 ))
             }
             Action::FollowRedis { target, master } => {
@@ -1053,7 +1104,16 @@ fn describe(decision: &Decision) -> String {
         ));
     }
     for r in &decision.redis {
-        parts.push(format!("redis {} -> {}", r.from, r.to));
+        if r.slots.is_empty() {
+            parts.push(format!("redis {} -> {}", r.from, r.to));
+        } else {
+            parts.push(format!(
+                "redis cluster slots {}: {} -> {}",
+                r.slots.join(","),
+                r.from,
+                r.to
+            ));
+        }
     }
     if let Some(r) = &decision.refusal {
         parts.push(r.clone());
@@ -1078,6 +1138,7 @@ fn action_label(action: &Action) -> &'static str {
         Action::FenceRedis { .. } => "fence_redis",
         Action::PromoteRedis { .. } => "promote_redis",
         Action::FollowRedis { .. } => "follow_redis",
+        Action::TakeoverRedisCluster { .. } => "takeover_redis_cluster",
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! [`trigger`] (pure) reads the verdict, the leases and the desired state and proposes a
 //! decision; [`candidate`] (pure) picks the Postgres member to promote with its data-loss
-//! guard; [`plan`] (pure) turns a decision into steps with their dependencies; [`state`] is
+//! guard; [`cluster`] (pure) finds the lost masters of a Redis Cluster, their candidates and
+//! who moved each slot range; [`plan`] (pure) turns a decision into steps with their dependencies; [`state`] is
 //! what the replicated log makes of decisions and step records; [`executor`] runs on the
 //! leader, commits decisions (after the optional [`hook`] approves) and carries out their
 //! steps with [`crate::actions`].
 
 pub mod candidate;
+pub mod cluster;
 pub mod executor;
 pub mod hook;
 pub mod plan;

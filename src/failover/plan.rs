@@ -2,7 +2,8 @@
 //!
 //! Postgres: fence the old primary (if it can be reached), then promote the candidate, then
 //! point every other reachable replica at it — the followers in parallel. Each Redis shard:
-//! the same three stages, alongside Postgres and the other shards. Route53: one batch with
+//! the same three stages, alongside Postgres and the other shards; a Redis Cluster master:
+//! one takeover by its replica. Route53: one batch with
 //! the new weights, which waits for nothing (draining a dead region does not depend on the
 //! datastores), so it runs alongside.
 
@@ -63,6 +64,20 @@ pub fn plan(
         }
     }
     for shard in redis {
+        if !shard.slots.is_empty() {
+            // A Redis Cluster master: its replica takes the slots over; the cluster demotes
+            // the old master when it is seen again, so there is nothing to fence or repoint.
+            steps.push(Step {
+                id: format!("redis-takeover:{}", shard.to),
+                action: Action::TakeoverRedisCluster {
+                    target: shard.to.clone(),
+                    master: shard.from.clone(),
+                    slots: shard.slots.clone(),
+                },
+                after: Vec::new(),
+            });
+            continue;
+        }
         let fence = format!("redis-fence:{}", shard.from);
         let promote = format!("redis-promote:{}", shard.to);
         steps.push(Step {
@@ -240,6 +255,7 @@ mod tests {
                 "r3",
             )],
             old_master_cut_off: true,
+            slots: vec![],
         };
         let w = weights(&[("r1", 100)]);
         let writers = [WriterRecord {
@@ -276,6 +292,54 @@ mod tests {
                 ),
                 ("route53:weights", vec!["redis-promote:redis/sessions/r2"]),
             ]
+        );
+    }
+
+    #[test]
+    fn each_lost_cluster_master_is_one_takeover_alongside_the_rest() {
+        let node = |n: &str| TargetId::new(crate::config::TargetKind::Redis, "cache", n);
+        let takeover = |from: &str, to: &str, slots: &str| RedisPromotion {
+            group: format!("redis/cache[{slots}]"),
+            from: node(from),
+            to: node(to),
+            offset: 7,
+            followers: vec![],
+            old_master_cut_off: true,
+            slots: vec![slots.into()],
+        };
+        let shards = [
+            takeover("m1", "r1", "0-5460"),
+            takeover("m2", "r2", "5461-10922"),
+        ];
+        let w = weights(&[("r1", 100), ("r2", 100)]);
+        let dns = Dns {
+            route53: true,
+            before: w.clone(),
+            after: weights(&[("r1", 0), ("r2", 100)]),
+            writers: &[],
+        };
+        let steps = plan(Some(&promotion()), &[], &shards, &dns);
+        let shape: Vec<(&str, Vec<&str>)> = steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.after.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("fence:postgres/main/a", vec![]),
+                ("promote:postgres/main/b", vec!["fence:postgres/main/a"]),
+                ("redis-takeover:redis/cache/r1", vec![]),
+                ("redis-takeover:redis/cache/r2", vec![]),
+                ("route53:weights", vec![]),
+            ]
+        );
+        assert_eq!(
+            steps[3].action,
+            Action::TakeoverRedisCluster {
+                target: node("r2"),
+                master: node("m2"),
+                slots: vec!["5461-10922".into()],
+            }
         );
     }
 

@@ -89,6 +89,16 @@ pub enum Action {
         /// The new master.
         master: TargetId,
     },
+    /// `CLUSTER FAILOVER TAKEOVER` on a replica of a lost Redis Cluster master, then check
+    /// that it serves the slots, `cluster_state:ok` and a write to a key in those slots.
+    TakeoverRedisCluster {
+        /// The replica.
+        target: TargetId,
+        /// The lost master.
+        master: TargetId,
+        /// The slot ranges that move.
+        slots: Vec<String>,
+    },
     /// Set the Route53 weights (and writer records) in one batch fenced by the epoch record,
     /// then wait INSYNC.
     Route53 {
@@ -146,7 +156,7 @@ pub struct Promotion {
     pub old_primary_cut_off: bool,
 }
 
-/// The Redis part of a decision: one replication shard.
+/// The Redis part of a decision: one replication shard, or one master of a Redis Cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisPromotion {
     /// The group (`redis/<shard>`).
@@ -162,6 +172,38 @@ pub struct RedisPromotion {
     /// The old master's region was cut off (see [`Promotion::old_primary_cut_off`]).
     #[serde(default)]
     pub old_master_cut_off: bool,
+    /// Redis Cluster: the slot ranges that move (empty for a replication shard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<String>,
+}
+
+/// Who moved a Redis Cluster's slot range to a new master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovedBy {
+    /// A failoverd decision (`CLUSTER FAILOVER TAKEOVER`).
+    Failoverd,
+    /// The cluster's own election (or an operator outside failoverd).
+    RedisCluster,
+}
+
+/// A slot range of a Redis Cluster that changed master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotMove {
+    /// The group (`redis/<cluster>`).
+    pub cluster: String,
+    /// The slot ranges, as `CLUSTER NODES` lists them.
+    pub slots: Vec<String>,
+    /// The master that served them.
+    pub from: TargetId,
+    /// The master that serves them now.
+    pub to: TargetId,
+    /// Who moved them.
+    pub by: MovedBy,
+    /// The failover that moved them, when failoverd did.
+    pub epoch: Option<u64>,
+    /// When the leader saw the move, Unix milliseconds.
+    pub at_ms: u64,
 }
 
 /// A decision, as committed.
@@ -294,6 +336,8 @@ pub enum HistoryEntry {
     Failover(Box<FailoverRecord>),
     /// A refusal.
     Refusal(Refusal),
+    /// A Redis Cluster slot range changed master.
+    SlotsMoved(SlotMove),
     /// Automation paused or resumed.
     Mode {
         /// Paused after this entry.
@@ -349,6 +393,16 @@ pub enum FailoverCommand {
     },
     /// A refusal, recorded once per subject and guard until it changes.
     Refuse(Refusal),
+    /// The masters of a Redis Cluster's slot ranges as the leader sees them now, and the
+    /// moves since the last record.
+    SlotOwners {
+        /// The group (`redis/<cluster>`).
+        cluster: String,
+        /// Master per slot-range list (ranges joined by `,`).
+        owners: BTreeMap<String, TargetId>,
+        /// The moves, recorded in the history.
+        moved: Vec<SlotMove>,
+    },
     /// Pause or resume automation.
     SetPaused {
         /// Paused after this.
@@ -390,6 +444,9 @@ pub struct Desired {
     /// When each `subject/guard` refusal was last recorded (Unix ms), to record a standing
     /// refusal once a minute rather than at every tick.
     pub refusals: BTreeMap<String, u64>,
+    /// The master of each slot-range list of each Redis Cluster, as last recorded.
+    #[serde(default)]
+    pub slot_owners: BTreeMap<String, BTreeMap<String, TargetId>>,
     /// Failovers, refusals and mode changes, oldest first, at most [`HISTORY_LIMIT`].
     pub history: Vec<HistoryEntry>,
 }
@@ -461,6 +518,8 @@ impl Desired {
                         decision
                             .redis
                             .iter()
+                            // A Redis Cluster names its masters itself.
+                            .filter(|r| r.slots.is_empty())
                             .map(|r| (r.group.clone(), r.to.clone())),
                     )
                     .collect();
@@ -568,7 +627,7 @@ impl Desired {
                                 renamed.push((p.group.clone(), p.from.clone()));
                             }
                         }
-                        for r in &record.decision.redis {
+                        for r in record.decision.redis.iter().filter(|r| r.slots.is_empty()) {
                             if !promoted(&r.to) {
                                 renamed.push((r.group.clone(), r.from.clone()));
                             }
@@ -600,6 +659,17 @@ impl Desired {
                     refusal.at_ms,
                 );
                 self.push(HistoryEntry::Refusal(refusal));
+                Vec::new()
+            }
+            FailoverCommand::SlotOwners {
+                cluster,
+                owners,
+                moved,
+            } => {
+                self.slot_owners.insert(cluster, owners);
+                for m in moved {
+                    self.push(HistoryEntry::SlotsMoved(m));
+                }
                 Vec::new()
             }
             FailoverCommand::SetPaused { paused, by, at_ms } => {

@@ -46,10 +46,11 @@ pub struct Group {
     pub local_followers: Vec<TargetId>,
 }
 
-/// A Redis replication shard with a named master, as the trigger sees it.
-#[derive(Debug, Clone, PartialEq)]
+/// A Redis replication shard with a named master, or one master of a Redis Cluster (with
+/// its slots), as the trigger sees it.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RedisGroup {
-    /// `redis/<shard>`.
+    /// `redis/<shard>`, or `redis/<cluster>[<slots>]` for a cluster master.
     pub group: String,
     /// The master the log names.
     pub master: TargetId,
@@ -67,6 +68,16 @@ pub struct RedisGroup {
     pub local_candidate: Option<(TargetId, u64)>,
     /// Healthy members of any region.
     pub local_followers: Vec<TargetId>,
+    /// Redis Cluster: the slot ranges the master serves (empty for a replication shard).
+    pub slots: Vec<String>,
+    /// Redis Cluster: the cluster flagged the master `fail` while a majority of its masters
+    /// can vote, so its own election for these slots is under way.
+    pub cluster_electing: bool,
+    /// Redis Cluster: how long an election under way is left to the cluster (twice
+    /// `cluster-node-timeout`), in milliseconds.
+    pub cluster_grace_ms: u64,
+    /// When the leader first saw the master lost, Unix milliseconds.
+    pub lost_since_ms: Option<u64>,
 }
 
 /// Everything the trigger looks at.
@@ -220,6 +231,7 @@ fn promote_redis(
             offset: *offset,
             followers: followers.iter().filter(|f| *f != to).cloned().collect(),
             old_master_cut_off: cut_off,
+            slots: shard.slots.clone(),
         }),
         None => Err(Refused {
             subject: shard.group.clone(),
@@ -237,8 +249,24 @@ fn promote_redis(
     }
 }
 
-/// Whether a Redis master may be replaced now (the rule of [`may_replace`]).
+/// Whether a Redis master may be replaced now (the rule of [`may_replace`]). A Redis Cluster
+/// master whose slots the cluster is electing a new master for is left to the cluster, for
+/// twice `cluster-node-timeout` from when it was first seen lost.
 fn may_replace_redis(world: &World<'_>, shard: &RedisGroup) -> Result<(), String> {
+    if shard.cluster_electing {
+        let since = shard.lost_since_ms.unwrap_or(world.now_ms);
+        let until = since.saturating_add(shard.cluster_grace_ms);
+        if world.now_ms < until {
+            return Err(format!(
+                "{}: master {} is failed in the cluster's own view and a majority of its \
+                 masters can vote: leaving slots {} to the cluster's election until {until} \
+                 (Unix ms)",
+                shard.group,
+                shard.master,
+                shard.slots.join(",")
+            ));
+        }
+    }
     if world.cut_off.contains(&shard.master_region) || shard.home_says_down {
         Ok(())
     } else {
@@ -949,7 +977,62 @@ mod tests {
             followers: vec![r("m2"), r("m3")],
             local_candidate: Some((r("m1b"), 900)),
             local_followers: vec![r("m1b"), r("m2"), r("m3")],
+            ..RedisGroup::default()
         }
+    }
+
+    /// A Redis Cluster master of region r1 serving slots 0-5460, with a replica in r2.
+    fn cluster_master(electing: bool) -> RedisGroup {
+        let n = |n: &str| TargetId::new(crate::config::TargetKind::Redis, "cache", n);
+        RedisGroup {
+            group: "redis/cache[0-5460]".into(),
+            master: n("c1"),
+            master_region: "r1".into(),
+            master_down: true,
+            candidate: Some((n("c4"), 300)),
+            local_candidate: Some((n("c4"), 300)),
+            slots: vec!["0-5460".into()],
+            cluster_electing: electing,
+            cluster_grace_ms: 30_000,
+            ..RedisGroup::default()
+        }
+    }
+
+    #[test]
+    fn a_cluster_master_of_a_lost_region_is_taken_over_by_its_replica_elsewhere() {
+        let mut case = Case::new()
+            .region("r1", State::Down)
+            .cut("r1")
+            .groups(vec![]);
+        case.redis = vec![cluster_master(false)];
+        let p = case.assess().proposal.expect("a takeover");
+        assert_eq!(p.redis.len(), 1);
+        assert_eq!(p.redis[0].slots, ["0-5460"]);
+        assert!(p.redis[0].to.as_str().ends_with("c4"));
+        assert!(p.redis[0].followers.is_empty());
+    }
+
+    #[test]
+    fn a_cluster_electing_a_new_master_itself_is_left_alone_for_the_grace() {
+        let mut case = Case::new().cut("r1").groups(vec![]);
+        let mut master = cluster_master(true);
+        master.lost_since_ms = Some(case.now_ms - 10_000);
+        case.redis = vec![master.clone()];
+        let a = case.assess();
+        assert_eq!(a.proposal, None, "the cluster's election is under way");
+        assert!(
+            a.waiting.iter().any(|w| w.contains("cluster's election")),
+            "{:?}",
+            a.waiting
+        );
+        // The election did not happen within twice the node timeout: failoverd acts.
+        master.lost_since_ms = Some(case.now_ms - 30_000);
+        case.redis = vec![master];
+        let p = case.assess().proposal.expect("a takeover after the grace");
+        assert_eq!(p.redis[0].slots, ["0-5460"]);
+        // Without an election under way (too few masters to vote), at once.
+        case.redis = vec![cluster_master(false)];
+        assert!(case.assess().proposal.is_some());
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub struct RedisReplica {
 }
 
 /// A cluster node's view of the cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ClusterFacts {
     /// `ok` or `fail`.
     pub state: String,
@@ -85,7 +85,7 @@ pub struct ClusterFacts {
 }
 
 /// One line of `CLUSTER NODES`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ClusterNode {
     /// Node id.
     pub id: String,
@@ -305,7 +305,8 @@ fn parse_replication(info: &str, cluster: Option<ClusterFacts>) -> Result<RedisF
     Ok(facts)
 }
 
-fn parse_cluster(info: &str, nodes: &str) -> Result<ClusterFacts, ProbeError> {
+/// A node's view of its cluster from its `CLUSTER INFO` and `CLUSTER NODES` answers.
+pub fn parse_cluster(info: &str, nodes: &str) -> Result<ClusterFacts, ProbeError> {
     let mut facts = ClusterFacts {
         state: String::new(),
         slots_ok: 0,

@@ -165,6 +165,12 @@ pub struct FailoverStatus {
     pub dns_epoch: Option<u64>,
     /// No automatic region change before this, Unix milliseconds.
     pub cooldown_until_ms: u64,
+    /// Per Redis Cluster (`redis/<name>`): the master of each slot-range list, as last
+    /// recorded.
+    pub slot_owners: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, crate::topology::TargetId>,
+    >,
     /// The failovers in progress, with their steps.
     pub in_progress: Vec<crate::failover::state::FailoverRecord>,
     /// On the leader: what is Down but waits, and why.
@@ -318,6 +324,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
                 weights: desired.weights,
                 dns_epoch: desired.dns_epoch,
                 cooldown_until_ms: desired.cooldown_until_ms,
+                slot_owners: desired.slot_owners,
                 waiting: reconciler.waiting,
                 refusals: reconciler.refusals,
             }

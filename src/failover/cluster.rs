@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::state::{Desired, HistoryEntry, MovedBy, SlotMove};
+use super::state::{Action, Desired, HistoryEntry, MovedBy, SlotMove, StepState};
 use super::trigger::RedisGroup;
 use crate::probe::redis::{ClusterFacts, ClusterNode};
 use crate::topology::TargetId;
@@ -165,8 +165,8 @@ pub fn masters(view: &ClusterView<'_>) -> Masters {
 
 /// The log command that records `owners` for `cluster` (`redis/<name>`) when they differ from
 /// what the log holds, with a move per slot-range list whose master changed: by failoverd
-/// when one of its failovers took exactly those slots over to that master, else by the
-/// cluster.
+/// when a takeover step of one of its failovers moved exactly those slots to that master,
+/// else by the cluster.
 pub fn slot_moves(
     desired: &Desired,
     cluster: &str,
@@ -183,11 +183,15 @@ pub fn slot_moves(
             continue;
         };
         let epoch = desired.history.iter().rev().find_map(|e| match e {
+            // The failover whose takeover of exactly these slots to `to` succeeded.
             HistoryEntry::Failover(f) => f
-                .decision
-                .redis
+                .steps
                 .iter()
-                .any(|r| &r.to == to && r.slots.join(",") == *slots)
+                .any(|s| {
+                    s.state == StepState::Succeeded
+                        && matches!(&s.step.action, Action::TakeoverRedisCluster { target, slots: moved, .. }
+                            if target == to && moved.join(",") == *slots)
+                })
                 .then_some(f.epoch),
             _ => None,
         });
@@ -403,12 +407,31 @@ mod tests {
                 slots: vec!["0-5460".into()],
             }],
             refusal: None,
-            steps: vec![],
+            steps: vec![crate::failover::state::Step {
+                id: "redis-takeover:redis/cache/a2".into(),
+                action: Action::TakeoverRedisCluster {
+                    target: id("a2"),
+                    master: id("a"),
+                    slots: vec!["0-5460".into()],
+                },
+                after: vec![],
+            }],
         };
         let named = desired.apply(FailoverCommand::Decide(Box::new(decision)), 5);
         assert!(
             named.is_empty(),
             "a cluster names its masters itself: {named:?}"
+        );
+        desired.apply(
+            FailoverCommand::StepFinished {
+                epoch: 5,
+                step: "redis-takeover:redis/cache/a2".into(),
+                ok: true,
+                detail: String::new(),
+                at_ms: 4,
+                give_up: false,
+            },
+            6,
         );
         let now: BTreeMap<String, TargetId> = [
             ("0-5460".to_string(), id("a2")),
@@ -416,7 +439,7 @@ mod tests {
         ]
         .into();
         let cmd = slot_moves(&desired, "redis/cache", &now, 9).expect("moves");
-        desired.apply(cmd, 6);
+        desired.apply(cmd, 7);
         let moves: Vec<&SlotMove> = desired
             .history
             .iter()

@@ -278,6 +278,36 @@ fn may_replace_redis(world: &World<'_>, shard: &RedisGroup) -> Result<(), String
     }
 }
 
+/// After a Redis Cluster takeover, the cluster's view shows the new master only at the next
+/// probes: its slots are not taken over again for this long.
+pub const TAKEOVER_SETTLE_MS: u64 = 5_000;
+
+/// Redis Cluster groups whose takeover completed less than [`TAKEOVER_SETTLE_MS`] ago.
+fn recently_taken_over(world: &World<'_>) -> BTreeSet<String> {
+    world
+        .desired
+        .history
+        .iter()
+        .filter_map(|e| match e {
+            super::state::HistoryEntry::Failover(f)
+                if f.outcome == Some(super::state::Outcome::Completed)
+                    && f.finished_ms
+                        .is_some_and(|t| world.now_ms < t.saturating_add(TAKEOVER_SETTLE_MS)) =>
+            {
+                Some(f)
+            }
+            _ => None,
+        })
+        .flat_map(|f| {
+            f.decision
+                .redis
+                .iter()
+                .filter(|r| !r.slots.is_empty())
+                .map(|r| r.group.clone())
+        })
+        .collect()
+}
+
 /// After a failed failover, automatic retries wait [`RETRY_AFTER_MS`].
 fn retry_wait(world: &World<'_>) -> Result<(), String> {
     let last = world.desired.last_failed_ms;
@@ -332,6 +362,15 @@ pub fn assess(world: &World<'_>) -> Assessment {
         })
         .collect();
     let promoting_any = promoting.contains("");
+    let taken_over = recently_taken_over(world);
+    let settling = |shard: &RedisGroup| {
+        taken_over.contains(&shard.group).then(|| {
+            format!(
+                "{}: its slots were just taken over; waiting for the cluster's view to show it",
+                shard.group
+            )
+        })
+    };
 
     // A region Down by verdict.
     for (region, _) in world.regions {
@@ -402,6 +441,10 @@ pub fn assess(world: &World<'_>) -> Assessment {
         }
         for shard in world.redis.iter().filter(|s| &s.master_region == region) {
             if wait.is_some() || !(shard.master_down || world.cut_off.contains(region)) {
+                continue;
+            }
+            if let Some(why) = settling(shard) {
+                out.waiting.push(why);
                 continue;
             }
             if let Err(why) = may_replace_redis(world, shard).and_then(|()| retry_wait(world)) {
@@ -479,6 +522,10 @@ pub fn assess(world: &World<'_>) -> Assessment {
         if promoting_any || promoting.contains(&shard.group) {
             out.waiting
                 .push(format!("{}: a promotion is in progress", shard.group));
+            continue;
+        }
+        if let Some(why) = settling(shard) {
+            out.waiting.push(why);
             continue;
         }
         if let Err(why) = may_replace_redis(world, shard).and_then(|()| retry_wait(world)) {
@@ -1033,6 +1080,49 @@ mod tests {
         // Without an election under way (too few masters to vote), at once.
         case.redis = vec![cluster_master(false)];
         assert!(case.assess().proposal.is_some());
+    }
+
+    #[test]
+    fn slots_just_taken_over_are_not_taken_over_again_before_the_view_shows_it() {
+        use crate::failover::state::{Decision, FailoverCommand, Outcome};
+        let mut case = Case::new().cut("r1").groups(vec![]);
+        case.redis = vec![cluster_master(false)];
+        let p = case.assess().proposal.expect("a takeover");
+        let decision = Decision {
+            trigger: p.trigger,
+            decided_by: "a".into(),
+            decided_at_ms: case.now_ms,
+            first_seen_ms: case.now_ms,
+            drain: vec![],
+            restore: vec![],
+            promotion: None,
+            redis: p.redis,
+            refusal: None,
+            steps: vec![],
+        };
+        case.desired
+            .apply(FailoverCommand::Decide(Box::new(decision)), 7);
+        case.desired.apply(
+            FailoverCommand::Finish {
+                epoch: 7,
+                outcome: Outcome::Completed,
+                at_ms: case.now_ms,
+                cooldown_until_ms: 0,
+            },
+            8,
+        );
+        // The view still shows the old master: no second takeover.
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert!(
+            a.waiting.iter().any(|w| w.contains("just taken over")),
+            "{a:?}"
+        );
+        case.now_ms += TAKEOVER_SETTLE_MS;
+        assert!(
+            case.assess().proposal.is_some(),
+            "a view that never changes: again"
+        );
     }
 
     #[test]

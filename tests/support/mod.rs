@@ -1082,6 +1082,11 @@ impl AgentProcess {
         serde_json::from_str(&text).ok()
     }
 
+    /// The agent's whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The agent's log so far (for failure messages).
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -1,0 +1,304 @@
+//! Redis Cluster failover end to end: a 6-node cluster whose masters are spread so that
+//! eu-west-3 holds two of the three, three agents (one per region), and the loss of
+//! eu-west-3. Two masters of three gone, the cluster cannot elect replacements itself: the
+//! agents take the slots over with their replicas elsewhere.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::Value;
+use support::{wait_for_async, AgentCluster, ClusterOptions, RedisCluster, RedisServer};
+
+/// Node ids and who replicates whom, from one node's `CLUSTER NODES`, once it knows all
+/// three replicas (the roles spread by gossip after the cluster is created).
+async fn layout(cluster: &RedisCluster) -> anyhow::Result<Vec<(String, u16, Option<String>)>> {
+    wait_for_async("every replica known", Duration::from_secs(20), || async {
+        let layout = parse_layout(&cluster.nodes[0].cmd(&["CLUSTER", "NODES"]).await.ok()?).ok()?;
+        (layout.iter().filter(|(_, _, m)| m.is_some()).count() == 3).then_some(layout)
+    })
+    .await
+}
+
+fn parse_layout(text: &str) -> anyhow::Result<Vec<(String, u16, Option<String>)>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields[1]
+                .split(['@', ','])
+                .next()
+                .and_then(|a| a.rsplit_once(':'))
+                .context("an address")?
+                .1
+                .parse()?;
+            let master = (fields[3] != "-").then(|| fields[3].to_owned());
+            Ok((fields[0].to_owned(), port, master))
+        })
+        .collect()
+}
+
+/// The index in `cluster.nodes` of the replica of master `m`.
+fn replica_of(
+    cluster: &RedisCluster,
+    layout: &[(String, u16, Option<String>)],
+    m: usize,
+) -> anyhow::Result<usize> {
+    let id = &layout
+        .iter()
+        .find(|(_, port, _)| *port == cluster.nodes[m].port)
+        .context("the master in the layout")?
+        .0;
+    let port = layout
+        .iter()
+        .find(|(_, _, master)| master.as_ref() == Some(id))
+        .context("a replica")?
+        .1;
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.port == port)
+        .context("the replica among the nodes")
+}
+
+/// `CLUSTER INFO` for `"cluster"`, else `INFO <section>`.
+async fn info(node: &RedisServer, section: &str) -> Option<String> {
+    if section == "cluster" {
+        node.cmd(&["CLUSTER", "INFO"]).await.ok()
+    } else {
+        node.cmd(&["INFO", section]).await.ok()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewhere_within_10s(
+) -> anyhow::Result<()> {
+    let mut cluster = RedisCluster::start().await?;
+    // Masters 0 and 1 in eu-west-3 with their replicas elsewhere; master 2 in eu-central-1
+    // with its replica in eu-west-3.
+    let nodes = layout(&cluster).await?;
+    let r0 = replica_of(&cluster, &nodes, 0)?;
+    let r1 = replica_of(&cluster, &nodes, 1)?;
+    let r2 = replica_of(&cluster, &nodes, 2)?;
+    let mut region = [""; 6];
+    region[0] = "eu-west-3";
+    region[1] = "eu-west-3";
+    region[2] = "eu-central-1";
+    region[r0] = "eu-central-1";
+    region[r1] = "us-east-1";
+    region[r2] = "eu-west-3";
+    let members: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                r#"  {{ name = "c{i}", region = "{}", url = "{}" }},"#,
+                region[i],
+                cluster.nodes[i].url()
+            )
+        })
+        .collect();
+    let extra = format!(
+        r#"
+[[redis.shards]]
+name = "cache"
+mode = "cluster"
+cluster_node_timeout = "5s"
+members = [
+{}
+]
+"#,
+        members.join("\n")
+    );
+    let (mut apis, urls) = support::region_apis().await?;
+    let mut agents = AgentCluster::start_with(
+        &urls,
+        ClusterOptions {
+            extra: &extra,
+            ..Default::default()
+        },
+    )
+    .await?;
+    // Failure messages: each agent's own log lines, without the Raft library's.
+    let logs = |agents: &AgentCluster| {
+        agents
+            .agents
+            .iter()
+            .map(|a| {
+                let own: Vec<String> = a
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains(r#""target":"failoverd"#))
+                    .map(str::to_owned)
+                    .collect();
+                format!(
+                    "--- {}:\n{}",
+                    a.id,
+                    own[own.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // The leader knows who serves which slots before anything fails.
+    let (leader, _) = agents
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let k = agents.index(&leader);
+    wait_for_async(
+        "the slot owners recorded",
+        Duration::from_secs(20),
+        || async {
+            let status = agents.agents[k].status().await?;
+            let owners = status["failover"]["slot_owners"]["redis/cache"].as_object()?;
+            (owners.len() == 3).then_some(())
+        },
+    )
+    .await
+    .with_context(|| logs(&agents))?;
+
+    // eu-west-3 goes: its agent, its API and its three cluster nodes.
+    let killed_at = Instant::now();
+    agents.agents[0].kill()?;
+    drop(apis.remove(0));
+    for i in [0, 1, r2] {
+        cluster.nodes[i].kill()?;
+    }
+    let survivors = [r0, r1, 2];
+    let served = wait_for_async(
+        "the lost masters' slots served by their replicas, every slot ok",
+        Duration::from_secs(10),
+        || async {
+            for i in [r0, r1] {
+                let replication = info(&cluster.nodes[i], "replication").await?;
+                replication.contains("role:master").then_some(())?;
+            }
+            for i in survivors {
+                let state = info(&cluster.nodes[i], "cluster").await?;
+                let ok =
+                    state.contains("cluster_state:ok") && state.contains("cluster_slots_ok:16384");
+                if !ok {
+                    eprintln!(
+                        "DBG {:?} node {i} {}",
+                        killed_at.elapsed(),
+                        state.lines().take(6).collect::<Vec<_>>().join(" ")
+                    );
+                }
+                ok.then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    if let Err(e) = served {
+        let mut views = String::new();
+        for i in survivors {
+            let state = info(&cluster.nodes[i], "cluster").await.unwrap_or_default();
+            let nodes = cluster.nodes[i]
+                .cmd(&["CLUSTER", "NODES"])
+                .await
+                .unwrap_or_default();
+            views.push_str(&format!("--- node {i}:\n{state}\n{nodes}\n"));
+        }
+        anyhow::bail!("{e}\n{views}\n{}", logs(&agents));
+    }
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    eprintln!("slots served again {took:?} after the region was lost");
+
+    // Writes succeed in every slot, through a cluster client that knows only the survivors.
+    let client = redis::cluster::ClusterClient::new(
+        survivors
+            .iter()
+            .map(|i| cluster.nodes[*i].url())
+            .collect::<Vec<_>>(),
+    )?;
+    let mut connection = client.get_async_connection().await?;
+    for n in 0..64 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{n}"))
+            .arg(n)
+            .query_async(&mut connection)
+            .await?;
+    }
+
+    // The history says who moved each range: failoverd's takeovers carry their failover.
+    let moves = wait_for_async(
+        "the slot moves recorded",
+        Duration::from_secs(5),
+        || async {
+            for agent in &agents.agents[1..] {
+                let history = reqwest::get(format!("http://{}/v1/history", agent.admin))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let history: Value = serde_json::from_str(&history).ok()?;
+                let moves: Vec<Value> = history["entries"]
+                    .as_array()?
+                    .iter()
+                    .filter(|e| e["type"] == "slots_moved")
+                    .cloned()
+                    .collect();
+                if moves.len() == 2 {
+                    return Some((moves, history));
+                }
+            }
+            None
+        },
+    )
+    .await
+    .with_context(|| logs(&agents))?;
+    let (moves, history) = moves;
+    let mut by_failoverd = 0;
+    for (m, replica) in [(0, r0), (1, r1)] {
+        let entry = moves
+            .iter()
+            .find(|e| e["from"] == format!("redis/cache/c{m}"))
+            .with_context(|| format!("a move from c{m}: {moves:#?}"))?;
+        assert_eq!(entry["to"], format!("redis/cache/c{replica}"), "{entry:#}");
+        match entry["by"].as_str() {
+            Some("failoverd") => {
+                by_failoverd += 1;
+                let epoch = entry["epoch"].as_u64().context("an epoch")?;
+                let failover = history["entries"]
+                    .as_array()
+                    .and_then(|e| {
+                        e.iter()
+                            .find(|f| f["type"] == "failover" && f["epoch"] == epoch)
+                    })
+                    .context("its failover")?;
+                let step = failover["steps"]
+                    .as_array()
+                    .and_then(|s| {
+                        s.iter()
+                            .find(|s| s["id"] == format!("redis-takeover:redis/cache/c{replica}"))
+                    })
+                    .with_context(|| format!("the takeover step: {failover:#}"))?;
+                assert_eq!(step["state"], "succeeded", "{step:#}");
+            }
+            Some("redis_cluster") => assert!(entry["epoch"].is_null(), "{entry:#}"),
+            other => panic!("moved by {other:?}"),
+        }
+    }
+    assert!(
+        by_failoverd >= 1,
+        "with two of three masters gone the cluster cannot elect on its own: {moves:#?}"
+    );
+
+    // The old master comes back and rejoins as a replica of the one that took its slots.
+    cluster.nodes[0].restart().await?;
+    wait_for_async(
+        "the old master to rejoin as a replica",
+        Duration::from_secs(20),
+        || async {
+            let replication = info(&cluster.nodes[0], "replication").await?;
+            (replication.contains("role:slave")
+                && replication.contains(&format!("master_port:{}", cluster.nodes[r0].port)))
+            .then_some(())
+        },
+    )
+    .await
+    .with_context(|| logs(&agents))?;
+    Ok(())
+}

@@ -74,7 +74,10 @@ async fn info(node: &RedisServer, section: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewhere_within_10s(
 ) -> anyhow::Result<()> {
-    let mut cluster = RedisCluster::start().await?;
+    // Redis's default node timeout, as the README recommends: failoverd's takeover comes
+    // before the survivors count the lost masters as failing, so no survivor spends the
+    // rejoin delay refusing writes after it.
+    let mut cluster = RedisCluster::start_with(Duration::from_secs(15)).await?;
     // Masters 0 and 1 in eu-west-3 with their replicas elsewhere; master 2 in eu-central-1
     // with its replica in eu-west-3.
     let nodes = layout(&cluster).await?;
@@ -102,7 +105,7 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
 [[redis.shards]]
 name = "cache"
 mode = "cluster"
-cluster_node_timeout = "5s"
+cluster_node_timeout = "15s"
 members = [
 {}
 ]
@@ -174,16 +177,8 @@ members = [
             }
             for i in survivors {
                 let state = info(&cluster.nodes[i], "cluster").await?;
-                let ok =
-                    state.contains("cluster_state:ok") && state.contains("cluster_slots_ok:16384");
-                if !ok {
-                    eprintln!(
-                        "DBG {:?} node {i} {}",
-                        killed_at.elapsed(),
-                        state.lines().take(6).collect::<Vec<_>>().join(" ")
-                    );
-                }
-                ok.then_some(())?;
+                (state.contains("cluster_state:ok") && state.contains("cluster_slots_ok:16384"))
+                    .then_some(())?;
             }
             Some(())
         },

@@ -660,9 +660,14 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
-    /// Starts 6 cluster-enabled nodes, creates the cluster and waits for `cluster_state:ok`
-    /// on every node.
+    /// Starts 6 cluster-enabled nodes (`cluster-node-timeout` 5 s), creates the cluster and
+    /// waits for `cluster_state:ok` on every node.
     pub async fn start() -> anyhow::Result<RedisCluster> {
+        Self::start_with(Duration::from_secs(5)).await
+    }
+
+    /// Like [`RedisCluster::start`], with this `cluster-node-timeout`.
+    pub async fn start_with(node_timeout: Duration) -> anyhow::Result<RedisCluster> {
         let dir = tempfile::Builder::new()
             .prefix("failoverd-cluster-")
             .tempdir()?;
@@ -675,7 +680,7 @@ impl RedisCluster {
                 "--cluster-config-file".into(),
                 format!("nodes-{i}.conf"),
                 "--cluster-node-timeout".into(),
-                "5000".into(),
+                node_timeout.as_millis().to_string(),
             ];
             nodes.push(RedisServer::start(port, dir.path(), &extra).await?);
         }

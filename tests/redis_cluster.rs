@@ -71,26 +71,33 @@ async fn info(node: &RedisServer, section: &str) -> Option<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewhere_within_10s(
-) -> anyhow::Result<()> {
-    // Redis's default node timeout, as the README recommends: failoverd's takeover comes
-    // before the survivors count the lost masters as failing, so no survivor spends the
-    // rejoin delay refusing writes after it.
-    let mut cluster = RedisCluster::start_with(Duration::from_secs(15)).await?;
-    // Masters 0 and 1 in eu-west-3 with their replicas elsewhere; master 2 in eu-central-1
-    // with its replica in eu-west-3.
+/// The cluster, the node indices of the replicas of masters 0, 1 and 2, the region APIs and
+/// three agents whose leader has recorded who serves which slots.
+struct Lab {
+    cluster: RedisCluster,
+    replicas: [usize; 3],
+    apis: Vec<support::HttpServer>,
+    agents: AgentCluster,
+}
+
+/// Masters 0 and 1 in eu-west-3 with their replicas in eu-central-1 and us-east-1; master 2
+/// in eu-central-1 with its replica in eu-west-3. The nodes run with `node_timeout`; `extra`
+/// is added to every agent's config.
+async fn lab(node_timeout: Duration, extra: &str) -> anyhow::Result<Lab> {
+    let cluster = RedisCluster::start_with(node_timeout).await?;
     let nodes = layout(&cluster).await?;
-    let r0 = replica_of(&cluster, &nodes, 0)?;
-    let r1 = replica_of(&cluster, &nodes, 1)?;
-    let r2 = replica_of(&cluster, &nodes, 2)?;
+    let replicas = [
+        replica_of(&cluster, &nodes, 0)?,
+        replica_of(&cluster, &nodes, 1)?,
+        replica_of(&cluster, &nodes, 2)?,
+    ];
     let mut region = [""; 6];
     region[0] = "eu-west-3";
     region[1] = "eu-west-3";
     region[2] = "eu-central-1";
-    region[r0] = "eu-central-1";
-    region[r1] = "us-east-1";
-    region[r2] = "eu-west-3";
+    region[replicas[0]] = "eu-central-1";
+    region[replicas[1]] = "us-east-1";
+    region[replicas[2]] = "eu-west-3";
     let members: Vec<String> = (0..6)
         .map(|i| {
             format!(
@@ -105,15 +112,17 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
 [[redis.shards]]
 name = "cache"
 mode = "cluster"
-cluster_node_timeout = "15s"
+cluster_node_timeout = "{}"
 members = [
 {}
 ]
+{extra}
 "#,
+        humantime::format_duration(node_timeout),
         members.join("\n")
     );
-    let (mut apis, urls) = support::region_apis().await?;
-    let mut agents = AgentCluster::start_with(
+    let (apis, urls) = support::region_apis().await?;
+    let agents = AgentCluster::start_with(
         &urls,
         ClusterOptions {
             extra: &extra,
@@ -121,9 +130,36 @@ members = [
         },
     )
     .await?;
-    // Failure messages: each agent's own log lines, without the Raft library's.
-    let logs = |agents: &AgentCluster| {
-        agents
+    let lab = Lab {
+        cluster,
+        replicas,
+        apis,
+        agents,
+    };
+    // The leader knows who serves which slots before anything fails.
+    let (leader, _) = lab
+        .agents
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let k = lab.agents.index(&leader);
+    wait_for_async(
+        "the slot owners recorded",
+        Duration::from_secs(20),
+        || async {
+            let status = lab.agents.agents[k].status().await?;
+            let owners = status["failover"]["slot_owners"]["redis/cache"].as_object()?;
+            (owners.len() == 3).then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    Ok(lab)
+}
+
+impl Lab {
+    /// Failure messages: each agent's own log lines, without the Raft library's.
+    fn logs(&self) -> String {
+        self.agents
             .agents
             .iter()
             .map(|a| {
@@ -141,30 +177,59 @@ members = [
             })
             .collect::<Vec<_>>()
             .join("\n")
-    };
-    // The leader knows who serves which slots before anything fails.
-    let (leader, _) = agents
-        .agreed_leader(None, None, Duration::from_secs(20))
-        .await?;
-    let k = agents.index(&leader);
-    wait_for_async(
-        "the slot owners recorded",
-        Duration::from_secs(20),
-        || async {
-            let status = agents.agents[k].status().await?;
-            let owners = status["failover"]["slot_owners"]["redis/cache"].as_object()?;
-            (owners.len() == 3).then_some(())
-        },
-    )
-    .await
-    .with_context(|| logs(&agents))?;
+    }
+
+    /// The history's slot moves and the whole history, from the first agent but `except`
+    /// that shows `count` moves.
+    async fn slot_moves(&self, except: usize, count: usize) -> anyhow::Result<(Vec<Value>, Value)> {
+        wait_for_async(
+            "the slot moves recorded",
+            Duration::from_secs(10),
+            || async {
+                for (i, agent) in self.agents.agents.iter().enumerate() {
+                    if i == except {
+                        continue;
+                    }
+                    let text = reqwest::get(format!("http://{}/v1/history", agent.admin))
+                        .await
+                        .ok()?
+                        .text()
+                        .await
+                        .ok()?;
+                    let history: Value = serde_json::from_str(&text).ok()?;
+                    let moves: Vec<Value> = history["entries"]
+                        .as_array()?
+                        .iter()
+                        .filter(|e| e["type"] == "slots_moved")
+                        .cloned()
+                        .collect();
+                    if moves.len() == count {
+                        return Some((moves, history));
+                    }
+                }
+                None
+            },
+        )
+        .await
+        .with_context(|| self.logs())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewhere_within_10s(
+) -> anyhow::Result<()> {
+    // Redis's default node timeout, as the README recommends: failoverd's takeover comes
+    // before the survivors count the lost masters as failing, so no survivor spends the
+    // rejoin delay refusing writes after it.
+    let mut lab = lab(Duration::from_secs(15), "").await?;
+    let [r0, r1, r2] = lab.replicas;
 
     // eu-west-3 goes: its agent, its API and its three cluster nodes.
     let killed_at = Instant::now();
-    agents.agents[0].kill()?;
-    drop(apis.remove(0));
+    lab.agents.agents[0].kill()?;
+    drop(lab.apis.remove(0));
     for i in [0, 1, r2] {
-        cluster.nodes[i].kill()?;
+        lab.cluster.nodes[i].kill()?;
     }
     let survivors = [r0, r1, 2];
     let served = wait_for_async(
@@ -172,11 +237,11 @@ members = [
         Duration::from_secs(10),
         || async {
             for i in [r0, r1] {
-                let replication = info(&cluster.nodes[i], "replication").await?;
+                let replication = info(&lab.cluster.nodes[i], "replication").await?;
                 replication.contains("role:master").then_some(())?;
             }
             for i in survivors {
-                let state = info(&cluster.nodes[i], "cluster").await?;
+                let state = info(&lab.cluster.nodes[i], "cluster").await?;
                 (state.contains("cluster_state:ok") && state.contains("cluster_slots_ok:16384"))
                     .then_some(())?;
             }
@@ -187,14 +252,16 @@ members = [
     if let Err(e) = served {
         let mut views = String::new();
         for i in survivors {
-            let state = info(&cluster.nodes[i], "cluster").await.unwrap_or_default();
-            let nodes = cluster.nodes[i]
+            let state = info(&lab.cluster.nodes[i], "cluster")
+                .await
+                .unwrap_or_default();
+            let nodes = lab.cluster.nodes[i]
                 .cmd(&["CLUSTER", "NODES"])
                 .await
                 .unwrap_or_default();
             views.push_str(&format!("--- node {i}:\n{state}\n{nodes}\n"));
         }
-        anyhow::bail!("{e}\n{views}\n{}", logs(&agents));
+        anyhow::bail!("{e}\n{views}\n{}", lab.logs());
     }
     let took = killed_at.elapsed();
     assert!(took < Duration::from_secs(10), "took {took:?}");
@@ -204,7 +271,7 @@ members = [
     let client = redis::cluster::ClusterClient::new(
         survivors
             .iter()
-            .map(|i| cluster.nodes[*i].url())
+            .map(|i| lab.cluster.nodes[*i].url())
             .collect::<Vec<_>>(),
     )?;
     let mut connection = client.get_async_connection().await?;
@@ -217,34 +284,7 @@ members = [
     }
 
     // The history says who moved each range: failoverd's takeovers carry their failover.
-    let moves = wait_for_async(
-        "the slot moves recorded",
-        Duration::from_secs(5),
-        || async {
-            for agent in &agents.agents[1..] {
-                let history = reqwest::get(format!("http://{}/v1/history", agent.admin))
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
-                let history: Value = serde_json::from_str(&history).ok()?;
-                let moves: Vec<Value> = history["entries"]
-                    .as_array()?
-                    .iter()
-                    .filter(|e| e["type"] == "slots_moved")
-                    .cloned()
-                    .collect();
-                if moves.len() == 2 {
-                    return Some((moves, history));
-                }
-            }
-            None
-        },
-    )
-    .await
-    .with_context(|| logs(&agents))?;
-    let (moves, history) = moves;
+    let (moves, history) = lab.slot_moves(0, 2).await?;
     let mut by_failoverd = 0;
     for (m, replica) in [(0, r0), (1, r1)] {
         let entry = moves
@@ -282,18 +322,84 @@ members = [
     );
 
     // The old master comes back and rejoins as a replica of the one that took its slots.
-    cluster.nodes[0].restart().await?;
+    lab.cluster.nodes[0].restart().await?;
     wait_for_async(
         "the old master to rejoin as a replica",
         Duration::from_secs(20),
         || async {
-            let replication = info(&cluster.nodes[0], "replication").await?;
+            let replication = info(&lab.cluster.nodes[0], "replication").await?;
             (replication.contains("role:slave")
-                && replication.contains(&format!("master_port:{}", cluster.nodes[r0].port)))
+                && replication.contains(&format!("master_port:{}", lab.cluster.nodes[r0].port)))
             .then_some(())
         },
     )
     .await
-    .with_context(|| logs(&agents))?;
+    .with_context(|| lab.logs())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_the_cluster_replaces_itself_is_left_to_it_and_the_move_is_credited_to_it(
+) -> anyhow::Result<()> {
+    // The nodes notice a lost master within a second; the agents call a Redis member Down
+    // only after 8 failed probes: the cluster's election comes first.
+    let mut lab = lab(Duration::from_secs(1), "[probe.redis]\nfall = 8").await?;
+    let r2 = lab.replicas[2];
+    // Master 2 (eu-central-1) dies alone: two masters of three can still vote.
+    lab.cluster.nodes[2].kill()?;
+    let survivors = [0, 1, lab.replicas[0], lab.replicas[1], r2];
+    wait_for_async(
+        "the cluster to elect the replica of the lost master",
+        Duration::from_secs(20),
+        || async {
+            let replication = info(&lab.cluster.nodes[r2], "replication").await?;
+            replication.contains("role:master").then_some(())?;
+            for i in survivors {
+                let state = info(&lab.cluster.nodes[i], "cluster").await?;
+                state.contains("cluster_state:ok").then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+
+    let (moves, history) = lab.slot_moves(usize::MAX, 1).await?;
+    assert_eq!(moves[0]["from"], "redis/cache/c2", "{moves:#?}");
+    assert_eq!(moves[0]["to"], format!("redis/cache/c{r2}"), "{moves:#?}");
+    assert_eq!(
+        moves[0]["by"],
+        "redis_cluster",
+        "{history:#}\n{}",
+        lab.logs()
+    );
+    assert!(moves[0]["epoch"].is_null(), "{moves:#?}");
+    // Once the agents call the old master Down, the cluster has moved on: failoverd decides
+    // nothing for it.
+    wait_for_async(
+        "the agents to call the old master Down",
+        Duration::from_secs(20),
+        || async {
+            let status = lab.agents.agents[1].status().await?;
+            let target = status["targets"]
+                .as_array()?
+                .iter()
+                .find(|t| t["id"] == "redis/cache/c2")?
+                .clone();
+            (target["state"] == "down").then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let (_, history_after) = lab.slot_moves(usize::MAX, 1).await?;
+    for h in [&history, &history_after] {
+        let takeovers: Vec<&Value> = h["entries"]
+            .as_array()
+            .context("entries")?
+            .iter()
+            .filter(|e| e["type"] == "failover")
+            .collect();
+        assert!(takeovers.is_empty(), "{takeovers:#?}");
+    }
     Ok(())
 }

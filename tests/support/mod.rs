@@ -661,7 +661,7 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts 6 cluster-enabled nodes (`cluster-node-timeout` 5 s), creates the cluster and
-    /// waits for `cluster_state:ok` on every node.
+    /// waits for `cluster_state:ok` on every node and for every replica to be in sync.
     pub async fn start() -> anyhow::Result<RedisCluster> {
         Self::start_with(Duration::from_secs(5)).await
     }
@@ -681,6 +681,9 @@ impl RedisCluster {
                 format!("nodes-{i}.conf"),
                 "--cluster-node-timeout".into(),
                 node_timeout.as_millis().to_string(),
+                // Replicas sync at once rather than after Redis's 5 s batching delay.
+                "--repl-diskless-sync-delay".into(),
+                "0".into(),
             ];
             nodes.push(RedisServer::start(port, dir.path(), &extra).await?);
         }
@@ -704,6 +707,18 @@ impl RedisCluster {
             })
             .await?;
         }
+        // A replica that never finished its first sync refuses to be elected by the cluster.
+        wait_for_async("three replicas in sync", Duration::from_secs(30), || async {
+            let mut synced = 0;
+            for node in &cluster.nodes {
+                let info = node.cmd(&["INFO", "replication"]).await.ok()?;
+                if info.contains("role:slave") && info.contains("master_link_status:up") {
+                    synced += 1;
+                }
+            }
+            (synced == 3).then_some(())
+        })
+        .await?;
         Ok(cluster)
     }
 }

@@ -708,16 +708,20 @@ impl RedisCluster {
             .await?;
         }
         // A replica that never finished its first sync refuses to be elected by the cluster.
-        wait_for_async("three replicas in sync", Duration::from_secs(30), || async {
-            let mut synced = 0;
-            for node in &cluster.nodes {
-                let info = node.cmd(&["INFO", "replication"]).await.ok()?;
-                if info.contains("role:slave") && info.contains("master_link_status:up") {
-                    synced += 1;
+        wait_for_async(
+            "three replicas in sync",
+            Duration::from_secs(30),
+            || async {
+                let mut synced = 0;
+                for node in &cluster.nodes {
+                    let info = node.cmd(&["INFO", "replication"]).await.ok()?;
+                    if info.contains("role:slave") && info.contains("master_link_status:up") {
+                        synced += 1;
+                    }
                 }
-            }
-            (synced == 3).then_some(())
-        })
+                (synced == 3).then_some(())
+            },
+        )
         .await?;
         Ok(cluster)
     }

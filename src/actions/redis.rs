@@ -240,13 +240,15 @@ async fn cluster_view(
 }
 
 /// Makes a Redis Cluster replica the master of its master's `slots` with `CLUSTER FAILOVER
-/// TAKEOVER` (no vote of the other masters needed), then waits until its own view shows it
+/// TAKEOVER` (no vote of the other masters needed) or, `planned`, with `CLUSTER FAILOVER`
+/// (the master stops writes and the replica catches up first: nothing is lost), then waits until its own view shows it
 /// master of those slots with `cluster_state:ok`, and writes a key that hashes into them.
 /// Idempotent: a member already serving the slots is only checked. Returns the cluster's
 /// current epoch.
 pub async fn takeover(
     member: &Member,
     slots: &[String],
+    planned: bool,
     timeout: Duration,
 ) -> Result<u64, ActionError> {
     let serves = |view: &crate::probe::redis::ClusterFacts| {
@@ -262,7 +264,11 @@ pub async fn takeover(
     })?;
     super::bounded(timeout, async {
         if !serves(&cluster_view(member, timeout).await?) {
-            command(member, timeout, &["CLUSTER", "FAILOVER", "TAKEOVER"]).await?;
+            if planned {
+                command(member, timeout, &["CLUSTER", "FAILOVER"]).await?;
+            } else {
+                command(member, timeout, &["CLUSTER", "FAILOVER", "TAKEOVER"]).await?;
+            }
         }
         // Bounded by the timeout: a takeover that never shows is a timeout.
         let view = loop {

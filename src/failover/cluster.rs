@@ -405,6 +405,7 @@ mod tests {
                 followers: vec![],
                 old_master_cut_off: true,
                 slots: vec!["0-5460".into()],
+                planned: false,
             }],
             refusal: None,
             steps: vec![crate::failover::state::Step {
@@ -413,6 +414,7 @@ mod tests {
                     target: id("a2"),
                     master: id("a"),
                     slots: vec!["0-5460".into()],
+                    planned: false,
                 },
                 after: vec![],
             }],

@@ -251,6 +251,7 @@ fn trigger_key(trigger: &Trigger) -> String {
         }
         Trigger::PrimaryDown { group, .. } => format!("primary/{group}"),
         Trigger::DnsRepair => "dns".to_owned(),
+        Trigger::Manual { action, region, .. } => format!("manual/{action}/{region}"),
     }
 }
 
@@ -930,9 +931,11 @@ impl Reconciler {
                 target,
                 master,
                 slots,
+                planned,
             } => {
                 let member = self.redis_member(target)?;
-                let epoch = actions::redis::takeover(member, slots, self.step_timeout).await?;
+                let epoch =
+                    actions::redis::takeover(member, slots, *planned, self.step_timeout).await?;
                 Ok(format!(
                     "{} took slots {} over from {master} (config epoch {epoch}); \
                      cluster_state:ok and a write to those slots succeeded",
@@ -1090,6 +1093,12 @@ fn describe(decision: &Decision) -> String {
         Trigger::PrimaryDown { target, .. } => format!("primary {target} lost"),
         Trigger::Failback { region } => format!("region {region} back"),
         Trigger::DnsRepair => "DNS weights not written".to_owned(),
+        Trigger::Manual {
+            action,
+            region,
+            actor,
+            reason,
+        } => format!("{action} {region} by {actor}: {reason}"),
     }];
     if !decision.drain.is_empty() {
         parts.push(format!("drain {}", decision.drain.join(", ")));

@@ -73,6 +73,7 @@ pub fn plan(
                     target: shard.to.clone(),
                     master: shard.from.clone(),
                     slots: shard.slots.clone(),
+                    planned: shard.planned,
                 },
                 after: Vec::new(),
             });
@@ -158,6 +159,7 @@ mod tests {
             estimated_loss_bytes: 0,
             evidence: "replica received".into(),
             old_primary_cut_off: true,
+            planned: false,
         }
     }
 
@@ -256,6 +258,7 @@ mod tests {
             )],
             old_master_cut_off: true,
             slots: vec![],
+            planned: false,
         };
         let w = weights(&[("r1", 100)]);
         let writers = [WriterRecord {
@@ -306,6 +309,7 @@ mod tests {
             followers: vec![],
             old_master_cut_off: true,
             slots: vec![slots.into()],
+            planned: false,
         };
         let shards = [
             takeover("m1", "r1", "0-5460"),
@@ -339,6 +343,7 @@ mod tests {
                 target: node("r2"),
                 master: node("m2"),
                 slots: vec!["5461-10922".into()],
+                planned: false,
             }
         );
     }

@@ -37,6 +37,17 @@ pub enum Trigger {
     },
     /// The weights the log wants were not written by the last DNS change (it failed).
     DnsRepair,
+    /// An operator asked for it through the admin API.
+    Manual {
+        /// `drain`, `restore` or `failover`.
+        action: String,
+        /// The region it concerns.
+        region: String,
+        /// Who asked (the admin token's name).
+        actor: String,
+        /// Why, in their words.
+        reason: String,
+    },
 }
 
 impl Trigger {
@@ -47,6 +58,7 @@ impl Trigger {
             Trigger::PrimaryDown { .. } => "primary_down",
             Trigger::Failback { .. } => "failback",
             Trigger::DnsRepair => "dns_repair",
+            Trigger::Manual { .. } => "manual",
         }
     }
 }
@@ -98,6 +110,10 @@ pub enum Action {
         master: TargetId,
         /// The slot ranges that move.
         slots: Vec<String>,
+        /// A planned switchover: `CLUSTER FAILOVER` (the master stops writes and the
+        /// replica catches up first, no data lost) instead of `TAKEOVER`.
+        #[serde(default)]
+        planned: bool,
     },
     /// Set the Route53 weights (and writer records) in one batch fenced by the epoch record,
     /// then wait INSYNC.
@@ -154,6 +170,10 @@ pub struct Promotion {
     /// fenced for real, or found not listening, before the promotion.
     #[serde(default)]
     pub old_primary_cut_off: bool,
+    /// A planned switchover: the candidate replays everything the fenced old primary wrote
+    /// before it is promoted (zero data loss), or the promotion fails.
+    #[serde(default)]
+    pub planned: bool,
 }
 
 /// The Redis part of a decision: one replication shard, or one master of a Redis Cluster.
@@ -175,6 +195,9 @@ pub struct RedisPromotion {
     /// Redis Cluster: the slot ranges that move (empty for a replication shard).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<String>,
+    /// A planned switchover (see [`Promotion::planned`]).
+    #[serde(default)]
+    pub planned: bool,
 }
 
 /// Who moved a Redis Cluster's slot range to a new master.
@@ -346,6 +369,9 @@ pub enum HistoryEntry {
         by: String,
         /// Unix milliseconds.
         at_ms: u64,
+        /// Why, in their words.
+        #[serde(default)]
+        reason: String,
     },
 }
 
@@ -411,6 +437,9 @@ pub enum FailoverCommand {
         by: String,
         /// Unix milliseconds.
         at_ms: u64,
+        /// Why, in their words.
+        #[serde(default)]
+        reason: String,
     },
 }
 
@@ -672,9 +701,19 @@ impl Desired {
                 }
                 Vec::new()
             }
-            FailoverCommand::SetPaused { paused, by, at_ms } => {
+            FailoverCommand::SetPaused {
+                paused,
+                by,
+                at_ms,
+                reason,
+            } => {
                 self.paused = paused;
-                self.push(HistoryEntry::Mode { paused, by, at_ms });
+                self.push(HistoryEntry::Mode {
+                    paused,
+                    by,
+                    at_ms,
+                    reason,
+                });
                 Vec::new()
             }
         }
@@ -762,6 +801,7 @@ mod tests {
                 estimated_loss_bytes: 0,
                 evidence: String::new(),
                 old_primary_cut_off: true,
+            planned: false,
             }),
             refusal: None,
             steps: crate::failover::plan::plan(
@@ -772,6 +812,7 @@ mod tests {
                     estimated_loss_bytes: 0,
                     evidence: String::new(),
                     old_primary_cut_off: true,
+            planned: false,
                 }),
                 &[],
                 &[],
@@ -904,6 +945,7 @@ mod tests {
                     paused: false,
                     by: "sre".into(),
                     at_ms: i,
+                    reason: String::new(),
                 },
                 100 + i,
             );
@@ -922,6 +964,7 @@ mod tests {
                     paused: i % 2 == 0,
                     by: "sre".into(),
                     at_ms: i,
+                    reason: String::new(),
                 },
                 i,
             );

@@ -188,6 +188,7 @@ fn promote(
                 estimated_loss_bytes: *estimated_loss_bytes,
                 evidence: serde_json::to_string(evidence).unwrap_or_default(),
                 old_primary_cut_off: cut_off,
+                planned: false,
             },
             followers.iter().filter(|f| *f != target).cloned().collect(),
         )),
@@ -232,6 +233,7 @@ fn promote_redis(
             followers: followers.iter().filter(|f| *f != to).cloned().collect(),
             old_master_cut_off: cut_off,
             slots: shard.slots.clone(),
+            planned: false,
         }),
         None => Err(Refused {
             subject: shard.group.clone(),

@@ -322,6 +322,50 @@ pub async fn await_streaming(
     })
 }
 
+/// For a planned switchover: reads how far the fenced `old_primary` wrote and waits until
+/// `candidate` has replayed that far, so promoting it loses nothing. A candidate already out
+/// of recovery (a resumed step) is not waited for. Returns the position.
+pub async fn catch_up(
+    candidate: &Member,
+    old_primary: &Member,
+    timeout: Duration,
+) -> Result<Option<crate::probe::Lsn>, ActionError> {
+    super::bounded(timeout, async {
+        let replica = connect(candidate, timeout).await?;
+        let position =
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END";
+        if query_text(&replica, "read replay position", position)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let primary = connect(old_primary, timeout).await?;
+        let wrote = query_text(
+            &primary,
+            "read the old primary's position",
+            "SELECT pg_current_wal_lsn()::text",
+        )
+        .await?
+        .and_then(|t| crate::probe::Lsn::parse(&t))
+        .ok_or(ActionError::Step {
+            step: "read the old primary's position",
+            message: "the old primary is in recovery: it is not the primary".into(),
+        })?;
+        // Bounded by the timeout: a replica that never gets there fails the promotion.
+        loop {
+            let replayed = query_text(&replica, "read replay position", position)
+                .await?
+                .and_then(|t| crate::probe::Lsn::parse(&t));
+            if replayed.is_some_and(|r| r >= wrote) {
+                return Ok(Some(wrote));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// The member's current timeline (as a primary: the one it writes on).
 pub async fn timeline(member: &Member, timeout: Duration) -> Result<u32, ActionError> {
     super::bounded(timeout, async {

@@ -202,6 +202,37 @@ pub async fn promote(member: &Member, timeout: Duration) -> Result<u64, ActionEr
     .await
 }
 
+/// For a planned switchover: reads the fenced `old_master`'s replication offset and waits
+/// until `candidate` has processed that far, so promoting it loses nothing. A candidate that
+/// is master already (a resumed step) is not waited for. Returns the offset.
+pub async fn catch_up(
+    candidate: &Member,
+    old_master: &Member,
+    timeout: Duration,
+) -> Result<Option<u64>, ActionError> {
+    super::bounded(timeout, async {
+        let offset = |info: &str, name: &str| field(info, name).and_then(|o| o.parse::<u64>().ok());
+        let info = info_replication(candidate, timeout).await?;
+        if field(&info, "role") == Some("master") {
+            return Ok(None);
+        }
+        let master = info_replication(old_master, timeout).await?;
+        let wrote = offset(&master, "master_repl_offset").ok_or(ActionError::Step {
+            step: "read the old master's offset",
+            message: "no master_repl_offset".into(),
+        })?;
+        // Bounded by the timeout.
+        loop {
+            let info = info_replication(candidate, timeout).await?;
+            if offset(&info, "slave_repl_offset").is_some_and(|o| o >= wrote) {
+                return Ok(Some(wrote));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
 /// Lifts a fence left behind (the member was a fenced master once): it would refuse every
 /// write.
 async fn clear_fence(member: &Member, timeout: Duration) -> Result<(), ActionError> {

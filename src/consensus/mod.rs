@@ -755,6 +755,38 @@ impl Consensus {
         readiness
     }
 
+    /// As leader: the candidate to promote in `group` when its primary leaves `from` at an
+    /// operator's request — a replica of region `to` when given — with the data-loss guard
+    /// unless `allow_data_loss`.
+    pub fn manual_choice(
+        &self,
+        group: &str,
+        from: &str,
+        to: Option<&str>,
+        allow_data_loss: bool,
+    ) -> crate::failover::candidate::Choice {
+        let Some(verdict) = self.verdict() else {
+            return crate::failover::candidate::Choice::Blocked {
+                reason: "blocked because this agent does not lead: no verdict".into(),
+            };
+        };
+        let positions = self.reports.positions(Instant::now(), self.stale_after);
+        let mut members = self.candidate_members(group, &verdict, &positions);
+        if let Some(to) = to {
+            // Members elsewhere keep their positions (the loss estimate needs them) but are
+            // not eligible.
+            for m in members.iter_mut().filter(|m| m.region != to) {
+                m.no_failover = true;
+            }
+        }
+        crate::failover::candidate::choose(
+            &members,
+            from,
+            self.max_lag_on_failover,
+            allow_data_loss,
+        )
+    }
+
     /// As leader: the verdict, the Postgres groups and the cut-off regions, for the trigger.
     pub fn trigger_inputs(&self) -> Option<TriggerInputs> {
         let verdict = self.verdict()?;

@@ -6,6 +6,9 @@
 //!   idempotent); once nothing more can run, commit how the failover ended;
 //! - ask [`super::trigger::assess`] and commit its decision, or record its refusals.
 //!
+//! It also carries out operators' requests ([`Reconciler::operate`]): pause, resume, drain,
+//! restore and forced failover.
+//!
 //! A step attempt confirms leadership with a quorum first, commits its start, runs under
 //! `failover.step_timeout` and commits its end. Retryable failures are retried
 //! `failover.step_attempts` times with doubling backoff; the rest fail the step at once (a
@@ -22,6 +25,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::manual::{self, ErrorKind, OpError};
 use super::state::{
     ready_steps, settled, Action, Attempt, Decision, Desired, FailoverCommand, FailoverRecord,
     Outcome, Refusal, Step, Trigger, WriterRecord,
@@ -580,7 +584,159 @@ impl Reconciler {
         }
     }
 
-    async fn decide(&self, desired: &Desired, proposal: trigger::Proposal) {
+    /// Carries out an operator's request on the leader: pause, resume, or a drain, restore or
+    /// forced failover (planned, and committed unless it is a dry run). Operator decisions
+    /// skip the pre-failover hook: the operator is the approval.
+    pub async fn operate(&self, request: manual::Request) -> Result<manual::Reply, OpError> {
+        self.consensus.confirm_leader().await.map_err(|e| {
+            OpError::new(
+                ErrorKind::Unavailable,
+                "no_quorum",
+                format!("this agent cannot confirm it leads: {e}"),
+            )
+        })?;
+        let commit_failed = |e: String| {
+            OpError::new(
+                ErrorKind::Unavailable,
+                "no_quorum",
+                format!("cannot commit to the log: {e}"),
+            )
+        };
+        let mode = |paused: bool| if paused { "paused" } else { "active" }.to_owned();
+        match request {
+            manual::Request::Pause { actor, reason }
+            | manual::Request::Resume { actor, reason }
+                if reason.trim().is_empty() =>
+            {
+                let _ = actor;
+                Err(OpError::new(
+                    ErrorKind::BadInput,
+                    "reason_required",
+                    "say why in `reason`: it goes into the history",
+                ))
+            }
+            manual::Request::Pause { actor, reason } => self
+                .set_paused(true, actor, reason)
+                .await
+                .map_err(commit_failed),
+            manual::Request::Resume { actor, reason } => self
+                .set_paused(false, actor, reason)
+                .await
+                .map_err(commit_failed),
+            manual::Request::Change {
+                operation,
+                actor,
+                reason,
+                dry_run,
+            } => {
+                let inputs = self.consensus.trigger_inputs().ok_or_else(|| {
+                    OpError::new(
+                        ErrorKind::Unavailable,
+                        "no_leader",
+                        "this agent does not lead",
+                    )
+                })?;
+                let desired = self.consensus.desired();
+                let proposal = manual::propose(
+                    &operation,
+                    &actor,
+                    &reason,
+                    &manual::Inputs {
+                        desired: &desired,
+                        regions: &self.regions,
+                        groups: &inputs.groups,
+                        redis: &inputs.redis,
+                    },
+                    |group, to, allow_data_loss| {
+                        self.consensus.manual_choice(
+                            &group.group,
+                            &group.primary_region,
+                            to,
+                            allow_data_loss,
+                        )
+                    },
+                )?;
+                let decision = self.decision(&desired, proposal);
+                let text = describe(&decision);
+                tracing::warn!(
+                    actor = %actor,
+                    reason = %reason,
+                    action = operation.action(),
+                    region = operation.region(),
+                    dry_run,
+                    "operator request"
+                );
+                if dry_run {
+                    return Ok(manual::Reply {
+                        epoch: None,
+                        dry_run,
+                        mode: mode(desired.paused),
+                        decision: Some(decision),
+                        message: format!("dry run, nothing done: {text}"),
+                    });
+                }
+                let epoch = self.commit(decision.clone()).await.map_err(commit_failed)?;
+                self.wake.notify_one();
+                Ok(manual::Reply {
+                    epoch: Some(epoch),
+                    dry_run,
+                    mode: mode(desired.paused),
+                    decision: Some(decision),
+                    message: format!("failover {epoch} started: {text}"),
+                })
+            }
+        }
+    }
+
+    /// Pauses or resumes automation; idempotent (a second pause records nothing).
+    async fn set_paused(
+        &self,
+        paused: bool,
+        actor: String,
+        reason: String,
+    ) -> Result<manual::Reply, String> {
+        let mode = if paused { "paused" } else { "active" }.to_owned();
+        if self.consensus.read_desired(|d| d.paused) == paused {
+            return Ok(manual::Reply {
+                epoch: None,
+                dry_run: false,
+                mode,
+                decision: None,
+                message: format!(
+                    "automation is {} already",
+                    if paused { "paused" } else { "active" }
+                ),
+            });
+        }
+        tracing::warn!(actor = %actor, reason = %reason, paused, "operator request");
+        self.consensus
+            .write(command(FailoverCommand::SetPaused {
+                paused,
+                by: actor.clone(),
+                at_ms: now_ms(),
+                reason: reason.clone(),
+            }))
+            .await?;
+        self.notifier.send(
+            if paused { "paused" } else { "resumed" },
+            None,
+            format!(
+                "failoverd automation {} by {actor}: {reason}",
+                if paused { "paused" } else { "resumed" }
+            ),
+            serde_json::json!({ "actor": actor, "reason": reason }),
+        );
+        Ok(manual::Reply {
+            epoch: None,
+            dry_run: false,
+            mode,
+            decision: None,
+            message: format!("automation {}", if paused { "paused" } else { "resumed" }),
+        })
+    }
+
+    /// The decision `proposal` becomes: weights, writer records and the planned steps.
+    fn decision(&self, desired: &Desired, proposal: trigger::Proposal) -> Decision {
         // Against what the last successful DNS change wrote: weights a failed change did not
         // write are planned again.
         let configured: BTreeMap<String, u32> = self.regions.iter().cloned().collect();
@@ -619,7 +775,7 @@ impl Reconciler {
             },
         );
         let now = now_ms();
-        let decision = Decision {
+        Decision {
             first_seen_ms: self.first_seen(&proposal.trigger, now),
             trigger: proposal.trigger,
             decided_by: self.consensus.agent_id().to_owned(),
@@ -630,8 +786,12 @@ impl Reconciler {
             redis: proposal.redis,
             refusal: proposal.refusal.map(|r| r.reason),
             steps,
-        };
-        let label = decision.trigger.label();
+        }
+    }
+
+    /// Decides `proposal` automatically, after the pre-failover hook approves.
+    async fn decide(&self, desired: &Desired, proposal: trigger::Proposal) {
+        let decision = self.decision(desired, proposal);
         let summary = serde_json::to_string(&decision.trigger).unwrap_or_default();
         let key = trigger_key(&decision.trigger);
         if let Some(hook) = &self.pre_hook {
@@ -664,25 +824,30 @@ impl Reconciler {
                 }
             }
         }
+        if let Err(e) = self.commit(decision).await {
+            tracing::warn!(error = %e, "cannot commit the failover decision");
+        }
+    }
+
+    /// Commits `decision`; returns its epoch.
+    async fn commit(&self, decision: Decision) -> Result<u64, String> {
+        let label = decision.trigger.label();
+        let summary = serde_json::to_string(&decision.trigger).unwrap_or_default();
         let text = describe(&decision);
         let details = serde_json::to_value(&decision).unwrap_or_default();
-        match self
+        let epoch = self
             .consensus
             .write(command(FailoverCommand::Decide(Box::new(decision))))
-            .await
-        {
-            Ok(epoch) => {
-                self.metrics.started.with_label_values(&[label]).inc();
-                tracing::warn!(epoch, trigger = %summary, "failover decided");
-                self.notifier.send(
-                    "failover_started",
-                    Some(epoch),
-                    format!("failover {epoch} started: {text}"),
-                    details,
-                );
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot commit the failover decision"),
-        }
+            .await?;
+        self.metrics.started.with_label_values(&[label]).inc();
+        tracing::warn!(epoch, trigger = %summary, "failover decided");
+        self.notifier.send(
+            "failover_started",
+            Some(epoch),
+            format!("failover {epoch} started: {text}"),
+            details,
+        );
+        Ok(epoch)
     }
 
     async fn finish(&self, record: &FailoverRecord, outcome: Outcome) {
@@ -854,6 +1019,15 @@ impl Reconciler {
             }
             Action::PromotePostgres { target } => {
                 let member = self.member(target)?;
+                let mut caught_up = String::new();
+                if let Some(p) = decision.promotion.as_ref().filter(|p| p.planned) {
+                    let old = self.member(&p.from)?;
+                    if let Some(lsn) =
+                        actions::postgres::catch_up(member, old, self.step_timeout).await?
+                    {
+                        caught_up = format!("; replayed everything {} wrote ({lsn})", old.name);
+                    }
+                }
                 let promoted = actions::postgres::promote(member, self.step_timeout).await?;
                 let loss = decision
                     .promotion
@@ -867,7 +1041,8 @@ impl Reconciler {
                     )
                 } else {
                     format!(
-                        "{} promoted to timeline {}, accepts writes; estimated loss {loss} bytes",
+                        "{} promoted to timeline {}, accepts writes; estimated loss {loss} \
+                         bytes{caught_up}",
                         member.name, promoted.timeline
                     )
                 })
@@ -921,6 +1096,10 @@ impl Reconciler {
             }
             Action::PromoteRedis { target } => {
                 let member = self.redis_member(target)?;
+                if let Some(r) = decision.redis.iter().find(|r| &r.to == target && r.planned) {
+                    let old = self.redis_member(&r.from)?;
+                    actions::redis::catch_up(member, old, self.step_timeout).await?;
+                }
                 let offset = actions::redis::promote(member, self.step_timeout).await?;
                 Ok(format!(
                     "{} is master at offset {offset} and takes writes",

@@ -6,12 +6,14 @@
 //! who moved each slot range; [`plan`] (pure) turns a decision into steps with their dependencies; [`state`] is
 //! what the replicated log makes of decisions and step records; [`executor`] runs on the
 //! leader, commits decisions (after the optional [`hook`] approves) and carries out their
-//! steps with [`crate::actions`].
+//! steps with [`crate::actions`]; [`manual`] (pure) turns an operator's drain, restore or
+//! forced failover into a decision.
 
 pub mod candidate;
 pub mod cluster;
 pub mod executor;
 pub mod hook;
+pub mod manual;
 pub mod plan;
 pub mod state;
 pub mod trigger;

@@ -801,7 +801,7 @@ mod tests {
                 estimated_loss_bytes: 0,
                 evidence: String::new(),
                 old_primary_cut_off: true,
-            planned: false,
+                planned: false,
             }),
             refusal: None,
             steps: crate::failover::plan::plan(
@@ -812,7 +812,7 @@ mod tests {
                     estimated_loss_bytes: 0,
                     evidence: String::new(),
                     old_primary_cut_off: true,
-            planned: false,
+                    planned: false,
                 }),
                 &[],
                 &[],

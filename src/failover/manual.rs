@@ -1,0 +1,511 @@
+//! What an operator may ask of the cluster, and the decision it becomes: a pure function of
+//! the request, the replicated state and what the leader sees.
+//!
+//! - **Drain** a region: take it out of DNS; its Postgres primary and Redis masters move out
+//!   of it as a *planned* switchover — the old primary is fenced, the candidate replays
+//!   everything it wrote, then it is promoted (Redis Cluster: `CLUSTER FAILOVER`), so nothing
+//!   is lost. Refused when the region is the last one serving or a group has no candidate.
+//! - **Restore** a drained region to DNS.
+//! - **Failover** from a region: the same, forced — the candidate is promoted as after a
+//!   loss, within the data-loss guard unless `allow_data_loss`; optionally the Postgres
+//!   candidate is taken from region `to`.
+//!
+//! Nothing is asked while automation is paused or while a failover runs.
+
+use super::candidate::Choice;
+use super::state::{Desired, Promotion, RedisPromotion, Trigger};
+use super::trigger::{Group, Proposal, RedisGroup};
+use crate::topology::TargetId;
+
+/// An operator's request as it travels to the leader.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Maintenance mode: probes go on, nothing is done automatically.
+    Pause {
+        /// Who asks.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// Back to automatic failover.
+    Resume {
+        /// Who asks.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// A drain, restore or forced failover.
+    Change {
+        /// What.
+        operation: Operation,
+        /// Who asks.
+        actor: String,
+        /// Why.
+        reason: String,
+        /// Only plan it: nothing is committed.
+        dry_run: bool,
+    },
+}
+
+/// What the leader did with a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reply {
+    /// The failover committed (its epoch is its id), if one was.
+    pub epoch: Option<u64>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// `active` or `paused` after the request.
+    pub mode: String,
+    /// The decision, with its planned steps (also for a dry run).
+    pub decision: Option<super::state::Decision>,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// An operator's change of traffic or primaries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operation {
+    /// Take `region` out of DNS, moving its primaries out with no data loss.
+    Drain {
+        /// The region.
+        region: String,
+    },
+    /// Put a drained region back into DNS.
+    Restore {
+        /// The region.
+        region: String,
+    },
+    /// Fail `from` over, forced.
+    Failover {
+        /// The region to leave.
+        from: String,
+        /// Where the Postgres candidate must be, if anywhere in particular.
+        to: Option<String>,
+        /// Promote a candidate further behind than `postgres.max_lag_on_failover`.
+        allow_data_loss: bool,
+    },
+}
+
+impl Operation {
+    /// `drain`, `restore` or `failover`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Operation::Drain { .. } => "drain",
+            Operation::Restore { .. } => "restore",
+            Operation::Failover { .. } => "failover",
+        }
+    }
+
+    /// The region it concerns.
+    pub fn region(&self) -> &str {
+        match self {
+            Operation::Drain { region } | Operation::Restore { region } => region,
+            Operation::Failover { from, .. } => from,
+        }
+    }
+}
+
+/// What kind of "no" an operation got; the admin API maps it to an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong (400).
+    BadInput,
+    /// It names a region that does not exist (404).
+    NotFound,
+    /// The state forbids it now: a failover runs, automation is paused, nothing to do (409).
+    Conflict,
+    /// A guard refused it (422).
+    Refused,
+    /// No leader or quorum to carry it out (503).
+    Unavailable,
+}
+
+/// Why an operation was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct OpError {
+    /// The kind.
+    pub kind: ErrorKind,
+    /// A stable machine-readable code.
+    pub code: &'static str,
+    /// What to do about it, for people.
+    pub message: String,
+}
+
+impl OpError {
+    /// An error of `kind` with `code`.
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> OpError {
+        OpError {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the leader sees, for [`propose`].
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    /// The replicated state.
+    pub desired: &'a Desired,
+    /// Configured regions and their in-service weights.
+    pub regions: &'a [(String, u32)],
+    /// Postgres groups with a named primary.
+    pub groups: &'a [Group],
+    /// Redis replication shards and Redis Cluster masters.
+    pub redis: &'a [RedisGroup],
+}
+
+/// The decision `operation` becomes. `choose(group, to, allow_data_loss)` picks a Postgres
+/// group's candidate outside its primary's region (in `to` when given).
+pub fn propose(
+    operation: &Operation,
+    actor: &str,
+    reason: &str,
+    inputs: &Inputs<'_>,
+    choose: impl Fn(&Group, Option<&str>, bool) -> Choice,
+) -> Result<Proposal, OpError> {
+    let desired = inputs.desired;
+    let known = |r: &str| inputs.regions.iter().any(|(name, _)| name == r);
+    let region = operation.region();
+    if !known(region) {
+        return Err(OpError::new(
+            ErrorKind::NotFound,
+            "unknown_region",
+            format!("no region {region:?} in the configuration"),
+        ));
+    }
+    if reason.trim().is_empty() {
+        return Err(OpError::new(
+            ErrorKind::BadInput,
+            "reason_required",
+            "say why in `reason`: it goes into the history",
+        ));
+    }
+    if desired.paused {
+        return Err(OpError::new(
+            ErrorKind::Conflict,
+            "paused",
+            "automation is paused: resume it first (POST /v1/resume)",
+        ));
+    }
+    if let Some(epoch) = desired.running.iter().next() {
+        return Err(OpError::new(
+            ErrorKind::Conflict,
+            "failover_running",
+            format!("failover {epoch} is in progress: wait for it (GET /v1/failovers/{epoch})"),
+        ));
+    }
+    let trigger = Trigger::Manual {
+        action: operation.action().to_owned(),
+        region: region.to_owned(),
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut proposal = Proposal {
+        trigger,
+        drain: Vec::new(),
+        restore: Vec::new(),
+        promotion: None,
+        followers: Vec::new(),
+        redis: Vec::new(),
+        refusal: None,
+    };
+    let drained = desired.drained.contains(region);
+    let (planned, to, allow_data_loss) = match operation {
+        Operation::Restore { .. } => {
+            if !drained {
+                return Err(OpError::new(
+                    ErrorKind::Conflict,
+                    "not_drained",
+                    format!("region {region} is in service already"),
+                ));
+            }
+            proposal.restore.push(region.to_owned());
+            return Ok(proposal);
+        }
+        Operation::Drain { .. } => {
+            if drained {
+                return Err(OpError::new(
+                    ErrorKind::Conflict,
+                    "already_drained",
+                    format!("region {region} is drained already"),
+                ));
+            }
+            (true, None, false)
+        }
+        Operation::Failover {
+            to,
+            allow_data_loss,
+            ..
+        } => {
+            if let Some(to) = to {
+                if !known(to) {
+                    return Err(OpError::new(
+                        ErrorKind::NotFound,
+                        "unknown_region",
+                        format!("no region {to:?} in the configuration"),
+                    ));
+                }
+                if to == region {
+                    return Err(OpError::new(
+                        ErrorKind::BadInput,
+                        "same_region",
+                        "`to` must be another region than `from`",
+                    ));
+                }
+            }
+            (false, to.as_deref(), *allow_data_loss)
+        }
+    };
+    if !drained {
+        let serving_elsewhere = inputs
+            .regions
+            .iter()
+            .any(|(name, weight)| name != region && *weight > 0 && !desired.drained.contains(name));
+        if !serving_elsewhere {
+            return Err(OpError::new(
+                ErrorKind::Refused,
+                "last_region",
+                format!("draining region {region} would leave no region in DNS"),
+            ));
+        }
+        proposal.drain.push(region.to_owned());
+    }
+    for group in inputs.groups.iter().filter(|g| g.primary_region == region) {
+        match choose(group, to, allow_data_loss) {
+            Choice::Promote {
+                target,
+                estimated_loss_bytes,
+                evidence,
+            } => {
+                proposal.followers = group
+                    .followers
+                    .iter()
+                    .filter(|f| **f != target)
+                    .cloned()
+                    .collect();
+                proposal.promotion = Some(Promotion {
+                    group: group.group.clone(),
+                    from: group.primary.clone(),
+                    to: target,
+                    estimated_loss_bytes,
+                    evidence: serde_json::to_string(&evidence).unwrap_or_default(),
+                    old_primary_cut_off: false,
+                    planned,
+                });
+            }
+            Choice::Blocked { reason } => {
+                let code = if reason.contains("max_lag_on_failover") {
+                    "max_lag_on_failover"
+                } else {
+                    "no_candidate"
+                };
+                return Err(OpError::new(ErrorKind::Refused, code, reason));
+            }
+        }
+    }
+    for shard in inputs.redis.iter().filter(|s| s.master_region == region) {
+        let Some((target, offset)) = shard.candidate.clone() else {
+            return Err(OpError::new(
+                ErrorKind::Refused,
+                "no_candidate",
+                format!(
+                    "{} has no healthy replica outside region {region} to promote",
+                    shard.group
+                ),
+            ));
+        };
+        proposal.redis.push(RedisPromotion {
+            group: shard.group.clone(),
+            from: shard.master.clone(),
+            followers: shard
+                .followers
+                .iter()
+                .filter(|f| **f != target)
+                .cloned()
+                .collect::<Vec<TargetId>>(),
+            to: target,
+            offset,
+            old_master_cut_off: false,
+            slots: shard.slots.clone(),
+            planned,
+        });
+    }
+    if proposal.drain.is_empty() && proposal.promotion.is_none() && proposal.redis.is_empty() {
+        return Err(OpError::new(
+            ErrorKind::Conflict,
+            "nothing_to_do",
+            format!("region {region} is drained and holds no primary"),
+        ));
+    }
+    Ok(proposal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TargetKind;
+
+    fn pg(n: &str) -> TargetId {
+        TargetId::new(TargetKind::Postgres, "main", n)
+    }
+
+    fn regions() -> Vec<(String, u32)> {
+        vec![("r1".into(), 100), ("r2".into(), 100), ("r3".into(), 50)]
+    }
+
+    fn group() -> Group {
+        Group {
+            group: "postgres/main".into(),
+            primary: pg("a"),
+            primary_region: "r1".into(),
+            primary_down: false,
+            home_says_down: false,
+            choice: Choice::Blocked {
+                reason: "unused".into(),
+            },
+            followers: vec![pg("b"), pg("c")],
+            local_choice: Choice::Blocked {
+                reason: "unused".into(),
+            },
+            local_followers: vec![],
+        }
+    }
+
+    fn promote(to: &str) -> Choice {
+        Choice::Promote {
+            target: pg(to),
+            estimated_loss_bytes: 0,
+            evidence: super::super::candidate::Evidence::ReplicaReceived {
+                target: pg(to),
+                lsn: "0/0".into(),
+            },
+        }
+    }
+
+    fn run(op: Operation, desired: &Desired, choice: Choice) -> Result<Proposal, OpError> {
+        let regions = regions();
+        let groups = [group()];
+        propose(
+            &op,
+            "alice",
+            "maintenance",
+            &Inputs {
+                desired,
+                regions: &regions,
+                groups: &groups,
+                redis: &[],
+            },
+            |_, _, _| choice.clone(),
+        )
+    }
+
+    #[test]
+    fn draining_the_primary_region_is_a_planned_switchover() {
+        let p = run(
+            Operation::Drain {
+                region: "r1".into(),
+            },
+            &Desired::default(),
+            promote("b"),
+        )
+        .unwrap();
+        assert_eq!(p.drain, ["r1"]);
+        let promotion = p.promotion.unwrap();
+        assert!(promotion.planned);
+        assert_eq!(promotion.to, pg("b"));
+        assert_eq!(p.followers, [pg("c")]);
+        assert!(matches!(
+            p.trigger,
+            Trigger::Manual { ref actor, ref action, .. } if actor == "alice" && action == "drain"
+        ));
+        // Another region holds no primary: a drain and nothing else.
+        let p = run(
+            Operation::Drain {
+                region: "r2".into(),
+            },
+            &Desired::default(),
+            promote("b"),
+        )
+        .unwrap();
+        assert_eq!((p.drain.len(), p.promotion), (1, None));
+    }
+
+    #[test]
+    fn a_forced_failover_is_not_planned_and_reports_the_guard() {
+        let op = Operation::Failover {
+            from: "r1".into(),
+            to: Some("r3".into()),
+            allow_data_loss: false,
+        };
+        let p = run(op.clone(), &Desired::default(), promote("c")).unwrap();
+        assert!(!p.promotion.unwrap().planned);
+        let e = run(
+            op,
+            &Desired::default(),
+            Choice::Blocked {
+                reason: "blocked because every candidate is beyond max_lag_on_failover".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.kind, e.code),
+            (ErrorKind::Refused, "max_lag_on_failover")
+        );
+    }
+
+    #[test]
+    fn requests_the_state_forbids_get_the_documented_errors() {
+        let d = Desired::default();
+        let code = |op: Operation, d: &Desired| run(op, d, promote("b")).unwrap_err().code;
+        let drain = |r: &str| Operation::Drain { region: r.into() };
+        assert_eq!(code(drain("mars"), &d), "unknown_region");
+        assert_eq!(
+            code(
+                Operation::Failover {
+                    from: "r1".into(),
+                    to: Some("r1".into()),
+                    allow_data_loss: false
+                },
+                &d
+            ),
+            "same_region"
+        );
+        assert_eq!(
+            code(
+                Operation::Restore {
+                    region: "r1".into()
+                },
+                &d
+            ),
+            "not_drained"
+        );
+        let mut paused = Desired::default();
+        paused.paused = true;
+        assert_eq!(code(drain("r1"), &paused), "paused");
+        let mut running = Desired::default();
+        running.running.insert(4);
+        assert_eq!(code(drain("r1"), &running), "failover_running");
+        let mut drained = Desired::default();
+        drained.drained = ["r1".to_string(), "r2".to_string()].into();
+        assert_eq!(code(drain("r1"), &drained), "already_drained");
+        assert_eq!(code(drain("r3"), &drained), "last_region");
+        let e = propose(
+            &drain("r2"),
+            "alice",
+            " ",
+            &Inputs {
+                desired: &d,
+                regions: &regions(),
+                groups: &[],
+                redis: &[],
+            },
+            |_, _, _| promote("b"),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "reason_required");
+    }
+}

@@ -169,6 +169,23 @@ impl Agent {
                 }
             })
         });
+        {
+            let reconciler = reconciler.clone();
+            consensus.set_admin_handler(Arc::new(move |request| {
+                let reconciler = reconciler.clone();
+                Box::pin(async move { admin::ops::execute(&reconciler, request).await })
+            }));
+        }
+        let mut tokens = Vec::new();
+        for token in &config.admin.tokens {
+            match token.secret.load() {
+                Ok(secret) => tokens.push((token.name.clone(), secret)),
+                // Validated at load; a file removed since is a token that works no more.
+                Err(e) => {
+                    tracing::error!(token = %token.name, error = %e, "admin token not loaded")
+                }
+            }
+        }
         let app = admin::router(AdminState {
             agent_id: config.agent.id.clone(),
             region: config.agent.region.clone(),
@@ -178,6 +195,16 @@ impl Agent {
             reconciler,
             fenced,
             regions: config.regions.iter().map(|r| r.name.clone()).collect(),
+            targets: Arc::new(
+                crate::topology::Topology::from_config(&config)
+                    .targets
+                    .iter()
+                    .map(|t| (t.id.clone(), t.region.clone()))
+                    .collect(),
+            ),
+            tokens: admin::ops::Tokens::new(tokens),
+            open_reads: config.admin.open_reads,
+            limiter: Arc::default(),
         });
         let served = match admin_tls {
             Some(tls) => crate::tls::serve(admin_listener, tls, app, shutdown.clone()).await,

@@ -456,6 +456,13 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// A secret held in memory (one generated, or one a test sets).
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")

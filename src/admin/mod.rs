@@ -1,15 +1,21 @@
-//! The admin HTTP API: status, history, health, readiness and metrics.
+//! The admin HTTP API: status, history, health, readiness, metrics, the status page, and the
+//! operator's calls ([`ops`]: pause, resume, drain, restore, forced failover).
 //!
-//! Served on the admin listener, separate from peer traffic. This module reads state; it
-//! never probes and never changes the world. Errors are JSON `{code, message}` with a stable
-//! `code`, so scripts can branch on them.
+//! Served on the admin listener, separate from peer traffic. Reads are open unless
+//! `admin.open_reads = false` (then they need a token too; health, readiness and the gate
+//! stay open for load balancers and Route53). Errors are JSON `{code, message}` with a
+//! stable `code`, so scripts can branch on them.
+
+pub mod ops;
+pub mod page;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -34,6 +40,14 @@ pub struct AdminState {
     pub fenced: prometheus::IntGauge,
     /// The configured regions.
     pub regions: Vec<String>,
+    /// Every configured target with its region, in config order.
+    pub targets: Arc<Vec<(crate::topology::TargetId, String)>>,
+    /// Tokens for the calls that change something.
+    pub tokens: ops::Tokens,
+    /// Whether reads answer without a token.
+    pub open_reads: bool,
+    /// Per-actor limit on the calls that change something.
+    pub limiter: Arc<ops::RateLimiter>,
 }
 
 /// An API error: HTTP status, a stable machine-readable code and a human message.
@@ -65,13 +79,26 @@ impl IntoResponse for ApiError {
 
 /// Builds the router.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let reads = Router::new()
+        .route("/", get(page::page))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
+        .route("/v1/failovers/{id}", get(failover_by_id))
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_access));
+    let writes = Router::new()
+        .route("/v1/pause", post(ops::pause))
+        .route("/v1/resume", post(ops::resume))
+        .route("/v1/regions/{name}/drain", post(ops::drain))
+        .route("/v1/regions/{name}/restore", post(ops::restore))
+        .route("/v1/failover", post(ops::failover));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/gate/{region}", get(gate))
+        .merge(reads)
+        .merge(writes)
+        .layer(DefaultBodyLimit::max(ops::MAX_BODY))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -87,6 +114,37 @@ pub fn router(state: AdminState) -> Router {
             }
         })
         .with_state(state)
+}
+
+/// Reads need a token when `admin.open_reads = false`.
+async fn read_access(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    if !state.open_reads {
+        if let Err(e) = state.tokens.actor(request.headers()) {
+            return e.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `GET /v1/failovers/{id}`: one failover (its id is its epoch) with its steps.
+async fn failover_by_id(
+    State(state): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<crate::failover::state::FailoverRecord>, ApiError> {
+    let epoch: u64 = id.parse().map_err(|_| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "bad_id",
+        message: format!("{id:?} is not a failover id (a positive integer)"),
+    })?;
+    state
+        .consensus
+        .read_desired(|d| d.failover(epoch).cloned())
+        .map(Json)
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown_failover",
+            message: format!("no failover {epoch} in the history"),
+        })
 }
 
 #[derive(Serialize)]

@@ -125,7 +125,13 @@ pub struct Consensus {
     leader_since: std::sync::Mutex<Option<Instant>>,
     /// The nodes of each Redis Cluster, by shard name, with twice its node timeout (ms).
     clusters: BTreeMap<String, (Vec<crate::failover::cluster::Node>, u64)>,
+    /// Carries out operators' requests when this agent leads.
+    admin: Arc<std::sync::OnceLock<peer_api::AdminHandler>>,
 }
+
+/// How long an operator's request forwarded to the leader may take (it commits a decision,
+/// it does not wait for the failover).
+const OPERATE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the failover trigger needs from the cluster, on the leader.
 #[derive(Debug, Clone)]
@@ -421,6 +427,7 @@ impl Consensus {
                 .collect(),
             leader_since: std::sync::Mutex::new(None),
             clusters: cluster_nodes(config, &topology),
+            admin: Arc::new(std::sync::OnceLock::new()),
         }))
     }
 
@@ -433,7 +440,45 @@ impl Consensus {
             unauthorized: self.unauthorized.clone(),
             reports_received: self.reports_received.clone(),
             lease: self.lease.clone(),
+            admin: self.admin.clone(),
         })
+    }
+
+    /// Sets what carries out operators' requests on this agent (once).
+    pub fn set_admin_handler(&self, handler: peer_api::AdminHandler) {
+        let _already = self.admin.set(handler);
+    }
+
+    /// Carries out an operator's request: here when this agent leads, else on the leader
+    /// through the peer link. `Err` says why no leader could take it.
+    pub async fn operate(
+        &self,
+        request: crate::failover::manual::Request,
+    ) -> Result<peer_api::Forwarded, String> {
+        if self.is_leader() {
+            let handler = self
+                .admin
+                .get()
+                .ok_or_else(|| "this agent is still starting".to_owned())?;
+            return Ok(handler(request).await);
+        }
+        let leader = self.raft.metrics().borrow().current_leader;
+        let Some(leader) = leader else {
+            return Err("no leader is elected (no quorum?)".into());
+        };
+        let member = self
+            .members
+            .iter()
+            .find(|m| m.node_id == leader)
+            .ok_or_else(|| "the leader is not a configured member".to_owned())?;
+        let url = member
+            .peer_url
+            .as_ref()
+            .ok_or_else(|| format!("no peer URL for the leader {}", member.agent))?;
+        self.client
+            .post(url, network::paths::ADMIN, &request, OPERATE_TIMEOUT)
+            .await
+            .map_err(|e| format!("the leader {} ({url}) cannot be reached: {e}", member.agent))
     }
 
     /// Whether this agent has applied every entry its log holds, so that what it reads from

@@ -35,6 +35,8 @@ pub mod paths {
     pub const REPORT: &str = "/v1/report";
     /// Whether the agent holds a Raft log (asked by an agent starting with an empty store).
     pub const INITIALIZED: &str = "/raft/initialized";
+    /// An operator's request, forwarded by the agent that took it to the leader.
+    pub const ADMIN: &str = "/v1/admin";
 }
 
 /// Why a peer request failed.

@@ -38,7 +38,29 @@ pub struct PeerState {
     pub reports_received: prometheus::IntCounterVec,
     /// Renewed by every AppendEntries from a current leader.
     pub lease: Arc<super::LeaseClock>,
+    /// Carries out operators' requests forwarded by the other agents (set once the
+    /// reconciler runs).
+    pub admin: Arc<std::sync::OnceLock<AdminHandler>>,
 }
+
+/// An operator's request carried out on the leader: the HTTP status and JSON body the agent
+/// that took the request answers with.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Forwarded {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: serde_json::Value,
+}
+
+/// Carries out an operator's request on this agent.
+pub type AdminHandler = Arc<
+    dyn Fn(
+            crate::failover::manual::Request,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Forwarded> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Builds the peer router.
 pub fn router(state: PeerState) -> Router {
@@ -48,6 +70,7 @@ pub fn router(state: PeerState) -> Router {
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::REPORT, post(report))
         .route(paths::INITIALIZED, post(initialized))
+        .route(paths::ADMIN, post(admin))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -135,6 +158,22 @@ async fn initialized(State(state): State<PeerState>) -> Response {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "raft_stopped",
             message: e.to_string(),
+        }
+        .into_response(),
+    }
+}
+
+async fn admin(State(state): State<PeerState>, body: Bytes) -> Response {
+    let request: crate::failover::manual::Request = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match state.admin.get() {
+        Some(handler) => Json(handler(request).await).into_response(),
+        None => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "starting",
+            message: "this agent is still starting".into(),
         }
         .into_response(),
     }

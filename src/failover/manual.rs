@@ -483,14 +483,18 @@ mod tests {
             ),
             "not_drained"
         );
-        let mut paused = Desired::default();
-        paused.paused = true;
+        let paused = Desired {
+            paused: true,
+            ..Desired::default()
+        };
         assert_eq!(code(drain("r1"), &paused), "paused");
         let mut running = Desired::default();
         running.running.insert(4);
         assert_eq!(code(drain("r1"), &running), "failover_running");
-        let mut drained = Desired::default();
-        drained.drained = ["r1".to_string(), "r2".to_string()].into();
+        let drained = Desired {
+            drained: ["r1".to_string(), "r2".to_string()].into(),
+            ..Desired::default()
+        };
         assert_eq!(code(drain("r1"), &drained), "already_drained");
         assert_eq!(code(drain("r3"), &drained), "last_region");
         let e = propose(

@@ -1,5 +1,7 @@
 //! The `failoverd` command: run an agent, check a configuration, set up the Route53 gate
-//! health checks.
+//! health checks, and the operator's commands against a running agent ([`cli`]).
+
+mod cli;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ enum Command {
         #[command(subcommand)]
         action: Route53Action,
     },
+    #[command(flatten)]
+    Op(cli::Op),
 }
 
 #[derive(Subcommand)]
@@ -80,6 +84,7 @@ const EXIT_BAD_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Op(op) => cli::run(op),
         Command::CheckConfig { file, json } => check_config(&file, json),
         Command::Route53 { action } => {
             let (path, json, apply) = match action {

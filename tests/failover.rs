@@ -18,65 +18,6 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 
 const GROUP: &str = "postgres/main";
 
-/// The weighted record of test region `region` with `weight`.
-fn weighted(
-    region: &str,
-    weight: i64,
-) -> anyhow::Result<aws_sdk_route53::types::ResourceRecordSet> {
-    use aws_sdk_route53::types::{ResourceRecord, ResourceRecordSet, RrType};
-    let index = support::REGIONS
-        .iter()
-        .position(|r| *r == region)
-        .context("a test region")?;
-    Ok(ResourceRecordSet::builder()
-        .name(support::RECORD)
-        .r#type(RrType::A)
-        .set_identifier(region)
-        .weight(weight)
-        .ttl(30)
-        .resource_records(
-            ResourceRecord::builder()
-                .value(format!("192.0.2.{}", index + 1))
-                .build()?,
-        )
-        .build()?)
-}
-
-/// Sends one change batch to the emulator, as a person or another tool would.
-async fn send_changes(
-    ministack: &Ministack,
-    changes: Vec<aws_sdk_route53::types::Change>,
-) -> anyhow::Result<()> {
-    ministack
-        .client()
-        .await
-        .change_resource_record_sets()
-        .hosted_zone_id(&ministack.zone_id)
-        .change_batch(
-            aws_sdk_route53::types::ChangeBatch::builder()
-                .set_changes(Some(changes))
-                .build()?,
-        )
-        .send()
-        .await?;
-    Ok(())
-}
-
-/// The weighted records as an operator set them up before failoverd took over.
-async fn seed_records(ministack: &Ministack) -> anyhow::Result<()> {
-    use aws_sdk_route53::types::{Change, ChangeAction};
-    let mut changes = Vec::new();
-    for region in support::REGIONS {
-        changes.push(
-            Change::builder()
-                .action(ChangeAction::Upsert)
-                .resource_record_set(weighted(region, 100)?)
-                .build()?,
-        );
-    }
-    send_changes(ministack, changes).await
-}
-
 fn datastores(pg: &PgPair, redis: &RedisPair, max_lag: u64, failover: &str) -> String {
     format!(
         r#"
@@ -178,7 +119,7 @@ async fn lab(
         .await?;
     let redis = RedisPair::start().await?;
     let ministack = Ministack::start().await?;
-    seed_records(&ministack).await?;
+    ministack.seed_weights().await?;
     let mut route53 = ministack.config_section();
     if writers {
         route53.push_str(WRITERS);
@@ -771,10 +712,10 @@ async fn change_by_hand(
             .build()?,
         Change::builder()
             .action(ChangeAction::Upsert)
-            .resource_record_set(weighted(region, weight)?)
+            .resource_record_set(support::weighted(region, weight)?)
             .build()?,
     ];
-    send_changes(ministack, changes).await
+    ministack.send_changes(changes).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,7 +176,7 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
                     .duration_ms
                     .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
                     .unwrap_or_default();
-                let what = serde_json::to_string(&f.decision.trigger).unwrap_or_default();
+                let what = crate::failover::executor::describe(&f.decision);
                 let _ = write!(
                     html,
                     "<tr><td>{}</td><td>{}</td><td>{outcome}</td><td>{took}</td></tr>",

@@ -1266,7 +1266,8 @@ fn load(secret: &SecretRef) -> Result<crate::config::Secret, StepError> {
 }
 
 /// One line for people: what a decision does.
-fn describe(decision: &Decision) -> String {
+/// One line saying what a decision does, for people (notifications, the status page).
+pub fn describe(decision: &Decision) -> String {
     let mut parts = vec![match &decision.trigger {
         Trigger::RegionDown { region } => format!("region {region} down"),
         Trigger::PrimaryDown { target, .. } => format!("primary {target} lost"),

@@ -1582,6 +1582,41 @@ impl Ministack {
         aws_sdk_route53::Client::from_conf(config)
     }
 
+    /// Sends one change batch to the emulator, as a person or another tool would.
+    pub async fn send_changes(
+        &self,
+        changes: Vec<aws_sdk_route53::types::Change>,
+    ) -> anyhow::Result<()> {
+        self.client()
+            .await
+            .change_resource_record_sets()
+            .hosted_zone_id(&self.zone_id)
+            .change_batch(
+                aws_sdk_route53::types::ChangeBatch::builder()
+                    .set_changes(Some(changes))
+                    .build()?,
+            )
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// The weighted records (weight 100 each) as an operator set them up before failoverd
+    /// took over.
+    pub async fn seed_weights(&self) -> anyhow::Result<()> {
+        use aws_sdk_route53::types::{Change, ChangeAction};
+        let mut changes = Vec::new();
+        for region in REGIONS {
+            changes.push(
+                Change::builder()
+                    .action(ChangeAction::Upsert)
+                    .resource_record_set(weighted(region, 100)?)
+                    .build()?,
+            );
+        }
+        self.send_changes(changes).await
+    }
+
     /// The `[route53]` section for the three test regions, record values `192.0.2.{1,2,3}`.
     pub fn config_section(&self) -> String {
         let mut section = format!(
@@ -1657,4 +1692,28 @@ impl Drop for Ministack {
     fn drop(&mut self) {
         stop_child(&mut self.child);
     }
+}
+
+/// The weighted record of test region `region` with `weight` (value `192.0.2.<n>`).
+pub fn weighted(
+    region: &str,
+    weight: i64,
+) -> anyhow::Result<aws_sdk_route53::types::ResourceRecordSet> {
+    use aws_sdk_route53::types::{ResourceRecord, ResourceRecordSet, RrType};
+    let index = REGIONS
+        .iter()
+        .position(|r| *r == region)
+        .context("a test region")?;
+    Ok(ResourceRecordSet::builder()
+        .name(RECORD)
+        .r#type(RrType::A)
+        .set_identifier(region)
+        .weight(weight)
+        .ttl(30)
+        .resource_records(
+            ResourceRecord::builder()
+                .value(format!("192.0.2.{}", index + 1))
+                .build()?,
+        )
+        .build()?)
 }

@@ -1,0 +1,520 @@
+//! The on-call interface end to end: three agents, a Postgres primary in eu-west-3 with
+//! replicas in eu-central-1 and us-east-1, a Redis master and replica, ministack. Every call
+//! goes to a follower, which forwards it to the leader; the CLI is the real binary.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use support::{wait_for_async, AgentCluster, ClusterOptions, Ministack, PgPair, RedisPair};
+
+static ONE_LAB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const TOKEN: &str = "alice-s3cret-token";
+
+struct Lab {
+    pg: PgPair,
+    redis: RedisPair,
+    ministack: Ministack,
+    cluster: AgentCluster,
+    _apis: Vec<support::HttpServer>,
+    /// A follower's admin URL: every call goes there.
+    follower: String,
+    token_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn lab() -> anyhow::Result<Lab> {
+    let pg = PgPair::start_with(1).await?;
+    pg.primary
+        .connect()
+        .await?
+        .batch_execute("CREATE TABLE orders (id int)")
+        .await?;
+    let redis = RedisPair::start().await?;
+    let ministack = Ministack::start().await?;
+    ministack.seed_weights().await?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let extra = format!(
+        r#"
+[admin]
+tokens = [{{ name = "alice", secret = {{ file = "{token}" }} }}]
+
+[postgres]
+cluster = "main"
+replication = {{ user = "postgres" }}
+members = [
+  {{ name = "pg-eu-west-3", region = "eu-west-3", dsn = "{}" }},
+  {{ name = "pg-eu-central-1", region = "eu-central-1", dsn = "{}" }},
+  {{ name = "pg-us-east-1", region = "us-east-1", dsn = "{}" }},
+]
+
+[[redis.shards]]
+name = "sessions"
+mode = "replication"
+members = [
+  {{ name = "r-eu-west-3", region = "eu-west-3", url = "{}" }},
+  {{ name = "r-eu-central-1", region = "eu-central-1", url = "{}" }},
+]
+{route53}
+"#,
+        pg.primary.dsn(),
+        pg.replica.dsn(),
+        pg.others[0].dsn(),
+        redis.master.url(),
+        redis.replica.url(),
+        token = token_file.display(),
+        route53 = ministack.config_section(),
+    );
+    let (apis, urls) = support::region_apis().await?;
+    let cluster = AgentCluster::start_with(
+        &urls,
+        ClusterOptions {
+            extra: &extra,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (leader, _) = cluster
+        .agreed_leader(None, None, Duration::from_secs(20))
+        .await?;
+    let k = cluster.index(&leader);
+    wait_for_async(
+        "the leader to name the primaries and see candidates",
+        Duration::from_secs(20),
+        || async {
+            let s = cluster.agents[k].status().await?;
+            s["cluster"]["primaries"]["redis/sessions"].as_str()?;
+            let choice = &s["cluster"]["failover_readiness"]["postgres/main"]["choice"];
+            (choice["decision"] == "promote").then_some(())?;
+            // Every datastore member healthy (its region's agent reports it Up, no one
+            // Down): any of them may be asked for.
+            let targets = s["cluster"]["verdict"]["targets"].as_object()?;
+            targets
+                .iter()
+                .filter(|(id, _)| !id.starts_with("http/"))
+                .all(|(_, v)| {
+                    v["up"].as_array().is_some_and(|a| !a.is_empty())
+                        && v["down"].as_array().is_some_and(|a| a.is_empty())
+                })
+                .then_some(())
+        },
+    )
+    .await?;
+    let follower = format!("http://{}", cluster.agents[(k + 1) % 3].admin);
+    Ok(Lab {
+        pg,
+        redis,
+        ministack,
+        cluster,
+        _apis: apis,
+        follower,
+        token_file,
+        _dir: dir,
+    })
+}
+
+impl Lab {
+    /// Runs the CLI against the follower; returns its exit code and standard output.
+    async fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_failoverd"))
+            .args(args)
+            .env("FAILOVERD_ADMIN", &self.follower)
+            .env("FAILOVERD_TOKEN_FILE", &self.token_file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Ok((out.status.code().unwrap_or(-1), format!("{stdout}{stderr}")))
+    }
+
+    /// A raw call to the follower: status and JSON body.
+    async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.follower))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body = serde_json::from_str(&response.text().await?).unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.follower)).await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// The replicated epoch and mode, as the follower sees them.
+    async fn state(&self) -> anyhow::Result<(u64, String)> {
+        let (_, text) = self.get("/v1/status").await?;
+        let s: Value = serde_json::from_str(&text)?;
+        Ok((
+            s["failover"]["epoch"].as_u64().context("epoch")?,
+            s["failover"]["mode"].as_str().context("mode")?.to_owned(),
+        ))
+    }
+
+    /// The failover `epoch` once it has ended.
+    async fn finished(&self, epoch: u64) -> anyhow::Result<Value> {
+        wait_for_async("the failover to end", Duration::from_secs(30), || async {
+            let (status, text) = self.get(&format!("/v1/failovers/{epoch}")).await.ok()?;
+            let f: Value = serde_json::from_str(&text).ok()?;
+            (status == 200 && !f["outcome"].is_null()).then_some(f)
+        })
+        .await
+        .with_context(|| self.logs())
+    }
+
+    fn logs(&self) -> String {
+        self.cluster
+            .agents
+            .iter()
+            .map(|a| format!("--- {}:\n{}", a.id, a.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_calls_get_their_documented_status_and_code_and_change_nothing() -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let lab = lab().await?;
+    let before = lab.state().await?;
+    let reason = r#"{"reason":"test"}"#;
+    let cases: Vec<(&str, Option<&str>, String, u16, &str)> = vec![
+        ("/v1/pause", None, reason.into(), 401, "unauthorized"),
+        ("/v1/pause", Some("wrong"), reason.into(), 403, "forbidden"),
+        (
+            "/v1/pause",
+            Some(TOKEN),
+            "{not json".into(),
+            400,
+            "bad_json",
+        ),
+        (
+            "/v1/pause",
+            Some(TOKEN),
+            r#"{"reason":"x","force":true}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/pause",
+            Some(TOKEN),
+            r#"{"reason":" "}"#.into(),
+            400,
+            "reason_required",
+        ),
+        (
+            "/v1/regions/mars-1/drain",
+            Some(TOKEN),
+            reason.into(),
+            404,
+            "unknown_region",
+        ),
+        (
+            "/v1/regions/eu-west-3/restore",
+            Some(TOKEN),
+            reason.into(),
+            409,
+            "not_drained",
+        ),
+        (
+            "/v1/failover",
+            Some(TOKEN),
+            r#"{"from":"eu-west-3","to":"eu-west-3","reason":"x"}"#.into(),
+            400,
+            "same_region",
+        ),
+        (
+            "/v1/pause",
+            Some(TOKEN),
+            format!(r#"{{"reason":"{}"}}"#, "x".repeat(70 * 1024)),
+            413,
+            "body_too_large",
+        ),
+    ];
+    for (path, token, body, status, code) in &cases {
+        let (got, answer) = lab.post(path, *token, body).await?;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (*status, Some(*code)),
+            "{path}: {answer}"
+        );
+        assert!(answer["message"].is_string(), "{answer}");
+    }
+    let (status, text) = lab.get("/v1/failovers/abc").await?;
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = lab.get("/v1/failovers/99999").await?;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("unknown_failover"));
+    assert_eq!(lab.state().await?, before, "nothing changed");
+    // The CLI's exit codes: 1 for a refusal, 2 for a live change nobody confirmed.
+    let (code, out) = lab
+        .cli(&["drain", "mars-1", "--reason", "x", "--yes"])
+        .await?;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown_region"), "{out}");
+    let (code, out) = lab.cli(&["drain", "eu-west-3", "--reason", "x"]).await?;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--yes"), "{out}");
+    assert_eq!(lab.state().await?, before, "nothing changed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_automatic_failover_until_resume() -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let lab = lab().await?;
+    let (code, out) = lab
+        .cli(&["pause", "--reason", "database maintenance"])
+        .await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("automation paused"), "{out}");
+    let (epoch, mode) = lab.state().await?;
+    assert_eq!(mode, "paused");
+    // A drain while paused is a conflict.
+    let (status, answer) = lab
+        .post(
+            "/v1/regions/eu-west-3/drain",
+            Some(TOKEN),
+            r#"{"reason":"x"}"#,
+        )
+        .await?;
+    assert_eq!((status, answer["code"].as_str()), (409, Some("paused")));
+
+    // The primary dies while paused: the agents see it, nothing is done.
+    lab.pg.primary.kill()?;
+    wait_for_async(
+        "the leader to see the primary Down and wait for the pause",
+        Duration::from_secs(20),
+        || async {
+            for agent in &lab.cluster.agents {
+                let s = agent.status().await?;
+                let waiting = s["failover"]["waiting"].to_string();
+                if waiting.contains("paused")
+                    && s["cluster"]["verdict"]["targets"]["postgres/main/pg-eu-west-3"]["state"]
+                        == "down"
+                {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(lab.state().await?.0, epoch, "no decision while paused");
+    assert!(
+        lab.pg
+            .replica
+            .connect()
+            .await?
+            .batch_execute("INSERT INTO orders VALUES (1)")
+            .await
+            .is_err(),
+        "the replica is not promoted while paused"
+    );
+
+    let (code, out) = lab.cli(&["resume", "--reason", "maintenance over"]).await?;
+    assert_eq!(code, 0, "{out}");
+    wait_for_async(
+        "the promotion after resume",
+        Duration::from_secs(20),
+        || async {
+            let client = lab.pg.replica.connect().await.ok()?;
+            client
+                .batch_execute("INSERT INTO orders VALUES (2)")
+                .await
+                .ok()
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    // The history has both mode changes, with who and why.
+    let (code, out) = lab.cli(&["history", "--json"]).await?;
+    assert_eq!(code, 0, "{out}");
+    let history: Value = serde_json::from_str(&out)?;
+    let modes: Vec<&Value> = history["entries"]
+        .as_array()
+        .context("entries")?
+        .iter()
+        .filter(|e| e["type"] == "mode")
+        .collect();
+    assert_eq!(modes.len(), 2, "{history:#}");
+    assert_eq!(modes[1]["by"], "alice");
+    assert_eq!(modes[1]["reason"], "database maintenance");
+    assert_eq!(modes[0]["paused"], false);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_the_region_back(
+) -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let lab = lab().await?;
+    // Writes acknowledged by the primary and the Redis master before the drain.
+    let primary = lab.pg.primary.connect().await?;
+    for i in 0..200 {
+        primary
+            .execute("INSERT INTO orders VALUES ($1)", &[&i])
+            .await?;
+    }
+    lab.redis
+        .master
+        .cmd(&["SET", "session:42", "alive"])
+        .await?;
+
+    // A dry run of a forced failover shows the plan and commits nothing.
+    let (epoch_before, _) = lab.state().await?;
+    let (code, out) = lab
+        .cli(&[
+            "failover",
+            "--from",
+            "eu-west-3",
+            "--to",
+            "us-east-1",
+            "--reason",
+            "drill",
+            "--dry-run",
+            "--json",
+        ])
+        .await?;
+    assert_eq!(code, 0, "{out}");
+    let plan: Value = serde_json::from_str(&out)?;
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(
+        plan["decision"]["promotion"]["to"], "postgres/main/pg-us-east-1",
+        "{plan:#}"
+    );
+    assert_eq!(plan["decision"]["promotion"]["planned"], false);
+    assert_eq!(
+        lab.state().await?.0,
+        epoch_before,
+        "a dry run commits nothing"
+    );
+
+    // The drain, through the CLI on a follower.
+    let (code, out) = lab
+        .cli(&[
+            "drain",
+            "eu-west-3",
+            "--reason",
+            "region maintenance",
+            "--yes",
+            "--json",
+        ])
+        .await?;
+    assert_eq!(code, 0, "{out}");
+    let reply: Value = serde_json::from_str(&out)?;
+    let epoch = reply["epoch"].as_u64().context("an epoch")?;
+    assert_eq!(reply["decision"]["promotion"]["planned"], true, "{reply:#}");
+    let failover = lab.finished(epoch).await?;
+    assert_eq!(failover["outcome"], "completed", "{failover:#}");
+    assert_eq!(failover["decision"]["trigger"]["actor"], "alice");
+    let promote = failover["steps"]
+        .as_array()
+        .and_then(|s| {
+            s.iter()
+                .find(|s| s["id"] == "promote:postgres/main/pg-eu-central-1")
+        })
+        .context("the promotion step")?;
+    assert!(
+        promote["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("replayed everything"),
+        "{promote:#}"
+    );
+    // Nothing lost: every acknowledged write is on the new primary, which takes writes.
+    let new_primary = lab.pg.replica.connect().await?;
+    let rows: i64 = new_primary
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await?
+        .get(0);
+    assert_eq!(rows, 200);
+    new_primary
+        .batch_execute("INSERT INTO orders VALUES (1000)")
+        .await?;
+    assert_eq!(
+        lab.redis.replica.cmd(&["GET", "session:42"]).await?,
+        "alive"
+    );
+    lab.redis.replica.cmd(&["SET", "session:43", "x"]).await?;
+    let (weights, _) = lab.ministack.records().await?;
+    assert_eq!(weights["eu-west-3"], 0);
+    assert_eq!(weights["eu-central-1"], 100);
+
+    // Draining it again is a conflict; restoring brings its weight back.
+    let (status, answer) = lab
+        .post(
+            "/v1/regions/eu-west-3/drain",
+            Some(TOKEN),
+            r#"{"reason":"again"}"#,
+        )
+        .await?;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("already_drained"))
+    );
+    let (code, out) = lab
+        .cli(&[
+            "restore",
+            "eu-west-3",
+            "--reason",
+            "maintenance over",
+            "--json",
+        ])
+        .await?;
+    assert_eq!(code, 0, "{out}");
+    let epoch = serde_json::from_str::<Value>(&out)?["epoch"]
+        .as_u64()
+        .context("an epoch")?;
+    assert_eq!(lab.finished(epoch).await?["outcome"], "completed");
+    let (weights, _) = lab.ministack.records().await?;
+    assert_eq!(weights["eu-west-3"], 100);
+
+    // The status page shows the matrix with every agent's vote and the failovers.
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(5))
+        .await?;
+    let k = lab.cluster.index(&leader);
+    let page = reqwest::get(format!("http://{}/", lab.cluster.agents[k].admin))
+        .await?
+        .text()
+        .await?;
+    assert!(page.contains("id=\"matrix\""), "{page}");
+    for agent in &lab.cluster.agents {
+        assert!(page.contains(&format!("<th>{}</th>", agent.id)), "{page}");
+    }
+    assert!(
+        page.contains("data-target=\"postgres/main/pg-eu-central-1\""),
+        "{page}"
+    );
+    assert!(page.contains("<td class=\"up verdict\">up</td>"), "{page}");
+    assert!(page.contains("drain eu-west-3 by alice"), "{page}");
+    let (code, out) = lab.cli(&["status"]).await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("TARGET") && out.contains("postgres/main/pg-eu-west-3"),
+        "{out}"
+    );
+    // The follower shows its own view and who leads.
+    assert!(out.contains(&format!("leader {leader}")), "{out}");
+    Ok(())
+}

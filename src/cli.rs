@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 done; 1 refused (the API answered 4xx: bad input, conflict, guard); 2 usage
 //! (including a live change without `--yes` when no terminal can confirm it); 3 the agent
-//! could not be reached or answered 5xx (no leader, no quorum).
+//! could not be reached or answered 5xx (no leader, no quorum); 4 a readiness drill found a
+//! region that could not be failed over.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -91,6 +92,14 @@ pub enum Op {
         #[arg(long)]
         dry_run: bool,
     },
+    /// A readiness drill: whether failing each region over would go through now.
+    Drill {
+        #[command(flatten)]
+        target: Target,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        reason: String,
+    },
     /// Force a failover away from a region.
     Failover {
         #[command(flatten)]
@@ -119,6 +128,7 @@ pub enum Op {
 const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_UNAVAILABLE: u8 = 3;
+const EXIT_NOT_READY: u8 = 4;
 
 /// Runs `op`; returns the exit code.
 pub fn run(op: Op) -> ExitCode {
@@ -189,6 +199,16 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             let path = format!("/v1/regions/{region}/restore");
             let (status, body) = call(&target, "POST", &path, Some(body)).await?;
             Ok(answer(&target, status, &body, print_reply))
+        }
+        Op::Drill { target, reason } => {
+            let body = serde_json::json!({ "reason": reason });
+            let (status, body) = call(&target, "POST", "/v1/drills", Some(body)).await?;
+            let code = answer(&target, status, &body, print_drill);
+            // A drill that finds a region blocked is a finding scripts must see.
+            if (200..300).contains(&status) && body["drill"]["ready"] == false {
+                return Ok(ExitCode::from(EXIT_NOT_READY));
+            }
+            Ok(code)
         }
         Op::Failover {
             target,
@@ -483,6 +503,32 @@ fn describe_trigger(t: &Value) -> String {
         Some(kind) => kind.to_owned(),
         None => "-".into(),
     }
+}
+
+fn print_drill(r: &Value) {
+    println!("{}", text(&r["message"]));
+    let rows: Vec<Vec<String>> = r["drill"]["regions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|region| {
+            region["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    vec![
+                        text(&region["region"]),
+                        text(&c["check"]),
+                        if c["ok"] == true { "ok" } else { "BLOCKED" }.into(),
+                        text(&c["detail"]),
+                    ]
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    println!();
+    table(&["REGION", "CHECK", "RESULT", "DETAIL"], &rows);
 }
 
 fn print_reply(r: &Value) {

@@ -46,6 +46,7 @@ tokens = [{{ name = "alice", secret = {{ file = "{token}" }} }}]
 
 [postgres]
 cluster = "main"
+max_lag_on_failover = 65536
 replication = {{ user = "postgres" }}
 members = [
   {{ name = "pg-eu-west-3", region = "eu-west-3", dsn = "{}" }},
@@ -516,5 +517,98 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
     );
     // The follower shows its own view and who leads.
     assert!(out.contains(&format!("leader {leader}")), "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let lab = lab().await?;
+    let (epoch, _) = lab.state().await?;
+    let (code, out) = lab.cli(&["drill", "--reason", "weekly check"]).await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("every region could be failed over now"),
+        "{out}"
+    );
+    assert!(
+        out.contains("would promote postgres/main/pg-eu-central-1"),
+        "{out}"
+    );
+
+    // Both replicas stop replaying while the primary writes on: they fall behind the guard.
+    for replica in [&lab.pg.replica, &lab.pg.others[0]] {
+        replica
+            .connect()
+            .await?
+            .batch_execute("SELECT pg_wal_replay_pause()")
+            .await?;
+    }
+    lab.pg
+        .primary
+        .connect()
+        .await?
+        .batch_execute("INSERT INTO orders SELECT g FROM generate_series(1, 20000) g")
+        .await?;
+    wait_for_async(
+        "the leader to see the replicas behind",
+        Duration::from_secs(20),
+        || async {
+            for agent in &lab.cluster.agents {
+                let s = agent.status().await?;
+                let choice = &s["cluster"]["failover_readiness"]["postgres/main"]["choice"];
+                if choice["decision"] == "blocked" {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let (code, out) = lab
+        .cli(&["drill", "--reason", "after the replay pause", "--json"])
+        .await?;
+    assert_eq!(code, 4, "a blocked region is exit code 4: {out}");
+    let reply: Value = serde_json::from_str(&out)?;
+    let region = reply["drill"]["regions"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["region"] == "eu-west-3"))
+        .context("eu-west-3 in the drill")?;
+    assert_eq!(region["ready"], false, "{region:#}");
+    let pg = region["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "postgres/main"))
+        .context("the Postgres check")?;
+    assert_eq!(pg["ok"], false);
+    assert!(
+        pg["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_lag_on_failover"),
+        "{pg:#}"
+    );
+    // The other regions hold no primary: they could be drained.
+    for other in ["eu-central-1", "us-east-1"] {
+        let r = reply["drill"]["regions"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["region"] == other))
+            .context("the region")?;
+        assert_eq!(r["ready"], true, "{r:#}");
+    }
+    // A drill changes nothing but the history, which has both, with who asked.
+    assert_eq!(lab.state().await?.0, epoch);
+    let (_, text) = lab.get("/v1/history").await?;
+    let history: Value = serde_json::from_str(&text)?;
+    let drills: Vec<&Value> = history["entries"]
+        .as_array()
+        .context("entries")?
+        .iter()
+        .filter(|e| e["type"] == "drill")
+        .collect();
+    assert_eq!(drills.len(), 2, "{history:#}");
+    assert_eq!(drills[0]["actor"], "alice");
+    assert_eq!(drills[0]["ready"], false);
+    assert_eq!(drills[1]["ready"], true);
     Ok(())
 }

@@ -91,7 +91,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/resume", post(ops::resume))
         .route("/v1/regions/{name}/drain", post(ops::drain))
         .route("/v1/regions/{name}/restore", post(ops::restore))
-        .route("/v1/failover", post(ops::failover));
+        .route("/v1/failover", post(ops::failover))
+        .route("/v1/drills", post(ops::drill));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

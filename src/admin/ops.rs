@@ -236,6 +236,7 @@ async fn call(
     let reason = match &request {
         Request::Pause { reason, .. }
         | Request::Resume { reason, .. }
+        | Request::Drill { reason, .. }
         | Request::Change { reason, .. } => reason.clone(),
     };
     let answer = tokio::time::timeout(CALL_TIMEOUT, state.consensus.operate(request)).await;
@@ -294,6 +295,48 @@ pub async fn resume(
     call(&state, &headers, "resume", |actor| {
         let body: ReasonBody = parse(body)?;
         Ok(Request::Resume {
+            actor,
+            reason: body.reason,
+        })
+    })
+    .await
+}
+
+/// `POST /v1/drills` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillBody {
+    /// Why (recorded in the history).
+    pub reason: String,
+    /// `readiness` (the default): check every precondition, change nothing.
+    #[serde(default = "readiness")]
+    pub kind: String,
+}
+
+fn readiness() -> String {
+    "readiness".into()
+}
+
+/// `POST /v1/drills`: a readiness drill.
+pub async fn drill(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(&state, &headers, "drill", |actor| {
+        let body: DrillBody = parse(body)?;
+        if body.kind != "readiness" {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "unsupported_drill",
+                message: format!(
+                    "drill kind {:?} is not supported: `readiness` checks every precondition; \
+                     a live drill is a drain followed by a restore",
+                    body.kind
+                ),
+            });
+        }
+        Ok(Request::Drill {
             actor,
             reason: body.reason,
         })

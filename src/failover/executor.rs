@@ -606,6 +606,7 @@ impl Reconciler {
         match request {
             manual::Request::Pause { actor, reason }
             | manual::Request::Resume { actor, reason }
+            | manual::Request::Drill { actor, reason }
                 if reason.trim().is_empty() =>
             {
                 let _ = actor;
@@ -623,6 +624,26 @@ impl Reconciler {
                 .set_paused(false, actor, reason)
                 .await
                 .map_err(commit_failed),
+            manual::Request::Drill { actor, reason } => {
+                let report = self.drill(actor, reason).await?;
+                let blocked = report.regions.iter().filter(|r| !r.ready).count();
+                self.consensus
+                    .write(command(FailoverCommand::Drill(Box::new(report.clone()))))
+                    .await
+                    .map_err(commit_failed)?;
+                Ok(manual::Reply {
+                    epoch: None,
+                    dry_run: true,
+                    mode: mode(self.consensus.read_desired(|d| d.paused)),
+                    decision: None,
+                    message: if blocked == 0 {
+                        "readiness drill: every region could be failed over now".into()
+                    } else {
+                        format!("readiness drill: {blocked} region(s) could not be failed over now")
+                    },
+                    drill: Some(report),
+                })
+            }
             manual::Request::Change {
                 operation,
                 actor,
@@ -672,6 +693,7 @@ impl Reconciler {
                         dry_run,
                         mode: mode(desired.paused),
                         decision: Some(decision),
+                        drill: None,
                         message: format!("dry run, nothing done: {text}"),
                     });
                 }
@@ -682,10 +704,131 @@ impl Reconciler {
                     dry_run,
                     mode: mode(desired.paused),
                     decision: Some(decision),
+                    drill: None,
                     message: format!("failover {epoch} started: {text}"),
                 })
             }
         }
+    }
+
+    /// A readiness drill: for each region, whether failing it over would go through now —
+    /// a candidate for each Postgres group and Redis shard whose primary is there (streaming,
+    /// within the data-loss guard), another region left in DNS, and Route53 answering with
+    /// the epoch record the log last wrote. Changes nothing.
+    async fn drill(
+        &self,
+        actor: String,
+        reason: String,
+    ) -> Result<super::state::DrillReport, OpError> {
+        use super::state::{DrillCheck, DrillRegion};
+        let inputs = self.consensus.trigger_inputs().ok_or_else(|| {
+            OpError::new(
+                ErrorKind::Unavailable,
+                "no_leader",
+                "this agent does not lead",
+            )
+        })?;
+        let desired = self.consensus.desired();
+        let shown = |e: Option<u64>| e.map_or("nothing".to_owned(), |e| e.to_string());
+        let route53 = match &self.route53 {
+            None => None,
+            Some(r53) => Some(match r53.view().await {
+                Ok(view) if view.epoch == desired.dns_epoch => DrillCheck {
+                    check: "route53".into(),
+                    ok: true,
+                    detail: format!(
+                        "answers; the epoch record holds {}, as the log last wrote",
+                        shown(view.epoch)
+                    ),
+                },
+                Ok(view) => DrillCheck {
+                    check: "route53".into(),
+                    ok: false,
+                    detail: format!(
+                        "the epoch record holds {} but the log last wrote {}: a DNS change \
+                         would be refused",
+                        shown(view.epoch),
+                        shown(desired.dns_epoch)
+                    ),
+                },
+                Err(e) => DrillCheck {
+                    check: "route53".into(),
+                    ok: false,
+                    detail: format!("cannot read the records: {e}"),
+                },
+            }),
+        };
+        let mut regions = Vec::new();
+        for (region, _) in &self.regions {
+            let mut checks = Vec::new();
+            let drained = desired.drained.contains(region);
+            let elsewhere = self.regions.iter().any(|(name, weight)| {
+                name != region && *weight > 0 && !desired.drained.contains(name)
+            });
+            checks.push(DrillCheck {
+                check: "dns".into(),
+                ok: drained || elsewhere,
+                detail: if drained {
+                    "drained already".into()
+                } else if elsewhere {
+                    "other regions serve".into()
+                } else {
+                    "draining it would leave no region in DNS".into()
+                },
+            });
+            for group in inputs.groups.iter().filter(|g| &g.primary_region == region) {
+                let choice = self
+                    .consensus
+                    .manual_choice(&group.group, region, None, false);
+                checks.push(match choice {
+                    super::candidate::Choice::Promote {
+                        target,
+                        estimated_loss_bytes,
+                        ..
+                    } => DrillCheck {
+                        check: group.group.clone(),
+                        ok: true,
+                        detail: format!(
+                            "would promote {target} (estimated loss {estimated_loss_bytes} bytes)"
+                        ),
+                    },
+                    super::candidate::Choice::Blocked { reason } => DrillCheck {
+                        check: group.group.clone(),
+                        ok: false,
+                        detail: reason,
+                    },
+                });
+            }
+            for shard in inputs.redis.iter().filter(|s| &s.master_region == region) {
+                checks.push(match &shard.candidate {
+                    Some((target, offset)) => DrillCheck {
+                        check: shard.group.clone(),
+                        ok: true,
+                        detail: format!("would promote {target} (offset {offset})"),
+                    },
+                    None => DrillCheck {
+                        check: shard.group.clone(),
+                        ok: false,
+                        detail: format!("no healthy, linked replica outside region {region}"),
+                    },
+                });
+            }
+            checks.extend(route53.clone());
+            regions.push(DrillRegion {
+                region: region.clone(),
+                ready: checks.iter().all(|c| c.ok),
+                checks,
+            });
+        }
+        tracing::warn!(actor = %actor, reason = %reason, "readiness drill");
+        Ok(super::state::DrillReport {
+            ready: regions.iter().all(|r| r.ready),
+            actor,
+            reason,
+            at_ms: now_ms(),
+            run_by: self.consensus.agent_id().to_owned(),
+            regions,
+        })
     }
 
     /// Pauses or resumes automation; idempotent (a second pause records nothing).
@@ -702,6 +845,7 @@ impl Reconciler {
                 dry_run: false,
                 mode,
                 decision: None,
+                drill: None,
                 message: format!(
                     "automation is {} already",
                     if paused { "paused" } else { "active" }
@@ -731,6 +875,7 @@ impl Reconciler {
             dry_run: false,
             mode,
             decision: None,
+            drill: None,
             message: format!("automation {}", if paused { "paused" } else { "resumed" }),
         })
     }

@@ -35,6 +35,13 @@ pub enum Request {
         /// Why.
         reason: String,
     },
+    /// A readiness drill: checks every precondition of failing over each region.
+    Drill {
+        /// Who asks.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
     /// A drain, restore or forced failover.
     Change {
         /// What.
@@ -59,6 +66,9 @@ pub struct Reply {
     pub mode: String,
     /// The decision, with its planned steps (also for a dry run).
     pub decision: Option<super::state::Decision>,
+    /// A readiness drill's findings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<super::state::DrillReport>,
     /// What happened, for people.
     pub message: String,
 }

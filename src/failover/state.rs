@@ -210,6 +210,46 @@ pub enum MovedBy {
     RedisCluster,
 }
 
+/// One precondition a readiness drill checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillCheck {
+    /// What: `postgres/main`, `redis/sessions`, `route53`, `dns`.
+    pub check: String,
+    /// Whether it would let a real failover through.
+    pub ok: bool,
+    /// The candidate, the figure, or what blocks.
+    pub detail: String,
+}
+
+/// A readiness drill's findings for one region: what failing it over would meet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillRegion {
+    /// The region.
+    pub region: String,
+    /// Every check passed.
+    pub ready: bool,
+    /// The checks.
+    pub checks: Vec<DrillCheck>,
+}
+
+/// A readiness drill: every precondition of failing over each region, checked without
+/// changing anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillReport {
+    /// Who asked.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The leader that ran it.
+    pub run_by: String,
+    /// Every region ready.
+    pub ready: bool,
+    /// Per region.
+    pub regions: Vec<DrillRegion>,
+}
+
 /// A slot range of a Redis Cluster that changed master.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotMove {
@@ -361,6 +401,8 @@ pub enum HistoryEntry {
     Refusal(Refusal),
     /// A Redis Cluster slot range changed master.
     SlotsMoved(SlotMove),
+    /// A readiness drill.
+    Drill(Box<DrillReport>),
     /// Automation paused or resumed.
     Mode {
         /// Paused after this entry.
@@ -429,6 +471,8 @@ pub enum FailoverCommand {
         /// The moves, recorded in the history.
         moved: Vec<SlotMove>,
     },
+    /// A readiness drill ran; recorded in the history.
+    Drill(Box<DrillReport>),
     /// Pause or resume automation.
     SetPaused {
         /// Paused after this.
@@ -699,6 +743,10 @@ impl Desired {
                 for m in moved {
                     self.push(HistoryEntry::SlotsMoved(m));
                 }
+                Vec::new()
+            }
+            FailoverCommand::Drill(report) => {
+                self.push(HistoryEntry::Drill(report));
                 Vec::new()
             }
             FailoverCommand::SetPaused {

@@ -18,7 +18,7 @@ use serde_json::Value;
 #[derive(Args)]
 pub struct Target {
     /// The agent's admin URL.
-    #[arg(long, env = "FAILOVERD_ADMIN", default_value = "http://127.0.0.1:9090")]
+    #[arg(long, env = "FAILOVERD_ADMIN", default_value = "http://127.0.0.1:7070")]
     admin: String,
     /// Admin token (prefer FAILOVERD_TOKEN or --token-file: arguments show in `ps`).
     #[arg(long, env = "FAILOVERD_TOKEN", hide_env_values = true)]

@@ -2,7 +2,8 @@
 # The test suite: formatting, lints, unit and integration tests (the integration tests start
 # real Postgres 15, Redis and HTTP servers on free loopback ports and stop them afterwards).
 # Needs: Postgres 15 server binaries, redis-server, redis-cli, openssl, promtool, python3 with
-# venv (for the ministack Route53 emulator, installed into a cache dir on first use).
+# venv (for the ministack Route53 emulator, installed into a cache dir on first use), chromium
+# (the status page is checked in a headless browser).
 # `.ci/run` installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -19,7 +19,7 @@ struct Lab {
     redis: RedisPair,
     ministack: Ministack,
     cluster: AgentCluster,
-    _apis: Vec<support::HttpServer>,
+    apis: Vec<support::HttpServer>,
     /// A follower's admin URL: every call goes there.
     follower: String,
     token_file: std::path::PathBuf,
@@ -112,7 +112,7 @@ members = [
         redis,
         ministack,
         cluster,
-        _apis: apis,
+        apis,
         follower,
         token_file,
         _dir: dir,
@@ -610,5 +610,99 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
     assert_eq!(drills[0]["actor"], "alice");
     assert_eq!(drills[0]["ready"], false);
     assert_eq!(drills[1]["ready"], true);
+    Ok(())
+}
+
+/// Runs headless Chromium on `url` with `args`; returns its standard output.
+async fn chromium(url: &str, args: &[&str]) -> anyhow::Result<String> {
+    let profile = tempfile::tempdir()?;
+    let run = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .context("chromium did not finish within 60 s")?
+        .context("cannot run chromium (apt-get install chromium; .ci/run installs it)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_live_verdicts_in_a_browser() -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let mut lab = lab().await?;
+    // eu-west-3's API goes down: every agent sees it.
+    drop(lab.apis.remove(0));
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(10))
+        .await?;
+    let k = lab.cluster.index(&leader);
+    wait_for_async(
+        "the API Down by verdict",
+        Duration::from_secs(20),
+        || async {
+            let s = lab.cluster.agents[k].status().await?;
+            (s["cluster"]["verdict"]["targets"]["http/eu-west-3/api"]["state"] == "down")
+                .then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let url = format!("http://{}/", lab.cluster.agents[k].admin);
+    let dom = chromium(&url, &["--dump-dom"]).await?;
+    // The row of the dead API: every agent's vote Down, and the verdict.
+    let row = dom
+        .split("<tr")
+        .find(|r| r.contains("data-target=\"http/eu-west-3/api\""))
+        .with_context(|| format!("no row for the API: {dom}"))?;
+    assert_eq!(row.matches("class=\"down\"").count(), 3, "{row}");
+    assert!(row.contains("class=\"down verdict\""), "{row}");
+    let healthy = dom
+        .split("<tr")
+        .find(|r| r.contains("data-target=\"http/us-east-1/api\""))
+        .context("the us-east-1 API row")?;
+    assert_eq!(healthy.matches("class=\"up\"").count(), 3, "{healthy}");
+    assert!(
+        dom.contains(&format!("<b id=\"leader\">{leader}</b>")),
+        "{dom}"
+    );
+    // A picture for people: target/test-artifacts/status-page.png.
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .context("the target directory")?
+        .join("test-artifacts");
+    std::fs::create_dir_all(&artifacts)?;
+    let shot = artifacts.join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        &url,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1000,1400",
+        ],
+    )
+    .await?;
+    let png = std::fs::read(&shot)?;
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        shot.display()
+    );
+    eprintln!("status page screenshot: {}", shot.display());
     Ok(())
 }

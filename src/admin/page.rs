@@ -67,7 +67,7 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta http-equiv=\"refresh\" content=\"5\">\
          <title>failoverd — {agent}</title><style>{STYLE}</style></head><body>\
-         <h1>failoverd</h1><p>agent <b id=\"agent\">{agent}</b> ({region}) · {role} · leader \
+         <h1>failoverd</h1><p>agent <b id=\"agent\">{agent}</b> ({region}), role {role} · leader \
          <b id=\"leader\">{leader}</b> · term {term} · mode <span id=\"mode\" class=\"{mode}\">{mode}</span> \
          · epoch {epoch} · lease {lease}</p>",
         agent = escape(&state.agent_id),

@@ -218,11 +218,34 @@ impl Fencer {
                     }
                 } else if settled {
                     if let Some(fence) = self.fenced.get(&id).copied() {
-                        // A Redis Cluster names its masters itself: once the lease is back,
-                        // a node the cluster replaced meanwhile learns so from the cluster
-                        // bus and turns replica; one it did not replace serves again.
+                        // A Redis Cluster names its masters itself. A node the cluster
+                        // replaced meanwhile turns replica once it hears the cluster bus: then
+                        // the fence goes. One still master is unfenced only when its own view
+                        // is healthy and the log's record of the slot owners still names it.
                         if matches!(&local, Local::Redis(m) if m.cluster) {
-                            self.unfence(&id, &local, fence).await;
+                            let view = board.slot(&id).map(|s| s.view());
+                            let cluster_ok = view
+                                .as_ref()
+                                .and_then(|v| match v.facts() {
+                                    Some(crate::probe::Facts::Redis(r)) => r.cluster.as_ref(),
+                                    _ => None,
+                                })
+                                .is_some_and(|c| c.state == "ok");
+                            let group = id
+                                .as_str()
+                                .rsplit_once('/')
+                                .map(|(g, _)| g.to_owned())
+                                .unwrap_or_default();
+                            let still_owner = consensus.read_desired(|d| {
+                                d.slot_owners
+                                    .get(&group)
+                                    .is_some_and(|o| o.values().any(|t| *t == id))
+                            });
+                            if role == Some("replica") || (cluster_ok && still_owner) {
+                                self.unfence(&id, &local, fence).await;
+                            } else {
+                                tracing::debug!(target_id = %id, "stays fenced: the cluster has not shown it is still the owner of its slots");
+                            }
                             continue;
                         }
                         let group = consensus.group_of(&id).unwrap_or_default();

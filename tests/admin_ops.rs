@@ -169,9 +169,9 @@ impl Lab {
         ))
     }
 
-    /// The failover `epoch` once it has ended.
-    async fn finished(&self, epoch: u64) -> anyhow::Result<Value> {
-        wait_for_async("the failover to end", Duration::from_secs(30), || async {
+    /// The failover `epoch` once it has ended, within `deadline`.
+    async fn finished(&self, epoch: u64, deadline: Duration) -> anyhow::Result<Value> {
+        wait_for_async("the failover to end", deadline, || async {
             let (status, text) = self.get(&format!("/v1/failovers/{epoch}")).await.ok()?;
             let f: Value = serde_json::from_str(&text).ok()?;
             (status == 200 && !f["outcome"].is_null()).then_some(f)
@@ -286,8 +286,16 @@ async fn a_pause_holds_automatic_failover_until_resume() -> anyhow::Result<()> {
         .await?;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("automation paused"), "{out}");
-    let (epoch, mode) = lab.state().await?;
-    assert_eq!(mode, "paused");
+    // The follower applies the committed pause a moment after the leader answered.
+    let epoch = wait_for_async(
+        "the follower to see the pause",
+        Duration::from_secs(5),
+        || async {
+            let (epoch, mode) = lab.state().await.ok()?;
+            (mode == "paused").then_some(epoch)
+        },
+    )
+    .await?;
     // A drain while paused is a conflict.
     let (status, answer) = lab
         .post(
@@ -424,7 +432,7 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
     let reply: Value = serde_json::from_str(&out)?;
     let epoch = reply["epoch"].as_u64().context("an epoch")?;
     assert_eq!(reply["decision"]["promotion"]["planned"], true, "{reply:#}");
-    let failover = lab.finished(epoch).await?;
+    let failover = lab.finished(epoch, Duration::from_secs(30)).await?;
     assert_eq!(failover["outcome"], "completed", "{failover:#}");
     assert_eq!(failover["decision"]["trigger"]["actor"], "alice");
     let promote = failover["steps"]
@@ -485,7 +493,10 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
     let epoch = serde_json::from_str::<Value>(&out)?["epoch"]
         .as_u64()
         .context("an epoch")?;
-    assert_eq!(lab.finished(epoch).await?["outcome"], "completed");
+    assert_eq!(
+        lab.finished(epoch, Duration::from_secs(30)).await?["outcome"],
+        "completed"
+    );
     let (weights, _) = lab.ministack.records().await?;
     assert_eq!(weights["eu-west-3"], 100);
 
@@ -704,5 +715,80 @@ async fn the_status_page_shows_the_live_verdicts_in_a_browser() -> anyhow::Resul
         shot.display()
     );
     eprintln!("status page screenshot: {}", shot.display());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_that_cannot_catch_up_fails_and_gives_the_old_primary_back(
+) -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let lab = lab().await?;
+    // Both replicas stop replaying, a little behind: within the guard, so the drain is
+    // decided, but the candidate can never replay what the fenced primary wrote.
+    for replica in [&lab.pg.replica, &lab.pg.others[0]] {
+        replica
+            .connect()
+            .await?
+            .batch_execute("SELECT pg_wal_replay_pause()")
+            .await?;
+    }
+    lab.pg
+        .primary
+        .connect()
+        .await?
+        .batch_execute("INSERT INTO orders VALUES (1), (2), (3)")
+        .await?;
+    let (code, out) = lab
+        .cli(&[
+            "drain",
+            "eu-west-3",
+            "--reason",
+            "maintenance",
+            "--yes",
+            "--json",
+        ])
+        .await?;
+    assert_eq!(code, 0, "{out}");
+    let epoch = serde_json::from_str::<Value>(&out)?["epoch"]
+        .as_u64()
+        .context("an epoch")?;
+    // Three attempts of the 10 s step timeout, with backoff.
+    let failover = lab.finished(epoch, Duration::from_secs(60)).await?;
+    assert_eq!(failover["outcome"], "failed", "{failover:#}");
+    let promote = failover["steps"]
+        .as_array()
+        .and_then(|s| {
+            s.iter().find(|s| {
+                s["id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("promote:"))
+            })
+        })
+        .context("the promotion step")?;
+    assert_eq!(promote["state"], "failed", "{promote:#}");
+    // No replica was promoted, and the old primary takes writes again: the group is never
+    // left without a writable member.
+    for replica in [&lab.pg.replica, &lab.pg.others[0]] {
+        let in_recovery: bool = replica
+            .connect()
+            .await?
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await?
+            .get(0);
+        assert!(in_recovery);
+    }
+    wait_for_async(
+        "the old primary to take writes again",
+        Duration::from_secs(15),
+        || async {
+            let client = lab.pg.primary.connect().await.ok()?;
+            client
+                .batch_execute("INSERT INTO orders VALUES (4)")
+                .await
+                .ok()
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
     Ok(())
 }

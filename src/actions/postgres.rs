@@ -366,6 +366,21 @@ pub async fn catch_up(
     .await
 }
 
+/// Whether the member is in recovery (a replica).
+pub async fn in_recovery(member: &Member, timeout: Duration) -> Result<bool, ActionError> {
+    super::bounded(timeout, async {
+        let client = connect(member, timeout).await?;
+        Ok(query_text(
+            &client,
+            "read recovery state",
+            "SELECT pg_is_in_recovery()::text",
+        )
+        .await?
+        .is_some_and(|t| t == "true"))
+    })
+    .await
+}
+
 /// The member's current timeline (as a primary: the one it writes on).
 pub async fn timeline(member: &Member, timeout: Duration) -> Result<u32, ActionError> {
     super::bounded(timeout, async {

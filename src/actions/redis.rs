@@ -233,6 +233,15 @@ pub async fn catch_up(
     .await
 }
 
+/// The member's replication role: `master` or `slave`.
+pub async fn role(member: &Member, timeout: Duration) -> Result<String, ActionError> {
+    super::bounded(timeout, async {
+        let info = info_replication(member, timeout).await?;
+        Ok(field(&info, "role").unwrap_or_default().to_owned())
+    })
+    .await
+}
+
 /// Lifts a fence left behind (the member was a fenced master once): it would refuse every
 /// write.
 async fn clear_fence(member: &Member, timeout: Duration) -> Result<(), ActionError> {

@@ -245,15 +245,23 @@ async fn call(
             StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             f.body,
         ),
-        Ok(Err(why)) => (
+        Ok(Err(crate::consensus::OperateError::NoLeader(why))) => (
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({ "code": "no_leader", "message": why }),
+        ),
+        Ok(Err(crate::consensus::OperateError::Unanswered(why))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "code": "timeout", "message": why }),
         ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({
                 "code": "timeout",
-                "message": format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                "message": format!(
+                    "no answer within {} s; the change may have been committed: check \
+                     GET /v1/history before trying again",
+                    CALL_TIMEOUT.as_secs()
+                ),
             }),
         ),
     };

@@ -129,6 +129,17 @@ pub struct Consensus {
     admin: Arc<std::sync::OnceLock<peer_api::AdminHandler>>,
 }
 
+/// Why an operator's request got no answer from a leader.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperateError {
+    /// No leader could be asked: nothing was done.
+    #[error("{0}")]
+    NoLeader(String),
+    /// The leader was asked and did not answer: the change may or may not have been made.
+    #[error("{0}")]
+    Unanswered(String),
+}
+
 /// How long an operator's request forwarded to the leader may take (it commits a decision,
 /// it does not wait for the failover).
 const OPERATE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -450,35 +461,48 @@ impl Consensus {
     }
 
     /// Carries out an operator's request: here when this agent leads, else on the leader
-    /// through the peer link. `Err` says why no leader could take it.
+    /// through the peer link.
     pub async fn operate(
         &self,
         request: crate::failover::manual::Request,
-    ) -> Result<peer_api::Forwarded, String> {
+    ) -> Result<peer_api::Forwarded, OperateError> {
         if self.is_leader() {
             let handler = self
                 .admin
                 .get()
-                .ok_or_else(|| "this agent is still starting".to_owned())?;
+                .ok_or_else(|| OperateError::NoLeader("this agent is still starting".into()))?;
             return Ok(handler(request).await);
         }
         let leader = self.raft.metrics().borrow().current_leader;
         let Some(leader) = leader else {
-            return Err("no leader is elected (no quorum?)".into());
+            return Err(OperateError::NoLeader(
+                "no leader is elected (no quorum?)".into(),
+            ));
         };
         let member = self
             .members
             .iter()
             .find(|m| m.node_id == leader)
-            .ok_or_else(|| "the leader is not a configured member".to_owned())?;
-        let url = member
-            .peer_url
-            .as_ref()
-            .ok_or_else(|| format!("no peer URL for the leader {}", member.agent))?;
+            .ok_or_else(|| {
+                OperateError::NoLeader("the leader is not a configured member".into())
+            })?;
+        let url = member.peer_url.as_ref().ok_or_else(|| {
+            OperateError::NoLeader(format!("no peer URL for the leader {}", member.agent))
+        })?;
         self.client
             .post(url, network::paths::ADMIN, &request, OPERATE_TIMEOUT)
             .await
-            .map_err(|e| format!("the leader {} ({url}) cannot be reached: {e}", member.agent))
+            .map_err(|e| match e {
+                network::PeerError::Unreachable { .. } => OperateError::NoLeader(format!(
+                    "the leader {} ({url}) cannot be reached: {e}",
+                    member.agent
+                )),
+                e => OperateError::Unanswered(format!(
+                    "the leader {} ({url}) did not answer: {e}; the change may have been \
+                     committed: check GET /v1/history before trying again",
+                    member.agent
+                )),
+            })
     }
 
     /// Whether this agent has applied every entry its log holds, so that what it reads from

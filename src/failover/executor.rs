@@ -242,6 +242,11 @@ pub struct Reconciler {
     pre_hook: Option<crate::config::HookConfig>,
     /// When the hook last vetoed each trigger: it is asked again after [`VETO_RETRY`].
     vetoed: Mutex<BTreeMap<String, Instant>>,
+    /// Held from reading the desired state to committing a decision (automatic or an
+    /// operator's), so that no two decisions are made against the same state: two drains
+    /// could otherwise both pass the last-region guard, or a forced failover race an
+    /// automatic one.
+    deciding: tokio::sync::Mutex<()>,
 }
 
 /// After a veto, the hook is asked again about the same trigger after this long.
@@ -346,6 +351,7 @@ impl Reconciler {
             notifier,
             pre_hook: config.failover.pre_hook.clone(),
             vetoed: Mutex::new(BTreeMap::new()),
+            deciding: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -412,6 +418,9 @@ impl Reconciler {
                     }
                 }
             }
+            let _deciding = self.deciding.lock().await;
+            // Read again under the lock: an operator's decision may have just been made.
+            let desired = self.consensus.desired();
             let (assessment, slot_owners) = self.assess(&desired);
             self.record_slot_owners(&desired, &slot_owners).await;
             self.record_refusals(&desired, &assessment.refusals).await;
@@ -603,6 +612,8 @@ impl Reconciler {
             )
         };
         let mode = |paused: bool| if paused { "paused" } else { "active" }.to_owned();
+        // One decision at a time, against the state it was checked on.
+        let _deciding = self.deciding.lock().await;
         match request {
             manual::Request::Pause { actor, reason }
             | manual::Request::Resume { actor, reason }
@@ -667,6 +678,7 @@ impl Reconciler {
                         regions: &self.regions,
                         groups: &inputs.groups,
                         redis: &inputs.redis,
+                        cut_off: &inputs.cut_off,
                     },
                     |group, to, allow_data_loss| {
                         self.consensus.manual_choice(
@@ -995,7 +1007,116 @@ impl Reconciler {
         Ok(epoch)
     }
 
+    /// A planned switchover whose promotion did not happen must not leave the old primary
+    /// fenced (the group would have no writable member): its fence is lifted — but only once
+    /// the candidate is seen still a replica, so that two writable primaries never stand.
+    async fn undo_planned_fences(&self, record: &FailoverRecord) {
+        use super::state::StepState;
+        let succeeded = |f: &dyn Fn(&Action) -> bool| {
+            record
+                .steps
+                .iter()
+                .find(|s| f(&s.step.action))
+                .filter(|s| s.state == StepState::Succeeded)
+        };
+        if let Some(p) = record.decision.promotion.as_ref().filter(|p| p.planned) {
+            let promoted =
+                succeeded(&|a| matches!(a, Action::PromotePostgres { target } if *target == p.to));
+            let fenced =
+                succeeded(&|a| matches!(a, Action::FencePostgres { target } if *target == p.from));
+            if let (None, Some(_), Ok(old), Ok(candidate)) =
+                (promoted, fenced, self.member(&p.from), self.member(&p.to))
+            {
+                let outcome =
+                    match actions::postgres::in_recovery(candidate, self.step_timeout).await {
+                        Ok(true) => {
+                            actions::postgres::unfence(old, &self.fence_method, self.step_timeout)
+                                .await
+                                .map_err(|e| e.to_string())
+                        }
+                        Ok(false) => Err(format!(
+                            "{} is out of recovery: the old primary stays fenced",
+                            candidate.name
+                        )),
+                        Err(e) => Err(format!(
+                            "cannot see whether {} is still a replica: {e}",
+                            candidate.name
+                        )),
+                    };
+                self.report_undo(&p.from, outcome);
+            }
+        }
+        for r in record
+            .decision
+            .redis
+            .iter()
+            .filter(|r| r.planned && r.slots.is_empty())
+        {
+            let promoted =
+                succeeded(&|a| matches!(a, Action::PromoteRedis { target } if *target == r.to));
+            let fenced =
+                succeeded(&|a| matches!(a, Action::FenceRedis { target } if *target == r.from));
+            if let (None, Some(step), Ok(old), Ok(candidate)) = (
+                promoted,
+                fenced,
+                self.redis_member(&r.from),
+                self.redis_member(&r.to),
+            ) {
+                let previous = step
+                    .detail
+                    .as_deref()
+                    .and_then(|d| d.rsplit_once(PREVIOUS_SETTING))
+                    .and_then(|(_, n)| n.trim_end_matches(')').parse().ok())
+                    .unwrap_or(0);
+                let outcome = match actions::redis::role(candidate, self.step_timeout).await {
+                    Ok(role) if role == "slave" => {
+                        actions::redis::unfence(old, previous, self.step_timeout)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Ok(role) => Err(format!(
+                        "{} answers as {role}: the old master stays fenced",
+                        candidate.name
+                    )),
+                    Err(e) => Err(format!(
+                        "cannot see whether {} is still a replica: {e}",
+                        candidate.name
+                    )),
+                };
+                self.report_undo(&r.from, outcome);
+            }
+        }
+    }
+
+    fn report_undo(&self, target: &TargetId, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => {
+                tracing::warn!(target_id = %target, "planned switchover did not happen: lifted the fence on the old primary");
+                self.notifier.send(
+                    "unfenced",
+                    None,
+                    format!("the planned switchover did not happen: failoverd lifted the fence on {target}"),
+                    serde_json::json!({ "target": target }),
+                );
+            }
+            Err(why) => {
+                tracing::error!(target_id = %target, reason = %why, "planned switchover did not happen and the old primary is still fenced: lift it by hand once it is safe");
+                self.notifier.send(
+                    "fenced",
+                    None,
+                    format!(
+                        "the planned switchover did not happen and {target} is still fenced: {why}"
+                    ),
+                    serde_json::json!({ "target": target, "reason": why }),
+                );
+            }
+        }
+    }
+
     async fn finish(&self, record: &FailoverRecord, outcome: Outcome) {
+        if outcome == Outcome::Failed {
+            self.undo_planned_fences(record).await;
+        }
         let now = now_ms();
         let cooldown = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
         let command = command(FailoverCommand::Finish {
@@ -1233,11 +1354,13 @@ impl Reconciler {
                     .iter()
                     .any(|r| &r.from == target && r.old_master_cut_off);
                 let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
-                fence_outcome(
-                    &member.name,
-                    actions::redis::fence(member, reach).await.map(|_| ()),
-                    cut_off,
-                )
+                let fenced = actions::redis::fence(member, reach).await;
+                let previous = fenced.as_ref().ok().copied();
+                // The value to restore if a planned switchover does not happen.
+                fence_outcome(&member.name, fenced.map(|_| ()), cut_off).map(|d| match previous {
+                    Some(p) => format!("{d} ({PREVIOUS_SETTING}{p})"),
+                    None => d,
+                })
             }
             Action::PromoteRedis { target } => {
                 let member = self.redis_member(target)?;
@@ -1411,6 +1534,9 @@ fn load(secret: &SecretRef) -> Result<crate::config::Secret, StepError> {
 }
 
 /// One line for people: what a decision does.
+/// How a Redis fence step records the setting it replaced.
+const PREVIOUS_SETTING: &str = "min-replicas-to-write was ";
+
 /// One line saying what a decision does, for people (notifications, the status page).
 pub fn describe(decision: &Decision) -> String {
     let mut parts = vec![match &decision.trigger {

@@ -166,6 +166,8 @@ pub struct Inputs<'a> {
     pub groups: &'a [Group],
     /// Redis replication shards and Redis Cluster masters.
     pub redis: &'a [RedisGroup],
+    /// Regions whose agents have all been silent for `lease_ttl` (they fenced themselves).
+    pub cut_off: &'a std::collections::BTreeSet<String>,
 }
 
 /// The decision `operation` becomes. `choose(group, to, allow_data_loss)` picks a Postgres
@@ -224,6 +226,9 @@ pub fn propose(
         refusal: None,
     };
     let drained = desired.drained.contains(region);
+    // A forced failover of a cut-off region may count an unreachable old primary as fenced,
+    // as an automatic one does; a planned one needs it reachable.
+    let cut_off = inputs.cut_off.contains(region);
     let (planned, to, allow_data_loss) = match operation {
         Operation::Restore { .. } => {
             if !drained {
@@ -303,7 +308,7 @@ pub fn propose(
                     to: target,
                     estimated_loss_bytes,
                     evidence: serde_json::to_string(&evidence).unwrap_or_default(),
-                    old_primary_cut_off: false,
+                    old_primary_cut_off: cut_off && !planned,
                     planned,
                 });
             }
@@ -339,7 +344,7 @@ pub fn propose(
                 .collect::<Vec<TargetId>>(),
             to: target,
             offset,
-            old_master_cut_off: false,
+            old_master_cut_off: cut_off && !planned,
             slots: shard.slots.clone(),
             planned,
         });
@@ -408,6 +413,7 @@ mod tests {
                 regions: &regions,
                 groups: &groups,
                 redis: &[],
+                cut_off: &Default::default(),
             },
             |_, _, _| choice.clone(),
         )
@@ -516,6 +522,7 @@ mod tests {
                 regions: &regions(),
                 groups: &[],
                 redis: &[],
+                cut_off: &Default::default(),
             },
             |_, _, _| promote("b"),
         )

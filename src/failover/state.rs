@@ -494,6 +494,10 @@ pub struct Desired {
     pub epoch: u64,
     /// Regions out of DNS.
     pub drained: BTreeSet<String>,
+    /// Regions an operator drained: only an operator's restore brings them back, never
+    /// `auto_failback`.
+    #[serde(default)]
+    pub held: BTreeSet<String>,
     /// Weight per region as last decided (empty: the configured weights).
     pub weights: BTreeMap<String, u32>,
     /// The epoch the Route53 TXT record holds, as far as the log knows.
@@ -571,11 +575,16 @@ impl Desired {
             FailoverCommand::Decide(decision) => {
                 let decision = *decision;
                 self.epoch = index;
+                let by_operator = matches!(decision.trigger, Trigger::Manual { .. });
                 for region in &decision.drain {
                     self.drained.insert(region.clone());
+                    if by_operator {
+                        self.held.insert(region.clone());
+                    }
                 }
                 for region in &decision.restore {
                     self.drained.remove(region);
+                    self.held.remove(region);
                 }
                 if let Some(weights) = decision.steps.iter().find_map(|s| match &s.action {
                     Action::Route53 { weights, .. } => Some(weights.clone()),

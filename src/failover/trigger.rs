@@ -11,8 +11,8 @@
 //!   holding its lease — reports it Down. Until then the leader waits, and says so.
 //! - The candidate and its data-loss guard come from [`super::candidate::choose`]; a refusal
 //!   is reported, and a region drain goes ahead without the promotion.
-//! - A drained region comes back only with `auto_failback`, once Up by verdict for the
-//!   hold-down.
+//! - A drained region comes back only with `auto_failback`, never one an operator drained,
+//!   once Up by verdict for the hold-down.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -602,7 +602,9 @@ pub fn assess(world: &World<'_>) -> Assessment {
     if world.auto_failback && !cooling && !busy {
         for (region, _) in world.regions {
             let up_for = world.region_up_for.get(region).copied().unwrap_or_default();
+            // A region an operator drained comes back only when an operator restores it.
             if desired.drained.contains(region)
+                && !desired.held.contains(region)
                 && world.region_state.get(region) == Some(&State::Up)
                 && up_for >= world.hold_down
             {
@@ -1191,6 +1193,13 @@ mod tests {
         assert_eq!(p.restore, ["r1"]);
         case.up_for.insert("r1".into(), Duration::from_secs(299));
         assert_eq!(case.assess().proposal, None, "not before the hold-down");
+        case.up_for.insert("r1".into(), Duration::from_secs(301));
+        case.desired.held.insert("r1".into());
+        assert_eq!(
+            case.assess().proposal,
+            None,
+            "an operator's drain waits for an operator's restore"
+        );
     }
 
     #[test]

@@ -396,31 +396,44 @@ fn print_status(s: &Value) {
         println!();
         table(&["REGION", "VERDICT", "WEIGHT", "IN DNS"], &regions);
     }
-    let rows: Vec<Vec<String>> = s["targets"]
-        .as_array()
-        .map(|targets| {
-            targets
-                .iter()
-                .map(|t| {
-                    let id = text(&t["id"]);
-                    let votes = &verdict["targets"][&id];
-                    let list = |k: &str| {
-                        votes[k]
-                            .as_array()
-                            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
-                            .unwrap_or_default()
-                    };
-                    vec![
-                        id.clone(),
-                        text(&t["state"]),
-                        votes.get("state").map(text).unwrap_or_else(|| "-".into()),
-                        list("up"),
-                        list("down"),
-                    ]
-                })
-                .collect()
-        })
+    // Every target of the verdict (the leader's, with every agent's votes), else this
+    // agent's own.
+    let mut ids: Vec<String> = verdict["targets"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
+    for t in s["targets"].as_array().into_iter().flatten() {
+        let id = text(&t["id"]);
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let here = |id: &str| {
+        s["targets"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["id"] == id))
+            .map(|t| text(&t["state"]))
+            .unwrap_or_else(|| "-".into())
+    };
+    let rows: Vec<Vec<String>> = ids
+        .iter()
+        .map(|id| {
+            let votes = &verdict["targets"][id];
+            let list = |k: &str| {
+                votes[k]
+                    .as_array()
+                    .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
+            };
+            vec![
+                id.clone(),
+                here(id),
+                votes.get("state").map(text).unwrap_or_else(|| "-".into()),
+                list("up"),
+                list("down"),
+            ]
+        })
+        .collect();
     println!();
     table(&["TARGET", "HERE", "VERDICT", "UP BY", "DOWN BY"], &rows);
     for key in ["waiting", "refusals"] {

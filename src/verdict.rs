@@ -33,7 +33,7 @@ pub struct ReportView {
 }
 
 /// The votes behind one target's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TargetVerdict {
     /// The verdict.
     pub state: State,
@@ -46,7 +46,7 @@ pub struct TargetVerdict {
 }
 
 /// The verdict over every target and region.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Verdict {
     /// Votes needed for Up or Down.
     pub quorum: usize,

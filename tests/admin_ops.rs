@@ -526,8 +526,16 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
         out.contains("TARGET") && out.contains("postgres/main/pg-eu-west-3"),
         "{out}"
     );
-    // The follower shows its own view and who leads.
+    // The follower shows who leads and the leader's verdict: every target, every vote.
     assert!(out.contains(&format!("leader {leader}")), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("postgres/main/pg-eu-central-1 "))
+        .with_context(|| format!("a row for pg-eu-central-1: {out}"))?;
+    assert!(
+        row.contains("eu-central-1-a"),
+        "its region's agent's vote: {row}"
+    );
     Ok(())
 }
 

@@ -362,6 +362,11 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
             health::State::Unknown => summary.unknown += 1,
         }
     }
+    let mut cluster = state.consensus.status();
+    if cluster.verdict.is_none() {
+        // A follower shows the leader's verdict, with every agent's votes.
+        cluster.verdict = state.consensus.leader_verdict().await;
+    }
     Json(StatusResponse {
         agent: AgentInfo {
             id: state.agent_id.clone(),
@@ -371,7 +376,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
         ready: state.board.ready(),
         summary,
         targets,
-        cluster: state.consensus.status(),
+        cluster,
         failover: {
             let desired = state.consensus.desired();
             let reconciler = state.reconciler.status();

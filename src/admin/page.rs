@@ -1,7 +1,7 @@
 //! The status page at `GET /`: one server-rendered HTML page, no scripts, that refreshes
-//! itself every 5 s. A region × target matrix with each agent's vote (the leader's page has
-//! every agent's; a follower's shows its own view), the leader, the mode, and the last
-//! failovers. Readable on a phone.
+//! itself every 5 s. A region × target matrix with each agent's vote (a follower asks the
+//! leader for the verdict; without a leader it shows its own view), the leader, the mode, and
+//! the last failovers. Readable on a phone.
 
 use std::fmt::Write as _;
 
@@ -49,7 +49,10 @@ td.unknown{background:#eee}td.none{color:#999}\
 
 /// `GET /`.
 pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
-    let cluster = state.consensus.status();
+    let mut cluster = state.consensus.status();
+    if cluster.verdict.is_none() {
+        cluster.verdict = state.consensus.leader_verdict().await;
+    }
     let views = state.board.views();
     let (paused, epoch, drained, weights, history) = state.consensus.read_desired(|d| {
         (
@@ -120,8 +123,8 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
     if cluster.verdict.is_none() {
         let _ = write!(
             html,
-            "<tr><td colspan=\"{}\">This agent does not lead: the columns show only its own \
-             view. The leader's page shows every agent's.</td></tr>",
+            "<tr><td colspan=\"{}\">No leader answered: the columns show only this agent's \
+             own view.</td></tr>",
             agents.len() + 2
         );
     }

@@ -443,7 +443,8 @@ impl Consensus {
     }
 
     /// The router for the peer listener.
-    pub fn peer_router(&self) -> axum::Router {
+    pub fn peer_router(self: &Arc<Self>) -> axum::Router {
+        let me = Arc::downgrade(self);
         peer_api::router(peer_api::PeerState {
             raft: self.raft.clone(),
             secret: self.secret.clone(),
@@ -452,7 +453,40 @@ impl Consensus {
             reports_received: self.reports_received.clone(),
             lease: self.lease.clone(),
             admin: self.admin.clone(),
+            verdict: Arc::new(move || {
+                let me = me.upgrade()?;
+                if me.is_leader() {
+                    me.verdict()
+                } else {
+                    None
+                }
+            }),
         })
+    }
+
+    /// The verdict with every agent's votes: this agent's when it leads, else the leader's,
+    /// asked over the peer link (`None` when no leader answers within 2 s).
+    pub async fn leader_verdict(&self) -> Option<Verdict> {
+        if self.is_leader() {
+            return self.verdict();
+        }
+        let leader = self.raft.metrics().borrow().current_leader?;
+        let url = self
+            .members
+            .iter()
+            .find(|m| m.node_id == leader)?
+            .peer_url
+            .clone()?;
+        self.client
+            .post::<_, Option<Verdict>>(
+                &url,
+                network::paths::VERDICT,
+                &serde_json::Value::Null,
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Sets what carries out operators' requests on this agent (once).

@@ -37,6 +37,8 @@ pub mod paths {
     pub const INITIALIZED: &str = "/raft/initialized";
     /// An operator's request, forwarded by the agent that took it to the leader.
     pub const ADMIN: &str = "/v1/admin";
+    /// The leader's verdict, for another agent's status.
+    pub const VERDICT: &str = "/v1/verdict";
 }
 
 /// Why a peer request failed.

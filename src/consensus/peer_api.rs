@@ -41,6 +41,8 @@ pub struct PeerState {
     /// Carries out operators' requests forwarded by the other agents (set once the
     /// reconciler runs).
     pub admin: Arc<std::sync::OnceLock<AdminHandler>>,
+    /// This agent's verdict when it leads.
+    pub verdict: Arc<dyn Fn() -> Option<crate::verdict::Verdict> + Send + Sync>,
 }
 
 /// An operator's request carried out on the leader: the HTTP status and JSON body the agent
@@ -71,6 +73,7 @@ pub fn router(state: PeerState) -> Router {
         .route(paths::REPORT, post(report))
         .route(paths::INITIALIZED, post(initialized))
         .route(paths::ADMIN, post(admin))
+        .route(paths::VERDICT, post(verdict))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -161,6 +164,10 @@ async fn initialized(State(state): State<PeerState>) -> Response {
         }
         .into_response(),
     }
+}
+
+async fn verdict(State(state): State<PeerState>) -> Response {
+    Json((state.verdict)()).into_response()
 }
 
 async fn admin(State(state): State<PeerState>, body: Bytes) -> Response {

@@ -181,12 +181,7 @@ impl Lab {
     }
 
     fn logs(&self) -> String {
-        self.cluster
-            .agents
-            .iter()
-            .map(|a| format!("--- {}:\n{}", a.id, a.log_tail()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.cluster.logs()
     }
 }
 
@@ -556,13 +551,7 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
     );
 
     // Both replicas stop replaying while the primary writes on: they fall behind the guard.
-    for replica in [&lab.pg.replica, &lab.pg.others[0]] {
-        replica
-            .connect()
-            .await?
-            .batch_execute("SELECT pg_wal_replay_pause()")
-            .await?;
-    }
+    lab.pg.pause_replay().await?;
     lab.pg
         .primary
         .connect()
@@ -733,13 +722,7 @@ async fn a_switchover_that_cannot_catch_up_fails_and_gives_the_old_primary_back(
     let lab = lab().await?;
     // Both replicas stop replaying, a little behind: within the guard, so the drain is
     // decided, but the candidate can never replay what the fenced primary wrote.
-    for replica in [&lab.pg.replica, &lab.pg.others[0]] {
-        replica
-            .connect()
-            .await?
-            .batch_execute("SELECT pg_wal_replay_pause()")
-            .await?;
-    }
+    lab.pg.pause_replay().await?;
     lab.pg
         .primary
         .connect()

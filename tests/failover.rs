@@ -200,12 +200,7 @@ async fn lab(
 
 impl Lab {
     fn logs(&self) -> String {
-        self.cluster
-            .agents
-            .iter()
-            .map(|a| format!("--- {}:\n{}", a.id, a.log_tail()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.cluster.logs()
     }
 
     /// Region 1 loses its API, its Postgres primary and its Redis master.
@@ -594,13 +589,7 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
         .agreed_leader(None, None, Duration::from_secs(10))
         .await?;
     let k = lab.cluster.index(&leader);
-    for replica in [&lab.pg.replica, &lab.pg.others[0]] {
-        replica
-            .connect()
-            .await?
-            .batch_execute("SELECT pg_wal_replay_pause()")
-            .await?;
-    }
+    lab.pg.pause_replay().await?;
     // About 1 MB of WAL the replicas receive but do not replay.
     lab.pg
         .primary

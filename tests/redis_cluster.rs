@@ -157,26 +157,8 @@ members = [
 }
 
 impl Lab {
-    /// Failure messages: each agent's own log lines, without the Raft library's.
     fn logs(&self) -> String {
-        self.agents
-            .agents
-            .iter()
-            .map(|a| {
-                let own: Vec<String> = a
-                    .log()
-                    .lines()
-                    .filter(|l| l.contains(r#""target":"failoverd"#))
-                    .map(str::to_owned)
-                    .collect();
-                format!(
-                    "--- {}:\n{}",
-                    a.id,
-                    own[own.len().saturating_sub(25)..].join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.agents.logs()
     }
 
     /// The history's slot moves and the whole history, from the first agent but `except`

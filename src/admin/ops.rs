@@ -233,12 +233,7 @@ async fn call(
             return e.into_response();
         }
     };
-    let reason = match &request {
-        Request::Pause { reason, .. }
-        | Request::Resume { reason, .. }
-        | Request::Drill { reason, .. }
-        | Request::Change { reason, .. } => reason.clone(),
-    };
+    let reason = request.reason().to_owned();
     let answer = tokio::time::timeout(CALL_TIMEOUT, state.consensus.operate(request)).await;
     let (status, body) = match answer {
         Ok(Ok(f)) => (

@@ -945,8 +945,9 @@ impl Consensus {
                 choice,
             });
         }
-        let mut redis = self.redis_groups(&verdict, now);
-        let (masters, slot_owners) = self.cluster_masters(&verdict, now, &cut_off);
+        let offsets = self.reports.offsets(now, self.stale_after);
+        let mut redis = self.redis_groups(&verdict, &offsets);
+        let (masters, slot_owners) = self.cluster_masters(&verdict, now, &offsets, &cut_off);
         redis.extend(masters);
         Some(TriggerInputs {
             verdict,
@@ -961,10 +962,9 @@ impl Consensus {
     fn redis_groups(
         &self,
         verdict: &Verdict,
-        now: Instant,
+        offsets: &BTreeMap<TargetId, reports::RedisOffset>,
     ) -> Vec<crate::failover::trigger::RedisGroup> {
         let named = self.state_machine.read(|s| s.primaries.clone());
-        let offsets = self.reports.offsets(now, self.stale_after);
         let mut shards = Vec::new();
         let groups: std::collections::BTreeSet<&str> = self
             .groups
@@ -1043,6 +1043,7 @@ impl Consensus {
         &self,
         verdict: &Verdict,
         now: Instant,
+        offsets: &BTreeMap<TargetId, reports::RedisOffset>,
         cut_off: &std::collections::BTreeSet<String>,
     ) -> (
         Vec<crate::failover::trigger::RedisGroup>,
@@ -1056,7 +1057,6 @@ impl Consensus {
         }
         let views = self.reports.clusters(now, self.stale_after);
         let ids = self.reports.cluster_ids();
-        let offsets = self.reports.offsets(now, self.stale_after);
         for (name, (nodes, grace_ms)) in &self.clusters {
             let health: BTreeMap<TargetId, NodeHealth> = nodes
                 .iter()

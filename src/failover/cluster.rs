@@ -275,6 +275,25 @@ mod tests {
         (nodes, view)
     }
 
+    /// [`masters`] of the cluster `cache` with a 30 s grace.
+    fn run(
+        view: &ClusterFacts,
+        nodes: &[Node],
+        ids: &BTreeMap<String, TargetId>,
+        health: &BTreeMap<TargetId, NodeHealth>,
+        cut_off: &BTreeSet<String>,
+    ) -> Masters {
+        masters(&ClusterView {
+            name: "cache",
+            view,
+            nodes,
+            ids,
+            health,
+            cut_off,
+            grace_ms: 30_000,
+        })
+    }
+
     fn healthy(offset: u64) -> NodeHealth {
         NodeHealth {
             healthy: true,
@@ -294,15 +313,7 @@ mod tests {
         .into();
         let cut_off: BTreeSet<String> = ["r1".to_string()].into();
         let ids = BTreeMap::new();
-        let m = masters(&ClusterView {
-            name: "cache",
-            view: &view,
-            nodes: &nodes,
-            ids: &ids,
-            health: &health,
-            cut_off: &cut_off,
-            grace_ms: 30_000,
-        });
+        let m = run(&view, &nodes, &ids, &health, &cut_off);
         assert_eq!(m.groups.len(), 3);
         let a = &m.groups[0];
         assert_eq!(a.group, "redis/cache[0-5460]");
@@ -327,15 +338,7 @@ mod tests {
         .into();
         let ids = BTreeMap::new();
         let cut_off = BTreeSet::new();
-        let m = masters(&ClusterView {
-            name: "cache",
-            view: &view,
-            nodes: &nodes,
-            ids: &ids,
-            health: &health,
-            cut_off: &cut_off,
-            grace_ms: 30_000,
-        });
+        let m = run(&view, &nodes, &ids, &health, &cut_off);
         assert!(m.groups[0].cluster_electing);
         assert!(!m.groups[1].cluster_electing);
     }
@@ -348,29 +351,10 @@ mod tests {
         let ids: BTreeMap<String, TargetId> = [("A2".to_string(), id("a2"))].into();
         let health: BTreeMap<TargetId, NodeHealth> = [(id("a2"), healthy(5))].into();
         let cut_off: BTreeSet<String> = ["r1".to_string()].into();
-        let m = masters(&ClusterView {
-            name: "cache",
-            view: &view,
-            nodes: &nodes,
-            ids: &ids,
-            health: &health,
-            cut_off: &cut_off,
-            grace_ms: 1,
-        });
+        let m = run(&view, &nodes, &ids, &health, &cut_off);
         assert_eq!(m.groups[0].candidate, Some((id("a2"), 5)));
         let ids = BTreeMap::new();
-        let m = masters(&ClusterView {
-            ids: &ids,
-            ..ClusterView {
-                name: "cache",
-                view: &view,
-                nodes: &nodes,
-                ids: &ids,
-                health: &health,
-                cut_off: &cut_off,
-                grace_ms: 1,
-            }
-        });
+        let m = run(&view, &nodes, &ids, &health, &cut_off);
         assert_eq!(m.groups[0].candidate, None);
         assert_eq!(m.unknown, ["10.0.0.9:6379"]);
     }

@@ -615,12 +615,11 @@ impl Reconciler {
         // One decision at a time, against the state it was checked on.
         let _deciding = self.deciding.lock().await;
         match request {
-            manual::Request::Pause { actor, reason }
-            | manual::Request::Resume { actor, reason }
-            | manual::Request::Drill { actor, reason }
-                if reason.trim().is_empty() =>
+            manual::Request::Pause { .. }
+            | manual::Request::Resume { .. }
+            | manual::Request::Drill { .. }
+                if request.reason().trim().is_empty() =>
             {
-                let _ = actor;
                 Err(OpError::new(
                     ErrorKind::BadInput,
                     "reason_required",

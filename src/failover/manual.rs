@@ -55,6 +55,18 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Why, in the asker's words.
+    pub fn reason(&self) -> &str {
+        match self {
+            Request::Pause { reason, .. }
+            | Request::Resume { reason, .. }
+            | Request::Drill { reason, .. }
+            | Request::Change { reason, .. } => reason,
+        }
+    }
+}
+
 /// What the leader did with a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reply {

@@ -309,6 +309,18 @@ pub struct PgPair {
 }
 
 impl PgPair {
+    /// Pauses WAL replay on every replica: they keep receiving and fall behind.
+    pub async fn pause_replay(&self) -> anyhow::Result<()> {
+        for replica in std::iter::once(&self.replica).chain(&self.others) {
+            replica
+                .connect()
+                .await?
+                .batch_execute("SELECT pg_wal_replay_pause()")
+                .await?;
+        }
+        Ok(())
+    }
+
     /// initdb, start the primary, base-backup the replica, start it, wait until it streams.
     pub async fn start() -> anyhow::Result<PgPair> {
         Self::start_with(0).await
@@ -1285,6 +1297,27 @@ pub async fn region_apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
 }
 
 impl AgentCluster {
+    /// For failure messages: the last lines each agent logged itself (without the Raft
+    /// library's).
+    pub fn logs(&self) -> String {
+        self.agents
+            .iter()
+            .map(|a| {
+                let log = a.log();
+                let own: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(r#""target":"failoverd"#))
+                    .collect();
+                format!(
+                    "--- {}:\n{}",
+                    a.id,
+                    own[own.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Writes the configs and starts the three agents. `apis` are the API URLs per region.
     pub async fn start(apis: &[String; 3], probe: &str) -> anyhow::Result<AgentCluster> {
         Self::start_with(

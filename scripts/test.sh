@@ -2,14 +2,16 @@
 # The test suite: formatting, lints, unit and integration tests (the integration tests start
 # real Postgres 15, Redis and HTTP servers on free loopback ports and stop them afterwards).
 # Needs: Postgres 15 server binaries, redis-server, redis-cli, openssl, promtool, python3 with
-# venv (for the ministack Route53 emulator, installed into a cache dir on first use), chromium
-# (the status page is checked in a headless browser).
+# venv (for the ministack Route53 emulator and the schemathesis API fuzzer, installed into a
+# cache dir on first use), chromium (the status page is checked in a headless browser).
 # `.ci/run` installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MINISTACK="$(scripts/ministack-venv.sh)"
 export MINISTACK
+SCHEMATHESIS="$(scripts/schemathesis-venv.sh)"
+export SCHEMATHESIS
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -D warnings"

@@ -92,13 +92,30 @@ pub enum Op {
         #[arg(long)]
         dry_run: bool,
     },
-    /// A readiness drill: whether failing each region over would go through now.
+    /// A readiness drill (whether failing each region over would go through now), or with
+    /// `--live` a live drill: the region is failed over for real (drained), held out, then
+    /// restored, with the time to each milestone.
     Drill {
         #[command(flatten)]
         target: Target,
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Only this region (required with --live).
+        #[arg(long, required_if_eq("live", "true"))]
+        region: Option<String>,
+        /// Fail the region over for real, then back.
+        #[arg(long)]
+        live: bool,
+        /// Live drill: seconds the region stays out once drained.
+        #[arg(long, default_value_t = 30, requires = "live")]
+        hold: u32,
+        /// Live drill: follow it to the end and print its milestones.
+        #[arg(long, requires = "live")]
+        wait: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
     /// Force a failover away from a region.
     Failover {
@@ -200,8 +217,44 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             let (status, body) = call(&target, "POST", &path, Some(body)).await?;
             Ok(answer(&target, status, &body, print_reply))
         }
-        Op::Drill { target, reason } => {
-            let body = serde_json::json!({ "reason": reason });
+        Op::Drill {
+            target,
+            reason,
+            region,
+            live: true,
+            hold,
+            wait,
+            yes,
+        } => {
+            let region = region.unwrap_or_default();
+            if !yes {
+                let what = format!("fail region {region} over and back (live drill)");
+                if let Some(code) = confirm(&what, &region) {
+                    return Ok(code);
+                }
+            }
+            let body = serde_json::json!({
+                "kind": "live",
+                "reason": reason,
+                "region": region,
+                "hold_seconds": hold,
+            });
+            let (status, body) = call(&target, "POST", "/v1/drills", Some(body)).await?;
+            let code = answer(&target, status, &body, print_reply);
+            match body["epoch"].as_u64() {
+                Some(epoch) if wait && (200..300).contains(&status) => {
+                    follow_live_drill(&target, epoch, hold).await
+                }
+                _ => Ok(code),
+            }
+        }
+        Op::Drill {
+            target,
+            reason,
+            region,
+            ..
+        } => {
+            let body = serde_json::json!({ "reason": reason, "region": region });
             let (status, body) = call(&target, "POST", "/v1/drills", Some(body)).await?;
             let code = answer(&target, status, &body, print_drill);
             // A drill that finds a region blocked is a finding scripts must see.
@@ -235,6 +288,86 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             Ok(answer(&target, status, &body, print_reply))
         }
     }
+}
+
+/// Follows the live drill whose drain is failover `epoch` until it is in the history, saying
+/// each phase as it begins; prints its milestones. 0 when it completed, 4 when it failed.
+async fn follow_live_drill(target: &Target, epoch: u64, hold: u32) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(u64::from(hold))
+        + Duration::from_secs(600);
+    let mut said = String::new();
+    loop {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the live drill did not end within {} s of its hold: see `failoverd history`",
+            600
+        );
+        let (_, history) = call(target, "GET", "/v1/history?limit=50", None).await?;
+        let ended = history["entries"].as_array().and_then(|entries| {
+            entries
+                .iter()
+                .find(|e| e["type"] == "live_drill" && e["drain_epoch"] == epoch)
+                .cloned()
+        });
+        if let Some(record) = ended {
+            if target.json {
+                println!("{}", serde_json::to_string_pretty(&record)?);
+            } else {
+                print_live_drill(&record);
+            }
+            return Ok(ExitCode::from(if record["outcome"] == "completed" {
+                0
+            } else {
+                EXIT_NOT_READY
+            }));
+        }
+        let (_, status) = call(target, "GET", "/v1/status", None).await?;
+        let drill = &status["failover"]["live_drill"];
+        let phase = match drill["restore_epoch"].as_u64() {
+            Some(restore) => format!("restoring {} (failover {restore})", text(&drill["region"])),
+            None if status["failover"]["in_progress"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["epoch"] == epoch)) =>
+            {
+                format!("draining {} (failover {epoch})", text(&drill["region"]))
+            }
+            None => format!(
+                "{} drained: holding it out for {hold} s",
+                text(&drill["region"])
+            ),
+        };
+        if phase != said && !target.json {
+            eprintln!("... {phase}");
+            said = phase;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn print_live_drill(r: &Value) {
+    println!(
+        "live drill of {}: {} - {}",
+        text(&r["region"]),
+        text(&r["outcome"]),
+        text(&r["detail"])
+    );
+    let rows: Vec<Vec<String>> = r["milestones"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            vec![
+                format!(
+                    "+{:.1} s",
+                    m["after_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+                ),
+                text(&m["name"]),
+            ]
+        })
+        .collect();
+    println!();
+    table(&["AFTER", "MILESTONE"], &rows);
 }
 
 /// Asks the person at the terminal to type `word`; `Some(code)` when the change must not go
@@ -480,6 +613,39 @@ fn print_history(h: &Value) {
                             text(&e["to"])
                         ),
                         format!("by {}", text(&e["by"])),
+                        "".into(),
+                    ],
+                    Some("live_drill") => vec![
+                        text(&e["drain_epoch"]),
+                        "live drill".into(),
+                        format!(
+                            "{} by {}: {}",
+                            text(&e["region"]),
+                            text(&e["actor"]),
+                            text(&e["reason"])
+                        ),
+                        text(&e["outcome"]),
+                        e["milestones"]
+                            .as_array()
+                            .and_then(|m| m.last())
+                            .and_then(|m| m["after_ms"].as_u64())
+                            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+                            .unwrap_or_else(|| "-".into()),
+                    ],
+                    Some("drill") => vec![
+                        "".into(),
+                        "drill".into(),
+                        format!(
+                            "readiness, by {}: {}",
+                            text(&e["actor"]),
+                            text(&e["reason"])
+                        ),
+                        if e["ready"] == true {
+                            "ready"
+                        } else {
+                            "BLOCKED"
+                        }
+                        .into(),
                         "".into(),
                     ],
                     Some("mode") => vec![

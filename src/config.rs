@@ -554,7 +554,9 @@ pub struct ProbeConfig {
 }
 
 /// The kind of a probe target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
     /// An HTTP(S) endpoint.

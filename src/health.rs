@@ -16,7 +16,9 @@ use crate::probe::{Observation, ProbeError};
 use crate::topology::{Target, TargetId};
 
 /// Health of one target as seen by this agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// `rise` consecutive successes.
@@ -111,7 +113,7 @@ impl Health {
 }
 
 /// What the status API shows of one target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TargetView {
     /// Target id.
     pub id: TargetId,
@@ -129,6 +131,7 @@ pub struct TargetView {
     pub probes: u64,
     /// When the last probe finished (RFC 3339).
     #[serde(serialize_with = "ser_time_opt")]
+    #[schemars(with = "Option<String>")]
     pub last_probe_at: Option<SystemTime>,
     /// The last result: an observation or an error.
     pub last: Option<LastResult>,
@@ -166,7 +169,7 @@ impl TargetView {
 }
 
 /// The last probe result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase", tag = "outcome")]
 pub enum LastResult {
     /// The check passed.
@@ -184,7 +187,7 @@ pub enum LastResult {
 }
 
 /// A recorded change of state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Change {
     /// State before.
     pub from: State,
@@ -192,6 +195,7 @@ pub struct Change {
     pub to: State,
     /// When (RFC 3339).
     #[serde(serialize_with = "ser_time")]
+    #[schemars(with = "String")]
     pub at: SystemTime,
     /// Why: the last error, or the number of successes.
     pub reason: String,

@@ -33,7 +33,7 @@ pub struct ReportView {
 }
 
 /// The votes behind one target's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TargetVerdict {
     /// The verdict.
     pub state: State,
@@ -46,7 +46,7 @@ pub struct TargetVerdict {
 }
 
 /// The verdict over every target and region.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Verdict {
     /// Votes needed for Up or Down.
     pub quorum: usize,

@@ -783,3 +783,223 @@ async fn a_switchover_that_cannot_catch_up_fails_and_gives_the_old_primary_back(
     .with_context(|| lab.logs())?;
     Ok(())
 }
+
+/// `schemathesis` from `SCHEMATHESIS` (set by `scripts/test.sh`, which installs it into a
+/// virtualenv on first use), else from that virtualenv's default place.
+fn schemathesis() -> anyhow::Result<String> {
+    let bin = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/.cache/failoverd/schemathesis-4.32.5/bin/schemathesis")
+    });
+    anyhow::ensure!(
+        std::path::Path::new(&bin).exists(),
+        "schemathesis not found at {bin}: run scripts/schemathesis-venv.sh (scripts/test.sh does)"
+    );
+    Ok(bin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_or_schema_violation_on_a_live_agent(
+) -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let bin = schemathesis()?;
+    let lab = lab().await?;
+    let (status, text) = lab.get("/v1/openapi.json").await?;
+    assert_eq!(status, 200, "{text}");
+    let doc: Value = serde_json::from_str(&text)?;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let report = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis");
+    // Bounded: a fixed number of cases per operation, one worker, a fixed seed.
+    let out = tokio::process::Command::new(&bin)
+        .arg("run")
+        .arg(format!("{}/v1/openapi.json", lab.follower))
+        .args(["--checks", "all", "--max-examples", "40", "--workers", "1"])
+        .args(["--seed", "20261126", "--request-timeout", "25"])
+        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["--report", "junit", "--report-dir"])
+        .arg(&report)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems ({}):\n{stdout}\n{stderr}\n{}",
+        out.status,
+        lab.logs()
+    );
+    // It ran every operation of the document.
+    let operations: usize = doc["paths"]
+        .as_object()
+        .map(|p| {
+            p.values()
+                .map(|m| m.as_object().map_or(0, |m| m.len()))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(operations >= 15, "{operations} operations");
+    assert!(
+        !stdout.contains("0 selected"),
+        "schemathesis selected nothing:\n{stdout}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_drill_fails_a_region_over_and_back_in_one_call_with_its_milestones(
+) -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let lab = lab().await?;
+    let primary = lab.pg.primary.connect().await?;
+    for i in 0..100 {
+        primary
+            .execute("INSERT INTO orders VALUES ($1)", &[&i])
+            .await?;
+    }
+    let before = lab.state().await?;
+    for (body, status, code) in [
+        (
+            r#"{"kind":"live","region":"mars-1","reason":"x"}"#,
+            404,
+            "unknown_region",
+        ),
+        (
+            r#"{"kind":"live","region":"eu-west-3","reason":"x","hold_seconds":7200}"#,
+            400,
+            "bad_request",
+        ),
+        (r#"{"kind":"live","reason":"x"}"#, 400, "bad_request"),
+        (
+            r#"{"kind":"readiness","reason":"x","hold_seconds":5}"#,
+            400,
+            "bad_request",
+        ),
+    ] {
+        let (got, answer) = lab.post("/v1/drills", Some(TOKEN), body).await?;
+        assert_eq!(
+            (got, answer["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    assert_eq!(lab.state().await?, before, "nothing changed");
+
+    // One command: drain, hold, restore, followed to the end.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_failoverd"))
+        .args(["drill", "--live", "--region", "eu-west-3", "--hold", "3"])
+        .args(["--wait", "--yes", "--reason", "quarterly drill"])
+        .env("FAILOVERD_ADMIN", &lab.follower)
+        .env("FAILOVERD_TOKEN_FILE", &lab.token_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // While it runs, a second drill is a conflict.
+    wait_for_async(
+        "the drill to show in the status",
+        Duration::from_secs(20),
+        || async {
+            let (_, text) = lab.get("/v1/status").await.ok()?;
+            let s: Value = serde_json::from_str(&text).ok()?;
+            (s["failover"]["live_drill"]["region"] == "eu-west-3").then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let (status, answer) = lab
+        .post(
+            "/v1/drills",
+            Some(TOKEN),
+            r#"{"kind":"live","region":"eu-central-1","reason":"again"}"#,
+        )
+        .await?;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("drill_running")),
+        "{answer}"
+    );
+    let out = tokio::time::timeout(Duration::from_secs(120), cli.wait_with_output())
+        .await
+        .context("the CLI to follow the drill to its end")??;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{printed}\n{}", lab.logs());
+    // The hold is longer than the CLI's poll: that phase is always seen.
+    assert!(
+        printed.contains("eu-west-3 drained: holding it out"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("MILESTONE") && printed.contains("restored"),
+        "{printed}"
+    );
+
+    // The history holds the drill with its milestones in order, the region is back in DNS
+    // and the primary it lost stays where the drain moved it, with every write.
+    let (_, text) = lab.get("/v1/history").await?;
+    let history: Value = serde_json::from_str(&text)?;
+    let drill = history["entries"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["type"] == "live_drill"))
+        .with_context(|| format!("a live drill in {history:#}"))?;
+    assert_eq!(drill["outcome"], "completed", "{drill:#}");
+    assert_eq!(drill["actor"], "alice");
+    let names: Vec<&str> = drill["milestones"]
+        .as_array()
+        .context("milestones")?
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    let position = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .with_context(|| format!("{name} in {names:?}"))
+    };
+    assert!(position("drain decided")? < position("promote:postgres/main/pg-eu-central-1")?);
+    assert!(position("promote:postgres/main/pg-eu-central-1")? < position("drained")?);
+    assert!(position("drained")? < position("restore decided")?);
+    assert!(position("restore decided")? < position("restored")?);
+    let after = |name: &str| -> anyhow::Result<u64> {
+        drill["milestones"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == name))
+            .and_then(|m| m["after_ms"].as_u64())
+            .with_context(|| name.to_owned())
+    };
+    assert!(
+        after("restore decided")? >= after("drained")? + 3000,
+        "held for 3 s: {drill:#}"
+    );
+    let (weights, _) = lab.ministack.records().await?;
+    assert_eq!(weights["eu-west-3"], 100);
+    let (_, text) = lab.get("/v1/status").await?;
+    let status: Value = serde_json::from_str(&text)?;
+    assert!(status["failover"]["live_drill"].is_null());
+    assert_eq!(
+        status["cluster"]["primaries"]["postgres/main"],
+        "postgres/main/pg-eu-central-1"
+    );
+    let rows: i64 = lab
+        .pg
+        .replica
+        .connect()
+        .await?
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await?
+        .get(0);
+    assert_eq!(rows, 100);
+    let (code, out) = lab.cli(&["history"]).await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("live drill") && out.contains("completed"),
+        "{out}"
+    );
+    Ok(())
+}

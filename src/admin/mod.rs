@@ -6,6 +6,7 @@
 //! stay open for load balancers and Route53). Errors are JSON `{code, message}` with a
 //! stable `code`, so scripts can branch on them.
 
+pub mod openapi;
 pub mod ops;
 pub mod page;
 
@@ -61,10 +62,13 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The body of every error answer.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ErrorBody<'a> {
+    /// Stable, machine-readable: scripts branch on it.
+    pub code: &'a str,
+    /// What went wrong, for people.
+    pub message: &'a str,
 }
 
 impl IntoResponse for ApiError {
@@ -97,6 +101,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/gate/{region}", get(gate))
+        .route("/v1/openapi.json", get(openapi))
         .merge(reads)
         .merge(writes)
         .layer(DefaultBodyLimit::max(ops::MAX_BODY))
@@ -115,6 +120,11 @@ pub fn router(state: AdminState) -> Router {
             }
         })
         .with_state(state)
+}
+
+/// `GET /v1/openapi.json`: the API's OpenAPI document, as this agent enforces it.
+async fn openapi(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    Json(openapi::document(state.open_reads))
 }
 
 /// Reads need a token when `admin.open_reads = false`.
@@ -148,20 +158,26 @@ async fn failover_by_id(
         })
 }
 
-#[derive(Serialize)]
-struct Liveness {
-    status: &'static str,
+/// `GET /healthz`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: &'static str,
 }
 
 async fn healthz() -> Json<Liveness> {
     Json(Liveness { status: "ok" })
 }
 
-#[derive(Serialize)]
-struct Readiness {
-    ready: bool,
-    probed: usize,
-    targets: usize,
+/// `GET /readyz`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Readiness {
+    /// Every target probed at least once.
+    pub ready: bool,
+    /// Targets probed so far.
+    pub probed: usize,
+    /// Targets configured.
+    pub targets: usize,
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<Readiness>) {
@@ -193,7 +209,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 /// `GET /v1/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StatusResponse {
     /// This agent.
     pub agent: AgentInfo,
@@ -210,7 +226,7 @@ pub struct StatusResponse {
 }
 
 /// The failover part of the status.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FailoverStatus {
     /// `active` or `paused`.
     pub mode: &'static str,
@@ -232,6 +248,8 @@ pub struct FailoverStatus {
     >,
     /// The failovers in progress, with their steps.
     pub in_progress: Vec<crate::failover::state::FailoverRecord>,
+    /// The live drill in progress, if any.
+    pub live_drill: Option<crate::failover::state::LiveDrill>,
     /// On the leader: what is Down but waits, and why.
     pub waiting: Vec<String>,
     /// On the leader: refusals that stand ("blocked because …").
@@ -240,7 +258,7 @@ pub struct FailoverStatus {
 
 /// `GET /v1/gate/{region}`: whether the region should receive traffic, for a Route53 health
 /// check that keeps working when Route53's control plane does not.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct GateResponse {
     /// The region.
     pub region: String,
@@ -301,11 +319,11 @@ async fn gate(
 #[derive(Debug, serde::Deserialize)]
 pub struct HistoryQuery {
     /// At most this many entries, newest first (default 50).
-    pub limit: Option<usize>,
+    pub limit: Option<u32>,
 }
 
 /// `GET /v1/history`: failovers with their steps, refusals and mode changes, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct HistoryResponse {
     /// The epoch of the latest decision.
     pub epoch: u64,
@@ -323,7 +341,7 @@ async fn history(
         message: format!("limit must be a non-negative integer: {e}"),
     })?;
     let desired = state.consensus.desired();
-    let limit = query.0.limit.unwrap_or(50);
+    let limit = query.0.limit.map_or(50, |l| l as usize);
     Ok(Json(HistoryResponse {
         epoch: desired.epoch,
         entries: desired.history.into_iter().rev().take(limit).collect(),
@@ -331,7 +349,7 @@ async fn history(
 }
 
 /// Identity of the answering agent.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AgentInfo {
     /// Agent id.
     pub id: String,
@@ -342,7 +360,7 @@ pub struct AgentInfo {
 }
 
 /// Count of targets per state.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Up targets.
     pub up: usize,
@@ -385,6 +403,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
                 epoch: desired.epoch,
                 drained: desired.drained.iter().cloned().collect(),
                 in_progress: desired.in_progress().into_iter().cloned().collect(),
+                live_drill: desired.live_drill.clone(),
                 weights: desired.weights,
                 dns_epoch: desired.dns_epoch,
                 cooldown_until_ms: desired.cooldown_until_ms,

@@ -112,18 +112,20 @@ impl RateLimiter {
 }
 
 /// `POST /v1/pause` and `/v1/resume` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
-    /// Why (recorded in the history).
+    /// Why (recorded in the history; not blank).
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
     pub reason: String,
 }
 
 /// `POST /v1/regions/{name}/drain` and `/restore` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegionBody {
-    /// Why (recorded in the history).
+    /// Why (recorded in the history; not blank).
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
     pub reason: String,
     /// Only plan it.
     #[serde(default)]
@@ -131,14 +133,15 @@ pub struct RegionBody {
 }
 
 /// `POST /v1/failover` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverBody {
     /// The region to fail over from.
     pub from: String,
     /// The region the Postgres candidate must be in, if any.
     pub to: Option<String>,
-    /// Why (recorded in the history).
+    /// Why (recorded in the history; not blank).
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
     pub reason: String,
     /// Promote beyond `postgres.max_lag_on_failover`.
     #[serde(default)]
@@ -210,6 +213,14 @@ async fn call(
             return e.into_response();
         }
     };
+    // A malformed call costs the leader nothing: only well-formed ones are counted.
+    let request = match request(actor.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(target: "failoverd::audit", call = what, actor = %actor, code = e.code, "refused an admin call");
+            return e.into_response();
+        }
+    };
     if let Err(wait) = state.limiter.take(&actor, Instant::now()) {
         tracing::warn!(target: "failoverd::audit", call = what, actor = %actor, "rate limited");
         let mut response = ApiError {
@@ -226,13 +237,6 @@ async fn call(
         }
         return response;
     }
-    let request = match request(actor.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(target: "failoverd::audit", call = what, actor = %actor, code = e.code, "refused an admin call");
-            return e.into_response();
-        }
-    };
     let reason = request.reason().to_owned();
     let answer = tokio::time::timeout(CALL_TIMEOUT, state.consensus.operate(request)).await;
     let (status, body) = match answer {
@@ -305,44 +309,125 @@ pub async fn resume(
     .await
 }
 
-/// `POST /v1/drills` body.
-#[derive(Debug, Deserialize)]
+/// The longest hold of a live drill.
+pub const MAX_HOLD_SECONDS: u32 = 3600;
+
+/// `POST /v1/drills` body: a readiness drill or a live drill.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum DrillBody {
+    /// Fails a region over for real (a drain), holds it out, restores it.
+    Live(LiveDrillBody),
+    /// Checks every precondition of failing over each region; changes nothing.
+    Readiness(ReadinessDrillBody),
+}
+
+/// `kind` of a readiness drill.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessKind {
+    /// The default.
+    Readiness,
+}
+
+/// `kind` of a live drill.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveKind {
+    /// Fails the region over for real.
+    Live,
+}
+
+/// A readiness drill.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DrillBody {
-    /// Why (recorded in the history).
+pub struct ReadinessDrillBody {
+    /// Why (recorded in the history; not blank).
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
     pub reason: String,
-    /// `readiness` (the default): check every precondition, change nothing.
-    #[serde(default = "readiness")]
-    pub kind: String,
+    /// `readiness` (the default).
+    #[serde(default)]
+    pub kind: Option<ReadinessKind>,
+    /// Only this region (default: every region).
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
-fn readiness() -> String {
-    "readiness".into()
+/// A live drill.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiveDrillBody {
+    /// Why (recorded in the history; not blank).
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
+    pub reason: String,
+    /// `live`.
+    pub kind: LiveKind,
+    /// The region to fail over and back.
+    pub region: String,
+    /// How long the region stays out once drained (default 30, at most 3600).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schemars(range(max = 3600))]
+    pub hold_seconds: Option<u32>,
 }
 
-/// `POST /v1/drills`: a readiness drill.
+/// A non-negative whole number, also when written `30.0` (JSON does not tell the two apart).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => Some(u),
+        (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= f64::from(u32::MAX) => {
+            Some(f as u64)
+        }
+        _ => None,
+    };
+    whole
+        .and_then(|u| u32::try_from(u).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number of seconds")))
+}
+
+/// `POST /v1/drills`: a readiness drill, or a live drill of one region.
 pub async fn drill(
     State(state): State<AdminState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     call(&state, &headers, "drill", |actor| {
-        let body: DrillBody = parse(body)?;
-        if body.kind != "readiness" {
-            return Err(ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "unsupported_drill",
-                message: format!(
-                    "drill kind {:?} is not supported: `readiness` checks every precondition; \
-                     a live drill is a drain followed by a restore",
-                    body.kind
-                ),
-            });
+        let body: serde_json::Value = parse(body)?;
+        // The kind picks the shape, so that a mistake is named precisely.
+        let live = body.get("kind").and_then(|k| k.as_str()) == Some("live");
+        let shaped = |e: serde_json::Error| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: e.to_string(),
+        };
+        if live {
+            let body: LiveDrillBody = serde_json::from_value(body).map_err(shaped)?;
+            let hold = body.hold_seconds.unwrap_or(30);
+            if hold > MAX_HOLD_SECONDS {
+                return Err(ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "bad_request",
+                    message: format!("hold_seconds is at most {MAX_HOLD_SECONDS}"),
+                });
+            }
+            Ok(Request::LiveDrill {
+                actor,
+                reason: body.reason,
+                region: body.region,
+                hold_ms: u64::from(hold) * 1000,
+            })
+        } else {
+            let body: ReadinessDrillBody = serde_json::from_value(body).map_err(shaped)?;
+            Ok(Request::Drill {
+                actor,
+                reason: body.reason,
+                region: body.region,
+            })
         }
-        Ok(Request::Drill {
-            actor,
-            reason: body.reason,
-        })
     })
     .await
 }

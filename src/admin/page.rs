@@ -187,6 +187,25 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
                     escape(&what)
                 );
             }
+            HistoryEntry::LiveDrill(d) => {
+                let took = d
+                    .milestones
+                    .last()
+                    .map(|m| format!("{:.1} s", m.after_ms as f64 / 1000.0))
+                    .unwrap_or_default();
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>live drill of {} by {}: {}</td><td>{}</td><td>{took}</td></tr>",
+                    d.drill.drain_epoch,
+                    escape(&d.drill.region),
+                    escape(&d.drill.actor),
+                    escape(&d.detail),
+                    match d.outcome {
+                        Outcome::Completed => "completed",
+                        Outcome::Failed => "FAILED",
+                    },
+                );
+            }
             HistoryEntry::Mode {
                 paused, by, reason, ..
             } => {

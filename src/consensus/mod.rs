@@ -70,7 +70,7 @@ pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 pub const FENCE_ALLOWANCE: Duration = Duration::from_millis(500);
 
 /// One configured agent as a cluster member.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Member {
     /// Agent id.
     pub agent: AgentId,
@@ -1201,7 +1201,7 @@ impl Consensus {
 }
 
 /// The cluster as one agent sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ClusterStatus {
     /// This agent.
     pub agent: AgentId,
@@ -1234,7 +1234,7 @@ pub struct ClusterStatus {
 }
 
 /// What an automatic failover of one Postgres group would do now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Readiness {
     /// The region holding the named primary.
     pub if_region_fails: String,
@@ -1243,7 +1243,7 @@ pub struct Readiness {
 }
 
 /// An agent's lease.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LeaseStatus {
     /// Whether it holds it (else its local primaries are fenced).
     pub valid: bool,
@@ -1255,7 +1255,7 @@ pub struct LeaseStatus {
 }
 
 /// One member in the status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MemberStatus {
     /// Who it is.
     #[serde(flatten)]

@@ -97,7 +97,7 @@ pub struct ReportBook {
 }
 
 /// What the status shows of one agent's reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ReportAge {
     /// The agent.
     pub agent: AgentId,

@@ -38,7 +38,7 @@ pub struct Member {
 }
 
 /// Where the "how far did the old primary get" figure came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum Evidence {
     /// The furthest position a surviving replica received.
@@ -58,7 +58,7 @@ pub enum Evidence {
 }
 
 /// The decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Choice {
     /// Promote this member.

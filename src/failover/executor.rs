@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::manual::{self, ErrorKind, OpError};
 use super::state::{
     ready_steps, settled, Action, Attempt, Decision, Desired, FailoverCommand, FailoverRecord,
-    Outcome, Refusal, Step, Trigger, WriterRecord,
+    LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
 };
 use super::trigger::{self, Assessment, Refused, World};
 use crate::actions::route53::{Route53, Route53Error};
@@ -421,6 +421,8 @@ impl Reconciler {
             let _deciding = self.deciding.lock().await;
             // Read again under the lock: an operator's decision may have just been made.
             let desired = self.consensus.desired();
+            self.advance_live_drill(&desired).await;
+            let desired = self.consensus.desired();
             let (assessment, slot_owners) = self.assess(&desired);
             self.record_slot_owners(&desired, &slot_owners).await;
             self.record_refusals(&desired, &assessment.refusals).await;
@@ -618,6 +620,7 @@ impl Reconciler {
             manual::Request::Pause { .. }
             | manual::Request::Resume { .. }
             | manual::Request::Drill { .. }
+            | manual::Request::LiveDrill { .. }
                 if request.reason().trim().is_empty() =>
             {
                 Err(OpError::new(
@@ -634,8 +637,12 @@ impl Reconciler {
                 .set_paused(false, actor, reason)
                 .await
                 .map_err(commit_failed),
-            manual::Request::Drill { actor, reason } => {
-                let report = self.drill(actor, reason).await?;
+            manual::Request::Drill {
+                actor,
+                reason,
+                region,
+            } => {
+                let report = self.drill(actor, reason, region.as_deref()).await?;
                 let blocked = report.regions.iter().filter(|r| !r.ready).count();
                 self.consensus
                     .write(command(FailoverCommand::Drill(Box::new(report.clone()))))
@@ -654,41 +661,19 @@ impl Reconciler {
                     drill: Some(report),
                 })
             }
+            manual::Request::LiveDrill {
+                actor,
+                reason,
+                region,
+                hold_ms,
+            } => self.start_live_drill(actor, reason, region, hold_ms).await,
             manual::Request::Change {
                 operation,
                 actor,
                 reason,
                 dry_run,
             } => {
-                let inputs = self.consensus.trigger_inputs().ok_or_else(|| {
-                    OpError::new(
-                        ErrorKind::Unavailable,
-                        "no_leader",
-                        "this agent does not lead",
-                    )
-                })?;
-                let desired = self.consensus.desired();
-                let proposal = manual::propose(
-                    &operation,
-                    &actor,
-                    &reason,
-                    &manual::Inputs {
-                        desired: &desired,
-                        regions: &self.regions,
-                        groups: &inputs.groups,
-                        redis: &inputs.redis,
-                        cut_off: &inputs.cut_off,
-                    },
-                    |group, to, allow_data_loss| {
-                        self.consensus.manual_choice(
-                            &group.group,
-                            &group.primary_region,
-                            to,
-                            allow_data_loss,
-                        )
-                    },
-                )?;
-                let decision = self.decision(&desired, proposal);
+                let (desired, decision) = self.plan(&operation, &actor, &reason)?;
                 let text = describe(&decision);
                 tracing::warn!(
                     actor = %actor,
@@ -722,6 +707,262 @@ impl Reconciler {
         }
     }
 
+    /// The decision an operator's drain, restore or forced failover becomes, against the
+    /// replicated state it was checked on. Called with `deciding` held.
+    fn plan(
+        &self,
+        operation: &manual::Operation,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(Desired, Decision), OpError> {
+        let inputs = self.consensus.trigger_inputs().ok_or_else(|| {
+            OpError::new(
+                ErrorKind::Unavailable,
+                "no_leader",
+                "this agent does not lead",
+            )
+        })?;
+        let desired = self.consensus.desired();
+        let proposal = manual::propose(
+            operation,
+            actor,
+            reason,
+            &manual::Inputs {
+                desired: &desired,
+                regions: &self.regions,
+                groups: &inputs.groups,
+                redis: &inputs.redis,
+                cut_off: &inputs.cut_off,
+            },
+            |group, to, allow_data_loss| {
+                self.consensus.manual_choice(
+                    &group.group,
+                    &group.primary_region,
+                    to,
+                    allow_data_loss,
+                )
+            },
+        )?;
+        let decision = self.decision(&desired, proposal);
+        Ok((desired, decision))
+    }
+
+    /// Starts a live drill of `region`: checks it as a readiness drill would, then commits its
+    /// drain; [`Reconciler::advance_live_drill`] restores it after the hold. Called with
+    /// `deciding` held.
+    async fn start_live_drill(
+        &self,
+        actor: String,
+        reason: String,
+        region: String,
+        hold_ms: u64,
+    ) -> Result<manual::Reply, OpError> {
+        if let Some(drill) = self.consensus.read_desired(|d| d.live_drill.clone()) {
+            return Err(OpError::new(
+                ErrorKind::Conflict,
+                "drill_running",
+                format!(
+                    "a live drill of {} by {} is in progress (failover {})",
+                    drill.region, drill.actor, drill.drain_epoch
+                ),
+            ));
+        }
+        let report = self
+            .drill(actor.clone(), reason.clone(), Some(&region))
+            .await?;
+        if !report.ready {
+            let blocked: Vec<String> = report
+                .regions
+                .iter()
+                .flat_map(|r| r.checks.iter())
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.check, c.detail))
+                .collect();
+            return Err(OpError::new(
+                ErrorKind::Refused,
+                "drill_blocked",
+                format!(
+                    "region {region} cannot be failed over now: {}",
+                    blocked.join("; ")
+                ),
+            ));
+        }
+        let operation = manual::Operation::Drain {
+            region: region.clone(),
+        };
+        let (desired, decision) =
+            self.plan(&operation, &actor, &format!("live drill: {reason}"))?;
+        let text = describe(&decision);
+        tracing::warn!(actor = %actor, reason = %reason, region = %region, hold_ms, "live drill");
+        let commit_failed = |e: String| {
+            OpError::new(
+                ErrorKind::Unavailable,
+                "no_quorum",
+                format!("cannot commit to the log: {e}"),
+            )
+        };
+        let epoch = self.commit(decision.clone()).await.map_err(commit_failed)?;
+        let drill = LiveDrill {
+            region: region.clone(),
+            actor,
+            reason,
+            hold_ms,
+            started_ms: decision.decided_at_ms,
+            drain_epoch: epoch,
+            restore_epoch: None,
+        };
+        self.consensus
+            .write(command(FailoverCommand::LiveDrillStarted(Box::new(drill))))
+            .await
+            .map_err(|e| {
+                commit_failed(format!(
+                    "{e}; the drain (failover {epoch}) was committed but the drill was not: \
+                     restore {region} by hand once it has ended"
+                ))
+            })?;
+        self.wake.notify_one();
+        Ok(manual::Reply {
+            epoch: Some(epoch),
+            dry_run: false,
+            mode: if desired.paused { "paused" } else { "active" }.into(),
+            decision: Some(decision),
+            drill: Some(report),
+            message: format!(
+                "live drill started: failover {epoch} drains {region} ({text}); it is restored \
+                 {} s after the drain ends. Follow it with GET /v1/status (failover.live_drill) \
+                 and GET /v1/history",
+                hold_ms / 1000
+            ),
+        })
+    }
+
+    /// Moves the live drill on, on the leader, with `deciding` held: once its drain has ended
+    /// (and the hold is over, when it succeeded) the region is restored; once the restore has
+    /// ended, the drill is recorded with its milestones. A drain that failed is restored at
+    /// once: a drill leaves the region as it found it.
+    async fn advance_live_drill(&self, desired: &Desired) {
+        let Some(drill) = desired.live_drill.clone() else {
+            return;
+        };
+        let drain = desired.failover(drill.drain_epoch);
+        let finish = |outcome: Outcome, detail: String| {
+            let restore = drill.restore_epoch.and_then(|e| desired.failover(e));
+            LiveDrillRecord {
+                milestones: super::state::milestones(&drill, drain, restore),
+                drill: drill.clone(),
+                outcome,
+                finished_ms: now_ms(),
+                detail,
+            }
+        };
+        let record = match (drill.restore_epoch, drain) {
+            (_, None) => Some(finish(
+                Outcome::Failed,
+                format!("failover {} is no longer in the history", drill.drain_epoch),
+            )),
+            (None, Some(drain)) => {
+                let Some(ended) = drain.finished_ms else {
+                    return;
+                };
+                let hold_over = ended.saturating_add(drill.hold_ms) <= now_ms();
+                if drain.outcome == Some(Outcome::Completed) && !hold_over {
+                    return;
+                }
+                if !desired.drained.contains(&drill.region) {
+                    Some(finish(
+                        Outcome::Failed,
+                        format!("{} was restored outside the drill", drill.region),
+                    ))
+                } else {
+                    let operation = manual::Operation::Restore {
+                        region: drill.region.clone(),
+                    };
+                    let reason = format!("live drill: {}", drill.reason);
+                    match self.plan(&operation, &drill.actor, &reason) {
+                        // Paused, or another failover runs: try again at the next tick.
+                        Err(e) if e.kind == ErrorKind::Conflict => None,
+                        Err(e) => Some(finish(
+                            Outcome::Failed,
+                            format!("cannot restore {}: {}", drill.region, e.message),
+                        )),
+                        Ok((_, decision)) => match self.commit(decision).await {
+                            Ok(epoch) => {
+                                if let Err(e) = self
+                                    .consensus
+                                    .write(command(FailoverCommand::LiveDrillRestoring {
+                                        restore_epoch: epoch,
+                                    }))
+                                    .await
+                                {
+                                    tracing::warn!(error = %e, "cannot record the drill's restore");
+                                }
+                                self.wake.notify_one();
+                                None
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot commit the drill's restore");
+                                None
+                            }
+                        },
+                    }
+                }
+            }
+            (Some(restore_epoch), Some(drain)) => {
+                match desired.failover(restore_epoch).and_then(|r| r.outcome) {
+                    None if desired.failover(restore_epoch).is_some() => None,
+                    Some(Outcome::Completed) if drain.outcome == Some(Outcome::Completed) => {
+                        Some(finish(
+                            Outcome::Completed,
+                            format!(
+                                "{} was failed over (failover {}) and back (failover \
+                                 {restore_epoch})",
+                                drill.region, drill.drain_epoch
+                            ),
+                        ))
+                    }
+                    Some(Outcome::Completed) => Some(finish(
+                        Outcome::Failed,
+                        format!(
+                            "the drain (failover {}) failed; {} was put back (failover \
+                             {restore_epoch})",
+                            drill.drain_epoch, drill.region
+                        ),
+                    )),
+                    _ => Some(finish(
+                        Outcome::Failed,
+                        format!(
+                            "the restore (failover {restore_epoch}) failed: see GET \
+                             /v1/failovers/{restore_epoch} and restore {} by hand",
+                            drill.region
+                        ),
+                    )),
+                }
+            }
+        };
+        let Some(record) = record else { return };
+        tracing::warn!(
+            region = %record.drill.region,
+            outcome = ?record.outcome,
+            detail = %record.detail,
+            "live drill ended"
+        );
+        self.notifier.send(
+            "drill_finished",
+            Some(record.drill.drain_epoch),
+            format!("live drill of {}: {}", record.drill.region, record.detail),
+            serde_json::to_value(&record).unwrap_or_default(),
+        );
+        if let Err(e) = self
+            .consensus
+            .write(command(FailoverCommand::LiveDrillFinished(Box::new(
+                record,
+            ))))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the end of the live drill");
+        }
+    }
+
     /// A readiness drill: for each region, whether failing it over would go through now —
     /// a candidate for each Postgres group and Redis shard whose primary is there (streaming,
     /// within the data-loss guard), another region left in DNS, and Route53 answering with
@@ -730,7 +971,15 @@ impl Reconciler {
         &self,
         actor: String,
         reason: String,
+        only: Option<&str>,
     ) -> Result<super::state::DrillReport, OpError> {
+        if let Some(region) = only.filter(|r| !self.regions.iter().any(|(n, _)| n == r)) {
+            return Err(OpError::new(
+                ErrorKind::NotFound,
+                "unknown_region",
+                format!("no region {region:?} in the configuration"),
+            ));
+        }
         use super::state::{DrillCheck, DrillRegion};
         let inputs = self.consensus.trigger_inputs().ok_or_else(|| {
             OpError::new(
@@ -770,7 +1019,11 @@ impl Reconciler {
             }),
         };
         let mut regions = Vec::new();
-        for (region, _) in &self.regions {
+        for (region, _) in self
+            .regions
+            .iter()
+            .filter(|(r, _)| only.is_none_or(|o| o == r))
+        {
             let mut checks = Vec::new();
             let drained = desired.drained.contains(region);
             let elsewhere = self.regions.iter().any(|(name, weight)| {

@@ -35,12 +35,26 @@ pub enum Request {
         /// Why.
         reason: String,
     },
-    /// A readiness drill: checks every precondition of failing over each region.
+    /// A readiness drill: checks every precondition of failing over each region (or one).
     Drill {
         /// Who asks.
         actor: String,
         /// Why.
         reason: String,
+        /// Only this region.
+        #[serde(default)]
+        region: Option<String>,
+    },
+    /// A live drill: drain `region` for real, hold it out, restore it, timing each milestone.
+    LiveDrill {
+        /// Who asks.
+        actor: String,
+        /// Why.
+        reason: String,
+        /// The region.
+        region: String,
+        /// How long the region stays out once drained, in milliseconds.
+        hold_ms: u64,
     },
     /// A drain, restore or forced failover.
     Change {
@@ -62,13 +76,16 @@ impl Request {
             Request::Pause { reason, .. }
             | Request::Resume { reason, .. }
             | Request::Drill { reason, .. }
+            | Request::LiveDrill { reason, .. }
             | Request::Change { reason, .. } => reason,
         }
     }
 }
 
 /// What the leader did with a [`Request`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Reply {
     /// The failover committed (its epoch is its id), if one was.
     pub epoch: Option<u64>,

@@ -15,7 +15,7 @@ use crate::topology::TargetId;
 pub const HISTORY_LIMIT: usize = 200;
 
 /// What set a failover off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Trigger {
     /// The region's APIs were Down by verdict.
@@ -64,7 +64,7 @@ impl Trigger {
 }
 
 /// One thing to do; carried out by the executor with [`crate::actions`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Make the old primary refuse writes, if it can be reached.
@@ -127,7 +127,7 @@ pub enum Action {
 }
 
 /// A record naming a group's writable member, as a decision sets it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WriterRecord {
     /// The group whose writer it names.
     pub group: String,
@@ -142,7 +142,7 @@ pub struct WriterRecord {
 }
 
 /// A step of a plan: an action and the steps it waits for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Step {
     /// Unique within the plan, e.g. `promote:postgres/main/pg-b`.
     pub id: String,
@@ -153,7 +153,7 @@ pub struct Step {
 }
 
 /// The Postgres part of a decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Promotion {
     /// The group.
     pub group: String,
@@ -177,7 +177,7 @@ pub struct Promotion {
 }
 
 /// The Redis part of a decision: one replication shard, or one master of a Redis Cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RedisPromotion {
     /// The group (`redis/<shard>`).
     pub group: String,
@@ -201,7 +201,7 @@ pub struct RedisPromotion {
 }
 
 /// Who moved a Redis Cluster's slot range to a new master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MovedBy {
     /// A failoverd decision (`CLUSTER FAILOVER TAKEOVER`).
@@ -211,7 +211,7 @@ pub enum MovedBy {
 }
 
 /// One precondition a readiness drill checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DrillCheck {
     /// What: `postgres/main`, `redis/sessions`, `route53`, `dns`.
     pub check: String,
@@ -222,7 +222,7 @@ pub struct DrillCheck {
 }
 
 /// A readiness drill's findings for one region: what failing it over would meet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DrillRegion {
     /// The region.
     pub region: String,
@@ -234,7 +234,7 @@ pub struct DrillRegion {
 
 /// A readiness drill: every precondition of failing over each region, checked without
 /// changing anything.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DrillReport {
     /// Who asked.
     pub actor: String,
@@ -250,8 +250,94 @@ pub struct DrillReport {
     pub regions: Vec<DrillRegion>,
 }
 
+/// A live drill in progress: a region failed over for real (a drain: its primaries move out
+/// with no data loss and it leaves DNS), held out, then restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LiveDrill {
+    /// The region drilled.
+    pub region: String,
+    /// Who asked.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// How long the region stays out once drained, in milliseconds.
+    pub hold_ms: u64,
+    /// When it was asked for, Unix milliseconds.
+    pub started_ms: u64,
+    /// The drain's failover.
+    pub drain_epoch: u64,
+    /// The restore's failover, once decided.
+    #[serde(default)]
+    pub restore_epoch: Option<u64>,
+}
+
+/// One milestone of a live drill, with the time since the drill started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Milestone {
+    /// What was reached: `drain decided`, a step (`promote:postgres/main/pg-b`), `drained`,
+    /// `restore decided`, `restored`.
+    pub name: String,
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// Milliseconds since the drill started.
+    pub after_ms: u64,
+}
+
+/// A live drill that ended, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LiveDrillRecord {
+    /// The drill.
+    #[serde(flatten)]
+    pub drill: LiveDrill,
+    /// `completed` when the region was failed over and back; `failed` otherwise.
+    pub outcome: Outcome,
+    /// Unix milliseconds.
+    pub finished_ms: u64,
+    /// Every milestone, in order.
+    pub milestones: Vec<Milestone>,
+    /// What happened, for people.
+    pub detail: String,
+}
+
+/// The milestones of a live drill: the drain's decision, each of its steps that succeeded,
+/// its end, then the same for the restore.
+pub fn milestones(
+    drill: &LiveDrill,
+    drain: Option<&FailoverRecord>,
+    restore: Option<&FailoverRecord>,
+) -> Vec<Milestone> {
+    let mut list = Vec::new();
+    let mut at = |name: String, at_ms: u64| {
+        list.push(Milestone {
+            name,
+            at_ms,
+            after_ms: at_ms.saturating_sub(drill.started_ms),
+        });
+    };
+    for (phase, done, record) in [
+        ("drain", "drained", drain),
+        ("restore", "restored", restore),
+    ] {
+        let Some(record) = record else { continue };
+        at(format!("{phase} decided"), record.decision.decided_at_ms);
+        let mut steps: Vec<&StepRecord> = record
+            .steps
+            .iter()
+            .filter(|s| s.state == StepState::Succeeded && s.finished_ms.is_some())
+            .collect();
+        steps.sort_by_key(|s| s.finished_ms);
+        for step in steps {
+            at(step.step.id.clone(), step.finished_ms.unwrap_or_default());
+        }
+        if let (Some(Outcome::Completed), Some(end)) = (record.outcome, record.finished_ms) {
+            at(done.to_owned(), end);
+        }
+    }
+    list
+}
+
 /// A slot range of a Redis Cluster that changed master.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SlotMove {
     /// The group (`redis/<cluster>`).
     pub cluster: String,
@@ -270,7 +356,7 @@ pub struct SlotMove {
 }
 
 /// A decision, as committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     /// Why.
     pub trigger: Trigger,
@@ -296,7 +382,7 @@ pub struct Decision {
 }
 
 /// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepState {
     /// Not started.
@@ -312,7 +398,7 @@ pub enum StepState {
 }
 
 /// One attempt of a step, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attempt {
     /// The agent that ran it.
     pub agent: String,
@@ -326,7 +412,7 @@ pub struct Attempt {
 }
 
 /// A step and what happened to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepRecord {
     /// The step.
     #[serde(flatten)]
@@ -342,7 +428,7 @@ pub struct StepRecord {
 }
 
 /// How a failover ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Every step succeeded.
@@ -352,7 +438,7 @@ pub enum Outcome {
 }
 
 /// A failover in the history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FailoverRecord {
     /// Its epoch: the log index of its decision.
     pub epoch: u64,
@@ -377,7 +463,7 @@ impl FailoverRecord {
 }
 
 /// A trigger that fired but was not acted on, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Refusal {
     /// What it concerns: a group or a region.
     pub subject: String,
@@ -392,7 +478,7 @@ pub struct Refusal {
 }
 
 /// One entry of the history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HistoryEntry {
     /// A failover.
@@ -403,6 +489,8 @@ pub enum HistoryEntry {
     SlotsMoved(SlotMove),
     /// A readiness drill.
     Drill(Box<DrillReport>),
+    /// A live drill that ended.
+    LiveDrill(Box<LiveDrillRecord>),
     /// Automation paused or resumed.
     Mode {
         /// Paused after this entry.
@@ -473,6 +561,15 @@ pub enum FailoverCommand {
     },
     /// A readiness drill ran; recorded in the history.
     Drill(Box<DrillReport>),
+    /// A live drill began (its drain is committed just before).
+    LiveDrillStarted(Box<LiveDrill>),
+    /// The live drill's restore was decided.
+    LiveDrillRestoring {
+        /// The restore's failover.
+        restore_epoch: u64,
+    },
+    /// The live drill ended; recorded in the history.
+    LiveDrillFinished(Box<LiveDrillRecord>),
     /// Pause or resume automation.
     SetPaused {
         /// Paused after this.
@@ -524,6 +621,9 @@ pub struct Desired {
     /// The master of each slot-range list of each Redis Cluster, as last recorded.
     #[serde(default)]
     pub slot_owners: BTreeMap<String, BTreeMap<String, TargetId>>,
+    /// The live drill in progress, if any.
+    #[serde(default)]
+    pub live_drill: Option<LiveDrill>,
     /// Failovers, refusals and mode changes, oldest first, at most [`HISTORY_LIMIT`].
     pub history: Vec<HistoryEntry>,
 }
@@ -758,6 +858,21 @@ impl Desired {
                 self.push(HistoryEntry::Drill(report));
                 Vec::new()
             }
+            FailoverCommand::LiveDrillStarted(drill) => {
+                self.live_drill = Some(*drill);
+                Vec::new()
+            }
+            FailoverCommand::LiveDrillRestoring { restore_epoch } => {
+                if let Some(drill) = &mut self.live_drill {
+                    drill.restore_epoch = Some(restore_epoch);
+                }
+                Vec::new()
+            }
+            FailoverCommand::LiveDrillFinished(record) => {
+                self.live_drill = None;
+                self.push(HistoryEntry::LiveDrill(record));
+                Vec::new()
+            }
             FailoverCommand::SetPaused {
                 paused,
                 by,
@@ -913,6 +1028,80 @@ mod tests {
         assert_eq!(d.weights["r1"], 0);
         assert_eq!(d.running, [7].into());
         assert_eq!(d.failover(7).unwrap().steps.len(), 3);
+    }
+
+    #[test]
+    fn a_live_drill_is_held_in_the_state_and_its_milestones_follow_the_steps() {
+        let mut d = Desired::default();
+        d.apply(FailoverCommand::Decide(Box::new(decision())), 7);
+        let drill = LiveDrill {
+            region: "r1".into(),
+            actor: "alice".into(),
+            reason: "drill".into(),
+            hold_ms: 30_000,
+            started_ms: 1_000,
+            drain_epoch: 7,
+            restore_epoch: None,
+        };
+        d.apply(
+            FailoverCommand::LiveDrillStarted(Box::new(drill.clone())),
+            8,
+        );
+        assert_eq!(d.live_drill.as_ref(), Some(&drill));
+        let steps: Vec<String> = d
+            .failover(7)
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.step.id.clone())
+            .collect();
+        // Finished in reverse plan order: milestones follow the clock, not the plan.
+        for (i, step) in steps.iter().rev().enumerate() {
+            d.apply(
+                FailoverCommand::StepFinished {
+                    epoch: 7,
+                    step: step.clone(),
+                    ok: true,
+                    detail: "done".into(),
+                    at_ms: 1_100 + 100 * i as u64,
+                    give_up: false,
+                },
+                9 + i as u64,
+            );
+        }
+        d.apply(
+            FailoverCommand::Finish {
+                epoch: 7,
+                outcome: Outcome::Completed,
+                at_ms: 1_600,
+                cooldown_until_ms: 0,
+            },
+            20,
+        );
+        d.apply(
+            FailoverCommand::LiveDrillRestoring { restore_epoch: 21 },
+            21,
+        );
+        assert_eq!(d.live_drill.as_ref().unwrap().restore_epoch, Some(21));
+        let list = milestones(&drill, d.failover(7), None);
+        let names: Vec<&str> = list.iter().map(|m| m.name.as_str()).collect();
+        let mut expected = vec!["drain decided"];
+        expected.extend(steps.iter().rev().map(String::as_str));
+        expected.push("drained");
+        assert_eq!(names, expected);
+        assert_eq!(list.last().unwrap().after_ms, 600);
+        d.apply(
+            FailoverCommand::LiveDrillFinished(Box::new(LiveDrillRecord {
+                drill: drill.clone(),
+                outcome: Outcome::Completed,
+                finished_ms: 2_000,
+                milestones: list,
+                detail: "failed over and back".into(),
+            })),
+            22,
+        );
+        assert!(d.live_drill.is_none());
+        assert!(matches!(d.history.last(), Some(HistoryEntry::LiveDrill(r)) if r.drill == drill));
     }
 
     #[test]

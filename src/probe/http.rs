@@ -18,7 +18,7 @@ use crate::config::{ConnectionMode, HttpTargetConfig};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Facts of a successful HTTP check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HttpFacts {
     /// Status code received.
     pub status: u16,

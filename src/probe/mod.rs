@@ -35,17 +35,18 @@ pub trait Probe: Send + Sync + 'static {
 }
 
 /// What a successful check saw.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Observation {
     /// Time the check took, in milliseconds.
     #[serde(rename = "latency_ms", serialize_with = "crate::health::ser_millis")]
+    #[schemars(with = "f64")]
     pub latency: Duration,
     /// Kind-specific facts.
     pub facts: Facts,
 }
 
 /// Kind-specific facts of an observation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Facts {
     /// HTTP response facts.
@@ -127,6 +128,20 @@ impl fmt::Display for Lsn {
 impl Serialize for Lsn {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl schemars::JsonSchema for Lsn {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Lsn".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9A-F]+/[0-9A-F]+$",
+            "description": "A write-ahead-log position, as Postgres writes it (`X/Y`, hex)",
+        })
     }
 }
 

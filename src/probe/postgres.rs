@@ -36,7 +36,7 @@ SELECT application_name, client_addr, state, sync_state, sent_lsn, replay_lsn,
   FROM pg_stat_replication ORDER BY application_name";
 
 /// Role of a Postgres server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PgRole {
     /// Accepts writes (`pg_is_in_recovery()` is false).
@@ -46,7 +46,7 @@ pub enum PgRole {
 }
 
 /// Facts of a successful Postgres check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PostgresFacts {
     /// Primary or replica.
     pub role: PgRole,
@@ -71,7 +71,7 @@ pub struct PostgresFacts {
 }
 
 /// A replica's view of its upstream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WalReceiver {
     /// Receiver status, `streaming` when healthy.
     pub status: String,
@@ -88,7 +88,7 @@ pub struct WalReceiver {
 }
 
 /// One row of `pg_stat_replication`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ReplicationLink {
     /// The replica's `application_name`.
     pub application_name: String,

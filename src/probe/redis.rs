@@ -18,7 +18,7 @@ use super::{Facts, Observation, Probe, ProbeError};
 use crate::config::{RedisMode, SecretRef};
 
 /// Role of a Redis server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisRole {
     /// Accepts writes.
@@ -28,7 +28,7 @@ pub enum RedisRole {
 }
 
 /// Facts of a successful Redis check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RedisFacts {
     /// Master or replica.
     pub role: RedisRole,
@@ -51,7 +51,7 @@ pub struct RedisFacts {
 }
 
 /// A replica as its master sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RedisReplica {
     /// `ip:port`.
     pub addr: String,
@@ -64,7 +64,7 @@ pub struct RedisReplica {
 }
 
 /// A cluster node's view of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ClusterFacts {
     /// `ok` or `fail`.
     pub state: String,
@@ -85,7 +85,7 @@ pub struct ClusterFacts {
 }
 
 /// One line of `CLUSTER NODES`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ClusterNode {
     /// Node id.
     pub id: String,

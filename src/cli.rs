@@ -303,7 +303,24 @@ async fn follow_live_drill(target: &Target, epoch: u64, hold: u32) -> anyhow::Re
             "the live drill did not end within {} s of its hold: see `failoverd history`",
             600
         );
-        let (_, history) = call(target, "GET", "/v1/history?limit=50", None).await?;
+        // The agent asked may restart or lose its leader meanwhile: ask again until the
+        // deadline rather than give up on a drill that goes on.
+        let history = match call(target, "GET", "/v1/history?limit=50", None).await {
+            Ok((200, history)) => history,
+            Ok((status, body)) => {
+                eprintln!(
+                    "... the agent answered {status}: {}",
+                    text(&body["message"])
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                eprintln!("... {e:#}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         let ended = history["entries"].as_array().and_then(|entries| {
             entries
                 .iter()
@@ -322,9 +339,21 @@ async fn follow_live_drill(target: &Target, epoch: u64, hold: u32) -> anyhow::Re
                 EXIT_NOT_READY
             }));
         }
-        let (_, status) = call(target, "GET", "/v1/status", None).await?;
+        let Ok((200, status)) = call(target, "GET", "/v1/status", None).await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
         let drill = &status["failover"]["live_drill"];
+        let waiting: Vec<&str> = status["failover"]["waiting"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str())
+            .filter(|w| w.starts_with("live drill"))
+            .collect();
         let phase = match drill["restore_epoch"].as_u64() {
+            _ if drill.is_null() => "ending".to_owned(),
+            None if !waiting.is_empty() => waiting.join("; "),
             Some(restore) => format!("restoring {} (failover {restore})", text(&drill["region"])),
             None if status["failover"]["in_progress"]
                 .as_array()

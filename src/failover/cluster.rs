@@ -392,6 +392,7 @@ mod tests {
                 planned: false,
             }],
             refusal: None,
+            drill: None,
             steps: vec![crate::failover::state::Step {
                 id: "redis-takeover:redis/cache/a2".into(),
                 action: Action::TakeoverRedisCluster {

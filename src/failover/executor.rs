@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::manual::{self, ErrorKind, OpError};
 use super::state::{
-    ready_steps, settled, Action, Attempt, Decision, Desired, FailoverCommand, FailoverRecord,
-    LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
+    ready_steps, settled, Action, Attempt, Decision, Desired, DrillPart, FailoverCommand,
+    FailoverRecord, LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
 };
 use super::trigger::{self, Assessment, Refused, World};
 use crate::actions::route53::{Route53, Route53Error};
@@ -421,8 +421,6 @@ impl Reconciler {
             let _deciding = self.deciding.lock().await;
             // Read again under the lock: an operator's decision may have just been made.
             let desired = self.consensus.desired();
-            self.advance_live_drill(&desired).await;
-            let desired = self.consensus.desired();
             let (assessment, slot_owners) = self.assess(&desired);
             self.record_slot_owners(&desired, &slot_owners).await;
             self.record_refusals(&desired, &assessment.refusals).await;
@@ -434,6 +432,10 @@ impl Reconciler {
                     .map(|r| r.reason.clone())
                     .collect(),
             };
+            // A live drill that moved on changed the state: assess again at the next tick.
+            if self.advance_live_drill(&desired).await {
+                continue;
+            }
             if let Some(proposal) = assessment.proposal {
                 self.decide(&desired, proposal).await;
             }
@@ -790,36 +792,27 @@ impl Reconciler {
         let operation = manual::Operation::Drain {
             region: region.clone(),
         };
-        let (desired, decision) =
+        let (desired, mut decision) =
             self.plan(&operation, &actor, &format!("live drill: {reason}"))?;
+        decision.drill = Some(DrillPart::Drain(Box::new(LiveDrill {
+            region: region.clone(),
+            actor: actor.clone(),
+            reason: reason.clone(),
+            hold_ms,
+            started_ms: decision.decided_at_ms,
+            // The decision's own epoch, set when it is applied.
+            drain_epoch: 0,
+            restore_epoch: None,
+        })));
         let text = describe(&decision);
         tracing::warn!(actor = %actor, reason = %reason, region = %region, hold_ms, "live drill");
-        let commit_failed = |e: String| {
+        let epoch = self.commit(decision.clone()).await.map_err(|e| {
             OpError::new(
                 ErrorKind::Unavailable,
                 "no_quorum",
                 format!("cannot commit to the log: {e}"),
             )
-        };
-        let epoch = self.commit(decision.clone()).await.map_err(commit_failed)?;
-        let drill = LiveDrill {
-            region: region.clone(),
-            actor,
-            reason,
-            hold_ms,
-            started_ms: decision.decided_at_ms,
-            drain_epoch: epoch,
-            restore_epoch: None,
-        };
-        self.consensus
-            .write(command(FailoverCommand::LiveDrillStarted(Box::new(drill))))
-            .await
-            .map_err(|e| {
-                commit_failed(format!(
-                    "{e}; the drain (failover {epoch}) was committed but the drill was not: \
-                     restore {region} by hand once it has ended"
-                ))
-            })?;
+        })?;
         self.wake.notify_one();
         Ok(manual::Reply {
             epoch: Some(epoch),
@@ -837,130 +830,162 @@ impl Reconciler {
     }
 
     /// Moves the live drill on, on the leader, with `deciding` held: once its drain has ended
-    /// (and the hold is over, when it succeeded) the region is restored; once the restore has
-    /// ended, the drill is recorded with its milestones. A drain that failed is restored at
-    /// once: a drill leaves the region as it found it.
-    async fn advance_live_drill(&self, desired: &Desired) {
+    /// and the hold is over (at once when the drain failed: a drill leaves the region as it
+    /// found it), the region is restored — only while its verdict is Up: a region that really
+    /// failed meanwhile stays out. Once the restore has ended, the drill is recorded with its
+    /// milestones.
+    /// Returns whether it committed anything.
+    async fn advance_live_drill(&self, desired: &Desired) -> bool {
         let Some(drill) = desired.live_drill.clone() else {
-            return;
+            return false;
         };
         let drain = desired.failover(drill.drain_epoch);
-        let finish = |outcome: Outcome, detail: String| {
-            let restore = drill.restore_epoch.and_then(|e| desired.failover(e));
-            LiveDrillRecord {
-                milestones: super::state::milestones(&drill, drain, restore),
-                drill: drill.clone(),
-                outcome,
-                finished_ms: now_ms(),
-                detail,
-            }
+        let restore = drill.restore_epoch.and_then(|e| desired.failover(e));
+        let finish = |outcome: Outcome, detail: String| LiveDrillRecord {
+            milestones: super::state::milestones(&drill, drain, restore),
+            drill: drill.clone(),
+            outcome,
+            finished_ms: now_ms(),
+            detail,
         };
-        let record = match (drill.restore_epoch, drain) {
-            (_, None) => Some(finish(
-                Outcome::Failed,
-                format!("failover {} is no longer in the history", drill.drain_epoch),
-            )),
-            (None, Some(drain)) => {
-                let Some(ended) = drain.finished_ms else {
-                    return;
+        let region = &drill.region;
+        let record = match drill.restore_epoch {
+            None => {
+                // A drain whose record is gone (it cannot be, the history keeps it) counts as
+                // ended: the region is still put back.
+                let (ended, completed) = match drain {
+                    Some(d) => (d.finished_ms, d.outcome == Some(Outcome::Completed)),
+                    None => (Some(0), false),
                 };
-                let hold_over = ended.saturating_add(drill.hold_ms) <= now_ms();
-                if drain.outcome == Some(Outcome::Completed) && !hold_over {
-                    return;
+                let Some(ended) = ended else { return false };
+                if completed && ended.saturating_add(drill.hold_ms) > now_ms() {
+                    return false;
                 }
-                if !desired.drained.contains(&drill.region) {
+                if !desired.drained.contains(region) {
                     Some(finish(
                         Outcome::Failed,
-                        format!("{} was restored outside the drill", drill.region),
+                        format!("{region} was put back into DNS outside the drill"),
                     ))
+                } else if self.region_state(region) != Some(State::Up) {
+                    self.note_waiting(format!(
+                        "live drill: {region} stays drained until its verdict is Up again"
+                    ));
+                    None
                 } else {
-                    let operation = manual::Operation::Restore {
-                        region: drill.region.clone(),
-                    };
-                    let reason = format!("live drill: {}", drill.reason);
-                    match self.plan(&operation, &drill.actor, &reason) {
-                        // Paused, or another failover runs: try again at the next tick.
-                        Err(e) if e.kind == ErrorKind::Conflict => None,
-                        Err(e) => Some(finish(
-                            Outcome::Failed,
-                            format!("cannot restore {}: {}", drill.region, e.message),
-                        )),
-                        Ok((_, decision)) => match self.commit(decision).await {
-                            Ok(epoch) => {
-                                if let Err(e) = self
-                                    .consensus
-                                    .write(command(FailoverCommand::LiveDrillRestoring {
-                                        restore_epoch: epoch,
-                                    }))
-                                    .await
-                                {
-                                    tracing::warn!(error = %e, "cannot record the drill's restore");
-                                }
-                                self.wake.notify_one();
-                                None
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot commit the drill's restore");
-                                None
-                            }
-                        },
+                    match self.restore_for_drill(&drill).await {
+                        Ok(committed) => return committed,
+                        Err(record) => Some(record),
                     }
                 }
             }
-            (Some(restore_epoch), Some(drain)) => {
-                match desired.failover(restore_epoch).and_then(|r| r.outcome) {
-                    None if desired.failover(restore_epoch).is_some() => None,
-                    Some(Outcome::Completed) if drain.outcome == Some(Outcome::Completed) => {
-                        Some(finish(
-                            Outcome::Completed,
-                            format!(
-                                "{} was failed over (failover {}) and back (failover \
-                                 {restore_epoch})",
-                                drill.region, drill.drain_epoch
-                            ),
-                        ))
-                    }
-                    Some(Outcome::Completed) => Some(finish(
-                        Outcome::Failed,
+            Some(restore_epoch) => match restore.map(|r| r.outcome) {
+                Some(None) => None,
+                Some(Some(Outcome::Completed))
+                    if drain.is_some_and(|d| d.outcome == Some(Outcome::Completed)) =>
+                {
+                    Some(finish(
+                        Outcome::Completed,
                         format!(
-                            "the drain (failover {}) failed; {} was put back (failover \
+                            "{region} was failed over (failover {}) and back (failover \
                              {restore_epoch})",
-                            drill.drain_epoch, drill.region
+                            drill.drain_epoch
                         ),
-                    )),
-                    _ => Some(finish(
-                        Outcome::Failed,
-                        format!(
-                            "the restore (failover {restore_epoch}) failed: see GET \
-                             /v1/failovers/{restore_epoch} and restore {} by hand",
-                            drill.region
-                        ),
-                    )),
+                    ))
                 }
-            }
+                Some(Some(Outcome::Completed)) => Some(finish(
+                    Outcome::Failed,
+                    format!(
+                        "the drain (failover {}) failed; {region} was put back (failover \
+                         {restore_epoch})",
+                        drill.drain_epoch
+                    ),
+                )),
+                _ => Some(finish(
+                    Outcome::Failed,
+                    format!(
+                        "the restore (failover {restore_epoch}) failed: see GET \
+                         /v1/failovers/{restore_epoch} and restore {region} by hand"
+                    ),
+                )),
+            },
         };
-        let Some(record) = record else { return };
-        tracing::warn!(
-            region = %record.drill.region,
-            outcome = ?record.outcome,
-            detail = %record.detail,
-            "live drill ended"
-        );
-        self.notifier.send(
-            "drill_finished",
-            Some(record.drill.drain_epoch),
-            format!("live drill of {}: {}", record.drill.region, record.detail),
-            serde_json::to_value(&record).unwrap_or_default(),
-        );
-        if let Err(e) = self
+        let Some(record) = record else { return false };
+        let summary = format!("live drill of {region}: {}", record.detail);
+        let details = serde_json::to_value(&record).unwrap_or_default();
+        let outcome = record.outcome;
+        match self
             .consensus
             .write(command(FailoverCommand::LiveDrillFinished(Box::new(
                 record,
             ))))
             .await
         {
-            tracing::warn!(error = %e, "cannot record the end of the live drill");
+            Ok(_) => {
+                tracing::warn!(region = %region, outcome = ?outcome, "live drill ended");
+                self.notifier
+                    .send("drill_finished", Some(drill.drain_epoch), summary, details);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the end of the live drill");
+                false
+            }
         }
+    }
+
+    /// Decides the restore that ends `drill`: whether it was committed, or the record of a
+    /// drill that cannot go on.
+    async fn restore_for_drill(&self, drill: &LiveDrill) -> Result<bool, LiveDrillRecord> {
+        let operation = manual::Operation::Restore {
+            region: drill.region.clone(),
+        };
+        let reason = format!("live drill: {}", drill.reason);
+        match self.plan(&operation, &drill.actor, &reason) {
+            Ok((_, mut decision)) => {
+                decision.drill = Some(DrillPart::Restore);
+                match self.commit(decision).await {
+                    Ok(_) => {
+                        self.wake.notify_one();
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot commit the drill's restore");
+                        Ok(false)
+                    }
+                }
+            }
+            // Paused, another failover running, leadership in question: next tick.
+            Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::Unavailable) => {
+                self.note_waiting(format!(
+                    "live drill: restoring {} waits: {}",
+                    drill.region, e.message
+                ));
+                Ok(false)
+            }
+            Err(e) => Err(LiveDrillRecord {
+                milestones: Vec::new(),
+                drill: drill.clone(),
+                outcome: Outcome::Failed,
+                finished_ms: now_ms(),
+                detail: format!("cannot restore {}: {}", drill.region, e.message),
+            }),
+        }
+    }
+
+    /// The verdict on `region`, as the leader holds it.
+    fn region_state(&self, region: &str) -> Option<State> {
+        self.consensus
+            .trigger_inputs()
+            .and_then(|inputs| inputs.verdict.regions.get(region).copied())
+    }
+
+    /// Adds a line to what the status shows as waiting, until the next assessment.
+    fn note_waiting(&self, line: String) {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .push(line);
     }
 
     /// A readiness drill: for each region, whether failing it over would go through now —
@@ -1194,6 +1219,7 @@ impl Reconciler {
             promotion: proposal.promotion,
             redis: proposal.redis,
             refusal: proposal.refusal.map(|r| r.reason),
+            drill: None,
             steps,
         }
     }

@@ -42,7 +42,7 @@ pub enum Request {
         /// Why.
         reason: String,
         /// Only this region.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         region: Option<String>,
     },
     /// A live drill: drain `region` for real, hold it out, restore it, timing each milestone.

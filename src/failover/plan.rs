@@ -182,6 +182,7 @@ mod tests {
                 promotion: None,
                 redis: vec![],
                 refusal: None,
+                drill: None,
                 steps: steps.clone(),
             },
             steps: steps

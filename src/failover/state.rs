@@ -379,6 +379,20 @@ pub struct Decision {
     pub refusal: Option<String>,
     /// The steps.
     pub steps: Vec<Step>,
+    /// The part this decision plays in a live drill, if any: recorded with the decision, in
+    /// one log entry, so that a drill is never half started or half restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillPart>,
+}
+
+/// The part a decision plays in a live drill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum DrillPart {
+    /// The drain that starts the drill (its epoch becomes the drill's `drain_epoch`).
+    Drain(Box<LiveDrill>),
+    /// The restore that ends it.
+    Restore,
 }
 
 /// Where a step is.
@@ -561,13 +575,6 @@ pub enum FailoverCommand {
     },
     /// A readiness drill ran; recorded in the history.
     Drill(Box<DrillReport>),
-    /// A live drill began (its drain is committed just before).
-    LiveDrillStarted(Box<LiveDrill>),
-    /// The live drill's restore was decided.
-    LiveDrillRestoring {
-        /// The restore's failover.
-        restore_epoch: u64,
-    },
     /// The live drill ended; recorded in the history.
     LiveDrillFinished(Box<LiveDrillRecord>),
     /// Pause or resume automation.
@@ -654,12 +661,19 @@ impl Desired {
 
     fn push(&mut self, entry: HistoryEntry) {
         self.history.push(entry);
-        // Drop the oldest entries, but never a failover still in progress: it must finish.
+        // Drop the oldest entries, but never a failover still in progress (it must finish) nor
+        // one of the live drill in progress (its milestones are read from them).
         let mut excess = self.history.len().saturating_sub(HISTORY_LIMIT);
         let running = &self.running;
+        let drill: Vec<u64> = self
+            .live_drill
+            .iter()
+            .flat_map(|d| std::iter::once(d.drain_epoch).chain(d.restore_epoch))
+            .collect();
         self.history.retain(|e| {
-            let keep =
-                excess == 0 || matches!(e, HistoryEntry::Failover(f) if running.contains(&f.epoch));
+            let keep = excess == 0
+                || matches!(e, HistoryEntry::Failover(f)
+                    if running.contains(&f.epoch) || drill.contains(&f.epoch));
             if !keep {
                 excess -= 1;
             }
@@ -675,6 +689,21 @@ impl Desired {
             FailoverCommand::Decide(decision) => {
                 let decision = *decision;
                 self.epoch = index;
+                match &decision.drill {
+                    Some(DrillPart::Drain(drill)) => {
+                        self.live_drill = Some(LiveDrill {
+                            drain_epoch: index,
+                            restore_epoch: None,
+                            ..(**drill).clone()
+                        });
+                    }
+                    Some(DrillPart::Restore) => {
+                        if let Some(drill) = &mut self.live_drill {
+                            drill.restore_epoch = Some(index);
+                        }
+                    }
+                    None => {}
+                }
                 let by_operator = matches!(decision.trigger, Trigger::Manual { .. });
                 for region in &decision.drain {
                     self.drained.insert(region.clone());
@@ -858,19 +887,16 @@ impl Desired {
                 self.push(HistoryEntry::Drill(report));
                 Vec::new()
             }
-            FailoverCommand::LiveDrillStarted(drill) => {
-                self.live_drill = Some(*drill);
-                Vec::new()
-            }
-            FailoverCommand::LiveDrillRestoring { restore_epoch } => {
-                if let Some(drill) = &mut self.live_drill {
-                    drill.restore_epoch = Some(restore_epoch);
-                }
-                Vec::new()
-            }
             FailoverCommand::LiveDrillFinished(record) => {
-                self.live_drill = None;
-                self.push(HistoryEntry::LiveDrill(record));
+                // Only the drill in progress ends: a late or repeated entry changes nothing.
+                if self
+                    .live_drill
+                    .as_ref()
+                    .is_some_and(|d| d.drain_epoch == record.drill.drain_epoch)
+                {
+                    self.live_drill = None;
+                    self.push(HistoryEntry::LiveDrill(record));
+                }
                 Vec::new()
             }
             FailoverCommand::SetPaused {
@@ -976,6 +1002,7 @@ mod tests {
                 planned: false,
             }),
             refusal: None,
+            drill: None,
             steps: crate::failover::plan::plan(
                 Some(&Promotion {
                     group: "postgres/main".into(),
@@ -1033,20 +1060,23 @@ mod tests {
     #[test]
     fn a_live_drill_is_held_in_the_state_and_its_milestones_follow_the_steps() {
         let mut d = Desired::default();
-        d.apply(FailoverCommand::Decide(Box::new(decision())), 7);
         let drill = LiveDrill {
             region: "r1".into(),
             actor: "alice".into(),
             reason: "drill".into(),
             hold_ms: 30_000,
             started_ms: 1_000,
-            drain_epoch: 7,
+            drain_epoch: 0,
             restore_epoch: None,
         };
-        d.apply(
-            FailoverCommand::LiveDrillStarted(Box::new(drill.clone())),
-            8,
-        );
+        let mut drain = decision();
+        drain.drill = Some(DrillPart::Drain(Box::new(drill.clone())));
+        d.apply(FailoverCommand::Decide(Box::new(drain)), 7);
+        // The drill and its drain are one log entry: the drain's epoch is the drill's.
+        let drill = LiveDrill {
+            drain_epoch: 7,
+            ..drill
+        };
         assert_eq!(d.live_drill.as_ref(), Some(&drill));
         let steps: Vec<String> = d
             .failover(7)
@@ -1078,10 +1108,9 @@ mod tests {
             },
             20,
         );
-        d.apply(
-            FailoverCommand::LiveDrillRestoring { restore_epoch: 21 },
-            21,
-        );
+        let mut restore = decision();
+        restore.drill = Some(DrillPart::Restore);
+        d.apply(FailoverCommand::Decide(Box::new(restore)), 21);
         assert_eq!(d.live_drill.as_ref().unwrap().restore_epoch, Some(21));
         let list = milestones(&drill, d.failover(7), None);
         let names: Vec<&str> = list.iter().map(|m| m.name.as_str()).collect();
@@ -1102,6 +1131,19 @@ mod tests {
         );
         assert!(d.live_drill.is_none());
         assert!(matches!(d.history.last(), Some(HistoryEntry::LiveDrill(r)) if r.drill == drill));
+        // A repeated end changes nothing.
+        let entries = d.history.len();
+        d.apply(
+            FailoverCommand::LiveDrillFinished(Box::new(LiveDrillRecord {
+                drill: drill.clone(),
+                outcome: Outcome::Failed,
+                finished_ms: 3_000,
+                milestones: Vec::new(),
+                detail: "again".into(),
+            })),
+            23,
+        );
+        assert_eq!(d.history.len(), entries);
     }
 
     #[test]

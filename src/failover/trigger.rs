@@ -891,6 +891,7 @@ mod tests {
                     promotion,
                     redis: vec![],
                     refusal: None,
+                    drill: None,
                     steps: vec![],
                 },
             )),
@@ -1102,6 +1103,7 @@ mod tests {
             promotion: None,
             redis: p.redis,
             refusal: None,
+            drill: None,
             steps: vec![],
         };
         case.desired

@@ -1,0 +1,88 @@
+"""One region's API in the lab: serves `/health` (what failoverd probes) and writes through
+the current Postgres primary, found the way applications find it: a multi-host connection
+string with `target_session_attrs=read-write` (a fenced or recovering member is skipped).
+
+  GET  /health          200 {"status": "ok", "region": ...} while the process serves
+  POST /write {"seq"}   200 {"seq", "primary"} once the row is committed; 503 otherwise
+
+Usage: python api.py REGION HOST PORT CONNINFO
+"""
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg
+
+REGION, HOST, PORT, CONNINFO = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+lock = threading.Lock()
+connection = None
+
+
+def write(seq):
+    """Commits row `seq`; returns the port of the primary that took it."""
+    global connection
+    with lock:
+        try:
+            if connection is None or connection.closed:
+                connection = psycopg.connect(CONNINFO, autocommit=True)
+            row = connection.execute(
+                "INSERT INTO writes (seq, region) VALUES (%s, %s) "
+                "RETURNING current_setting('port')",
+                (seq, REGION),
+            ).fetchone()
+            return row[0]
+        except Exception:
+            if connection is not None:
+                try:
+                    connection.close()
+                except Exception:
+                    pass
+            connection = None
+            raise
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path == "/health":
+            self.answer(200, {"status": "ok", "region": REGION})
+        else:
+            self.answer(404, {"error": "not found"})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            seq = int(json.loads(self.rfile.read(length) or b"{}")["seq"])
+        except (ValueError, KeyError, TypeError):
+            self.answer(400, {"error": "body must be {\"seq\": <integer>}"})
+            return
+        if self.path != "/write":
+            self.answer(404, {"error": "not found"})
+            return
+        try:
+            primary = write(seq)
+        except Exception as e:
+            self.answer(503, {"error": str(e).strip().splitlines()[0] if str(e) else repr(e)})
+            return
+        self.answer(200, {"seq": seq, "primary": primary, "region": REGION})
+
+    def log_message(self, *args):
+        pass
+
+
+if __name__ == "__main__":
+    server = ThreadingHTTPServer((HOST, PORT), Handler)
+    server.daemon_threads = True
+    print(f"api {REGION} on http://{HOST}:{PORT}", flush=True)
+    server.serve_forever()

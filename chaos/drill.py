@@ -1,0 +1,182 @@
+"""What every drill does: bring up a lab of its own, run the workload, inject one fault, wait
+for what must follow (bounded), check the invariants, print one result line, tear down.
+
+Invariants, for every drill: no moment with two writable Postgres members, no acknowledged
+write lost, no failover that the fault does not explain. A drill that expects a failover also
+needs it completed and writes flowing again within the platform's 30 s.
+
+Options: --json FILE (write the result there), --keep (leave the lab up on failure, to look).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+import lablib
+import workload as wl
+
+RTO_LIMIT_S = 30.0
+
+
+class Context:
+    """What a drill's fault function gets: the lab, the workload and a place for notes."""
+
+    def __init__(self, lab, load):
+        self.lab = lab
+        self.load = load
+        self.notes = {}
+        self.violations = []
+        self.fault_at = None
+        self.fault_ms = None
+
+    def require(self, ok, message):
+        if not ok:
+            self.violations.append(message)
+
+    def failovers(self):
+        """The failovers decided since the fault, oldest first."""
+        entries = [e for e in self.lab.history() if e.get("type") == "failover"]
+        return sorted((e for e in entries if e["decision"]["decided_at_ms"] >= self.fault_ms),
+                      key=lambda e: e["epoch"])
+
+    def wait_failover(self, deadline_s=60):
+        """Until a failover decided since the fault has ended; returns it."""
+        def ended():
+            done = [f for f in self.failovers() if f.get("outcome")]
+            return done[0] if done else None
+        return lablib.wait_until("a failover to end", deadline_s, ended, 0.2)
+
+    def wait_writes(self, for_s=3, deadline_s=60):
+        """Until every write of the last `for_s` seconds succeeded."""
+        lablib.wait_until(f"writes to succeed for {for_s} s", deadline_s,
+                          lambda: self.load.succeeding(self.fault_at, for_s), 0.2)
+
+
+def trigger_text(trigger):
+    kind = trigger.get("kind")
+    if kind == "region_down":
+        return f"region {trigger['region']} down"
+    if kind == "primary_down":
+        return f"primary {trigger['target']} down"
+    return kind
+
+
+def run(name, inject, expect_failover, explained, check=None, description=""):
+    """Runs drill `name`. `inject(ctx)` injects the fault and waits for what must follow;
+    `explained(trigger)` says whether a failover's trigger is one the fault explains;
+    `check(ctx)` adds drill-specific checks after the workload stopped."""
+    parser = argparse.ArgumentParser(prog=f"chaos/drills/{name}", description=description)
+    parser.add_argument("--json", help="write the result as JSON to this file")
+    parser.add_argument("--keep", action="store_true", help="leave the lab up on failure")
+    args = parser.parse_args()
+    started = time.monotonic()
+
+    def progress(message):
+        print(f"{name}: {message}", file=sys.stderr, flush=True)
+
+    lab = lablib.Lab.start(progress=progress)
+    load = wl.Workload(lab)
+    watch = wl.SplitBrainWatch(lab)
+    ctx = Context(lab, load)
+    result = {"drill": name}
+    try:
+        load.start()
+        watch.start()
+        progress("workload running; waiting for a steady state")
+        ctx.fault_at = time.monotonic()
+        lablib.wait_until("steady writes", 30, lambda: load.succeeding(started, 3), 0.2)
+        ctx.fault_at = time.monotonic()
+        ctx.fault_ms = int(time.time() * 1000)
+        progress("injecting the fault")
+        inject(ctx)
+        load.stop()
+        watch.stop()
+        result.update(wl.report(lab, load, watch, ctx.fault_at))
+        failovers = ctx.failovers()
+        false = [f for f in failovers if not explained(f["decision"]["trigger"])]
+        result["failovers"] = [
+            {"epoch": f["epoch"], "trigger": trigger_text(f["decision"]["trigger"]),
+             "outcome": f.get("outcome"), "duration_s": (f.get("duration_ms") or 0) / 1000}
+            for f in failovers]
+        result["false_failovers"] = len(false)
+        if expect_failover:
+            done = [f for f in failovers if f.get("outcome") == "completed"]
+            ctx.require(done, "no failover completed")
+            if done:
+                result["failover_s"] = round((done[0].get("duration_ms") or 0) / 1000, 2)
+            # Milestones from the fault, as the leader recorded them: when each failover was
+            # first seen, decided and done, and when each of its steps succeeded.
+            since = lambda ms: round((ms - ctx.fault_ms) / 1000, 2)  # noqa: E731
+            result["milestones"] = milestones = {}
+            for f in done:
+                milestones.setdefault("detected", since(f["decision"]["first_seen_ms"]))
+                milestones[f"decided:{f['epoch']}"] = since(f["decision"]["decided_at_ms"])
+                for step in f["steps"]:
+                    if step.get("finished_ms") and step["state"] == "succeeded":
+                        milestones[step["id"]] = since(step["finished_ms"])
+                milestones["done"] = max(milestones.get("done", 0), since(f["finished_ms"]))
+            ctx.require(result["rto_s"] <= RTO_LIMIT_S,
+                        f"writes were unavailable for {result['rto_s']} s (limit {RTO_LIMIT_S})")
+        ctx.require(result["split_brain_samples"] == 0,
+                    f"two writable primaries at {result['split_brain']}")
+        ctx.require(result["lost"] == 0, f"{result['lost']} acknowledged writes lost: "
+                    f"{result['lost_seqs']}")
+        ctx.require(not false, "failovers the fault does not explain: " + ", ".join(
+            trigger_text(f["decision"]["trigger"]) for f in false))
+        if check:
+            check(ctx)
+    except Exception as e:
+        ctx.violations.append(f"{type(e).__name__}: {e}")
+        traceback.print_exc()
+    finally:
+        load.stop()
+        watch.stop()
+        result["notes"] = ctx.notes
+        result["violations"] = ctx.violations
+        result["passed"] = not ctx.violations
+        result["took_s"] = round(time.monotonic() - started, 1)
+        if ctx.violations and args.keep:
+            progress(f"kept the lab in {lab.dir} (chaos/lab down does not know it: "
+                     f"python3 -c 'import lablib; lablib.Lab.load(\"{lab.dir}\").stop()')")
+        else:
+            if ctx.violations:
+                lab.dump_logs(progress, lines=8)
+            lab.stop()
+    line = (f"{name:<20} {'PASS' if result['passed'] else 'FAIL'}  "
+            f"rto {result.get('rto_s', '-')} s  lost {result.get('lost', '-')}  "
+            f"false failovers {result.get('false_failovers', '-')}  "
+            f"split brain {result.get('split_brain_samples', '-')}")
+    if "milestones" in result:
+        m = result["milestones"]
+        promoted = [v for k, v in m.items() if k.startswith(("promote:", "redis-promote:"))]
+        dns = [v for k, v in m.items() if k.startswith("route53:")]
+        line += f"  detected {m.get('detected', '-')} s"
+        if dns:
+            line += f"  dns {min(dns)} s"
+        if promoted:
+            line += f"  promoted {max(promoted)} s"
+        line += f"  done {m.get('done', '-')} s"
+    for key, value in ctx.notes.items():
+        line += f"  {key} {value}"
+    if ctx.violations:
+        line += "  -- " + "; ".join(ctx.violations)
+    print(line, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    sys.exit(0 if result["passed"] else 1)
+
+
+def in_region(trigger, region, lab):
+    """Whether a trigger concerns `region` (its API, or a member that lives there)."""
+    if trigger.get("region") == region:
+        return True
+    target = trigger.get("target", "")
+    name = target.rsplit("/", 1)[-1]
+    return name.endswith(region)
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

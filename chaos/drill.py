@@ -102,24 +102,26 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
              "outcome": f.get("outcome"), "duration_s": (f.get("duration_ms") or 0) / 1000}
             for f in failovers]
         result["false_failovers"] = len(false)
+        done = [f for f in failovers if f.get("outcome") == "completed"]
         if expect_failover:
-            done = [f for f in failovers if f.get("outcome") == "completed"]
             ctx.require(done, "no failover completed")
-            if done:
-                result["failover_s"] = round((done[0].get("duration_ms") or 0) / 1000, 2)
+            ctx.require(result["rto_s"] <= RTO_LIMIT_S,
+                        f"writes were unavailable for {result['rto_s']} s (limit {RTO_LIMIT_S})")
+        if done:
+            result["failover_s"] = round((done[0].get("duration_ms") or 0) / 1000, 2)
+        if failovers:
             # Milestones from the fault, as the leader recorded them: when each failover was
             # first seen, decided and done, and when each of its steps succeeded.
             since = lambda ms: round((ms - ctx.fault_ms) / 1000, 2)  # noqa: E731
             result["milestones"] = milestones = {}
-            for f in done:
+            for f in failovers:
                 milestones.setdefault("detected", since(f["decision"]["first_seen_ms"]))
                 milestones[f"decided:{f['epoch']}"] = since(f["decision"]["decided_at_ms"])
                 for step in f["steps"]:
                     if step.get("finished_ms") and step["state"] == "succeeded":
                         milestones[step["id"]] = since(step["finished_ms"])
-                milestones["done"] = max(milestones.get("done", 0), since(f["finished_ms"]))
-            ctx.require(result["rto_s"] <= RTO_LIMIT_S,
-                        f"writes were unavailable for {result['rto_s']} s (limit {RTO_LIMIT_S})")
+                if f.get("finished_ms"):
+                    milestones["done"] = max(milestones.get("done", 0), since(f["finished_ms"]))
         ctx.require(result["split_brain_samples"] == 0,
                     f"two writable primaries at {result['split_brain']}")
         ctx.require(result["lost"] == 0, f"{result['lost']} acknowledged writes lost: "

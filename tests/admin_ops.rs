@@ -1003,3 +1003,81 @@ async fn a_live_drill_fails_a_region_over_and_back_in_one_call_with_its_mileston
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_drill_keeps_a_region_that_failed_during_the_hold_out_until_it_is_up(
+) -> anyhow::Result<()> {
+    let _serial = ONE_LAB_AT_A_TIME.lock().await;
+    let mut lab = lab().await?;
+    let (status, reply) = lab
+        .post(
+            "/v1/drills",
+            Some(TOKEN),
+            r#"{"kind":"live","region":"eu-west-3","reason":"drill","hold_seconds":10}"#,
+        )
+        .await?;
+    assert_eq!(status, 200, "{reply}");
+    let drain = reply["epoch"].as_u64().context("the drain's epoch")?;
+    assert_eq!(
+        lab.finished(drain, Duration::from_secs(30)).await?["outcome"],
+        "completed"
+    );
+    // The region really fails during the hold: its API stops.
+    let api = lab.apis.remove(0);
+    let addr = api.addr;
+    drop(api);
+    // What waits, and why, is the leader's to say.
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(10))
+        .await?;
+    let leader = lab.cluster.agents[lab.cluster.index(&leader)].admin;
+    let waiting = wait_for_async(
+        "the drill to wait for the region",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(format!("http://{leader}/v1/status"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let s: Value = serde_json::from_str(&text).ok()?;
+            let line = s["failover"]["waiting"]
+                .as_array()?
+                .iter()
+                .filter_map(|w| w.as_str())
+                .find(|w| w.contains("stays drained until its verdict is Up"))?
+                .to_owned();
+            Some((line, s))
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert!(waiting.0.contains("eu-west-3"), "{}", waiting.0);
+    let drill = &waiting.1["failover"]["live_drill"];
+    assert!(drill["restore_epoch"].is_null(), "not restored: {drill}");
+    let (weights, _) = lab.ministack.records().await?;
+    assert_eq!(weights["eu-west-3"], 0, "still out of DNS");
+
+    // Back up: the drill restores it and ends.
+    lab.apis.insert(
+        0,
+        support::HttpServer::start_at(addr, support::api_router()).await?,
+    );
+    let ended = wait_for_async("the drill to end", Duration::from_secs(60), || async {
+        let (_, text) = lab.get("/v1/history").await.ok()?;
+        let h: Value = serde_json::from_str(&text).ok()?;
+        h["entries"]
+            .as_array()?
+            .iter()
+            .find(|e| e["type"] == "live_drill")
+            .cloned()
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(ended["outcome"], "completed", "{ended:#}");
+    let (weights, _) = lab.ministack.records().await?;
+    assert_eq!(weights["eu-west-3"], 100);
+    Ok(())
+}

@@ -709,6 +709,17 @@ impl Reconciler {
         }
     }
 
+    /// What the trigger reads, on the leader; 503 `no_leader` elsewhere.
+    fn leading_inputs(&self) -> Result<crate::consensus::TriggerInputs, OpError> {
+        self.consensus.trigger_inputs().ok_or_else(|| {
+            OpError::new(
+                ErrorKind::Unavailable,
+                "no_leader",
+                "this agent does not lead",
+            )
+        })
+    }
+
     /// The decision an operator's drain, restore or forced failover becomes, against the
     /// replicated state it was checked on. Called with `deciding` held.
     fn plan(
@@ -717,13 +728,7 @@ impl Reconciler {
         actor: &str,
         reason: &str,
     ) -> Result<(Desired, Decision), OpError> {
-        let inputs = self.consensus.trigger_inputs().ok_or_else(|| {
-            OpError::new(
-                ErrorKind::Unavailable,
-                "no_leader",
-                "this agent does not lead",
-            )
-        })?;
+        let inputs = self.leading_inputs()?;
         let desired = self.consensus.desired();
         let proposal = manual::propose(
             operation,
@@ -1006,13 +1011,7 @@ impl Reconciler {
             ));
         }
         use super::state::{DrillCheck, DrillRegion};
-        let inputs = self.consensus.trigger_inputs().ok_or_else(|| {
-            OpError::new(
-                ErrorKind::Unavailable,
-                "no_leader",
-                "this agent does not lead",
-            )
-        })?;
+        let inputs = self.leading_inputs()?;
         let desired = self.consensus.desired();
         let shown = |e: Option<u64>| e.map_or("nothing".to_owned(), |e| e.to_string());
         let route53 = match &self.route53 {

@@ -749,7 +749,12 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serves `router` until dropped.
     pub async fn start(router: axum::Router) -> anyhow::Result<HttpServer> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), router).await
+    }
+
+    /// Serves `router` on `addr` (a stopped server's, to bring it back) until dropped.
+    pub async fn start_at(addr: SocketAddr, router: axum::Router) -> anyhow::Result<HttpServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -1285,12 +1290,16 @@ impl Drop for FaultProxy {
 /// The regions of the test cluster.
 pub const REGIONS: [&str; 3] = ["eu-west-3", "eu-central-1", "us-east-1"];
 
-/// One healthy API (`GET /health` → 200) per region; the servers stop when dropped.
+/// A healthy API: `GET /health` → 200.
+pub fn api_router() -> axum::Router {
+    axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }))
+}
+
+/// One healthy API ([`api_router`]) per region; the servers stop when dropped.
 pub async fn region_apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
     let mut servers = Vec::new();
     for _ in REGIONS {
-        let router = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
-        servers.push(HttpServer::start(router).await?);
+        servers.push(HttpServer::start(api_router()).await?);
     }
     let urls = [0, 1, 2].map(|i| servers[i].url("/health"));
     Ok((servers, urls))

@@ -11,6 +11,7 @@ Options: --json FILE (write the result there), --keep (leave the lab up on failu
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -77,6 +78,12 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
     def progress(message):
         print(f"{name}: {message}", file=sys.stderr, flush=True)
 
+    # A drill stopped from outside (Ctrl-C, run-all interrupted, a CI timeout) still tears
+    # its lab down.
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
     lab = lablib.Lab.start(progress=progress)
     load = wl.Workload(lab)
     watch = wl.SplitBrainWatch(lab)
@@ -102,9 +109,13 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
              "outcome": f.get("outcome"), "duration_s": (f.get("duration_ms") or 0) / 1000}
             for f in failovers]
         result["false_failovers"] = len(false)
+        result["failed_steps"] = [
+            {"epoch": f["epoch"], "step": st["id"], "detail": st.get("detail")}
+            for f in failovers for st in f["steps"] if st["state"] == "failed"]
         done = [f for f in failovers if f.get("outcome") == "completed"]
         if expect_failover:
-            ctx.require(done, "no failover completed")
+            ctx.require(done, "no failover completed" + "".join(
+                f"; {st['step']} failed: {st['detail']}" for st in result["failed_steps"]))
             ctx.require(result["rto_s"] <= RTO_LIMIT_S,
                         f"writes were unavailable for {result['rto_s']} s (limit {RTO_LIMIT_S})")
         if done:
@@ -130,9 +141,10 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
             trigger_text(f["decision"]["trigger"]) for f in false))
         if check:
             check(ctx)
-    except Exception as e:
+    except (Exception, KeyboardInterrupt) as e:
         ctx.violations.append(f"{type(e).__name__}: {e}")
-        traceback.print_exc()
+        if not isinstance(e, KeyboardInterrupt):
+            traceback.print_exc()
     finally:
         load.stop()
         watch.stop()

@@ -12,6 +12,9 @@ MINISTACK="$(scripts/ministack-venv.sh)"
 export MINISTACK
 SCHEMATHESIS="$(scripts/schemathesis-venv.sh)"
 export SCHEMATHESIS
+echo "==> promtool: the alert rules and their unit tests"
+promtool check rules deploy/monitoring/failoverd.rules.yml
+(cd deploy/monitoring && promtool test rules failoverd.rules.test.yml)
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -D warnings"

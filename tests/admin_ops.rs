@@ -259,6 +259,41 @@ async fn bad_calls_get_their_documented_status_and_code_and_change_nothing() -> 
     assert_eq!(status, 404, "{text}");
     assert!(text.contains("unknown_failover"));
     assert_eq!(lab.state().await?, before, "nothing changed");
+    // Every failoverd metric the alert rules use is in the leader's /metrics.
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/monitoring/failoverd.rules.yml"
+    ))?;
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(10))
+        .await?;
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        lab.cluster.agents[lab.cluster.index(&leader)].admin
+    ))
+    .await?
+    .text()
+    .await?;
+    let mut used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("failoverd_"))
+        .map(|w| {
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| w.strip_suffix(suffix))
+                .unwrap_or(w)
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 10, "{used:?}");
+    for name in used {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "the alert rules use {name}, which the leader does not export"
+        );
+    }
     // The CLI's exit codes: 1 for a refusal, 2 for a live change nobody confirmed.
     let (code, out) = lab
         .cli(&["drain", "mars-1", "--reason", "x", "--yes"])

@@ -110,8 +110,36 @@ struct Metrics {
     paused: IntGauge,
 }
 
+/// Every trigger label and refusal guard: their counters start at 0, so that alerts on
+/// `increase()` see the first one.
+const TRIGGERS: [&str; 5] = [
+    "region_down",
+    "primary_down",
+    "failback",
+    "dns_repair",
+    "manual",
+];
+const GUARDS: [&str; 5] = [
+    "last_region",
+    "no_candidate",
+    "max_lag_on_failover",
+    "pre_hook",
+    "dns_epoch",
+];
+
 impl Metrics {
     fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let metrics = Self::register(registry)?;
+        for trigger in TRIGGERS {
+            metrics.started.with_label_values(&[trigger]);
+        }
+        for guard in GUARDS {
+            metrics.refusals.with_label_values(&[guard]);
+        }
+        Ok(metrics)
+    }
+
+    fn register(registry: &Registry) -> prometheus::Result<Metrics> {
         fn reg<T: prometheus::core::Collector + Clone + 'static>(
             registry: &Registry,
             c: T,

@@ -1307,15 +1307,16 @@ pub async fn region_apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
 
 impl AgentCluster {
     /// For failure messages: the last lines each agent logged itself (without the Raft
-    /// library's).
+    /// library's), with anything it printed before its logging started.
     pub fn logs(&self) -> String {
         self.agents
             .iter()
             .map(|a| {
                 let log = a.log();
+                // Its own JSON lines, and any plain line (an error before logging started).
                 let own: Vec<&str> = log
                     .lines()
-                    .filter(|l| l.contains(r#""target":"failoverd"#))
+                    .filter(|l| l.contains(r#""target":"failoverd"#) || !l.starts_with('{'))
                     .collect();
                 format!(
                     "--- {}:\n{}",

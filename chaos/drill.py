@@ -10,7 +10,6 @@ Options: --json FILE (write the result there), --keep (leave the lab up on failu
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -184,7 +183,7 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
     sys.exit(0 if result["passed"] else 1)
 
 
-def in_region(trigger, region, lab):
+def in_region(trigger, region):
     """Whether a trigger concerns `region` (its API, or a member that lives there)."""
     if trigger.get("region") == region:
         return True
@@ -192,5 +191,3 @@ def in_region(trigger, region, lab):
     name = target.rsplit("/", 1)[-1]
     return name.endswith(region)
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -14,7 +14,6 @@ region drawn by weight as a weighted record answers), and records every attempt.
 Everything is bounded: the workload stops at `stop()` or after `max_s`.
 """
 
-import json
 import threading
 import time
 
@@ -178,7 +177,4 @@ def report(lab, workload, watch, fault_at):
         "split_brain": [{"at": round(t - fault_at, 2), "writable": w} for t, w in watch.split()][:5],
     }
 
-
-def dumps(value):
-    return json.dumps(value, sort_keys=True)
 

@@ -183,6 +183,26 @@ impl Lab {
     fn logs(&self) -> String {
         self.cluster.logs()
     }
+
+    /// The admin address of the agent all agree leads.
+    async fn leader_admin(&self) -> anyhow::Result<std::net::SocketAddr> {
+        let (leader, _) = self
+            .cluster
+            .agreed_leader(None, None, Duration::from_secs(10))
+            .await?;
+        Ok(self.cluster.agents[self.cluster.index(&leader)].admin)
+    }
+
+    /// Commits rows `0..n` to `orders` on the primary.
+    async fn write_orders(&self, n: i32) -> anyhow::Result<()> {
+        let primary = self.pg.primary.connect().await?;
+        for i in 0..n {
+            primary
+                .execute("INSERT INTO orders VALUES ($1)", &[&i])
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,17 +284,10 @@ async fn bad_calls_get_their_documented_status_and_code_and_change_nothing() -> 
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/monitoring/failoverd.rules.yml"
     ))?;
-    let (leader, _) = lab
-        .cluster
-        .agreed_leader(None, None, Duration::from_secs(10))
+    let metrics = reqwest::get(format!("http://{}/metrics", lab.leader_admin().await?))
+        .await?
+        .text()
         .await?;
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        lab.cluster.agents[lab.cluster.index(&leader)].admin
-    ))
-    .await?
-    .text()
-    .await?;
     let mut used: Vec<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("failoverd_"))
@@ -407,12 +420,7 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
     let _serial = ONE_LAB_AT_A_TIME.lock().await;
     let lab = lab().await?;
     // Writes acknowledged by the primary and the Redis master before the drain.
-    let primary = lab.pg.primary.connect().await?;
-    for i in 0..200 {
-        primary
-            .execute("INSERT INTO orders VALUES ($1)", &[&i])
-            .await?;
-    }
+    lab.write_orders(200).await?;
     lab.redis
         .master
         .cmd(&["SET", "session:42", "alive"])
@@ -887,12 +895,7 @@ async fn a_live_drill_fails_a_region_over_and_back_in_one_call_with_its_mileston
 ) -> anyhow::Result<()> {
     let _serial = ONE_LAB_AT_A_TIME.lock().await;
     let lab = lab().await?;
-    let primary = lab.pg.primary.connect().await?;
-    for i in 0..100 {
-        primary
-            .execute("INSERT INTO orders VALUES ($1)", &[&i])
-            .await?;
-    }
+    lab.write_orders(100).await?;
     let before = lab.state().await?;
     for (body, status, code) in [
         (
@@ -1062,11 +1065,7 @@ async fn a_live_drill_keeps_a_region_that_failed_during_the_hold_out_until_it_is
     let addr = api.addr;
     drop(api);
     // What waits, and why, is the leader's to say.
-    let (leader, _) = lab
-        .cluster
-        .agreed_leader(None, None, Duration::from_secs(10))
-        .await?;
-    let leader = lab.cluster.agents[lab.cluster.index(&leader)].admin;
+    let leader = lab.leader_admin().await?;
     let waiting = wait_for_async(
         "the drill to wait for the region",
         Duration::from_secs(30),

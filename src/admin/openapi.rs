@@ -15,6 +15,7 @@ use crate::failover::manual::Reply;
 use crate::failover::state::FailoverRecord;
 
 /// How a response body is described.
+#[derive(Clone)]
 enum Body {
     /// JSON of the schema in `#/components/schemas`.
     Json(Value),
@@ -66,7 +67,7 @@ pub fn document(open_reads: bool) -> Value {
     let drill_body = requests.root_schema_for::<DrillBody>().to_value();
 
     let error = Body::Json(responses.subschema_for::<ErrorBody>().to_value());
-    let err = |status: u16, what: &'static str| (status, what, clone_body(&error));
+    let err = |status: u16, what: &'static str| (status, what, error.clone());
     let reply = responses.subschema_for::<Reply>().to_value();
     let region = path_param(
         "name",
@@ -370,13 +371,6 @@ pub fn document(open_reads: bool) -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     })
-}
-
-fn clone_body(body: &Body) -> Body {
-    match body {
-        Body::Json(v) => Body::Json(v.clone()),
-        Body::Text(t) => Body::Text(t),
-    }
 }
 
 #[cfg(test)]

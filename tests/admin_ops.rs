@@ -279,34 +279,82 @@ async fn bad_calls_get_their_documented_status_and_code_and_change_nothing() -> 
     assert_eq!(status, 404, "{text}");
     assert!(text.contains("unknown_failover"));
     assert_eq!(lab.state().await?, before, "nothing changed");
-    // Every failoverd metric the alert rules use is in the leader's /metrics.
-    let rules = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/monitoring/failoverd.rules.yml"
-    ))?;
-    let metrics = reqwest::get(format!("http://{}/metrics", lab.leader_admin().await?))
+    // Every failoverd metric the alert rules and the dashboard query is exported (each agent
+    // exports what it probes: the primary's lag only where the primary is), and only the
+    // leader exports the verdict.
+    let leader = lab.leader_admin().await?;
+    let metrics = wait_for_async(
+        "the leader to export eu-west-3's verdict",
+        Duration::from_secs(10),
+        || async {
+            let text = reqwest::get(format!("http://{leader}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains(r#"failoverd_region_verdict{region="eu-west-3",state="up"} 1"#)
+                .then_some(text)
+        },
+    )
+    .await?;
+    let mut exported = String::new();
+    for agent in &lab.cluster.agents {
+        let url = format!("http://{}/metrics", agent.admin);
+        exported.push_str(&reqwest::get(url).await?.text().await?);
+    }
+    for file in [
+        "deploy/monitoring/failoverd.rules.yml",
+        "deploy/monitoring/failoverd-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR")))?;
+        let used = metric_names(&text);
+        assert!(used.len() >= 10, "{file}: {used:?}");
+        for name in used {
+            assert!(
+                exported.contains(&format!("# TYPE {name} ")),
+                "{file} queries {name}, which no agent exports"
+            );
+        }
+    }
+    let verdict = |name: &str, labels: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(labels))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(
+        verdict(
+            "failoverd_region_verdict{",
+            r#"region="eu-west-3",state="down""#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        verdict(
+            "failoverd_verdict{",
+            r#"region="eu-west-3",state="down",target="postgres/main/pg-eu-west-3""#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        verdict(
+            "failoverd_verdict_votes{",
+            r#"target="postgres/main/pg-eu-west-3",vote="down""#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    let follower_metrics = reqwest::get(format!("{}/metrics", lab.follower))
         .await?
         .text()
         .await?;
-    let mut used: Vec<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("failoverd_"))
-        .map(|w| {
-            ["_bucket", "_count", "_sum"]
-                .iter()
-                .find_map(|suffix| w.strip_suffix(suffix))
-                .unwrap_or(w)
-        })
-        .collect();
-    used.sort_unstable();
-    used.dedup();
-    assert!(used.len() >= 10, "{used:?}");
-    for name in used {
-        assert!(
-            metrics.contains(&format!("# TYPE {name} ")),
-            "the alert rules use {name}, which the leader does not export"
-        );
-    }
+    assert!(
+        !follower_metrics.contains("failoverd_verdict{"),
+        "a follower exports no verdict"
+    );
     // The CLI's exit codes: 1 for a refusal, 2 for a live change nobody confirmed.
     let (code, out) = lab
         .cli(&["drain", "mars-1", "--reason", "x", "--yes"])
@@ -1114,4 +1162,22 @@ async fn a_live_drill_keeps_a_region_that_failed_during_the_hold_out_until_it_is
     let (weights, _) = lab.ministack.records().await?;
     assert_eq!(weights["eu-west-3"], 100);
     Ok(())
+}
+
+/// The `failoverd_*` metric families a rule file or dashboard queries (histogram series named
+/// by their family).
+fn metric_names(text: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("failoverd_"))
+        .map(|w| {
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| w.strip_suffix(suffix))
+                .unwrap_or(w)
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }

@@ -40,9 +40,9 @@ impl Config {
             probed.len(),
             topology.targets.len()
         );
-        if !self.peers.is_empty() {
+        if self.other_peers().next().is_some() {
             push_line!(out, "\npeers:");
-            for p in &self.peers {
+            for p in self.other_peers() {
                 push_line!(out, "  {:<20} {:<16} {}", p.id, p.region, p.peer_url);
             }
         }
@@ -122,7 +122,7 @@ impl Config {
             kinds[0],
             kinds[1],
             kinds[2],
-            self.peers.len()
+            self.other_peers().count()
         );
         out
     }

@@ -535,6 +535,14 @@ region = "eu-central-1"
 peer_url = "https://failoverd.eu-central-1.internal:7071"
 "#;
 
+/// The entry of the agent the valid config describes.
+const PEER_PAR: &str = r#"
+[[peers]]
+id = "eu-west-3-a"
+region = "eu-west-3"
+peer_url = "https://failoverd.eu-west-3.internal:7071"
+"#;
+
 fn cases() -> Vec<Case> {
     vec![
         // Agent.
@@ -591,7 +599,7 @@ fn cases() -> Vec<Case> {
             "agent id \"eu-central-1-a\" is used twice",
         ),
         Case::alone(
-            "a peer id differs from the agent id",
+            "the agent's own peer entry names the agent's region",
             &[Append(
                 r#"
 [[peers]]
@@ -600,7 +608,13 @@ region = "eu-central-1"
 peer_url = "https://failoverd.eu-central-1.internal:7071"
 "#,
             )],
-            "peers[0].id",
+            "peers[0].region",
+            "this is the entry of this agent (agent.id \"eu-west-3-a\"), so its region must be agent.region \"eu-west-3\"",
+        ),
+        Case::alone(
+            "the agent's own peer entry appears once",
+            &[Append(PEER_PAR), Append(PEER_PAR)],
+            "peers[1].id",
             "agent id \"eu-west-3-a\" is used twice",
         ),
         Case::alone(
@@ -1521,7 +1535,10 @@ fn the_examples_load_and_their_summaries_name_every_region() {
             ["eu-west-3", "eu-central-1", "us-east-1"],
             "{name}"
         );
-        assert_eq!(config.peers.len(), 2, "{name}");
+        // Every agent is listed; the one this file describes is skipped.
+        assert_eq!(config.peers.len(), 3, "{name}");
+        let others: Vec<&str> = config.other_peers().map(|p| p.id.as_str()).collect();
+        assert_eq!(others, ["eu-central-1-a", "us-east-1-a"], "{name}");
         assert!(config.cluster.secret.is_some(), "{name}");
         assert!(!config.admin.tokens.is_empty(), "{name}");
         let pg = config.postgres.as_ref().expect("postgres section");
@@ -1565,6 +1582,46 @@ fn the_examples_load_and_their_summaries_name_every_region() {
         topologies[0], topologies[1],
         "example.toml and example.yaml describe the same targets"
     );
+}
+
+#[test]
+fn one_file_serves_every_region_by_setting_the_agent_from_the_environment() {
+    let dir = TempDir::new().expect("create temp dir");
+    let (text, _) = with_secrets_in(EXAMPLE_TOML, dir.path());
+    for (id, region, others) in [
+        (
+            "eu-west-3-a",
+            "eu-west-3",
+            ["eu-central-1-a", "us-east-1-a"],
+        ),
+        (
+            "eu-central-1-a",
+            "eu-central-1",
+            ["eu-west-3-a", "us-east-1-a"],
+        ),
+        (
+            "us-east-1-a",
+            "us-east-1",
+            ["eu-west-3-a", "eu-central-1-a"],
+        ),
+    ] {
+        let env = vec![
+            ("FAILOVERD__AGENT__ID".to_owned(), id.to_owned()),
+            ("FAILOVERD__AGENT__REGION".to_owned(), region.to_owned()),
+        ];
+        let config = Config::from_str_with_env(&text, config::FileFormat::Toml, env)
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(
+            (config.agent.id.as_str(), config.agent.region.as_str()),
+            (id, region)
+        );
+        let ids: Vec<&str> = config.other_peers().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, others, "{id} talks to the other two agents");
+        assert!(
+            config.summary().contains("2 peers"),
+            "{id}: the summary counts the other agents only"
+        );
+    }
 }
 
 #[test]

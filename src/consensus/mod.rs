@@ -28,7 +28,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Secret, TargetKind};
-use crate::health::HealthBoard;
+use crate::health::{HealthBoard, State};
 use crate::topology::{TargetId, Topology};
 use crate::verdict::{self, AgentId, Verdict};
 use network::{PeerClient, PeerNetwork};
@@ -89,6 +89,12 @@ struct ConsensusMetrics {
     leader_changes: IntCounter,
     report_age: prometheus::GaugeVec,
     reports_sent_failed: IntCounter,
+    /// Leader: 1 for each target's current verdict.
+    verdict: prometheus::IntGaugeVec,
+    /// Leader: how many agents vote each way per target.
+    votes: prometheus::IntGaugeVec,
+    /// Leader: 1 for each region's current verdict.
+    region_verdict: prometheus::IntGaugeVec,
 }
 
 /// A running Raft node with its reports.
@@ -218,7 +224,7 @@ impl Consensus {
             }),
         };
         let mut members = vec![me.clone()];
-        members.extend(config.peers.iter().map(|p| Member {
+        members.extend(config.other_peers().map(|p| Member {
             agent: p.id.clone(),
             node_id: types::node_id(&p.id),
             region: p.region.clone(),
@@ -340,7 +346,27 @@ impl Consensus {
             &["agent"],
         )?;
         registry.register(Box::new(reports_received.clone()))?;
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = prometheus::IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
         let metrics = ConsensusMetrics {
+            verdict: gauge_vec(
+                "failoverd_verdict",
+                "Leader: 1 for each target's current verdict (up, down, unknown), 0 for the others.",
+                &["target", "region", "state"],
+            )?,
+            votes: gauge_vec(
+                "failoverd_verdict_votes",
+                "Leader: agents voting each way (up, down, unknown: missing or stale) per target.",
+                &["target", "vote"],
+            )?,
+            region_verdict: gauge_vec(
+                "failoverd_region_verdict",
+                "Leader: 1 for each region's current verdict (up, down, unknown), 0 for the others.",
+                &["region", "state"],
+            )?,
             is_leader: gauge(
                 "failoverd_raft_is_leader",
                 "Whether this agent leads the cluster.",
@@ -615,6 +641,7 @@ impl Consensus {
         let mut raft_metrics = self.raft.metrics();
         let mut leader = None;
         let mut seq = 0u64;
+        let mut verdict_exported = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -650,6 +677,7 @@ impl Consensus {
                     if leader == Some(self.me.node_id) {
                         self.name_primaries().await;
                     }
+                    verdict_exported = self.export_verdict(verdict_exported);
                     let now = Instant::now();
                     for age in self.reports.ages(now) {
                         if let Some(ms) = age.age_ms {
@@ -663,6 +691,45 @@ impl Consensus {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
         }
+    }
+
+    /// Sets the verdict gauges while this agent leads; clears them once when it stops
+    /// leading, so that only the leader exports a verdict. Returns whether they are set.
+    fn export_verdict(&self, exported: bool) -> bool {
+        let m = &self.metrics;
+        let Some(verdict) = self.verdict() else {
+            if exported {
+                m.verdict.reset();
+                m.votes.reset();
+                m.region_verdict.reset();
+            }
+            return false;
+        };
+        const STATES: [State; 3] = [State::Up, State::Down, State::Unknown];
+        for (target, region, _) in &self.targets {
+            let Some(v) = verdict.targets.get(target) else {
+                continue;
+            };
+            let target = target.to_string();
+            for state in STATES {
+                m.verdict
+                    .with_label_values(&[&target, region, state.as_str()])
+                    .set(i64::from(v.state == state));
+            }
+            for (vote, agents) in [("up", &v.up), ("down", &v.down), ("unknown", &v.unknown)] {
+                m.votes
+                    .with_label_values(&[&target, vote])
+                    .set(i64::try_from(agents.len()).unwrap_or(i64::MAX));
+            }
+        }
+        for (region, state) in &verdict.regions {
+            for s in STATES {
+                m.region_verdict
+                    .with_label_values(&[region, s.as_str()])
+                    .set(i64::from(*state == s));
+            }
+        }
+        true
     }
 
     async fn send_report(&self, board: &HealthBoard, seq: u64, leader: Option<NodeId>) {

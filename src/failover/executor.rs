@@ -136,6 +136,11 @@ impl Metrics {
         for guard in GUARDS {
             metrics.refusals.with_label_values(&[guard]);
         }
+        for action in ACTIONS {
+            for result in ["ok", "retry", "failed"] {
+                metrics.steps.with_label_values(&[action, result]);
+            }
+        }
         Ok(metrics)
     }
 
@@ -1893,6 +1898,18 @@ fn show(weights: &BTreeMap<String, u32>) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Every [`action_label`]: the step counters start at 0 for each.
+const ACTIONS: [&str; 8] = [
+    "fence_postgres",
+    "promote_postgres",
+    "follow_postgres",
+    "route53",
+    "fence_redis",
+    "promote_redis",
+    "follow_redis",
+    "takeover_redis_cluster",
+];
 
 fn action_label(action: &Action) -> &'static str {
     match action {

@@ -287,12 +287,7 @@ async fn bad_calls_get_their_documented_status_and_code_and_change_nothing() -> 
         "the leader to export eu-west-3's verdict",
         Duration::from_secs(10),
         || async {
-            let text = reqwest::get(format!("http://{leader}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = fetch_text(format!("http://{leader}/metrics")).await?;
             text.contains(r#"failoverd_region_verdict{region="eu-west-3",state="up"} 1"#)
                 .then_some(text)
         },
@@ -347,10 +342,7 @@ async fn bad_calls_get_their_documented_status_and_code_and_change_nothing() -> 
         Some(0.0),
         "{metrics}"
     );
-    let follower_metrics = reqwest::get(format!("{}/metrics", lab.follower))
-        .await?
-        .text()
-        .await?;
+    let (_, follower_metrics) = lab.get("/metrics").await?;
     assert!(
         !follower_metrics.contains("failoverd_verdict{"),
         "a follower exports no verdict"
@@ -1118,12 +1110,7 @@ async fn a_live_drill_keeps_a_region_that_failed_during_the_hold_out_until_it_is
         "the drill to wait for the region",
         Duration::from_secs(30),
         || async {
-            let text = reqwest::get(format!("http://{leader}/v1/status"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = fetch_text(format!("http://{leader}/v1/status")).await?;
             let s: Value = serde_json::from_str(&text).ok()?;
             let line = s["failover"]["waiting"]
                 .as_array()?
@@ -1180,4 +1167,9 @@ fn metric_names(text: &str) -> Vec<&str> {
     names.sort_unstable();
     names.dedup();
     names
+}
+
+/// The body of a GET, or `None` if the call fails (for conditions waited on).
+async fn fetch_text(url: String) -> Option<String> {
+    reqwest::get(url).await.ok()?.text().await.ok()
 }

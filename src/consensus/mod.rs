@@ -716,9 +716,13 @@ impl Consensus {
                     .with_label_values(&[&target, region, state.as_str()])
                     .set(i64::from(v.state == state));
             }
-            for (vote, agents) in [("up", &v.up), ("down", &v.down), ("unknown", &v.unknown)] {
+            for (vote, agents) in [
+                (State::Up, &v.up),
+                (State::Down, &v.down),
+                (State::Unknown, &v.unknown),
+            ] {
                 m.votes
-                    .with_label_values(&[&target, vote])
+                    .with_label_values(&[&target, vote.as_str()])
                     .set(i64::try_from(agents.len()).unwrap_or(i64::MAX));
             }
         }

@@ -6,7 +6,10 @@
 //! On a replica the `pg_stat_wal_receiver` row is the data path's own view of the primary:
 //! whether it streams, and how long since the primary last said anything. The primary sends a
 //! keepalive after half of `wal_sender_timeout` of silence, so that age is only a fine signal
-//! when `wal_sender_timeout` is short (the lab uses 5 s).
+//! when `wal_sender_timeout` is short (the lab uses 5 s). Ages are measured against
+//! `clock_timestamp()`, not `now()`: the round trip is one transaction, so `now()` is its start
+//! and a message received while it runs would look like it came from the future. They are
+//! clamped at zero for the same reason.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,8 +30,8 @@ SELECT pg_is_in_recovery(),
        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
   (SELECT timeline_id FROM pg_control_checkpoint()),
   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END,
-  CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END;
-SELECT status, received_tli, flushed_lsn, extract(epoch FROM now() - last_msg_receipt_time),
+  CASE WHEN pg_is_in_recovery() THEN greatest(0, extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())) END;
+SELECT status, received_tli, flushed_lsn, greatest(0, extract(epoch FROM clock_timestamp() - last_msg_receipt_time)),
   sender_host, sender_port
   FROM pg_stat_wal_receiver;
 SELECT application_name, client_addr, state, sync_state, sent_lsn, replay_lsn,

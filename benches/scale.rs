@@ -17,6 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use failoverd::config::TargetKind;
+use failoverd::consensus::contact::ContactReport;
 use failoverd::consensus::reports::{Report, ReportBook};
 use failoverd::consensus::REPORT_INTERVAL;
 use failoverd::health::State;
@@ -77,6 +78,12 @@ fn measure(agents: usize, targets: usize, iterations: u32) -> Row {
         positions: BTreeMap::new(),
         offsets: BTreeMap::new(),
         clusters: BTreeMap::new(),
+        // It followed one leader and, once, led every other agent.
+        contact: Some(ContactReport {
+            started_ms_ago: 86_400_000,
+            accepted_from_ms_ago: [(names[1 % agents].clone(), 40)].into(),
+            acked_by_ms_ago: names.iter().map(|n| (n.clone(), 3_600_000)).collect(),
+        }),
     };
 
     let sample = report(&names[0], 1);

@@ -98,13 +98,21 @@ def as_postgres(argv):
 
 
 def pid_alive(pid):
+    """Whether `pid` runs. A zombie (dead, not yet collected by its parent — for a postmaster
+    started by pg_ctl that is whatever reaps orphans, which may take seconds) counts as gone."""
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # pid (comm) state ...: comm may hold spaces and parentheses, the state follows
+            # the last ')'.
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def check_packages():
@@ -315,6 +323,21 @@ class Lab:
         pid = self.postmaster_pid(region)
         os.kill(pid, signal.SIGKILL)
         wait_until(f"postgres {region} to die", 15, lambda: not pid_alive(pid), 0.05)
+
+    def kill_region(self, region):
+        """A region lost at once: SIGKILL of its API, Postgres, Redis and agent, all sent
+        before waiting for any of them to go."""
+        keys = [k for k in (f"api:{region}", f"redis:sessions-{region}", f"agent:{region}")
+                if self.state["pids"].get(k)]
+        pids = [self.state["pids"][k] for k in keys] + [self.postmaster_pid(region)]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for key in keys:
+            self.kill(key)
+        wait_until(f"postgres {region} to die", 15, lambda: not pid_alive(pids[-1]), 0.05)
 
     def start_agent(self, region):
         agent = self.state["agents"][region]

@@ -27,7 +27,7 @@ use crate::health::HealthBoard;
 use crate::topology::{TargetId, Topology};
 
 /// How often the lease is checked.
-pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A regained lease must hold this long, with the log applied, before a fence is lifted or a
 /// master demoted: right after a partition heals the log may not yet hold the failover that

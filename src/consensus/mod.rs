@@ -11,6 +11,7 @@
 //! an empty log and vote, so start-up order does not matter, a restart keeps its log, and no
 //! second cluster can appear.
 
+pub mod contact;
 pub mod network;
 pub mod peer_api;
 pub mod reports;
@@ -116,6 +117,8 @@ pub struct Consensus {
     state_machine: store::StateMachine,
     lease: Arc<LeaseClock>,
     lease_ttl: Duration,
+    /// Who this agent accepted as leader, and who acknowledged it as leader, and when.
+    contacts: Arc<contact::ContactBook>,
     /// Postgres members as the planner needs them: target, region, priority, no_failover.
     pg_members: Vec<(TargetId, String, u32, bool)>,
     /// The data-loss guard, in bytes.
@@ -281,7 +284,8 @@ impl Consensus {
             .filter(|m| m.node_id != me.node_id)
             .filter_map(|m| Some((m.node_id, m.peer_url.clone()?)))
             .collect();
-        let network = PeerNetwork::new(client.clone(), urls);
+        let contacts = Arc::new(contact::ContactBook::new());
+        let network = PeerNetwork::new(client.clone(), urls, contacts.clone());
         let raft = Raft::new(
             me.node_id,
             Arc::new(raft_config),
@@ -447,6 +451,7 @@ impl Consensus {
             blocked_gauge,
             lease: Arc::new(LeaseClock::new()),
             lease_ttl: config.cluster.lease_ttl(),
+            contacts,
             groups: topology
                 .targets
                 .iter()
@@ -478,6 +483,7 @@ impl Consensus {
             unauthorized: self.unauthorized.clone(),
             reports_received: self.reports_received.clone(),
             lease: self.lease.clone(),
+            contacts: self.contacts.clone(),
             admin: self.admin.clone(),
             verdict: Arc::new(move || {
                 let me = me.upgrade()?;
@@ -771,6 +777,9 @@ impl Consensus {
                 .iter()
                 .filter_map(|v| Some((v.id.clone(), cluster_of(v)?)))
                 .collect(),
+            contact: Some(self.contacts.report(Instant::now(), |node| {
+                self.agent_of(Some(node)).map(str::to_owned)
+            })),
         };
         if leader == self.me.node_id {
             if let Err(e) = self.reports.record(report, Instant::now()) {
@@ -820,29 +829,68 @@ impl Consensus {
         ))
     }
 
-    /// On the leader: whether `member` has been silent for `lease_ttl` — no report for that
-    /// long, counted from when this agent became leader at the earliest (a new leader holds
-    /// no reports yet, and the member may have heard the previous leader until it died).
+    /// On the leader: whether `member` has been silent for `lease_ttl` plus the fence margin,
+    /// so that it has fenced its own primaries (see [`Consensus::silence`]).
     fn lease_expired(&self, member: &Member, now: Instant) -> bool {
-        if member.node_id == self.me.node_id {
-            return false;
-        }
-        let leading_for = self
-            .leader_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map(|since| now.saturating_duration_since(since))
-            .unwrap_or_default();
-        let silent_for = self
-            .reports
-            .age(&member.agent, now)
-            .map_or(leading_for, |age| age.min(leading_for));
-        silent_for >= self.lease_ttl + self.fence_margin()
+        self.silence(member, now)
+            .is_some_and(|(silent, since)| silent >= self.lease_ttl + self.fence_margin(since))
     }
 
-    /// See [`Consensus::lease_expired`].
-    fn fence_margin(&self) -> Duration {
-        self.report_interval + crate::fencing::CHECK_INTERVAL + FENCE_ALLOWANCE
+    /// On the leader: how long `member` has gone without renewing its lease as far as this
+    /// leader can tell, and what that is counted from: the latest contact mark every other
+    /// member holds of it ([`contact::last_renewal`]), which bounds every renewal. While one
+    /// of them has not sent its marks since this agent took office, the later of its own
+    /// last report and this agent's election (it may have heard the previous leader until
+    /// then).
+    fn silence(&self, member: &Member, now: Instant) -> Option<(Duration, SilentSince)> {
+        if member.node_id == self.me.node_id {
+            return None;
+        }
+        let office = (*self.leader_since.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let own = self
+            .contacts
+            .contact(|node| self.agent_of(Some(node)).map(str::to_owned));
+        let others: Vec<Option<contact::Contact>> = self
+            .members
+            .iter()
+            .filter(|m| m.node_id != member.node_id)
+            .map(|m| {
+                if m.node_id == self.me.node_id {
+                    Some(own.clone())
+                } else {
+                    self.reports.contact(&m.agent, office)
+                }
+            })
+            .collect();
+        if let Some(renewal) =
+            contact::last_renewal(&member.agent, others.iter().map(Option::as_ref))
+        {
+            return Some((
+                now.saturating_duration_since(renewal),
+                SilentSince::Contacts,
+            ));
+        }
+        let report = self
+            .reports
+            .age(&member.agent, now)
+            .and_then(|age| now.checked_sub(age))
+            .filter(|at| *at > office);
+        Some(match report {
+            Some(at) => (now.saturating_duration_since(at), SilentSince::Report),
+            None => (now.saturating_duration_since(office), SilentSince::Election),
+        })
+    }
+
+    /// What a silent member needs beyond `lease_ttl` to have fenced its primaries: its
+    /// fence check's period and the fence itself — and, when its silence is counted from its
+    /// last report, one report period (its lease may have been renewed just after it sent
+    /// that report). A contact mark is made after the renewal it stands for.
+    fn fence_margin(&self, since: SilentSince) -> Duration {
+        let reports = match since {
+            SilentSince::Contacts => Duration::ZERO,
+            SilentSince::Report | SilentSince::Election => self.report_interval,
+        };
+        reports + crate::fencing::CHECK_INTERVAL + FENCE_ALLOWANCE
     }
 
     /// The Postgres members of `group` as the candidate rule sees them.
@@ -1206,6 +1254,27 @@ impl Consensus {
             .map_err(|e| e.to_string())
     }
 
+    /// Appends `command` to the log now, behind every command submitted before it, and
+    /// returns what waits for it to be committed and applied (its log index). A command
+    /// submitted after it commits only if this one does.
+    pub async fn submit(
+        &self,
+        command: types::Command,
+    ) -> Result<impl std::future::Future<Output = Result<u64, String>>, String> {
+        let answer = self
+            .raft
+            .client_write_ff(command)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(async move {
+            match answer.await {
+                Ok(Ok(response)) => Ok(response.log_id.index),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the Raft node stopped before the entry was committed".to_owned()),
+            }
+        })
+    }
+
     /// Confirms with a quorum that this agent still leads (a deposed leader finds out here).
     pub async fn confirm_leader(&self) -> Result<(), String> {
         self.raft
@@ -1239,9 +1308,17 @@ impl Consensus {
                 .iter()
                 .map(|member| {
                     let report = ages.iter().find(|a| a.agent == member.agent).cloned();
+                    let now = Instant::now();
+                    let silence = if leading {
+                        self.silence(member, now)
+                    } else {
+                        None
+                    };
                     MemberStatus {
                         member: member.clone(),
-                        lease_expired: leading.then(|| self.lease_expired(member, Instant::now())),
+                        lease_expired: leading.then(|| self.lease_expired(member, now)),
+                        silent_ms: silence.map(|(silent, _)| millis(silent)),
+                        silent_since: silence.map(|(_, since)| since),
                         report,
                     }
                 })
@@ -1336,6 +1413,26 @@ pub struct MemberStatus {
     /// On the leader: whether the member has been silent for `lease_ttl`, so that it has
     /// fenced its own primaries and its region may be failed over.
     pub lease_expired: Option<bool>,
+    /// On the leader: milliseconds since the member last renewed its lease, as far as the
+    /// leader can tell (see `silent_since`).
+    pub silent_ms: Option<u64>,
+    /// On the leader: what `silent_ms` is counted from.
+    pub silent_since: Option<SilentSince>,
+}
+
+/// What a leader counts a member's silence from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SilentSince {
+    /// The latest contact mark the other members hold of it (it led, or followed one of
+    /// them): every member has sent its marks since this leader took office.
+    Contacts,
+    /// Its latest report, since this leader took office (some member has not sent its
+    /// marks).
+    Report,
+    /// This leader's election (some member has not sent its marks, and it has sent no
+    /// report since).
+    Election,
 }
 
 /// The nodes of each configured Redis Cluster, with twice its node timeout in milliseconds.

@@ -6,6 +6,7 @@
 //! comes back in the body and is passed on as a `RemoteError`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -20,6 +21,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::contact::ContactBook;
 use super::types::{NodeId, TypeConfig};
 use crate::config::Secret;
 
@@ -158,12 +160,22 @@ impl PeerClient {
 pub struct PeerNetwork {
     client: PeerClient,
     urls: HashMap<NodeId, String>,
+    contacts: Arc<ContactBook>,
 }
 
 impl PeerNetwork {
-    /// Peer connections share `client`; `urls` maps node ids to peer base URLs.
-    pub fn new(client: PeerClient, urls: HashMap<NodeId, String>) -> Self {
-        PeerNetwork { client, urls }
+    /// Peer connections share `client`; `urls` maps node ids to peer base URLs; each
+    /// follower's acknowledgement of an AppendEntries is marked in `contacts`.
+    pub fn new(
+        client: PeerClient,
+        urls: HashMap<NodeId, String>,
+        contacts: Arc<ContactBook>,
+    ) -> Self {
+        PeerNetwork {
+            client,
+            urls,
+            contacts,
+        }
     }
 }
 
@@ -172,6 +184,7 @@ pub struct PeerConnection {
     target: NodeId,
     base: String,
     client: PeerClient,
+    contacts: Arc<ContactBook>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -188,6 +201,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             base,
             client: self.client.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -222,7 +236,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(paths::APPEND, &rpc, &option).await
+        let answer = self.rpc(paths::APPEND, &rpc, &option).await;
+        // The follower took this agent as its leader: its lease was renewed before now.
+        if matches!(&answer, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.contacts.acked_by(self.target);
+        }
+        answer
     }
 
     async fn install_snapshot(

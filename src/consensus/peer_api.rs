@@ -38,6 +38,8 @@ pub struct PeerState {
     pub reports_received: prometheus::IntCounterVec,
     /// Renewed by every AppendEntries from a current leader.
     pub lease: Arc<super::LeaseClock>,
+    /// Marks which leader this agent accepted, and when.
+    pub contacts: Arc<super::contact::ContactBook>,
     /// Carries out operators' requests forwarded by the other agents (set once the
     /// reconciler runs).
     pub admin: Arc<std::sync::OnceLock<AdminHandler>>,
@@ -126,13 +128,17 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 async fn append(State(state): State<PeerState>, body: Bytes) -> Response {
-    match parse(&body) {
+    match parse::<openraft::raft::AppendEntriesRequest<super::types::TypeConfig>>(&body) {
         Ok(rpc) => {
+            let leader = rpc.vote.leader_id().voted_for();
             let result = state.raft.append_entries(rpc).await;
             // Any answer but "your vote is stale" means a current leader reached us.
             if matches!(&result, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
             {
                 state.lease.touch();
+                if let Some(leader) = leader {
+                    state.contacts.accepted_from(leader);
+                }
             }
             Json(result).into_response()
         }

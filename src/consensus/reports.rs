@@ -37,6 +37,10 @@ pub struct Report {
     /// What each Redis Cluster node this agent probes sees of its cluster.
     #[serde(default)]
     pub clusters: BTreeMap<TargetId, crate::probe::redis::ClusterFacts>,
+    /// Its contacts with leaders, so that the leader can tell when a silent agent last
+    /// renewed its lease (absent from agents that predate them).
+    #[serde(default)]
+    pub contact: Option<super::contact::ContactReport>,
 }
 
 /// A Redis member's replication state as last observed.
@@ -297,6 +301,14 @@ impl ReportBook {
             .clear();
     }
 
+    /// The contacts an agent sent in its latest report, if that report arrived at `since` or
+    /// later.
+    pub fn contact(&self, agent: &str, since: Instant) -> Option<super::contact::Contact> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let held = latest.get(agent).filter(|h| h.received >= since)?;
+        Some(held.report.contact.as_ref()?.at(held.received))
+    }
+
     /// Age of an agent's latest report.
     pub fn age(&self, agent: &str, now: Instant) -> Option<Duration> {
         let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
@@ -320,7 +332,38 @@ mod tests {
             positions: BTreeMap::new(),
             offsets: BTreeMap::new(),
             clusters: BTreeMap::new(),
+            contact: None,
         }
+    }
+
+    #[test]
+    fn contacts_count_only_from_reports_that_arrived_since() {
+        let book = ReportBook::new(vec!["a".into()]);
+        let office = Instant::now();
+        let arrived = office + Duration::from_millis(300);
+        let contact = crate::consensus::contact::ContactReport {
+            started_ms_ago: 60_000,
+            accepted_from_ms_ago: [("b".to_owned(), 1_000)].into(),
+            acked_by_ms_ago: BTreeMap::new(),
+        };
+        book.record(
+            Report {
+                contact: Some(contact),
+                ..report("a", 1, 1)
+            },
+            arrived,
+        )
+        .unwrap();
+        let seen = book
+            .contact("a", office)
+            .expect("arrived after the office began");
+        assert_eq!(
+            seen.accepted_from["b"],
+            arrived - Duration::from_millis(1_000)
+        );
+        assert_eq!(book.contact("a", arrived + Duration::from_millis(1)), None);
+        book.record(report("a", 1, 2), arrived).unwrap();
+        assert_eq!(book.contact("a", office), None, "a report without contacts");
     }
 
     #[test]

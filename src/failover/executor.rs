@@ -16,7 +16,7 @@
 //! leadership stops its steps; the next one resumes from the log, so a finished step never
 //! runs twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::manual::{self, ErrorKind, OpError};
 use super::state::{
-    ready_steps, settled, Action, Attempt, Decision, Desired, DrillPart, FailoverCommand,
+    ready_steps_after, settled, Action, Attempt, Decision, Desired, DrillPart, FailoverCommand,
     FailoverRecord, LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
 };
 use super::trigger::{self, Assessment, Refused, World};
@@ -269,6 +269,9 @@ pub struct Reconciler {
     status: Mutex<ReconcilerStatus>,
     /// Woken when a step ends, so that the steps waiting for it start without a tick's delay.
     wake: tokio::sync::Notify,
+    /// Steps (epoch, id) that succeeded and whose end is submitted to the log but not yet
+    /// committed: the steps waiting for them may already start.
+    succeeding: Mutex<BTreeSet<(u64, String)>>,
     /// Where events go.
     notifier: crate::notify::Notifier,
     /// The check that may veto an automatic failover.
@@ -381,6 +384,7 @@ impl Reconciler {
             up_since: Mutex::new(BTreeMap::new()),
             status: Mutex::new(ReconcilerStatus::default()),
             wake: tokio::sync::Notify::new(),
+            succeeding: Mutex::new(BTreeSet::new()),
             notifier,
             pre_hook: config.failover.pre_hook.clone(),
             vetoed: Mutex::new(BTreeMap::new()),
@@ -425,13 +429,26 @@ impl Reconciler {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clear();
+                // An end that never committed counts for nothing with the next leader.
+                self.succeeding
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
                 *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
                     ReconcilerStatus::default();
                 continue;
             }
             let desired = self.consensus.desired();
             for record in desired.in_progress() {
-                for step in ready_steps(record) {
+                let succeeding: BTreeSet<String> = self
+                    .succeeding
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter(|(epoch, _)| *epoch == record.epoch)
+                    .map(|(_, id)| id.clone())
+                    .collect();
+                for step in ready_steps_after(record, &succeeding) {
                     let key = (record.epoch, step.id.clone());
                     if running.contains_key(&key) {
                         continue;
@@ -1491,15 +1508,12 @@ impl Reconciler {
         self.wake.notify_one();
     }
 
-    /// The attempts of one step, with backoff, each after confirming leadership, each recorded.
+    /// The attempts of one step, with backoff, each recorded before it acts: that record
+    /// commits only while this agent leads, so it is also the proof of leadership.
     async fn try_step(&self, epoch: u64, step: &Step, decision: &Decision) {
         let action = action_label(&step.action);
         let mut previous_error = None;
         for number in 1..=self.attempts {
-            if let Err(e) = self.consensus.confirm_leader().await {
-                tracing::info!(step = %step.id, error = %e, "no longer leader: step left to the next one");
-                return;
-            }
             if !self.consensus.read_desired(|d| d.running.contains(&epoch)) {
                 return;
             }
@@ -1514,7 +1528,7 @@ impl Reconciler {
                 },
             });
             if let Err(e) = self.consensus.write(started).await {
-                tracing::info!(step = %step.id, error = %e, "cannot record the step start");
+                tracing::info!(step = %step.id, error = %e, "cannot record the step start (no longer leader?): step left to the next leader");
                 return;
             }
             tracing::info!(epoch, step = %step.id, attempt = number, "step started");
@@ -1554,9 +1568,30 @@ impl Reconciler {
                 at_ms: now_ms(),
                 give_up,
             });
-            if let Err(e) = self.consensus.write(finished).await {
+            let committed = match self.consensus.submit(finished).await {
+                Ok(committed) => committed,
+                Err(e) => {
+                    tracing::warn!(step = %step.id, error = %e, "cannot record the step end");
+                    return;
+                }
+            };
+            // The steps waiting for this one start now: their records go in the log behind
+            // its end, so they cannot commit without it.
+            let key = (epoch, step.id.clone());
+            if ok {
+                self.succeeding
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone());
+                self.wake.notify_one();
+            }
+            if let Err(e) = committed.await {
                 tracing::warn!(step = %step.id, error = %e, "cannot record the step end");
             }
+            self.succeeding
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
             return;
         }
     }

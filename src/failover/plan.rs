@@ -143,7 +143,8 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::failover::state::{
-        ready_steps, settled, Attempt, FailoverRecord, Outcome, StepRecord, StepState,
+        ready_steps, ready_steps_after, settled, Attempt, FailoverRecord, Outcome, StepRecord,
+        StepState,
     };
 
     fn id(s: &str) -> TargetId {
@@ -411,6 +412,18 @@ mod tests {
             "followers run in parallel"
         );
         assert_eq!(settled(&r), None);
+        // The fence succeeded and its end is in the log, not yet committed: the promotion may
+        // start (its record commits behind that end); the fence itself is not started again.
+        let r = record(
+            steps.clone(),
+            &[Running, Pending, Pending, Pending, Running],
+        );
+        let succeeding = ["fence:postgres/main/a".to_owned()].into();
+        let after: Vec<&str> = ready_steps_after(&r, &succeeding)
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(after, ["promote:postgres/main/b", "route53:weights"]);
     }
 
     #[test]

@@ -921,15 +921,27 @@ impl Desired {
 /// Steps of `record` that may start now: pending (or left running by a leader that is
 /// gone), every step they wait for succeeded.
 pub fn ready_steps(record: &FailoverRecord) -> Vec<&Step> {
+    ready_steps_after(record, &BTreeSet::new())
+}
+
+/// [`ready_steps`], also counting as succeeded the steps in `succeeding`: they succeeded and
+/// their end is in the log behind them, not yet committed. A step started now is recorded
+/// after that end, so its own record commits only once the end has.
+pub fn ready_steps_after<'a>(
+    record: &'a FailoverRecord,
+    succeeding: &BTreeSet<String>,
+) -> Vec<&'a Step> {
     record
         .steps
         .iter()
         .filter(|s| matches!(s.state, StepState::Pending | StepState::Running))
+        .filter(|s| !succeeding.contains(&s.step.id))
         .filter(|s| {
             s.step.after.iter().all(|dep| {
-                record
-                    .step(dep)
-                    .is_some_and(|d| d.state == StepState::Succeeded)
+                succeeding.contains(dep)
+                    || record
+                        .step(dep)
+                        .is_some_and(|d| d.state == StepState::Succeeded)
             })
         })
         .map(|s| &s.step)

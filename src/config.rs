@@ -344,13 +344,16 @@ pub struct ClusterConfig {
     #[serde(default, with = "humantime_serde")]
     pub lease_ttl: Option<Duration>,
     /// A local replica whose link to its primary (or master) in another region has been down
-    /// this long votes that primary Down (default 3 s).
+    /// this long votes that primary Down (default 2 s: as soon as the primary's own agent can
+    /// say Down with the default probes; such a vote alone never moves a primary).
     #[serde(default, with = "humantime_serde")]
     pub data_path_down_after: Option<Duration>,
 }
 
-/// Default time a replica's link must be down before it counts as a Down vote.
-pub const DEFAULT_DATA_PATH_DOWN_AFTER: Duration = Duration::from_secs(3);
+/// Default time a replica's link must be down before it counts as a Down vote: the soonest
+/// the primary's own agent says Down with the default probes ((fall - 1) x interval), so the
+/// second vote does not arrive after the first.
+pub const DEFAULT_DATA_PATH_DOWN_AFTER: Duration = Duration::from_secs(2);
 
 /// Default age after which a report counts as Unknown: three probe intervals.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3);

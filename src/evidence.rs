@@ -3,10 +3,13 @@
 //! Agents reach datastores only inside their own region, yet the verdict about a Postgres
 //! primary or a Redis master in another region needs votes from other regions. A local
 //! replica's replication link is that vote: streaming (or link up) counts as Up for the member
-//! it replicates from; a link down for longer than `cluster.data_path_down_after` counts as
-//! Down; anything shorter counts as nothing. The upstream is found by matching the address
-//! the replica replicates from against the configured members' addresses; a replica whose
-//! link is gone keeps voting about the upstream it had last.
+//! it replicates from; a link down for `cluster.data_path_down_after` counts as Down;
+//! anything shorter counts as nothing. Such a vote never moves a primary by itself: a
+//! promotion also needs the primary's own agent to say Down, or its region to be cut off (see
+//! [`crate::failover::trigger`]); it makes the verdict as quick as that agent's. The upstream
+//! is found by matching the address the replica replicates from against the configured
+//! members' addresses; a replica whose link is gone keeps voting about the upstream it had
+//! last.
 //!
 //! [`DataPath`] keeps only when each link went down; the decision itself is a pure function
 //! of that and the replica's latest facts.
@@ -112,15 +115,7 @@ impl DataPath {
             if named.is_some() {
                 entry.0 = named;
             }
-            entry.1 = if link.up {
-                None
-            } else {
-                // The server's own count wins; else the first time this agent saw it down.
-                Some(match link.down_for {
-                    Some(d) => now.checked_sub(d).unwrap_or(now),
-                    None => entry.1.unwrap_or(now),
-                })
-            };
+            entry.1 = down_since(&link, entry.1, now);
             if let (Some(upstream), Some(vote)) =
                 (entry.0.clone(), vote(&link, entry.1, now, self.down_after))
             {
@@ -131,8 +126,23 @@ impl DataPath {
     }
 }
 
-/// The vote of one link: Up while it streams, Down once it has been down longer than
-/// `down_after`, nothing in between.
+/// Since when the link has been down, given what was known before: the earliest of the first
+/// time this agent saw it down and what the server's own count says. Both are at or after the
+/// moment it really went down (Redis counts whole seconds, rounded down, and the count was
+/// read before `now`). `None` while it is up.
+pub fn down_since(link: &Link, known: Option<Instant>, now: Instant) -> Option<Instant> {
+    if link.up {
+        return None;
+    }
+    let seen = known.unwrap_or(now);
+    Some(match link.down_for.and_then(|d| now.checked_sub(d)) {
+        Some(counted) => seen.min(counted),
+        None => seen,
+    })
+}
+
+/// The vote of one link: Up while it streams, Down once it has been down for `down_after`,
+/// nothing in between.
 pub fn vote(
     link: &Link,
     down_since: Option<Instant>,
@@ -143,7 +153,7 @@ pub fn vote(
         return Some(State::Up);
     }
     let since = down_since?;
-    (now.saturating_duration_since(since) > down_after).then_some(State::Down)
+    (now.saturating_duration_since(since) >= down_after).then_some(State::Down)
 }
 
 #[cfg(test)]
@@ -172,7 +182,13 @@ mod tests {
                 Some(State::Up),
             ),
             ("just went down", link(false), ago(1), None),
-            ("down at the threshold", link(false), ago(5), None),
+            ("just below the threshold", link(false), ago(4), None),
+            (
+                "down at the threshold",
+                link(false),
+                ago(5),
+                Some(State::Down),
+            ),
             (
                 "down past the threshold",
                 link(false),
@@ -184,5 +200,36 @@ mod tests {
         for (name, l, since, expected) in cases {
             assert_eq!(vote(&l, since, now, after), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn a_link_is_down_since_the_earliest_sign() {
+        let now = Instant::now();
+        let secs = Duration::from_secs;
+        let counted = |s: u64| Link {
+            down_for: Some(secs(s)),
+            ..link(false)
+        };
+        assert_eq!(down_since(&link(true), Some(now - secs(9)), now), None);
+        assert_eq!(
+            down_since(&link(false), None, now),
+            Some(now),
+            "first seen now"
+        );
+        assert_eq!(
+            down_since(&link(false), Some(now - secs(2)), now),
+            Some(now - secs(2)),
+            "kept from the first sighting"
+        );
+        assert_eq!(
+            down_since(&counted(3), Some(now - secs(1)), now),
+            Some(now - secs(3)),
+            "the server counted longer than this agent has seen"
+        );
+        assert_eq!(
+            down_since(&counted(1), Some(now - secs(2)), now),
+            Some(now - secs(2)),
+            "a whole-second count rounded down does not move the sighting later"
+        );
     }
 }

@@ -377,7 +377,7 @@ EOF
 # probes so far. Appends a row to RESULTS.
 measure() { # LABEL N MODE PID COUNTER [COUNTER_ARG]
     local label=$1 n=$2 mode=$3 pid=$4 counter=$5 arg=${6:-}
-    local c0 ok0 c1 ok1 t0 t1 cpu0 cpu1 nc0 nc1 nr0 nr1 hwm
+    local c0 ok0 c1 ok1 t0 t1 cpu0 cpu1 nc0 nc1 nr0 nr1 hwm end_rss
 
     log "[$STEP/$TOTAL_STEPS] $label: warming up $WARMUP s"
     PEAK_RSS_KB=0
@@ -397,17 +397,18 @@ measure() { # LABEL N MODE PID COUNTER [COUNTER_ARG]
     sample nc1 nr1 nginx_counts || return 1
     hwm=$(status_kb "$pid" VmHWM || echo 0)
     ((hwm > PEAK_RSS_KB)) && PEAK_RSS_KB=$hwm
+    end_rss=$(status_kb "$pid" VmRSS || echo 0)
 
     RESULTS+=("$(awk -v n="$n" -v mode="$mode" -v c="$((c1 - c0))" -v ok="$((ok1 - ok0))" \
         -v ticks="$((cpu1 - cpu0))" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
-        -v rss="$PEAK_RSS_KB" -v nc="$((nc1 - nc0))" -v nr="$((nr1 - nr0))" -v stub="$HAVE_STUB" 'BEGIN {
+        -v rss="$PEAK_RSS_KB" -v end_rss="$end_rss" -v nc="$((nc1 - nc0))" -v nr="$((nr1 - nr0))" -v stub="$HAVE_STUB" 'BEGIN {
             wall = t1 - t0; cpu_us = ticks / hz * 1e6
             rate = c / wall
             us = c > 0 ? cpu_us / c : -1
             pct = cpu_us / 1e6 / wall * 100
             conns = (stub && c > 0) ? sprintf("%.3f", nc / c) : "n/a"
             reqs = (stub && c > 0) ? sprintf("%.3f", nr / c) : "n/a"
-            printf "%d %s %.1f %.1f %.1f %.1f %s %d %d %s\n", n, mode, rate, us, pct, rss / 1024, conns, c - ok, c, reqs
+            printf "%d %s %.1f %.1f %.1f %.1f %s %d %d %s %.1f\n", n, mode, rate, us, pct, rss / 1024, conns, c - ok, c, reqs, end_rss / 1024
         }')")
     log "    -> ${RESULTS[-1]}"
 }
@@ -543,17 +544,17 @@ echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(awk -F': ' '/model nam
 echo "$("$BIN" --version), DURATION=${DURATION}s after ${WARMUP}s warm-up, interval 1s, timeout 500ms,"
 echo "nginx with 2 workers on 127.0.0.1 ($PORTS port(s)); CPU from /proc utime+stime at $CLK_TCK ticks/s."
 echo
-echo "| targets | mode | probes/s | CPU µs/probe | % core | peak RSS MB | vs blackbox_exporter (recorded) | vs blackbox_exporter (this run) | new conns/probe | failed probes | CPU goal | RSS goal |"
-echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+echo "| targets | mode | probes/s | CPU µs/probe | % core | peak RSS MB | RSS at end MB | vs blackbox_exporter (recorded) | vs blackbox_exporter (this run) | new conns/probe | failed probes | CPU goal | RSS goal |"
+echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
 for row in "${RESULTS[@]}"; do
-    read -r n mode rate us pct rss conns failed total reqs <<<"$row"
+    read -r n mode rate us pct rss conns failed total reqs end_rss <<<"$row"
     # Each probe is one GET: nginx should count as many requests as failoverd counts probes.
     if [[ $mode != blackbox && $reqs != n/a ]] &&
         awk -v r="$reqs" 'BEGIN { exit !(r < 0.98 || r > 1.02) }'; then
         NOTES+=("$n targets $mode: nginx served $reqs requests per probe counted in failoverd_probes_total (expected 1).")
     fi
     bb_us=$(bb_us_for "$n")
-    awk -v n="$n" -v mode="$mode" -v rate="$rate" -v us="$us" -v pct="$pct" -v rss="$rss" \
+    awk -v n="$n" -v mode="$mode" -v rate="$rate" -v us="$us" -v pct="$pct" -v rss="$rss" -v end_rss="$end_rss" \
         -v conns="$conns" -v failed="$failed" -v total="$total" -v base="$BASELINE_US" \
         -v bb="$bb_us" -v gf="$GOAL_FRESH_US" -v gr="$GOAL_REUSE_US" -v grss="$GOAL_RSS_MB" \
         -v grss_n="$GOAL_RSS_TARGETS" 'BEGIN {
@@ -565,8 +566,8 @@ for row in "${RESULTS[@]}"; do
             if (mode != "blackbox" && n == grss_n) rss_goal = (rss < grss ? "PASS" : "MISS") " (< " grss ")"
             else rss_goal = "n/a"
             name = mode == "blackbox" ? "blackbox_exporter" : mode
-            printf "| %d | %s | %.1f | %.1f | %.1f | %.1f | %s | %s | %s | %d / %d | %s | %s |\n",
-                n, name, rate, us, pct, rss, vs_rec, vs_run, conns, failed, total, cpu_goal, rss_goal
+            printf "| %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %s | %s | %s | %d / %d | %s | %s |\n",
+                n, name, rate, us, pct, rss, end_rss, vs_rec, vs_run, conns, failed, total, cpu_goal, rss_goal
         }'
 done
 echo
@@ -583,7 +584,9 @@ fi
 echo "- Goals: fresh <= ${GOAL_FRESH_US} µs/probe (a third of ${BASELINE_US}), reuse < ${GOAL_REUSE_US} µs/probe,"
 echo "  peak RSS < ${GOAL_RSS_MB} MB at ${GOAL_RSS_TARGETS} targets (RSS goal n/a for other counts)."
 echo "- % core: CPU seconds per wall second of the whole process (probes, metrics, admin API)."
-echo "  Peak RSS: VmHWM (MB = MiB), over the whole life of the process."
+echo "  Peak RSS: VmHWM (MB = MiB), over the whole life of the process; RSS at end: VmRSS when the"
+echo "  measurement ended. Each read of /metrics (the script counts probes there, as Prometheus"
+echo "  would scrape) builds every series at once: its memory is freed but stays with the allocator."
 if ((HAVE_STUB)); then
     echo "- new conns/probe: connections nginx accepted per probe; ~1 means a new connection per"
     echo "  probe, ~0 means kept connections were reused."

@@ -50,11 +50,15 @@ impl<P: Probe> ProbeTask<P> {
                 _ = ticker.tick() => {}
             }
             let started = Instant::now();
+            // Boxed: the probe's future (an HTTP client's is tens of KB) lives only while it
+            // runs, instead of inside every target's task for the agent's whole life.
+            let check = Box::pin(tokio::time::timeout(
+                self.settings.timeout,
+                self.probe.check(),
+            ));
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = tokio::time::timeout(self.settings.timeout, self.probe.check()) => {
-                    r.unwrap_or(Err(ProbeError::Timeout(self.settings.timeout)))
-                }
+                r = check => r.unwrap_or(Err(ProbeError::Timeout(self.settings.timeout))),
             };
             let elapsed = started.elapsed();
             self.record(result, elapsed);

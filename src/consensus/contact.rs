@@ -121,6 +121,15 @@ impl ContactBook {
         marks.insert(leader, Instant::now());
     }
 
+    /// Time since this agent last accepted an AppendEntries from any leader — what its lease
+    /// as a follower counts — or since it started, if it has accepted none: a freshly started
+    /// agent gets one lease period to join before it fences anything.
+    pub fn since_leader(&self, now: Instant) -> Duration {
+        let marks = self.accepted_from.lock().unwrap_or_else(|p| p.into_inner());
+        let last = marks.values().copied().fold(self.started, Instant::max);
+        now.saturating_duration_since(last)
+    }
+
     /// `follower` acknowledged one of this agent's AppendEntries now.
     pub fn acked_by(&self, follower: NodeId) {
         let mut marks = self.acked_by.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,6 +244,19 @@ mod tests {
         assert_eq!(
             last_renewal("paris", [Some(&berlin), Some(&virginia)]),
             Some(t + Duration::from_millis(12_000))
+        );
+    }
+
+    #[test]
+    fn a_follower_lease_counts_from_the_latest_acceptance_or_the_start() {
+        let book = ContactBook::new();
+        let later = book.started + Duration::from_secs(10);
+        assert_eq!(book.since_leader(later), Duration::from_secs(10));
+        book.accepted_from(3);
+        let accepted = book.accepted_from.lock().unwrap()[&3];
+        assert_eq!(
+            book.since_leader(accepted + Duration::from_secs(2)),
+            Duration::from_secs(2)
         );
     }
 

@@ -115,9 +115,9 @@ pub struct Consensus {
     report_interval: Duration,
     boot: u64,
     state_machine: store::StateMachine,
-    lease: Arc<LeaseClock>,
     lease_ttl: Duration,
-    /// Who this agent accepted as leader, and who acknowledged it as leader, and when.
+    /// Who this agent accepted as leader, and who acknowledged it as leader, and when (a
+    /// follower's lease counts from the latest acceptance).
     contacts: Arc<contact::ContactBook>,
     /// Postgres members as the planner needs them: target, region, priority, no_failover.
     pg_members: Vec<(TargetId, String, u32, bool)>,
@@ -168,38 +168,6 @@ pub struct TriggerInputs {
     /// Per Redis Cluster (`redis/<name>`) whose view is healthy: the master of each
     /// slot-range list.
     pub slot_owners: BTreeMap<String, BTreeMap<String, TargetId>>,
-}
-
-/// When this agent last heard from a leader that a quorum follows.
-#[derive(Debug)]
-pub struct LeaseClock {
-    last_contact: std::sync::Mutex<Instant>,
-}
-
-impl LeaseClock {
-    /// Starts as if contact had just happened: a freshly started agent gets one lease period
-    /// to join before it fences anything.
-    pub fn new() -> Self {
-        LeaseClock {
-            last_contact: std::sync::Mutex::new(Instant::now()),
-        }
-    }
-
-    /// Records contact now.
-    pub fn touch(&self) {
-        *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-
-    /// Time since the last contact.
-    pub fn since(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(*self.last_contact.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-impl Default for LeaseClock {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 impl Consensus {
@@ -449,7 +417,6 @@ impl Consensus {
                 .map(|p| p.max_lag_on_failover)
                 .unwrap_or(crate::config::DEFAULT_MAX_LAG_ON_FAILOVER),
             blocked_gauge,
-            lease: Arc::new(LeaseClock::new()),
             lease_ttl: config.cluster.lease_ttl(),
             contacts,
             groups: topology
@@ -482,7 +449,6 @@ impl Consensus {
             reports: self.reports.clone(),
             unauthorized: self.unauthorized.clone(),
             reports_received: self.reports_received.clone(),
-            lease: self.lease.clone(),
             contacts: self.contacts.clone(),
             admin: self.admin.clone(),
             verdict: Arc::new(move || {
@@ -591,7 +557,7 @@ impl Consensus {
                 .millis_since_quorum_ack
                 .is_some_and(|ms| u128::from(ms) < self.lease_ttl.as_millis());
         }
-        self.lease.since(Instant::now()) < self.lease_ttl
+        self.contacts.since_leader(Instant::now()) < self.lease_ttl
     }
 
     /// The member the log names as the writable one of `group`.
@@ -1329,7 +1295,7 @@ impl Consensus {
                 since_leader_contact_ms: if leading {
                     m.millis_since_quorum_ack
                 } else {
-                    u64::try_from(self.lease.since(Instant::now()).as_millis()).ok()
+                    u64::try_from(self.contacts.since_leader(Instant::now()).as_millis()).ok()
                 },
                 ttl_ms: millis(self.lease_ttl),
             },

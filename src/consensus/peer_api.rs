@@ -36,9 +36,8 @@ pub struct PeerState {
     pub unauthorized: prometheus::IntCounter,
     /// Reports received, by agent.
     pub reports_received: prometheus::IntCounterVec,
-    /// Renewed by every AppendEntries from a current leader.
-    pub lease: Arc<super::LeaseClock>,
-    /// Marks which leader this agent accepted, and when.
+    /// Marks which leader this agent accepted, and when: every AppendEntries from a current
+    /// leader renews this agent's lease.
     pub contacts: Arc<super::contact::ContactBook>,
     /// Carries out operators' requests forwarded by the other agents (set once the
     /// reconciler runs).
@@ -135,7 +134,6 @@ async fn append(State(state): State<PeerState>, body: Bytes) -> Response {
             // Any answer but "your vote is stale" means a current leader reached us.
             if matches!(&result, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
             {
-                state.lease.touch();
                 if let Some(leader) = leader {
                     state.contacts.accepted_from(leader);
                 }

@@ -50,7 +50,7 @@ impl<P: Probe> ProbeTask<P> {
                 _ = ticker.tick() => {}
             }
             let started = Instant::now();
-            // Boxed: the probe's future (an HTTP client's is tens of KB) lives only while it
+            // Boxed: the probe's future (an HTTP client's is kilobytes) lives only while it
             // runs, instead of inside every target's task for the agent's whole life.
             let check = Box::pin(tokio::time::timeout(
                 self.settings.timeout,

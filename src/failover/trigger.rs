@@ -416,6 +416,9 @@ pub fn assess(world: &World<'_>) -> Assessment {
             refusal: None,
         };
         let mut wait = None;
+        // Waiting for the lost primary's agents to fence it holds back its promotion, never
+        // the drain: the region is Down either way.
+        let mut lease_wait = None;
         for group in world.groups.iter().filter(|g| &g.primary_region == region) {
             // A healthy primary in a region whose APIs are down keeps serving the others;
             // it moves when it is lost itself or its region is cut off.
@@ -423,7 +426,7 @@ pub fn assess(world: &World<'_>) -> Assessment {
                 continue;
             }
             if let Err(why) = may_replace(world, group) {
-                wait = Some(why);
+                lease_wait = Some(why);
                 break;
             }
             if let Err(why) = retry_wait(world) {
@@ -442,14 +445,21 @@ pub fn assess(world: &World<'_>) -> Assessment {
             }
         }
         for shard in world.redis.iter().filter(|s| &s.master_region == region) {
-            if wait.is_some() || !(shard.master_down || world.cut_off.contains(region)) {
+            if wait.is_some()
+                || lease_wait.is_some()
+                || !(shard.master_down || world.cut_off.contains(region))
+            {
                 continue;
             }
             if let Some(why) = settling(shard) {
                 out.waiting.push(why);
                 continue;
             }
-            if let Err(why) = may_replace_redis(world, shard).and_then(|()| retry_wait(world)) {
+            if let Err(why) = may_replace_redis(world, shard) {
+                lease_wait = Some(why);
+                break;
+            }
+            if let Err(why) = retry_wait(world) {
                 wait = Some(why);
                 break;
             }
@@ -461,6 +471,14 @@ pub fn assess(world: &World<'_>) -> Assessment {
         if let Some(why) = wait {
             out.waiting.push(why);
             continue;
+        }
+        if let Some(why) = lease_wait {
+            // The drain alone; the promotion follows as its own decision once it may.
+            out.waiting.push(why);
+            proposal.promotion = None;
+            proposal.followers.clear();
+            proposal.redis.clear();
+            proposal.refusal = None;
         }
         out.proposal = Some(proposal);
         return out;
@@ -780,14 +798,18 @@ mod tests {
     }
 
     #[test]
-    fn a_region_whose_agent_still_holds_its_lease_waits_for_it() {
+    fn a_region_whose_agent_still_holds_its_lease_is_drained_and_its_promotion_waits() {
         // The region's APIs and primary are Down by the others' votes, but its agent is
-        // silent for less than lease_ttl: it may still be serving writes unfenced.
+        // silent for less than lease_ttl: it may still be serving writes unfenced, so the
+        // promotion waits; the drain does not.
         let a = Case::new()
             .region("r1", State::Down)
             .groups(vec![group(true, false, promote_b())])
             .assess();
-        assert_eq!(a.proposal, None);
+        let p = a.proposal.unwrap();
+        assert_eq!(p.drain, ["r1"]);
+        assert_eq!(p.promotion, None);
+        assert!(p.followers.is_empty() && p.redis.is_empty());
         assert!(a.waiting[0].contains("lease_ttl"), "{:?}", a.waiting);
     }
 

@@ -242,6 +242,22 @@ class Lab:
                 continue
         raise RuntimeError("no agent answers")
 
+    def metric(self, region, name):
+        """The sum of metric `name`'s samples on the agent of `region` (None if it does not
+        answer)."""
+        request = urllib.request.Request(f"{self.admin(region)}/metrics")
+        request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def history(self, limit=200):
         """The history, newest first, as the most up-to-date agent that answers holds it (a
         partitioned agent answers too, with what it knew when it was cut off)."""
@@ -577,6 +593,10 @@ fsync = off
 
     def _agent_config(self, region, agents, secret, token_file, automatic):
         d, state = self.dir, self.state
+        # The lab runs production defaults; FAILOVERD_LAB_LEASE_TTL (e.g. "5s") overrides one,
+        # to compare lease periods with the same drills.
+        lease = os.environ.get("FAILOVERD_LAB_LEASE_TTL")
+        lease_line = f'lease_ttl = "{lease}"\n' if lease else ""
         lines = [f"""# Written by chaos/lab for agent {region}-a.
 [agent]
 id = "{region}-a"
@@ -588,7 +608,7 @@ log_format = "json"
 
 [cluster]
 secret = {{ file = "{secret}" }}
-
+{lease_line}
 [admin]
 tokens = [{{ name = "{ACTOR}", secret = {{ file = "{token_file}" }} }}]
 

@@ -340,7 +340,7 @@ pub struct ClusterConfig {
     #[serde(default, with = "humantime_serde")]
     pub election_timeout: Option<Duration>,
     /// Without contact with a quorum for this long, an agent fences the primaries of its
-    /// region (default 5 s). The leader promotes elsewhere only after it has passed.
+    /// region (default 3 s). The leader promotes elsewhere only after it has passed.
     #[serde(default, with = "humantime_serde")]
     pub lease_ttl: Option<Duration>,
     /// A local replica whose link to its primary (or master) in another region has been down
@@ -852,11 +852,11 @@ pub struct RedisConfig {
 }
 
 /// How long an agent may go without hearing from a quorum before it fences its local
-/// primaries (default 5 s: several election timeouts, so a leader change alone never fences,
-/// and long enough to ride out seconds of heavy loss and jitter between regions; the leader
-/// waits this long, plus a margin, before promoting away from a silent region, so 3 s
-/// replaces a lost region's primary within 5 s at the price of that margin).
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+/// primaries (default 3 s: twice the longest wait before an election with three agents, so a
+/// leader change alone never fences; acknowledgements count however late they come within it,
+/// so seconds of heavy loss and jitter between regions do not break it; the leader waits this
+/// long, plus a margin, before promoting away from a silent region).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// How a shard replicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
 use crate::actions;
@@ -65,6 +65,7 @@ pub struct Fencer {
     /// Local Postgres members last seen as primary.
     last_primary: std::collections::BTreeSet<TargetId>,
     lease_gauge: IntGauge,
+    lapses: IntCounter,
     fenced_gauge: IntGauge,
     actions: IntCounterVec,
 }
@@ -94,6 +95,11 @@ impl Fencer {
             "Whether this agent holds its lease (contact with a quorum within lease_ttl).",
         )?;
         registry.register(Box::new(lease_gauge.clone()))?;
+        let lapses = IntCounter::new(
+            "failoverd_lease_lapses_total",
+            "Times this agent's lease ran out while it held it.",
+        )?;
+        registry.register(Box::new(lapses.clone()))?;
         let fenced_gauge = IntGauge::new(
             "failoverd_fenced_primaries",
             "Local primaries this agent has fenced.",
@@ -127,6 +133,7 @@ impl Fencer {
             demoted: std::collections::BTreeSet::new(),
             valid_since: None,
             lease_gauge,
+            lapses,
             fenced_gauge,
             actions,
         })
@@ -158,6 +165,13 @@ impl Fencer {
                 _ = ticker.tick() => {}
             }
             let valid = consensus.lease_valid();
+            if !valid && self.lease_gauge.get() == 1 {
+                self.lapses.inc();
+                tracing::warn!(
+                    lease_ttl = ?self.lease_ttl,
+                    "lease lost: no contact with a quorum for the lease period"
+                );
+            }
             self.lease_gauge.set(i64::from(valid));
             let now = std::time::Instant::now();
             self.valid_since = match (valid, self.valid_since) {

@@ -253,7 +253,12 @@ impl Consensus {
             .filter_map(|m| Some((m.node_id, m.peer_url.clone()?)))
             .collect();
         let contacts = Arc::new(contact::ContactBook::new());
-        let network = PeerNetwork::new(client.clone(), urls, contacts.clone());
+        let network = PeerNetwork::new(
+            client.clone(),
+            urls,
+            contacts.clone(),
+            config.cluster.lease_ttl(),
+        );
         let raft = Raft::new(
             me.node_id,
             Arc::new(raft_config),
@@ -544,20 +549,29 @@ impl Consensus {
         m.last_applied.map(|l| l.index) == m.last_log_index
     }
 
-    /// Whether this agent holds its lease: it leads and a quorum acknowledged it within
-    /// `lease_ttl`, or it heard from such a leader within `lease_ttl`. A one-agent cluster is
-    /// its own quorum.
+    /// Whether this agent holds its lease: it leads and a quorum acknowledged a request it
+    /// sent within `lease_ttl`, or it accepted one from such a leader within `lease_ttl` and
+    /// that leader heard so (see [`contact`]). A one-agent cluster is its own quorum.
     pub fn lease_valid(&self) -> bool {
-        if self.members.len() == 1 {
-            return true;
+        self.members.len() == 1
+            || self
+                .lease_age(Instant::now())
+                .is_some_and(|age| age < self.lease_ttl)
+    }
+
+    /// Time since this agent's lease was last renewed (see [`Consensus::lease_valid`]);
+    /// `None` for a leader no quorum has acknowledged yet in its term.
+    fn lease_age(&self, now: Instant) -> Option<Duration> {
+        let (state, term) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.state, m.current_term)
+        };
+        if state == ServerState::Leader {
+            self.contacts.since_quorum(term, self.quorum, now)
+        } else {
+            Some(self.contacts.since_leader(now))
         }
-        let m = self.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader {
-            return m
-                .millis_since_quorum_ack
-                .is_some_and(|ms| u128::from(ms) < self.lease_ttl.as_millis());
-        }
-        self.contacts.since_leader(Instant::now()) < self.lease_ttl
     }
 
     /// The member the log names as the writable one of `group`.
@@ -1292,11 +1306,7 @@ impl Consensus {
             verdict: if leading { self.verdict() } else { None },
             lease: LeaseStatus {
                 valid: self.lease_valid(),
-                since_leader_contact_ms: if leading {
-                    m.millis_since_quorum_ack
-                } else {
-                    u64::try_from(self.contacts.since_leader(Instant::now()).as_millis()).ok()
-                },
+                since_leader_contact_ms: self.lease_age(Instant::now()).map(millis),
                 ttl_ms: millis(self.lease_ttl),
             },
             primaries: self.state_machine.read(|s| s.primaries.clone()),

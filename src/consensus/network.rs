@@ -4,10 +4,20 @@
 //! An unreachable peer is reported to openraft as `Unreachable` (it backs off and retries);
 //! any other transport failure as a transient `Network` error; the peer's own Raft error
 //! comes back in the body and is passed on as a `RemoteError`.
+//!
+//! openraft gives each AppendEntries `heartbeat_interval` (100 ms by default) to answer and
+//! then drops it. Between regions with heavy jitter or loss many answers take longer, and a
+//! dropped request would also never renew the follower's lease. So each AppendEntries runs
+//! in a task of its own for up to a lease period: openraft stops waiting at its deadline as
+//! before, but the request still reaches the follower, and its acknowledgement, whenever it
+//! comes, renews the leader's lease from the moment it was sent ([`ContactBook::heard_back`]).
+//! At most [`MAX_LATE`] such requests per peer outlive openraft's wait; beyond that they are
+//! dropped with it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -21,7 +31,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::contact::ContactBook;
+use super::contact::{AppendTag, ContactBook};
 use super::types::{NodeId, TypeConfig};
 use crate::config::Secret;
 
@@ -112,6 +122,18 @@ impl PeerClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
+        self.post_with(base, path, body, timeout, None).await
+    }
+
+    /// [`PeerClient::post`] with one more header.
+    async fn post_with<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+        header: Option<(&'static str, String)>,
+    ) -> Result<Resp, PeerError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let transport = |message: String| PeerError::Transport {
             url: url.clone(),
@@ -124,6 +146,9 @@ impl PeerClient {
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(bytes);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
         if let Some(secret) = &self.secret {
             request = request.bearer_auth(secret.expose());
         }
@@ -153,6 +178,10 @@ impl PeerClient {
     }
 }
 
+/// At most this many AppendEntries per peer keep going after openraft stopped waiting for
+/// them (a cut link would otherwise gather one every heartbeat for a whole lease period).
+pub const MAX_LATE: usize = 16;
+
 /// Builds one [`PeerConnection`] per Raft peer. Members are named by agent id in the
 /// membership; their URLs come from this agent's config, so an address can change without
 /// touching the replicated membership.
@@ -161,20 +190,24 @@ pub struct PeerNetwork {
     client: PeerClient,
     urls: HashMap<NodeId, String>,
     contacts: Arc<ContactBook>,
+    late_window: Duration,
 }
 
 impl PeerNetwork {
     /// Peer connections share `client`; `urls` maps node ids to peer base URLs; each
-    /// follower's acknowledgement of an AppendEntries is marked in `contacts`.
+    /// follower's acknowledgement of an AppendEntries is marked in `contacts`, if it comes
+    /// within `late_window` (the lease period: a later one renews nothing).
     pub fn new(
         client: PeerClient,
         urls: HashMap<NodeId, String>,
         contacts: Arc<ContactBook>,
+        late_window: Duration,
     ) -> Self {
         PeerNetwork {
             client,
             urls,
             contacts,
+            late_window,
         }
     }
 }
@@ -185,6 +218,9 @@ pub struct PeerConnection {
     base: String,
     client: PeerClient,
     contacts: Arc<ContactBook>,
+    late_window: Duration,
+    /// AppendEntries to this peer still running.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -202,7 +238,19 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             base,
             client: self.client.clone(),
             contacts: self.contacts.clone(),
+            late_window: self.late_window,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
+    }
+}
+
+/// Turns a peer request's failure into openraft's terms.
+fn rpc_error<E: std::error::Error>(
+    e: PeerError,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    match e {
+        PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        _ => RPCError::Network(NetworkError::new(&e)),
     }
 }
 
@@ -222,11 +270,17 @@ impl PeerConnection {
             .client
             .post(&self.base, path, request, option.hard_ttl())
             .await
-            .map_err(|e| match e {
-                PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
+            .map_err(rpc_error)?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// Decrements a peer's in-flight count when its request ends, however it ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -236,12 +290,52 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let answer = self.rpc(paths::APPEND, &rpc, &option).await;
-        // The follower took this agent as its leader: its lease was renewed before now.
-        if matches!(&answer, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-            self.contacts.acked_by(self.target);
-        }
+        let sent = Instant::now();
+        let term = rpc.vote.leader_id().term;
+        let tag = self.contacts.next_tag(self.target);
+        let (target, contacts) = (self.target, self.contacts.clone());
+        let (client, base) = (self.client.clone(), self.base.clone());
+        let late = self.in_flight.fetch_add(1, Ordering::Relaxed) < MAX_LATE;
+        let guard = InFlight(self.in_flight.clone());
+        let deadline = if late {
+            self.late_window.max(option.hard_ttl())
+        } else {
+            option.hard_ttl()
+        };
+        let request = async move {
+            let _guard = guard;
+            let answer: Result<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>, _> =
+                client
+                    .post_with(
+                        &base,
+                        paths::APPEND,
+                        &rpc,
+                        deadline,
+                        Some((AppendTag::HEADER, tag.encode())),
+                    )
+                    .await;
+            // The follower took this agent as its leader: its lease was renewed before now,
+            // and this agent's own as of when the request was sent.
+            if matches!(&answer, Ok(Ok(r)) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                contacts.heard_back(target, term, sent, tag.seq);
+            }
+            answer
+        };
+        let answer = if late {
+            // Dropping the handle at openraft's deadline leaves the task running.
+            match tokio::spawn(request).await {
+                Ok(answer) => answer,
+                Err(e) => Err(PeerError::Transport {
+                    url: self.base.clone(),
+                    message: format!("request task ended: {e}"),
+                }),
+            }
+        } else {
+            request.await
+        };
         answer
+            .map_err(rpc_error)?
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn install_snapshot(

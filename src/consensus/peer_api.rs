@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -126,16 +126,20 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     })
 }
 
-async fn append(State(state): State<PeerState>, body: Bytes) -> Response {
+async fn append(State(state): State<PeerState>, headers: HeaderMap, body: Bytes) -> Response {
     match parse::<openraft::raft::AppendEntriesRequest<super::types::TypeConfig>>(&body) {
         Ok(rpc) => {
+            let tag = headers
+                .get(super::contact::AppendTag::HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(super::contact::AppendTag::parse);
             let leader = rpc.vote.leader_id().voted_for();
             let result = state.raft.append_entries(rpc).await;
             // Any answer but "your vote is stale" means a current leader reached us.
             if matches!(&result, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
             {
                 if let Some(leader) = leader {
-                    state.contacts.accepted_from(leader);
+                    state.contacts.accepted_from(leader, tag, Instant::now());
                 }
             }
             Json(result).into_response()

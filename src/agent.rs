@@ -52,6 +52,7 @@ pub struct Agent {
     targets: Vec<Target>,
     board: Arc<HealthBoard>,
     registry: prometheus::Registry,
+    probe_series: metrics::ProbeSeries,
     tasks: Vec<ProbeTask<AnyProbe>>,
 }
 
@@ -84,6 +85,7 @@ impl Agent {
             targets,
             board,
             registry,
+            probe_series: probe_metrics.series(),
             tasks,
         })
     }
@@ -110,6 +112,7 @@ impl Agent {
             config,
             board,
             registry,
+            probe_series,
             tasks,
             targets,
         } = self;
@@ -191,6 +194,7 @@ impl Agent {
             region: config.agent.region.clone(),
             board,
             registry,
+            probe_series,
             consensus,
             reconciler,
             fenced,

@@ -1,15 +1,24 @@
 //! Prometheus metrics: names, units and labels by Prometheus conventions.
 //!
 //! Each subsystem gets its own metric families registered on the agent's [`Registry`] when it
-//! is built; there are no global registries. Per-target label values are resolved once, when
-//! the probe task starts, so recording a probe costs a few atomic operations.
+//! is built; there are no global registries. The per-target probe series (latency, result,
+//! state: 26 samples per target) are the exception: they are plain atomics in a
+//! [`ProbeSeries`], written straight to the text format chunk by chunk at scrape time. With
+//! thousands of targets, a Prometheus child per series (each with its own copy of the labels)
+//! and gathering them all into protobuf structures at every scrape cost most of an agent's
+//! memory. Recording a probe costs a few atomic operations either way.
 
 use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use axum::body::Bytes;
+
+use prometheus::{Encoder, GaugeVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::health::{State, Transition};
 use crate::probe::{Facts, Observation, ProbeError};
@@ -43,14 +52,275 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// The whole exposition — the registry's families, then the per-target probe series — as a
+/// response body written chunk by chunk, so that a scrape never holds all of it at once.
+pub fn body(registry: &Registry, series: &ProbeSeries) -> axum::body::Body {
+    axum::body::Body::new(Exposition {
+        head: Some(Bytes::from(render(registry))),
+        cells: series.cells(),
+        family: 0,
+        next: 0,
+    })
+}
+
+/// The whole exposition as one string (for tests and tools).
+pub fn render_all(registry: &Registry, series: &ProbeSeries) -> String {
+    let mut text = render(registry);
+    let mut rest = Exposition {
+        head: None,
+        cells: series.cells(),
+        family: 0,
+        next: 0,
+    };
+    while let Some(chunk) = rest.chunk() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
+/// Probe results of one target, as the text format needs them.
+struct TargetCell {
+    /// Label values, escaped for the text format.
+    target: String,
+    kind: &'static str,
+    region: String,
+    /// Observations per latency bucket (not cumulative), in [`PROBE_DURATION_BUCKETS`] order.
+    buckets: [AtomicU64; PROBE_DURATION_BUCKETS.len()],
+    count: AtomicU64,
+    /// The sum of observed seconds, as `f64` bits.
+    sum: AtomicU64,
+    success: AtomicI64,
+    /// Probes by result: ok, error, timeout.
+    results: [AtomicU64; 3],
+    /// The current state's index in [`State::ALL`].
+    state: AtomicUsize,
+    /// Transitions by the state entered, in [`State::ALL`] order.
+    transitions: [AtomicU64; 3],
+}
+
+const RESULTS: [&str; 3] = ["ok", "error", "timeout"];
+
+impl TargetCell {
+    fn observe(&self, seconds: f64) {
+        if let Some(i) = PROBE_DURATION_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        // The closure always returns Some: the update cannot fail.
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + seconds).to_bits())
+            });
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends `name{labels...} value`: the labels sorted by name and a histogram's `le`
+    /// last, as the Prometheus encoder writes them.
+    fn sample(&self, out: &mut String, name: &str, extra: Option<(&str, &str)>, value: &str) {
+        let mut labels = [
+            ("kind", self.kind),
+            ("region", self.region.as_str()),
+            ("target", self.target.as_str()),
+            ("~", ""),
+        ];
+        let mut le = None;
+        match extra {
+            Some(("le", bound)) => le = Some(bound),
+            Some(pair) => {
+                labels[3] = pair;
+                labels.sort_unstable_by_key(|(k, _)| *k);
+            }
+            None => {}
+        }
+        out.push_str(name);
+        let mut sep = '{';
+        for (key, value) in labels.iter().filter(|(k, _)| *k != "~") {
+            let _ = write!(out, "{sep}{key}=\"{value}\"");
+            sep = ',';
+        }
+        if let Some(bound) = le {
+            let _ = write!(out, ",le=\"{bound}\"");
+        }
+        let _ = writeln!(out, "}} {value}");
+    }
+
+    /// Appends this target's samples of family `family` (an index in [`FAMILIES`]).
+    fn render(&self, family: usize, out: &mut String) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        match family {
+            0 => {
+                let name = "failoverd_probe_duration_seconds_bucket";
+                let mut cumulative = 0;
+                for (bound, bucket) in PROBE_DURATION_BUCKETS.iter().zip(&self.buckets) {
+                    cumulative += load(bucket);
+                    self.sample(
+                        out,
+                        name,
+                        Some(("le", &bound.to_string())),
+                        &cumulative.to_string(),
+                    );
+                }
+                let count = load(&self.count).max(cumulative);
+                self.sample(out, name, Some(("le", "+Inf")), &count.to_string());
+                let sum = f64::from_bits(load(&self.sum));
+                self.sample(
+                    out,
+                    "failoverd_probe_duration_seconds_sum",
+                    None,
+                    &sum.to_string(),
+                );
+                self.sample(
+                    out,
+                    "failoverd_probe_duration_seconds_count",
+                    None,
+                    &count.to_string(),
+                );
+            }
+            1 => {
+                let success = self.success.load(Ordering::Relaxed);
+                self.sample(out, FAMILIES[1].0, None, &success.to_string());
+            }
+            2 => {
+                for (result, n) in RESULTS.iter().zip(&self.results) {
+                    self.sample(
+                        out,
+                        FAMILIES[2].0,
+                        Some(("result", result)),
+                        &load(n).to_string(),
+                    );
+                }
+            }
+            3 => {
+                let current = self.state.load(Ordering::Relaxed);
+                for (i, state) in State::ALL.iter().enumerate() {
+                    let value = if i == current { "1" } else { "0" };
+                    self.sample(out, FAMILIES[3].0, Some(("state", state.as_str())), value);
+                }
+            }
+            _ => {
+                for (state, n) in State::ALL.iter().zip(&self.transitions) {
+                    self.sample(
+                        out,
+                        FAMILIES[4].0,
+                        Some(("to", state.as_str())),
+                        &load(n).to_string(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The per-target families: name, type, help.
+const FAMILIES: [(&str, &str, &str); 5] = [
+    (
+        "failoverd_probe_duration_seconds",
+        "histogram",
+        "Time one probe took, successful or not.",
+    ),
+    (
+        "failoverd_probe_success",
+        "gauge",
+        "Whether the last probe of the target succeeded (1) or failed (0).",
+    ),
+    (
+        "failoverd_probes_total",
+        "counter",
+        "Probes run, by result (ok, error, timeout).",
+    ),
+    (
+        "failoverd_target_state",
+        "gauge",
+        "Health state of the target after rise/fall: 1 for the current state.",
+    ),
+    (
+        "failoverd_target_state_transitions_total",
+        "counter",
+        "Health state changes of the target, by new state.",
+    ),
+];
+
+/// Every probed target's series.
+#[derive(Clone, Default)]
+pub struct ProbeSeries {
+    cells: Arc<Mutex<Vec<Arc<TargetCell>>>>,
+}
+
+impl ProbeSeries {
+    fn cells(&self) -> Vec<Arc<TargetCell>> {
+        self.cells.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A chunk is cut once it holds this much text.
+const CHUNK: usize = 32 * 1024;
+
+/// The exposition being written: the registry's text, then each per-target family.
+struct Exposition {
+    head: Option<Bytes>,
+    cells: Vec<Arc<TargetCell>>,
+    family: usize,
+    next: usize,
+}
+
+impl Exposition {
+    /// The next piece of text, or `None` at the end.
+    fn chunk(&mut self) -> Option<Bytes> {
+        if let Some(head) = self.head.take() {
+            return Some(head);
+        }
+        if self.cells.is_empty() || self.family >= FAMILIES.len() {
+            return None;
+        }
+        let mut out = String::with_capacity(CHUNK + 4096);
+        while out.len() < CHUNK && self.family < FAMILIES.len() {
+            if self.next == 0 {
+                let (name, kind, help) = FAMILIES[self.family];
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            }
+            self.cells[self.next].render(self.family, &mut out);
+            self.next += 1;
+            if self.next == self.cells.len() {
+                self.family += 1;
+                self.next = 0;
+            }
+        }
+        Some(Bytes::from(out))
+    }
+}
+
+impl http_body::Body for Exposition {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Poll::Ready(
+            self.get_mut()
+                .chunk()
+                .map(|c| Ok(http_body::Frame::data(c))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && (self.cells.is_empty() || self.family >= FAMILIES.len())
+    }
+}
+
+/// Escapes a label value for the text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('"', "\\\"")
+}
+
 /// The probe and health metric families.
 #[derive(Clone)]
 pub struct ProbeMetrics {
-    duration: HistogramVec,
-    success: IntGaugeVec,
-    probes: IntCounterVec,
-    state: IntGaugeVec,
-    transitions: IntCounterVec,
+    series: ProbeSeries,
     pg_primary: IntGaugeVec,
     pg_timeline: IntGaugeVec,
     pg_replay_lag_bytes: IntGaugeVec,
@@ -72,61 +342,11 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
 }
 
 impl ProbeMetrics {
-    /// Creates and registers the families.
+    /// Creates and registers the datastore families; the per-target probe series go to
+    /// [`ProbeMetrics::series`].
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let t = &["target", "kind", "region"];
         Ok(ProbeMetrics {
-            duration: reg(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "failoverd_probe_duration_seconds",
-                        "Time one probe took, successful or not.",
-                    )
-                    .buckets(PROBE_DURATION_BUCKETS.to_vec()),
-                    t,
-                )?,
-            )?,
-            success: reg(
-                registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "failoverd_probe_success",
-                        "Whether the last probe of the target succeeded (1) or failed (0).",
-                    ),
-                    t,
-                )?,
-            )?,
-            probes: reg(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "failoverd_probes_total",
-                        "Probes run, by result (ok, error, timeout).",
-                    ),
-                    &["target", "kind", "region", "result"],
-                )?,
-            )?,
-            state: reg(
-                registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "failoverd_target_state",
-                        "Health state of the target after rise/fall: 1 for the current state.",
-                    ),
-                    &["target", "kind", "region", "state"],
-                )?,
-            )?,
-            transitions: reg(
-                registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "failoverd_target_state_transitions_total",
-                        "Health state changes of the target, by new state.",
-                    ),
-                    &["target", "kind", "region", "to"],
-                )?,
-            )?,
+            series: ProbeSeries::default(),
             pg_primary: reg(
                 registry,
                 IntGaugeVec::new(
@@ -230,34 +450,38 @@ impl ProbeMetrics {
         })
     }
 
-    /// Resolves the label values of one target.
+    /// The per-target probe series, for the exposition ([`body`]).
+    pub fn series(&self) -> ProbeSeries {
+        self.series.clone()
+    }
+
+    /// Adds one target's series (state Unknown, nothing observed yet).
     pub fn target(&self, target: &Target) -> TargetMetrics {
-        let id = target.id.as_str();
-        let kind = target.kind().as_str();
-        let region = target.region.as_str();
-        let labels = [id, kind, region];
-        let state = State::ALL.map(|s| {
-            self.state
-                .with_label_values(&[id, kind, region, s.as_str()])
+        let unknown = State::ALL
+            .iter()
+            .position(|s| *s == State::Unknown)
+            .unwrap_or(2);
+        let cell = Arc::new(TargetCell {
+            target: escape(target.id.as_str()),
+            kind: target.kind().as_str(),
+            region: escape(&target.region),
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0f64.to_bits()),
+            success: AtomicI64::new(0),
+            results: Default::default(),
+            state: AtomicUsize::new(unknown),
+            transitions: Default::default(),
         });
-        for (gauge, s) in state.iter().zip(State::ALL) {
-            gauge.set(i64::from(s == State::Unknown));
-        }
+        self.series
+            .cells
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(cell.clone());
         TargetMetrics {
             family: self.clone(),
-            id: id.to_owned(),
-            duration: self.duration.with_label_values(&labels),
-            success: self.success.with_label_values(&labels),
-            ok: self.probes.with_label_values(&[id, kind, region, "ok"]),
-            error: self.probes.with_label_values(&[id, kind, region, "error"]),
-            timeout: self
-                .probes
-                .with_label_values(&[id, kind, region, "timeout"]),
-            state,
-            transitions: State::ALL.map(|s| {
-                self.transitions
-                    .with_label_values(&[id, kind, region, s.as_str()])
-            }),
+            id: target.id.as_str().to_owned(),
+            cell,
             replicas: BTreeSet::new(),
         }
     }
@@ -267,13 +491,7 @@ impl ProbeMetrics {
 pub struct TargetMetrics {
     family: ProbeMetrics,
     id: String,
-    duration: Histogram,
-    success: IntGauge,
-    ok: IntCounter,
-    error: IntCounter,
-    timeout: IntCounter,
-    state: [IntGauge; 3],
-    transitions: [IntCounter; 3],
+    cell: Arc<TargetCell>,
     /// Replica label values exported last time, to drop the ones that went away.
     replicas: BTreeSet<String>,
 }
@@ -285,20 +503,22 @@ fn state_index(s: State) -> usize {
 impl TargetMetrics {
     /// Records one probe result.
     pub fn observe(&mut self, result: &Result<Observation, ProbeError>, seconds: f64) {
-        self.duration.observe(seconds);
+        let cell = &self.cell;
+        cell.observe(seconds);
         match result {
             Ok(observation) => {
-                self.success.set(1);
-                self.ok.inc();
+                cell.success.store(1, Ordering::Relaxed);
+                cell.results[0].fetch_add(1, Ordering::Relaxed);
                 self.facts(&observation.facts);
             }
             Err(e) => {
-                self.success.set(0);
-                if matches!(e, ProbeError::Timeout(_)) {
-                    self.timeout.inc();
+                cell.success.store(0, Ordering::Relaxed);
+                let i = if matches!(e, ProbeError::Timeout(_)) {
+                    2
                 } else {
-                    self.error.inc();
-                }
+                    1
+                };
+                cell.results[i].fetch_add(1, Ordering::Relaxed);
                 // Facts of a target that does not answer are unknown, not their last value.
                 self.clear_facts();
             }
@@ -307,9 +527,9 @@ impl TargetMetrics {
 
     /// Records a change of state.
     pub fn transition(&self, t: Transition) {
-        self.state[state_index(t.from)].set(0);
-        self.state[state_index(t.to)].set(1);
-        self.transitions[state_index(t.to)].inc();
+        let to = state_index(t.to);
+        self.cell.state.store(to, Ordering::Relaxed);
+        self.cell.transitions[to].fetch_add(1, Ordering::Relaxed);
     }
 
     fn facts(&mut self, facts: &Facts) {
@@ -395,5 +615,231 @@ impl TargetMetrics {
             let _ignored = f.pg_replica_lag_bytes.remove_label_values(&[id, &gone]);
             let _ignored = f.redis_replica_lag.remove_label_values(&[id, &gone]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HttpTargetConfig, ProbeOverrides, ProbeSettings, TargetKind};
+    use crate::probe::HttpFacts;
+    use crate::topology::{TargetId, TargetSpec};
+    use prometheus::{HistogramOpts, HistogramVec, IntCounterVec};
+    use std::time::Duration;
+
+    fn target(name: &str, region: &str) -> Target {
+        Target {
+            id: TargetId::new(TargetKind::Http, region, name),
+            region: region.into(),
+            settings: ProbeSettings {
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                rise: 1,
+                fall: 1,
+            },
+            spec: TargetSpec::Http(HttpTargetConfig {
+                name: name.into(),
+                url: "http://127.0.0.1:1/".into(),
+                expect_status: vec![],
+                body_contains: None,
+                json_pointer: None,
+                json_equals: None,
+                max_latency: None,
+                headers: Default::default(),
+                tls_verify: true,
+                ca_file: None,
+                connection: Default::default(),
+                probe: ProbeOverrides::default(),
+            }),
+        }
+    }
+
+    fn ok() -> Result<Observation, ProbeError> {
+        Ok(Observation {
+            latency: Duration::ZERO,
+            facts: Facts::Http(HttpFacts {
+                status: 200,
+                body_bytes: 0,
+            }),
+        })
+    }
+
+    /// The same observations recorded through the prometheus crate's own types, rendered by
+    /// its encoder: what the series must read like.
+    struct Reference {
+        registry: Registry,
+        duration: HistogramVec,
+        success: IntGaugeVec,
+        probes: IntCounterVec,
+        state: IntGaugeVec,
+        transitions: IntCounterVec,
+    }
+
+    impl Reference {
+        fn new() -> Reference {
+            let registry = Registry::new();
+            let t = &["target", "kind", "region"];
+            let opts = |i: usize| Opts::new(FAMILIES[i].0, FAMILIES[i].2);
+            let duration = HistogramVec::new(
+                HistogramOpts::new(FAMILIES[0].0, FAMILIES[0].2)
+                    .buckets(PROBE_DURATION_BUCKETS.to_vec()),
+                t,
+            )
+            .unwrap();
+            let success = IntGaugeVec::new(opts(1), t).unwrap();
+            let probes =
+                IntCounterVec::new(opts(2), &["target", "kind", "region", "result"]).unwrap();
+            let state = IntGaugeVec::new(opts(3), &["target", "kind", "region", "state"]).unwrap();
+            let transitions =
+                IntCounterVec::new(opts(4), &["target", "kind", "region", "to"]).unwrap();
+            for c in [
+                Box::new(duration.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(success.clone()),
+                Box::new(probes.clone()),
+                Box::new(state.clone()),
+                Box::new(transitions.clone()),
+            ] {
+                registry.register(c).unwrap();
+            }
+            Reference {
+                registry,
+                duration,
+                success,
+                probes,
+                state,
+                transitions,
+            }
+        }
+
+        fn add(&self, t: &Target) {
+            let (id, kind, region) = (t.id.as_str(), t.kind().as_str(), t.region.as_str());
+            self.duration.with_label_values(&[id, kind, region]);
+            self.success.with_label_values(&[id, kind, region]);
+            for r in RESULTS {
+                self.probes.with_label_values(&[id, kind, region, r]);
+            }
+            for s in State::ALL {
+                self.state
+                    .with_label_values(&[id, kind, region, s.as_str()])
+                    .set(i64::from(s == State::Unknown));
+                self.transitions
+                    .with_label_values(&[id, kind, region, s.as_str()]);
+            }
+        }
+
+        fn observe(&self, t: &Target, result: &str, seconds: f64) {
+            let (id, kind, region) = (t.id.as_str(), t.kind().as_str(), t.region.as_str());
+            self.duration
+                .with_label_values(&[id, kind, region])
+                .observe(seconds);
+            self.success
+                .with_label_values(&[id, kind, region])
+                .set(i64::from(result == "ok"));
+            self.probes
+                .with_label_values(&[id, kind, region, result])
+                .inc();
+        }
+
+        fn transition(&self, t: &Target, from: State, to: State) {
+            let (id, kind, region) = (t.id.as_str(), t.kind().as_str(), t.region.as_str());
+            self.state
+                .with_label_values(&[id, kind, region, from.as_str()])
+                .set(0);
+            self.state
+                .with_label_values(&[id, kind, region, to.as_str()])
+                .set(1);
+            self.transitions
+                .with_label_values(&[id, kind, region, to.as_str()])
+                .inc();
+        }
+    }
+
+    fn lines(text: &str) -> Vec<String> {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn the_series_read_as_the_prometheus_encoder_writes_them() {
+        let reference = Reference::new();
+        let metrics = ProbeMetrics::new(&Registry::new()).unwrap();
+        let a = target("orders", "eu-west-3");
+        // A label value that needs escaping.
+        let b = target("we\"ird\\name", "us-east-1");
+        let mut ma = metrics.target(&a);
+        let mut mb = metrics.target(&b);
+        reference.add(&a);
+        reference.add(&b);
+        for (seconds, result) in [
+            (0.0004, "ok"),
+            (0.003, "ok"),
+            (0.7, "error"),
+            (12.0, "timeout"),
+        ] {
+            let outcome = match result {
+                "ok" => ok(),
+                "error" => Err(ProbeError::Connect("refused".into())),
+                _ => Err(ProbeError::Timeout(Duration::from_secs(12))),
+            };
+            ma.observe(&outcome, seconds);
+            reference.observe(&a, result, seconds);
+        }
+        mb.observe(&ok(), 0.01);
+        reference.observe(&b, "ok", 0.01);
+        let up = Transition {
+            from: State::Unknown,
+            to: State::Up,
+        };
+        ma.transition(up);
+        reference.transition(&a, up.from, up.to);
+        let down = Transition {
+            from: State::Up,
+            to: State::Down,
+        };
+        ma.transition(down);
+        reference.transition(&a, down.from, down.to);
+
+        let ours = render_all(&Registry::new(), &metrics.series());
+        let theirs = render(&reference.registry);
+        assert_eq!(lines(&ours), lines(&theirs));
+        assert!(ours.contains(r#"failoverd_target_state{kind="http",region="eu-west-3",state="down",target="http/eu-west-3/orders"} 1"#));
+    }
+
+    #[test]
+    fn a_large_exposition_comes_in_chunks_each_family_whole() {
+        let metrics = ProbeMetrics::new(&Registry::new()).unwrap();
+        let targets: Vec<Target> = (0..500)
+            .map(|i| target(&format!("api-{i}"), "eu-west-3"))
+            .collect();
+        let _kept: Vec<TargetMetrics> = targets.iter().map(|t| metrics.target(t)).collect();
+        let mut body = Exposition {
+            head: None,
+            cells: metrics.series().cells(),
+            family: 0,
+            next: 0,
+        };
+        let mut chunks = Vec::new();
+        while let Some(chunk) = body.chunk() {
+            assert!(chunk.len() < CHUNK + 4096, "chunk of {} bytes", chunk.len());
+            chunks.push(String::from_utf8(chunk.to_vec()).unwrap());
+        }
+        assert!(chunks.len() > 10, "{} chunks", chunks.len());
+        let text = chunks.concat();
+        // 26 samples per target, and each family's header once, before its samples.
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples, 500 * 26);
+        for (name, kind, _) in FAMILIES {
+            let header = format!("# TYPE {name} {kind}\n");
+            assert_eq!(text.matches(&header).count(), 1, "{name}");
+            let at = text.find(&header).unwrap();
+            let first = text.find(&format!("\n{name}")).unwrap();
+            assert!(at < first, "{name}: samples before the header");
+        }
+        assert!(render_all(
+            &Registry::new(),
+            &ProbeMetrics::new(&Registry::new()).unwrap().series()
+        )
+        .is_empty());
     }
 }

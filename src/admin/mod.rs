@@ -33,6 +33,8 @@ pub struct AdminState {
     pub board: Arc<HealthBoard>,
     /// The agent's metrics.
     pub registry: prometheus::Registry,
+    /// The per-target probe series, exposed next to the registry's.
+    pub probe_series: crate::metrics::ProbeSeries,
     /// The cluster.
     pub consensus: Arc<crate::consensus::Consensus>,
     /// The failover reconciler.
@@ -204,7 +206,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&state.registry),
+        crate::metrics::body(&state.registry, &state.probe_series),
     )
 }
 

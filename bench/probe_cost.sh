@@ -585,8 +585,8 @@ echo "- Goals: fresh <= ${GOAL_FRESH_US} µs/probe (a third of ${BASELINE_US}), 
 echo "  peak RSS < ${GOAL_RSS_MB} MB at ${GOAL_RSS_TARGETS} targets (RSS goal n/a for other counts)."
 echo "- % core: CPU seconds per wall second of the whole process (probes, metrics, admin API)."
 echo "  Peak RSS: VmHWM (MB = MiB), over the whole life of the process; RSS at end: VmRSS when the"
-echo "  measurement ended. Each read of /metrics (the script counts probes there, as Prometheus"
-echo "  would scrape) builds every series at once: its memory is freed but stays with the allocator."
+echo "  measurement ended. The script reads /metrics (it counts probes there) as Prometheus would"
+echo "  scrape, so the RSS includes what a scrape costs (the per-target series are streamed in chunks)."
 if ((HAVE_STUB)); then
     echo "- new conns/probe: connections nginx accepted per probe; ~1 means a new connection per"
     echo "  probe, ~0 means kept connections were reused."

@@ -661,11 +661,19 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
     // Nothing was promoted; the region was still drained from DNS.
     assert!(in_recovery(&lab.pg.replica).await?);
     assert!(in_recovery(&lab.pg.others[0]).await?);
-    wait_for_async("the region drained", Duration::from_secs(10), || async {
+    let drained = wait_for_async("the region drained", Duration::from_secs(10), || async {
         let (weights, _) = lab.ministack.records().await.ok()?;
         (weights.get("eu-west-3") == Some(&0)).then_some(())
     })
-    .await?;
+    .await;
+    if let Err(e) = drained {
+        let status = lab.cluster.agents[k].status().await;
+        return Err(e.context(format!(
+            "leader status: {:#}\n{}",
+            status.unwrap_or_default(),
+            lab.logs()
+        )));
+    }
     Ok(())
 }
 

@@ -36,6 +36,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_ROUTE53_TTL: u32 = 30;
 /// Default priority of a Postgres member when choosing among equally caught-up replicas.
 pub const DEFAULT_PG_PRIORITY: u32 = 100;
+/// Default time between probes while a target's state is in question (a failure of an Up
+/// target, a success of a Down one, a replica's link just lost): `fall` failures then take
+/// half a second instead of `fall` intervals, as HAProxy's `fastinter` does.
+pub const DEFAULT_FAST_INTERVAL: Duration = Duration::from_millis(250);
 /// The shortest interval accepted: faster probing only adds load, not certainty.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Default data-loss guard for automatic promotion: 1 MiB of WAL.
@@ -344,16 +348,16 @@ pub struct ClusterConfig {
     #[serde(default, with = "humantime_serde")]
     pub lease_ttl: Option<Duration>,
     /// A local replica whose link to its primary (or master) in another region has been down
-    /// this long votes that primary Down (default 2 s: as soon as the primary's own agent can
-    /// say Down with the default probes; such a vote alone never moves a primary).
+    /// this long votes that primary Down (default 500 ms: as soon as the primary's own agent
+    /// can say Down with the default probes; such a vote alone never moves a primary).
     #[serde(default, with = "humantime_serde")]
     pub data_path_down_after: Option<Duration>,
 }
 
 /// Default time a replica's link must be down before it counts as a Down vote: the soonest
-/// the primary's own agent says Down with the default probes ((fall - 1) x interval), so the
-/// second vote does not arrive after the first.
-pub const DEFAULT_DATA_PATH_DOWN_AFTER: Duration = Duration::from_secs(2);
+/// the primary's own agent says Down with the default probes ((fall - 1) x fast interval
+/// after its first failed probe), so the second vote does not arrive after the first.
+pub const DEFAULT_DATA_PATH_DOWN_AFTER: Duration = Duration::from_millis(500);
 
 /// Default age after which a report counts as Unknown: three probe intervals.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(3);
@@ -540,6 +544,10 @@ pub struct ProbeConfig {
     /// Global interval (default 1 s).
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
+    /// Time between probes while a target's state is in question (default 250 ms, never
+    /// more than the target's interval); measured from the end of the previous probe.
+    #[serde(default, with = "humantime_serde")]
+    pub fast_interval: Option<Duration>,
     /// Global timeout (default 500 ms).
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -600,6 +608,8 @@ pub struct ProbeSettings {
     pub rise: u32,
     /// Failures to turn Down.
     pub fall: u32,
+    /// Time between probes while the state is in question (at most `interval`).
+    pub fast_interval: Duration,
 }
 
 impl ProbeConfig {
@@ -672,6 +682,10 @@ impl ProbeConfig {
                 timeout,
                 rise,
                 fall,
+                fast_interval: self
+                    .fast_interval
+                    .unwrap_or(DEFAULT_FAST_INTERVAL)
+                    .min(interval),
             },
             [si, st, sr, sf],
         )
@@ -1370,6 +1384,18 @@ impl Config {
             fall: self.probe.fall,
         };
         v.probe_overrides("probe", &global);
+        if let Some(fast) = self.probe.fast_interval {
+            if fast < MIN_INTERVAL {
+                v.push(
+                    "probe.fast_interval",
+                    format!(
+                        "{} is below the minimum of {}",
+                        humantime::format_duration(fast),
+                        humantime::format_duration(MIN_INTERVAL)
+                    ),
+                );
+            }
+        }
         for kind in [TargetKind::Http, TargetKind::Postgres, TargetKind::Redis] {
             v.probe_overrides(&format!("probe.{kind}"), self.probe.kind(kind));
         }

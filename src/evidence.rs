@@ -38,7 +38,12 @@ pub fn link_of(view: &TargetView) -> Option<Link> {
     let Some(LastResult::Ok { observation }) = &view.last else {
         return None;
     };
-    match &observation.facts {
+    link_in(&observation.facts)
+}
+
+/// The link one observation's facts describe, if they are a replica's.
+pub fn link_in(facts: &Facts) -> Option<Link> {
+    match facts {
         Facts::Postgres(pg) if pg.role == crate::probe::postgres::PgRole::Replica => {
             let receiver = pg.wal_receiver.as_ref();
             Some(Link {

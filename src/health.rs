@@ -215,6 +215,8 @@ pub struct Recorded {
     pub transition: Option<(Transition, String)>,
     /// Whether this was the target's first probe.
     pub first: bool,
+    /// Whether the state is in question: Unknown, or the latest result goes against it.
+    pub unsettled: bool,
 }
 
 impl TargetSlot {
@@ -272,7 +274,16 @@ impl TargetSlot {
             });
             (t, reason)
         });
-        Recorded { transition, first }
+        let unsettled = match health.state() {
+            State::Unknown => true,
+            State::Up => health.failures() > 0,
+            State::Down => health.successes() > 0,
+        };
+        Recorded {
+            transition,
+            first,
+            unsettled,
+        }
     }
 
     /// A copy of the current view.

@@ -636,6 +636,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 rise: 1,
                 fall: 1,
+                fast_interval: Duration::from_millis(250),
             },
             spec: TargetSpec::Http(HttpTargetConfig {
                 name: name.into(),

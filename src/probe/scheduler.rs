@@ -3,7 +3,12 @@
 //! Each target gets one task, so a hung or black-holed target can only delay itself. The
 //! first probe of each target starts at a random offset within its interval, which spreads
 //! thousands of targets (and several agents) evenly over time instead of probing in bursts;
-//! after that the cadence is exact, so "down within fall × interval + timeout" holds.
+//! after that the cadence is exact. While a target's state is in question — a failure of an
+//! Up target, a success of a Down one, an Unknown target, or a replica whose replication link
+//! was just lost, for `fall` probes — the next probe follows `fast_interval` after the end of
+//! the last one instead (HAProxy's `fastinter`); once settled, the cadence resumes from
+//! there. So a dead target is Down within one interval plus (fall − 1) × (fast interval +
+//! timeout), and a replica's lost link is seen `fall` times within half a second.
 //! Every wait races the shutdown token.
 
 use std::sync::Arc;
@@ -33,6 +38,8 @@ pub struct ProbeTask<P> {
     pub slot: Arc<TargetSlot>,
     /// The target's metrics.
     pub metrics: TargetMetrics,
+    /// Consecutive observations of this replica with its replication link down.
+    pub link_down: u32,
 }
 
 impl<P: Probe> ProbeTask<P> {
@@ -44,10 +51,18 @@ impl<P: Probe> ProbeTask<P> {
         // A probe never outlives its interval (timeout < interval), so ticks are only missed
         // when the runtime itself stalls; then probe once and keep the cadence from there.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut fast = false;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
+            if fast {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.settings.fast_interval) => {}
+                }
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
             }
             let started = Instant::now();
             // Boxed: the probe's future (an HTTP client's is kilobytes) lives only while it
@@ -61,11 +76,27 @@ impl<P: Probe> ProbeTask<P> {
                 r = check => r.unwrap_or(Err(ProbeError::Timeout(self.settings.timeout))),
             };
             let elapsed = started.elapsed();
-            self.record(result, elapsed);
+            let unsettled = self.record(result, elapsed);
+            if fast && !unsettled {
+                // Settled: the regular cadence again, one interval from now.
+                ticker.reset();
+            }
+            fast = unsettled;
         }
     }
 
-    fn record(&mut self, result: Result<super::Observation, ProbeError>, elapsed: Duration) {
+    /// Records a result; returns whether the target's state is in question.
+    fn record(
+        &mut self,
+        result: Result<super::Observation, ProbeError>,
+        elapsed: Duration,
+    ) -> bool {
+        let link_lost = result
+            .as_ref()
+            .ok()
+            .and_then(|o| crate::evidence::link_in(&o.facts))
+            .is_some_and(|link| !link.up);
+        self.link_down = if link_lost { self.link_down + 1 } else { 0 };
         let recorded = self.board.record(&self.slot, &result, SystemTime::now());
         self.metrics.observe(&result, elapsed.as_secs_f64());
         if let Some((t, reason)) = recorded.transition {
@@ -77,6 +108,7 @@ impl<P: Probe> ProbeTask<P> {
                 tracing::info!(target_id = %self.id, from, to, %reason, "target state changed");
             }
         }
+        recorded.unsettled || (link_lost && self.link_down < self.settings.fall)
     }
 }
 
@@ -92,12 +124,14 @@ mod tests {
     use crate::metrics::ProbeMetrics;
     use crate::probe::{Facts, HttpFacts, Observation};
     use crate::topology::{Target, TargetSpec};
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-    /// A check whose behaviour the test scripts: it counts calls and can hang forever.
+    /// A check whose behaviour the test scripts: it counts calls, can hang forever, and fails
+    /// at once while `fail` is set.
     struct Scripted {
         calls: Arc<AtomicU32>,
         hang: bool,
+        fail: Arc<AtomicBool>,
     }
 
     impl Probe for Scripted {
@@ -105,6 +139,9 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.hang {
                 std::future::pending::<()>().await;
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(ProbeError::Connect("refused".into()));
             }
             Ok(Observation {
                 latency: Duration::ZERO,
@@ -145,19 +182,74 @@ mod tests {
         hang: bool,
         shutdown: &CancellationToken,
     ) -> (Arc<AtomicU32>, tokio::task::JoinHandle<()>) {
+        let (calls, _, handle) = spawn_failable(t, board, metrics, hang, shutdown);
+        (calls, handle)
+    }
+
+    fn spawn_failable(
+        t: &Target,
+        board: &Arc<HealthBoard>,
+        metrics: &ProbeMetrics,
+        hang: bool,
+        shutdown: &CancellationToken,
+    ) -> (Arc<AtomicU32>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
         let calls = Arc::new(AtomicU32::new(0));
+        let fail = Arc::new(AtomicBool::new(false));
         let task = ProbeTask {
             id: t.id.clone(),
             settings: t.settings.clone(),
             probe: Scripted {
                 calls: calls.clone(),
                 hang,
+                fail: fail.clone(),
             },
             board: board.clone(),
             slot: board.slot(&t.id).unwrap(),
             metrics: metrics.target(t),
+            link_down: 0,
         };
-        (calls, tokio::spawn(task.run(shutdown.clone())))
+        (calls, fail, tokio::spawn(task.run(shutdown.clone())))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_target_is_probed_again_soon_and_the_cadence_resumes_once_it_is_down() {
+        let settings = ProbeSettings {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+            fast_interval: Duration::from_millis(250),
+        };
+        let t = target("api", settings);
+        let board = Arc::new(HealthBoard::new(std::slice::from_ref(&t)));
+        let metrics = ProbeMetrics::new(&prometheus::Registry::new()).unwrap();
+        let shutdown = CancellationToken::new();
+        let (calls, fail, handle) = spawn_failable(&t, &board, &metrics, false, &shutdown);
+        // Unknown at the start: the second success follows 250 ms after the first.
+        while board.state(&t.id) != Some(State::Up) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(2_300)).await;
+        let before = calls.load(Ordering::SeqCst);
+        fail.store(true, Ordering::SeqCst);
+        let failed_at = Instant::now();
+        while board.state(&t.id) != Some(State::Down) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The next regular probe (within 1 s), then two more 250 ms apart.
+        let took = failed_at.elapsed();
+        assert!(
+            took <= Duration::from_millis(1_520),
+            "Down after {took:?} of failures"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), before + 3);
+        // Settled: one probe per interval again.
+        let down_calls = calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5_050)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), down_calls + 5);
+        shutdown.cancel();
+        handle.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -167,6 +259,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             rise: 1,
             fall: 2,
+            fast_interval: Duration::from_millis(250),
         };
         let hung = target("hung", settings.clone());
         let healthy = target("healthy", settings);
@@ -182,8 +275,11 @@ mod tests {
         let ok = ok_calls.load(Ordering::SeqCst);
         let hung_count = hung_calls.load(Ordering::SeqCst);
         assert!((10..=11).contains(&ok), "healthy target probed {ok} times");
+        // The hung one: its first probe times out at phase + 0.5 s, the second starts 250 ms
+        // later and times out at phase + 1.25 s (Down, fall 2), then one per second from
+        // there: 10 probes, or 9 when the phase was above 0.8 s.
         assert!(
-            (10..=11).contains(&hung_count),
+            (9..=10).contains(&hung_count),
             "hung probe restarts each interval: {hung_count}"
         );
         assert_eq!(board.state(&hung.id), Some(State::Down));
@@ -206,6 +302,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             rise: 1,
             fall: 1,
+            fast_interval: Duration::from_millis(250),
         };
         let t = target("slow", settings);
         let board = Arc::new(HealthBoard::new(std::slice::from_ref(&t)));

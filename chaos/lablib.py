@@ -48,10 +48,19 @@ def address(region):
     return f"127.0.1.{REGIONS.index(region) + 1}"
 
 
+_GIVEN = set()
+
+
 def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free on `host` now, and never handed out before by this process: a lab picks a
+    dozen ports before anything binds them, and the kernel may offer the same one twice."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def say(message):
@@ -419,8 +428,9 @@ class Lab:
         try:
             lab._bring_up(phase, ministack_bin, automatic)
         except BaseException:
-            progress(f"the lab did not come up; its logs were in {directory}")
-            lab.dump_logs(progress)
+            # Said on stderr even when the caller keeps the steps quiet (the benchmarks).
+            say(f"the lab did not come up; its logs were in {directory}")
+            lab.dump_logs(say)
             lab.stop()
             raise
         return lab

@@ -936,6 +936,25 @@ async fn a_live_drill_fails_a_region_over_and_back_in_one_call_with_its_mileston
     let _serial = ONE_LAB_AT_A_TIME.lock().await;
     let lab = lab().await?;
     lab.write_orders(100).await?;
+    // The rows replayed everywhere: with equal positions the name decides, so the drain
+    // promotes pg-eu-central-1 (a replica last seen ahead of the other would win instead).
+    wait_for_async(
+        "the leader to see pg-eu-central-1 caught up",
+        Duration::from_secs(20),
+        || async {
+            for agent in &lab.cluster.agents {
+                let s = agent.status().await?;
+                let choice = &s["cluster"]["failover_readiness"]["postgres/main"]["choice"];
+                if choice["target"] == "postgres/main/pg-eu-central-1"
+                    && choice["estimated_loss_bytes"] == 0
+                {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await?;
     let before = lab.state().await?;
     for (body, status, code) in [
         (

@@ -81,9 +81,9 @@ struct Lab {
 }
 
 /// Masters 0 and 1 in eu-west-3 with their replicas in eu-central-1 and us-east-1; master 2
-/// in eu-central-1 with its replica in eu-west-3. The nodes run with `node_timeout`; `extra`
-/// is added to every agent's config.
-async fn lab(node_timeout: Duration, extra: &str) -> anyhow::Result<Lab> {
+/// in eu-central-1 with its replica in eu-west-3. The nodes run with `node_timeout`; `probe`
+/// is the agents' `[probe]` section and `extra` is added to every agent's config.
+async fn lab(node_timeout: Duration, probe: &str, extra: &str) -> anyhow::Result<Lab> {
     let cluster = RedisCluster::start_with(node_timeout).await?;
     let nodes = layout(&cluster).await?;
     let replicas = [
@@ -125,6 +125,7 @@ members = [
     let agents = AgentCluster::start_with(
         &urls,
         ClusterOptions {
+            probe,
             extra: &extra,
             ..Default::default()
         },
@@ -203,7 +204,7 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
     // Redis's default node timeout, as the README recommends: failoverd's takeover comes
     // before the survivors count the lost masters as failing, so no survivor spends the
     // rejoin delay refusing writes after it.
-    let mut lab = lab(Duration::from_secs(15), "").await?;
+    let mut lab = lab(Duration::from_secs(15), "", "").await?;
     let [r0, r1, r2] = lab.replicas;
 
     // eu-west-3 goes: its agent, its API and its three cluster nodes.
@@ -324,8 +325,13 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
 async fn a_master_the_cluster_replaces_itself_is_left_to_it_and_the_move_is_credited_to_it(
 ) -> anyhow::Result<()> {
     // The nodes notice a lost master within a second; the agents call a Redis member Down
-    // only after 8 failed probes: the cluster's election comes first.
-    let mut lab = lab(Duration::from_secs(1), "[probe.redis]\nfall = 8").await?;
+    // only after 8 failed probes a second apart: the cluster's election comes first.
+    let mut lab = lab(
+        Duration::from_secs(1),
+        "fast_interval = \"1s\"",
+        "[probe.redis]\nfall = 8",
+    )
+    .await?;
     let r2 = lab.replicas[2];
     // Master 2 (eu-central-1) dies alone: two masters of three can still vote.
     lab.cluster.nodes[2].kill()?;

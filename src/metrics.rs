@@ -621,38 +621,20 @@ impl TargetMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HttpTargetConfig, ProbeOverrides, ProbeSettings, TargetKind};
+    use crate::config::ProbeSettings;
     use crate::probe::HttpFacts;
-    use crate::topology::{TargetId, TargetSpec};
     use prometheus::{HistogramOpts, HistogramVec, IntCounterVec};
     use std::time::Duration;
 
     fn target(name: &str, region: &str) -> Target {
-        Target {
-            id: TargetId::new(TargetKind::Http, region, name),
-            region: region.into(),
-            settings: ProbeSettings {
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_secs(1),
-                rise: 1,
-                fall: 1,
-                fast_interval: Duration::from_millis(250),
-            },
-            spec: TargetSpec::Http(HttpTargetConfig {
-                name: name.into(),
-                url: "http://127.0.0.1:1/".into(),
-                expect_status: vec![],
-                body_contains: None,
-                json_pointer: None,
-                json_equals: None,
-                max_latency: None,
-                headers: Default::default(),
-                tls_verify: true,
-                ca_file: None,
-                connection: Default::default(),
-                probe: ProbeOverrides::default(),
-            }),
-        }
+        let settings = ProbeSettings {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 1,
+            fast_interval: Duration::from_millis(250),
+        };
+        Target::http_for_tests(name, region, settings)
     }
 
     fn ok() -> Result<Observation, ProbeError> {

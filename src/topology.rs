@@ -63,6 +63,30 @@ pub struct Target {
 }
 
 impl Target {
+    /// An HTTP target `name` in `region` (for tests).
+    #[cfg(test)]
+    pub(crate) fn http_for_tests(name: &str, region: &str, settings: ProbeSettings) -> Target {
+        Target {
+            id: TargetId::new(TargetKind::Http, region, name),
+            region: region.into(),
+            settings,
+            spec: TargetSpec::Http(crate::config::HttpTargetConfig {
+                name: name.into(),
+                url: "http://127.0.0.1:1/".into(),
+                expect_status: vec![],
+                body_contains: None,
+                json_pointer: None,
+                json_equals: None,
+                max_latency: None,
+                headers: Default::default(),
+                tls_verify: true,
+                ca_file: None,
+                connection: Default::default(),
+                probe: crate::config::ProbeOverrides::default(),
+            }),
+        }
+    }
+
     /// The kind of probe this target needs.
     pub fn kind(&self) -> TargetKind {
         match self.spec {

@@ -120,10 +120,9 @@ fn random_phase(interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HttpTargetConfig, ProbeOverrides};
     use crate::metrics::ProbeMetrics;
     use crate::probe::{Facts, HttpFacts, Observation};
-    use crate::topology::{Target, TargetSpec};
+    use crate::topology::Target;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     /// A check whose behaviour the test scripts: it counts calls, can hang forever, and fails
@@ -154,25 +153,7 @@ mod tests {
     }
 
     fn target(name: &str, settings: ProbeSettings) -> Target {
-        Target {
-            id: TargetId::new(crate::config::TargetKind::Http, "r1", name),
-            region: "r1".into(),
-            settings,
-            spec: TargetSpec::Http(HttpTargetConfig {
-                name: name.into(),
-                url: "http://127.0.0.1:1/".into(),
-                expect_status: vec![],
-                body_contains: None,
-                json_pointer: None,
-                json_equals: None,
-                max_latency: None,
-                headers: Default::default(),
-                tls_verify: true,
-                ca_file: None,
-                connection: Default::default(),
-                probe: ProbeOverrides::default(),
-            }),
-        }
+        Target::http_for_tests(name, "r1", settings)
     }
 
     fn spawn(

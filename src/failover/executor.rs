@@ -1445,12 +1445,11 @@ impl Reconciler {
             self.undo_planned_fences(record).await;
         }
         let now = now_ms();
-        let cooldown = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
         let command = command(FailoverCommand::Finish {
             epoch: record.epoch,
             outcome,
             at_ms: now,
-            cooldown_until_ms: now.saturating_add(cooldown),
+            cooldown_until_ms: record.decision.cooldown_until(now, self.cooldown),
         });
         if let Err(e) = self.consensus.write(command).await {
             tracing::warn!(error = %e, "cannot record the end of the failover");

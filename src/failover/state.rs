@@ -385,6 +385,19 @@ pub struct Decision {
     pub drill: Option<DrillPart>,
 }
 
+impl Decision {
+    /// Until when region changes wait once this failover ends at `now_ms`: `cooldown` after
+    /// one that moved DNS (a drain or a restore), so that traffic does not flap between
+    /// regions; not at all after one that only promoted datastores — a region lost right
+    /// after must still be drained at once.
+    pub fn cooldown_until(&self, now_ms: u64, cooldown: std::time::Duration) -> u64 {
+        if self.drain.is_empty() && self.restore.is_empty() {
+            return 0;
+        }
+        now_ms.saturating_add(u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// The part a decision plays in a live drill.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "phase", rename_all = "snake_case")]
@@ -989,6 +1002,17 @@ mod tests {
 
     fn target(name: &str) -> TargetId {
         TargetId::new(crate::config::TargetKind::Postgres, "main", name)
+    }
+
+    #[test]
+    fn only_a_failover_that_moved_dns_holds_region_changes_back() {
+        let cooldown = std::time::Duration::from_secs(300);
+        let mut d = decision();
+        assert_eq!(d.cooldown_until(10_000, cooldown), 310_000);
+        d.drain.clear();
+        assert_eq!(d.cooldown_until(10_000, cooldown), 0, "a promotion alone");
+        d.restore = vec!["r1".into()];
+        assert_eq!(d.cooldown_until(10_000, cooldown), 310_000);
     }
 
     fn decision() -> Decision {

@@ -78,7 +78,6 @@ impl Agent {
                 board: board.clone(),
                 slot,
                 metrics: probe_metrics.target(target),
-                link_down: 0,
             });
         }
         Ok(Agent {

@@ -1384,18 +1384,7 @@ impl Config {
             fall: self.probe.fall,
         };
         v.probe_overrides("probe", &global);
-        if let Some(fast) = self.probe.fast_interval {
-            if fast < MIN_INTERVAL {
-                v.push(
-                    "probe.fast_interval",
-                    format!(
-                        "{} is below the minimum of {}",
-                        humantime::format_duration(fast),
-                        humantime::format_duration(MIN_INTERVAL)
-                    ),
-                );
-            }
-        }
+        v.interval("probe.fast_interval".into(), self.probe.fast_interval);
         for kind in [TargetKind::Http, TargetKind::Postgres, TargetKind::Redis] {
             v.probe_overrides(&format!("probe.{kind}"), self.probe.kind(kind));
         }
@@ -1811,19 +1800,22 @@ impl Validator {
         }
     }
 
-    fn probe_overrides(&mut self, key: &str, o: &ProbeOverrides) {
-        if let Some(interval) = o.interval {
-            if interval < MIN_INTERVAL {
-                self.push(
-                    format!("{key}.interval"),
-                    format!(
-                        "{} is below the minimum of {}",
-                        humantime::format_duration(interval),
-                        humantime::format_duration(MIN_INTERVAL)
-                    ),
-                );
-            }
+    /// An interval below [`MIN_INTERVAL`] is refused.
+    fn interval(&mut self, key: String, interval: Option<Duration>) {
+        if let Some(interval) = interval.filter(|i| *i < MIN_INTERVAL) {
+            self.push(
+                key,
+                format!(
+                    "{} is below the minimum of {}",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(MIN_INTERVAL)
+                ),
+            );
         }
+    }
+
+    fn probe_overrides(&mut self, key: &str, o: &ProbeOverrides) {
+        self.interval(format!("{key}.interval"), o.interval);
         if o.timeout == Some(Duration::ZERO) {
             self.push(format!("{key}.timeout"), "must be greater than 0");
         }

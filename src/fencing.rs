@@ -165,7 +165,7 @@ impl Fencer {
                 _ = ticker.tick() => {}
             }
             let valid = consensus.lease_valid();
-            if !valid && self.lease_gauge.get() == 1 {
+            if !valid && self.valid_since.is_some() {
                 self.lapses.inc();
                 tracing::warn!(
                     lease_ttl = ?self.lease_ttl,

@@ -89,6 +89,15 @@ impl Health {
         self.failures
     }
 
+    /// Whether the state is in question: Unknown, or the latest result goes against it.
+    pub fn in_question(&self) -> bool {
+        match self.state {
+            State::Unknown => true,
+            State::Up => self.failures > 0,
+            State::Down => self.successes > 0,
+        }
+    }
+
     /// Feeds one result; returns the transition if the state flipped.
     pub fn observe(&mut self, ok: bool) -> Option<Transition> {
         let from = self.state;
@@ -274,15 +283,10 @@ impl TargetSlot {
             });
             (t, reason)
         });
-        let unsettled = match health.state() {
-            State::Unknown => true,
-            State::Up => health.failures() > 0,
-            State::Down => health.successes() > 0,
-        };
         Recorded {
             transition,
             first,
-            unsettled,
+            unsettled: health.in_question(),
         }
     }
 
@@ -417,6 +421,22 @@ mod tests {
                 to: State::Down
             })
         );
+    }
+
+    #[test]
+    fn the_state_is_in_question_until_the_results_agree_with_it() {
+        let mut h = Health::new(2, 3);
+        assert!(h.in_question(), "Unknown");
+        h.observe(true);
+        h.observe(true);
+        assert!(!h.in_question(), "Up, last result ok");
+        h.observe(false);
+        assert!(h.in_question(), "Up, one failure");
+        h.observe(false);
+        h.observe(false);
+        assert!(!h.in_question(), "Down, last result failed");
+        h.observe(true);
+        assert!(h.in_question(), "Down, one success");
     }
 
     #[test]

@@ -55,24 +55,14 @@ pub fn render(registry: &Registry) -> String {
 /// The whole exposition — the registry's families, then the per-target probe series — as a
 /// response body written chunk by chunk, so that a scrape never holds all of it at once.
 pub fn body(registry: &Registry, series: &ProbeSeries) -> axum::body::Body {
-    axum::body::Body::new(Exposition {
-        head: Some(Bytes::from(render(registry))),
-        cells: series.cells(),
-        family: 0,
-        next: 0,
-    })
+    axum::body::Body::new(Exposition::new(registry, series))
 }
 
 /// The whole exposition as one string (for tests and tools).
 pub fn render_all(registry: &Registry, series: &ProbeSeries) -> String {
-    let mut text = render(registry);
-    let mut rest = Exposition {
-        head: None,
-        cells: series.cells(),
-        family: 0,
-        next: 0,
-    };
-    while let Some(chunk) = rest.chunk() {
+    let mut exposition = Exposition::new(registry, series);
+    let mut text = String::new();
+    while let Some(chunk) = exposition.chunk() {
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     text
@@ -264,6 +254,16 @@ struct Exposition {
 }
 
 impl Exposition {
+    fn new(registry: &Registry, series: &ProbeSeries) -> Exposition {
+        let head = render(registry);
+        Exposition {
+            head: (!head.is_empty()).then(|| Bytes::from(head)),
+            cells: series.cells(),
+            family: 0,
+            next: 0,
+        }
+    }
+
     /// The next piece of text, or `None` at the end.
     fn chunk(&mut self) -> Option<Bytes> {
         if let Some(head) = self.head.take() {
@@ -796,12 +796,7 @@ mod tests {
             .map(|i| target(&format!("api-{i}"), "eu-west-3"))
             .collect();
         let _kept: Vec<TargetMetrics> = targets.iter().map(|t| metrics.target(t)).collect();
-        let mut body = Exposition {
-            head: None,
-            cells: metrics.series().cells(),
-            family: 0,
-            next: 0,
-        };
+        let mut body = Exposition::new(&Registry::new(), &metrics.series());
         let mut chunks = Vec::new();
         while let Some(chunk) = body.chunk() {
             assert!(chunk.len() < CHUNK + 4096, "chunk of {} bytes", chunk.len());

@@ -36,8 +36,8 @@ pub struct PeerState {
     pub unauthorized: prometheus::IntCounter,
     /// Reports received, by agent.
     pub reports_received: prometheus::IntCounterVec,
-    /// Marks which leader this agent accepted, and when: every AppendEntries from a current
-    /// leader renews this agent's lease.
+    /// Marks which leader this agent accepted, and when; an accepted AppendEntries renews
+    /// this agent's lease once its leader shows it heard the acceptance.
     pub contacts: Arc<super::contact::ContactBook>,
     /// Carries out operators' requests forwarded by the other agents (set once the
     /// reconciler runs).

@@ -38,8 +38,6 @@ pub struct ProbeTask<P> {
     pub slot: Arc<TargetSlot>,
     /// The target's metrics.
     pub metrics: TargetMetrics,
-    /// Consecutive observations of this replica with its replication link down.
-    pub link_down: u32,
 }
 
 impl<P: Probe> ProbeTask<P> {
@@ -52,6 +50,8 @@ impl<P: Probe> ProbeTask<P> {
         // when the runtime itself stalls; then probe once and keep the cadence from there.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut fast = false;
+        // Consecutive observations of this replica with its replication link down.
+        let mut link_down = 0u32;
         loop {
             if fast {
                 tokio::select! {
@@ -76,7 +76,14 @@ impl<P: Probe> ProbeTask<P> {
                 r = check => r.unwrap_or(Err(ProbeError::Timeout(self.settings.timeout))),
             };
             let elapsed = started.elapsed();
-            let unsettled = self.record(result, elapsed);
+            let link_lost = result
+                .as_ref()
+                .ok()
+                .and_then(|o| crate::evidence::link_in(&o.facts))
+                .is_some_and(|link| !link.up);
+            link_down = if link_lost { link_down + 1 } else { 0 };
+            let unsettled =
+                self.record(result, elapsed) || (link_lost && link_down < self.settings.fall);
             if fast && !unsettled {
                 // Settled: the regular cadence again, one interval from now.
                 ticker.reset();
@@ -91,12 +98,6 @@ impl<P: Probe> ProbeTask<P> {
         result: Result<super::Observation, ProbeError>,
         elapsed: Duration,
     ) -> bool {
-        let link_lost = result
-            .as_ref()
-            .ok()
-            .and_then(|o| crate::evidence::link_in(&o.facts))
-            .is_some_and(|link| !link.up);
-        self.link_down = if link_lost { self.link_down + 1 } else { 0 };
         let recorded = self.board.record(&self.slot, &result, SystemTime::now());
         self.metrics.observe(&result, elapsed.as_secs_f64());
         if let Some((t, reason)) = recorded.transition {
@@ -108,7 +109,7 @@ impl<P: Probe> ProbeTask<P> {
                 tracing::info!(target_id = %self.id, from, to, %reason, "target state changed");
             }
         }
-        recorded.unsettled || (link_lost && self.link_down < self.settings.fall)
+        recorded.unsettled
     }
 }
 
@@ -187,7 +188,6 @@ mod tests {
             board: board.clone(),
             slot: board.slot(&t.id).unwrap(),
             metrics: metrics.target(t),
-            link_down: 0,
         };
         (calls, fail, tokio::spawn(task.run(shutdown.clone())))
     }

@@ -11,7 +11,9 @@
 //! known before anything is lifted. With the lease held, a local Postgres member
 //! that answers as primary while the log names another member of its group (an old primary
 //! restarted after a failover) is fenced too: never two writable primaries. A failed fence or
-//! unfence is logged, counted and retried at the next tick.
+//! unfence is counted and retried at the next tick, and logged when it starts failing, when its
+//! error changes and every [`REPEAT_LOG_EVERY`] while it lasts (a stale primary that is down
+//! is retried ten times a second until it answers, and fenced the moment it does).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +30,10 @@ use crate::topology::{TargetId, Topology};
 
 /// How often the lease is checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A failure repeated at every check is logged again at most this often (and at once when
+/// its error changes); the counter counts every attempt.
+pub const REPEAT_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// A regained lease must hold this long, with the log applied, before a fence is lifted or a
 /// master demoted: right after a partition heals the log may not yet hold the failover that
@@ -68,6 +74,61 @@ pub struct Fencer {
     lapses: IntCounter,
     fenced_gauge: IntGauge,
     actions: IntCounterVec,
+    /// Fence, unfence and demote attempts failing in a row, so that one retried every check
+    /// is logged when it starts, changes or has gone on for [`REPEAT_LOG_EVERY`].
+    failing: Failing,
+}
+
+/// Actions failing in a row, by action and target.
+#[derive(Debug, Default)]
+struct Failing(BTreeMap<(&'static str, TargetId), Streak>);
+
+#[derive(Debug)]
+struct Streak {
+    error: String,
+    attempts: u32,
+    logged: std::time::Instant,
+}
+
+impl Failing {
+    /// Counts a failed attempt; the attempts so far when it should be logged now.
+    fn failed(
+        &mut self,
+        action: &'static str,
+        id: &TargetId,
+        error: &str,
+        now: std::time::Instant,
+    ) -> Option<u32> {
+        match self.0.get_mut(&(action, id.clone())) {
+            Some(streak) => {
+                streak.attempts += 1;
+                let changed = streak.error != error;
+                if changed || now.duration_since(streak.logged) >= REPEAT_LOG_EVERY {
+                    streak.error = error.to_owned();
+                    streak.logged = now;
+                    Some(streak.attempts)
+                } else {
+                    None
+                }
+            }
+            None => {
+                let streak = Streak {
+                    error: error.to_owned(),
+                    attempts: 1,
+                    logged: now,
+                };
+                self.0.insert((action, id.clone()), streak);
+                Some(1)
+            }
+        }
+    }
+
+    /// Ends a streak; the attempts that had failed before this success.
+    fn succeeded(&mut self, action: &'static str, id: &TargetId) -> u32 {
+        self.0
+            .remove(&(action, id.clone()))
+            .map_or(0, |streak| streak.attempts)
+    }
 }
 
 impl Fencer {
@@ -136,6 +197,7 @@ impl Fencer {
             lapses,
             fenced_gauge,
             actions,
+            failing: Failing::default(),
         })
     }
 
@@ -295,10 +357,12 @@ impl Fencer {
         match result {
             Ok(fence) => {
                 self.actions.with_label_values(&["fence", "ok"]).inc();
+                let failed_before = self.failing.succeeded("fence", id);
                 tracing::warn!(
                     target_id = %id,
                     lease_ttl = %humantime::format_duration(self.lease_ttl),
                     reason = why,
+                    failed_before,
                     "fenced the local primary"
                 );
                 if let Some(n) = &self.notifier {
@@ -314,7 +378,11 @@ impl Fencer {
             }
             Err(e) => {
                 self.actions.with_label_values(&["fence", "error"]).inc();
-                tracing::error!(target_id = %id, error = %e, "cannot fence the local primary; retrying");
+                let error = e.to_string();
+                let now = std::time::Instant::now();
+                if let Some(attempts) = self.failing.failed("fence", id, &error, now) {
+                    tracing::error!(target_id = %id, error, attempts, reason = why, "cannot fence the local primary; retrying");
+                }
             }
         }
     }
@@ -328,6 +396,7 @@ impl Fencer {
         };
         match actions::redis::follow(member, master, self.timeout).await {
             Ok(()) => {
+                self.failing.succeeded("demote", id);
                 self.demoted.insert(id.clone());
                 // A replica now: no longer a fenced primary (counted before the demotion).
                 let fence = self.fenced.remove(id);
@@ -350,7 +419,11 @@ impl Fencer {
             }
             Err(e) => {
                 self.actions.with_label_values(&["demote", "error"]).inc();
-                tracing::error!(target_id = %id, error = %e, "cannot demote the stale local Redis master; retrying");
+                let error = e.to_string();
+                let now = std::time::Instant::now();
+                if let Some(attempts) = self.failing.failed("demote", id, &error, now) {
+                    tracing::error!(target_id = %id, error, attempts, "cannot demote the stale local Redis master; retrying");
+                }
             }
         }
     }
@@ -368,6 +441,7 @@ impl Fencer {
         match result {
             Ok(()) => {
                 self.actions.with_label_values(&["unfence", "ok"]).inc();
+                self.failing.succeeded("unfence", id);
                 tracing::info!(target_id = %id, "lifted the fence: lease regained and the cluster still names it primary");
                 if let Some(n) = &self.notifier {
                     n.send(
@@ -382,8 +456,49 @@ impl Fencer {
             }
             Err(e) => {
                 self.actions.with_label_values(&["unfence", "error"]).inc();
-                tracing::error!(target_id = %id, error = %e, "cannot lift the fence; retrying");
+                let error = e.to_string();
+                let now = std::time::Instant::now();
+                if let Some(attempts) = self.failing.failed("unfence", id, &error, now) {
+                    tracing::error!(target_id = %id, error, attempts, "cannot lift the fence; retrying");
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_repeated_every_check_is_logged_when_it_starts_changes_or_lasts() {
+        let mut failing = Failing::default();
+        let id = TargetId::new(crate::config::TargetKind::Postgres, "main", "pg-a");
+        let t0 = std::time::Instant::now();
+        let refused = "cannot connect: connection refused";
+        assert_eq!(failing.failed("fence", &id, refused, t0), Some(1));
+        for n in 1..10 {
+            let at = t0 + CHECK_INTERVAL * n;
+            assert_eq!(failing.failed("fence", &id, refused, at), None);
+        }
+        // Another action or target is a streak of its own.
+        assert_eq!(failing.failed("unfence", &id, refused, t0), Some(1));
+        let other = TargetId::new(crate::config::TargetKind::Postgres, "main", "pg-b");
+        assert_eq!(failing.failed("fence", &other, refused, t0), Some(1));
+        // A new error is logged at once, with the attempts so far.
+        let timeout = "timed out after 5s";
+        let at = t0 + Duration::from_secs(2);
+        assert_eq!(failing.failed("fence", &id, timeout, at), Some(11));
+        assert_eq!(
+            failing.failed("fence", &id, timeout, at + CHECK_INTERVAL),
+            None
+        );
+        // The same error again once it has gone on for the repeat period.
+        let later = at + REPEAT_LOG_EVERY;
+        assert_eq!(failing.failed("fence", &id, timeout, later), Some(13));
+        // Success ends the streak and says how many failed before it.
+        assert_eq!(failing.succeeded("fence", &id), 13);
+        assert_eq!(failing.succeeded("fence", &id), 0);
+        assert_eq!(failing.failed("fence", &id, timeout, later), Some(1));
     }
 }

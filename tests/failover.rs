@@ -140,10 +140,13 @@ async fn lab(
                 &format!("port={}", p.addr.port()),
             ),
         );
-        // Its probe round trips take the delay twice.
+        // Its probe round trips take the delay twice. It is never the one promoted, so the
+        // slow step is always repointing it: which of two caught-up replicas wins otherwise
+        // turns on which probe last saw the primary's final WAL record (an idle primary
+        // still logs a standby snapshot every 15 s).
         stores = stores.replace(
             "name = \"pg-us-east-1\"",
-            "name = \"pg-us-east-1\"\nprobe = { timeout = \"900ms\" }",
+            "name = \"pg-us-east-1\"\nno_failover = true\nprobe = { timeout = \"900ms\" }",
         );
         proxy = Some(p);
     }

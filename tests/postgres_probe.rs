@@ -253,3 +253,28 @@ async fn a_killed_primary_goes_down_within_the_bound_and_comes_back() -> anyhow:
     assert_eq!((change.from, change.to), (State::Down, State::Up));
     agent.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_that_closes_the_probes_connection_is_heard_without_waiting_for_a_probe(
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use failoverd::probe::{PostgresProbe, Probe};
+    let pair = PgPair::start().await?;
+    let probe = PostgresProbe::new(&pair.primary.dsn(), None, None, Duration::from_secs(2))
+        .map_err(anyhow::Error::msg)?;
+    // The first check opens the connection the probe then holds.
+    probe.check().await?;
+    let closed = probe
+        .closed()
+        .context("a Postgres probe watches its connection")?;
+    // The postmaster dies; its backends exit when they notice, closing their connections.
+    pair.primary.kill()?;
+    tokio::time::timeout(Duration::from_secs(5), closed.notified())
+        .await
+        .context("the closed connection was not signalled")?;
+    assert!(
+        probe.check().await.is_err(),
+        "the server is gone: the next check fails"
+    );
+    Ok(())
+}

@@ -32,6 +32,13 @@ pub trait Probe: Send + Sync + 'static {
     /// Runs the check once. The caller enforces the hard timeout by dropping the future, so
     /// implementations must leave no half-used connection behind when dropped.
     fn check(&self) -> impl Future<Output = Result<Observation, ProbeError>> + Send;
+
+    /// Signalled when the server closes a connection the probe holds open (a crash closes
+    /// it at once), so the scheduler looks again now instead of at the next tick. None for
+    /// probes that hold no connection.
+    fn closed(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// What a successful check saw.
@@ -227,6 +234,14 @@ impl Probe for AnyProbe {
             AnyProbe::Http(p) => p.check().await,
             AnyProbe::Postgres(p) => p.check().await,
             AnyProbe::Redis(p) => p.check().await,
+        }
+    }
+
+    fn closed(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        match self {
+            AnyProbe::Http(p) => p.closed(),
+            AnyProbe::Postgres(p) => p.closed(),
+            AnyProbe::Redis(p) => p.closed(),
         }
     }
 }

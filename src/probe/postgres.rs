@@ -1,7 +1,9 @@
 //! Postgres probe: role, WAL positions, replay lag, timeline, and replication links.
 //!
 //! One persistent connection per member, re-established after any error. The three queries go
-//! in one simple-query round trip. The role needs only `pg_monitor`: the probe never writes.
+//! in one simple-query round trip. When the server closes that connection (a backend exits as
+//! soon as its postmaster dies) the probe's [`Probe::closed`] is signalled, so the member is
+//! looked at again at once rather than at its next tick. The role needs only `pg_monitor`: the probe never writes.
 //!
 //! On a replica the `pg_stat_wal_receiver` row is the data path's own view of the primary:
 //! whether it streams, and how long since the primary last said anything. The primary sends a
@@ -117,6 +119,8 @@ pub struct PostgresProbe {
     password: Option<SecretRef>,
     ca_file: Option<std::path::PathBuf>,
     client: Mutex<Option<tokio_postgres::Client>>,
+    /// Signalled when the server closes the held connection.
+    closed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for PostgresProbe {
@@ -148,14 +152,16 @@ impl PostgresProbe {
             password,
             ca_file,
             client: Mutex::new(None),
+            closed: std::sync::Arc::default(),
         })
     }
 
     async fn connect(&self) -> Result<tokio_postgres::Client, ProbeError> {
-        connect(
+        connect_watched(
             self.config.clone(),
             self.password.as_ref(),
             self.ca_file.as_deref(),
+            Some(self.closed.clone()),
         )
         .await
     }
@@ -165,30 +171,41 @@ impl PostgresProbe {
 /// connection is TLS, and the server's certificate is checked against `ca_file` (or the public
 /// roots when there is none); otherwise it is plain. Shared by the probe and the actions.
 pub async fn connect(
+    config: tokio_postgres::Config,
+    password: Option<&SecretRef>,
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_postgres::Client, ProbeError> {
+    connect_watched(config, password, ca_file, None).await
+}
+
+/// [`connect`], signalling `closed` if the server ends the connection (not when the client is
+/// dropped: then the connection ends cleanly).
+async fn connect_watched(
     mut config: tokio_postgres::Config,
     password: Option<&SecretRef>,
     ca_file: Option<&std::path::Path>,
+    closed: Option<std::sync::Arc<tokio::sync::Notify>>,
 ) -> Result<tokio_postgres::Client, ProbeError> {
     if let Some(secret) = password {
         config.password(secret.load()?.expose());
     }
     let connect_error = |e: tokio_postgres::Error| ProbeError::Connect(error_chain(&e));
+    let watch = move |result: Result<(), tokio_postgres::Error>| {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "postgres connection closed");
+            if let Some(closed) = &closed {
+                closed.notify_one();
+            }
+        }
+    };
     if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
         let tls = tls_connector(ca_file)?;
         let (client, connection) = config.connect(tls).await.map_err(connect_error)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection closed");
-            }
-        });
+        tokio::spawn(async move { watch(connection.await) });
         Ok(client)
     } else {
         let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection closed");
-            }
-        });
+        tokio::spawn(async move { watch(connection.await) });
         Ok(client)
     }
 }
@@ -239,6 +256,10 @@ impl Probe for PostgresProbe {
             latency: start.elapsed(),
             facts: Facts::Postgres(facts),
         })
+    }
+
+    fn closed(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.closed.clone())
     }
 }
 

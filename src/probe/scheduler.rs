@@ -8,7 +8,10 @@
 //! was just lost, for `fall` probes — the next probe follows `fast_interval` after the end of
 //! the last one instead (HAProxy's `fastinter`); once settled, the cadence resumes from
 //! there. So a dead target is Down within one interval plus (fall − 1) × (fast interval +
-//! timeout), and a replica's lost link is seen `fall` times within half a second.
+//! timeout), and a replica's lost link is seen `fall` times within half a second. A probe
+//! that holds a connection open (Postgres) is also run at once when the server closes it, so
+//! a crashed server's first failed probe does not wait for the tick: Down within
+//! (fall − 1) × fast interval. Such wake-ups come at most once per fast interval.
 //! Every wait races the shutdown token.
 
 use std::sync::Arc;
@@ -52,17 +55,32 @@ impl<P: Probe> ProbeTask<P> {
         let mut fast = false;
         // Consecutive observations of this replica with its replication link down.
         let mut link_down = 0u32;
+        let closed = self.probe.closed();
+        let mut last_woken: Option<Instant> = None;
         loop {
-            if fast {
+            let woken = if fast {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(self.settings.fast_interval) => {}
+                    _ = tokio::time::sleep(self.settings.fast_interval) => false,
+                    _ = server_closed(&closed) => true,
                 }
             } else {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = ticker.tick() => {}
+                    _ = ticker.tick() => false,
+                    _ = server_closed(&closed) => true,
                 }
+            };
+            if woken {
+                tracing::debug!(target_id = %self.id, "the server closed the probe's connection: probing now");
+                // Woken no more often than the fast interval, whatever the server does.
+                if let Some(at) = last_woken {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep_until(at + self.settings.fast_interval) => {}
+                    }
+                }
+                last_woken = Some(Instant::now());
             }
             let started = Instant::now();
             // Boxed: the probe's future (an HTTP client's is kilobytes) lives only while it
@@ -113,6 +131,14 @@ impl<P: Probe> ProbeTask<P> {
     }
 }
 
+/// Resolves when the server closes the connection `closed` watches; never without one.
+async fn server_closed(closed: &Option<Arc<tokio::sync::Notify>>) {
+    match closed {
+        Some(closed) => closed.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn random_phase(interval: Duration) -> Duration {
     let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(rand::rng().random_range(0..nanos.max(1)))
@@ -132,6 +158,7 @@ mod tests {
         calls: Arc<AtomicU32>,
         hang: bool,
         fail: Arc<AtomicBool>,
+        closed: Option<Arc<tokio::sync::Notify>>,
     }
 
     impl Probe for Scripted {
@@ -150,6 +177,10 @@ mod tests {
                     body_bytes: 0,
                 }),
             })
+        }
+
+        fn closed(&self) -> Option<Arc<tokio::sync::Notify>> {
+            self.closed.clone()
         }
     }
 
@@ -184,6 +215,7 @@ mod tests {
                 calls: calls.clone(),
                 hang,
                 fail: fail.clone(),
+                closed: None,
             },
             board: board.clone(),
             slot: board.slot(&t.id).unwrap(),
@@ -229,6 +261,70 @@ mod tests {
         let down_calls = calls.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(5_050)).await;
         assert_eq!(calls.load(Ordering::SeqCst), down_calls + 5);
+        shutdown.cancel();
+        handle.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_the_server_closes_is_probed_at_once_and_never_more_often_than_fast() {
+        let settings = ProbeSettings {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+            fast_interval: Duration::from_millis(250),
+        };
+        let t = target("pg", settings);
+        let board = Arc::new(HealthBoard::new(std::slice::from_ref(&t)));
+        let metrics = ProbeMetrics::new(&prometheus::Registry::new()).unwrap();
+        let shutdown = CancellationToken::new();
+        let calls = Arc::new(AtomicU32::new(0));
+        let fail = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(tokio::sync::Notify::new());
+        let task = ProbeTask {
+            id: t.id.clone(),
+            settings: t.settings.clone(),
+            probe: Scripted {
+                calls: calls.clone(),
+                hang: false,
+                fail: fail.clone(),
+                closed: Some(closed.clone()),
+            },
+            board: board.clone(),
+            slot: board.slot(&t.id).unwrap(),
+            metrics: metrics.target(&t),
+        };
+        let handle = tokio::spawn(task.run(shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(2_300)).await;
+        assert_eq!(board.state(&t.id), Some(State::Up));
+        let before = calls.load(Ordering::SeqCst);
+        // The server dies: it closes the connection, and the probes fail from now on.
+        fail.store(true, Ordering::SeqCst);
+        closed.notify_one();
+        let closed_at = Instant::now();
+        while board.state(&t.id) != Some(State::Down) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // No wait for the tick: a probe at once, then two more 250 ms apart.
+        let took = closed_at.elapsed();
+        assert!(
+            took <= Duration::from_millis(520),
+            "Down {took:?} after the close"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), before + 3);
+        // A server that closes every connection at once cannot make the probe spin: at most
+        // one wake-up per fast interval, and the regular tick.
+        fail.store(false, Ordering::SeqCst);
+        let from = calls.load(Ordering::SeqCst);
+        for _ in 0..100 {
+            closed.notify_one();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let probes = calls.load(Ordering::SeqCst) - from;
+        assert!(
+            (4..=6).contains(&probes),
+            "{probes} probes in 1 s of closes: one per fast interval and the tick"
+        );
         shutdown.cancel();
         handle.await.unwrap();
     }

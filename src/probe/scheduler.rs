@@ -206,6 +206,18 @@ mod tests {
         hang: bool,
         shutdown: &CancellationToken,
     ) -> (Arc<AtomicU32>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+        spawn_watched(t, board, metrics, hang, None, shutdown)
+    }
+
+    /// As [`spawn_failable`], with a probe whose connection closes when `closed` is notified.
+    fn spawn_watched(
+        t: &Target,
+        board: &Arc<HealthBoard>,
+        metrics: &ProbeMetrics,
+        hang: bool,
+        closed: Option<Arc<tokio::sync::Notify>>,
+        shutdown: &CancellationToken,
+    ) -> (Arc<AtomicU32>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
         let calls = Arc::new(AtomicU32::new(0));
         let fail = Arc::new(AtomicBool::new(false));
         let task = ProbeTask {
@@ -215,7 +227,7 @@ mod tests {
                 calls: calls.clone(),
                 hang,
                 fail: fail.clone(),
-                closed: None,
+                closed,
             },
             board: board.clone(),
             slot: board.slot(&t.id).unwrap(),
@@ -224,15 +236,20 @@ mod tests {
         (calls, fail, tokio::spawn(task.run(shutdown.clone())))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_failing_target_is_probed_again_soon_and_the_cadence_resumes_once_it_is_down() {
-        let settings = ProbeSettings {
+    /// Probes 1 s apart, 250 ms while in question, a 500 ms timeout, rise 2, fall 3.
+    fn one_second_fall_three() -> ProbeSettings {
+        ProbeSettings {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             rise: 2,
             fall: 3,
             fast_interval: Duration::from_millis(250),
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_target_is_probed_again_soon_and_the_cadence_resumes_once_it_is_down() {
+        let settings = one_second_fall_three();
         let t = target("api", settings);
         let board = Arc::new(HealthBoard::new(std::slice::from_ref(&t)));
         let metrics = ProbeMetrics::new(&prometheus::Registry::new()).unwrap();
@@ -267,34 +284,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_the_server_closes_is_probed_at_once_and_never_more_often_than_fast() {
-        let settings = ProbeSettings {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_millis(500),
-            rise: 2,
-            fall: 3,
-            fast_interval: Duration::from_millis(250),
-        };
+        let settings = one_second_fall_three();
         let t = target("pg", settings);
         let board = Arc::new(HealthBoard::new(std::slice::from_ref(&t)));
         let metrics = ProbeMetrics::new(&prometheus::Registry::new()).unwrap();
         let shutdown = CancellationToken::new();
-        let calls = Arc::new(AtomicU32::new(0));
-        let fail = Arc::new(AtomicBool::new(false));
         let closed = Arc::new(tokio::sync::Notify::new());
-        let task = ProbeTask {
-            id: t.id.clone(),
-            settings: t.settings.clone(),
-            probe: Scripted {
-                calls: calls.clone(),
-                hang: false,
-                fail: fail.clone(),
-                closed: Some(closed.clone()),
-            },
-            board: board.clone(),
-            slot: board.slot(&t.id).unwrap(),
-            metrics: metrics.target(&t),
-        };
-        let handle = tokio::spawn(task.run(shutdown.clone()));
+        let (calls, fail, handle) =
+            spawn_watched(&t, &board, &metrics, false, Some(closed.clone()), &shutdown);
         tokio::time::sleep(Duration::from_millis(2_300)).await;
         assert_eq!(board.state(&t.id), Some(State::Up));
         let before = calls.load(Ordering::SeqCst);

@@ -900,6 +900,7 @@ impl Consensus {
                     replay_lsn: position.and_then(|p| p.replay_lsn),
                     receive_lsn: position.and_then(|p| p.receive_lsn),
                     primary_lsn: position.and_then(|p| p.primary_lsn),
+                    replay_paused: position.is_some_and(|p| p.replay_paused),
                 }
             })
             .collect()
@@ -1476,6 +1477,7 @@ fn position_of(view: &crate::health::TargetView) -> Option<reports::Position> {
         replay_lsn: pg.replay_lsn,
         receive_lsn: pg.receive_lsn,
         primary_lsn: pg.current_lsn,
+        replay_paused: pg.replay_paused == Some(true),
     })
 }
 

@@ -63,6 +63,9 @@ pub struct Position {
     pub receive_lsn: Option<crate::probe::Lsn>,
     /// Current WAL position (primary).
     pub primary_lsn: Option<crate::probe::Lsn>,
+    /// Replay paused on purpose (replica); absent in reports of older agents.
+    #[serde(default)]
+    pub replay_paused: bool,
 }
 
 /// Why a report was not taken.
@@ -226,6 +229,7 @@ impl ReportBook {
                 replay_lsn: None,
                 receive_lsn: None,
                 primary_lsn: Some(*lsn),
+                replay_paused: false,
             });
         }
         positions
@@ -416,6 +420,7 @@ mod tests {
             replay_lsn: replica.then_some(Lsn(lsn)),
             receive_lsn: replica.then_some(Lsn(lsn)),
             primary_lsn: (!replica).then_some(Lsn(lsn)),
+            replay_paused: false,
         };
         let t0 = Instant::now();
         let mut a = report("a", 1, 1);

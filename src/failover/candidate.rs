@@ -1,11 +1,17 @@
 //! Which Postgres replica to promote, and whether its lag is too much.
 //!
 //! Eligible: healthy, outside the failed region, not `no_failover`, and a replica. Among them
-//! the highest replay position wins, then the higher priority, then the name (so the choice
-//! is deterministic). The data-loss estimate is measured against the best surviving evidence
-//! of how far the old primary got — the furthest position any replica received, or the
-//! primary's own last observed position if that is further — never only against a frozen
-//! observation of the dead primary; the choice says which evidence it used.
+//! the one that will hold the most once promoted wins — promotion replays everything a
+//! replica has received and flushed, so that is its received position (or its replay
+//! position if further), but only its replay position while its replay is paused on purpose
+//! (promotion would end the pause and replay what it was held back from) — then the further
+//! replay position (less to replay before it serves), then the higher priority, then the
+//! name (so the choice is deterministic). With synchronous replication this is the replica
+//! that has every acknowledged commit. The data-loss estimate is measured from that same
+//! position against the best surviving evidence of how far the old primary got — the
+//! furthest position any replica received, or the primary's own last observed position if
+//! that is further — never only against a frozen observation of the dead primary; the choice
+//! says which evidence it used.
 
 use std::fmt;
 
@@ -35,6 +41,20 @@ pub struct Member {
     pub receive_lsn: Option<Lsn>,
     /// Its current WAL position, when last seen as primary.
     pub primary_lsn: Option<Lsn>,
+    /// Its replay is paused on purpose (replica).
+    pub replay_paused: bool,
+}
+
+impl Member {
+    /// How far it will be once promoted: what it has received and flushed (promotion
+    /// replays it all), or only what it has replayed while its replay is paused.
+    pub fn promotable_lsn(&self) -> Option<Lsn> {
+        if self.replay_paused {
+            self.replay_lsn
+        } else {
+            self.replay_lsn.max(self.receive_lsn)
+        }
+    }
 }
 
 /// Where the "how far did the old primary get" figure came from.
@@ -124,8 +144,9 @@ pub fn choose(
         };
     }
     candidates.sort_by(|a, b| {
-        b.replay_lsn
-            .cmp(&a.replay_lsn)
+        b.promotable_lsn()
+            .cmp(&a.promotable_lsn())
+            .then(b.replay_lsn.cmp(&a.replay_lsn))
             .then(b.priority.cmp(&a.priority))
             .then(a.target.cmp(&b.target))
     });
@@ -166,11 +187,11 @@ pub fn choose(
         ),
         (None, None) => unreachable!("a candidate has a replay position"),
     };
-    // Measured from what it has replayed: WAL received but not replayed still has to be
-    // replayed before it serves (time), and a replica held back on purpose (replay paused or
-    // delayed) must not be promoted as if it were current.
-    let replayed = best.replay_lsn.unwrap_or(Lsn(0));
-    let loss = reference.bytes_since(replayed);
+    // Measured from what it will hold once promoted: WAL it received but has not replayed yet
+    // is replayed on promotion (time, not loss); a replica whose replay is paused counts only
+    // what it replayed.
+    let promotable = best.promotable_lsn().unwrap_or(Lsn(0));
+    let loss = reference.bytes_since(promotable);
     if loss > max_lag && !allow_data_loss {
         return Choice::Blocked {
             reason: format!(
@@ -210,6 +231,14 @@ mod tests {
             replay_lsn: Some(Lsn(replay)),
             receive_lsn: Some(Lsn(receive)),
             primary_lsn: None,
+            replay_paused: false,
+        }
+    }
+
+    fn paused(member: Member) -> Member {
+        Member {
+            replay_paused: true,
+            ..member
         }
     }
 
@@ -224,6 +253,7 @@ mod tests {
             replay_lsn: None,
             receive_lsn: None,
             primary_lsn: Some(Lsn(lsn)),
+            replay_paused: false,
         }
     }
 
@@ -297,10 +327,46 @@ mod tests {
                 Some(("postgres/main/fra", 500)),
             ),
             (
-                "WAL received but not replayed counts as lag (replay paused)",
+                "WAL received but not yet replayed is replayed on promotion: not lost",
                 vec![p(), replica("fra", "r2", 100, 1000, 100)],
                 500,
+                Some(("postgres/main/fra", 0)),
+            ),
+            (
+                "what a replica flushed outranks what another replayed (synchronous commit)",
+                vec![
+                    p(),
+                    replica("fra", "r2", 900, 900, 200),
+                    replica("iad", "r3", 800, 1000, 100),
+                ],
+                1 << 20,
+                Some(("postgres/main/iad", 0)),
+            ),
+            (
+                "equal received positions: the one with less to replay wins",
+                vec![
+                    p(),
+                    replica("fra", "r2", 800, 1000, 100),
+                    replica("iad", "r3", 950, 1000, 100),
+                ],
+                1 << 20,
+                Some(("postgres/main/iad", 0)),
+            ),
+            (
+                "replay paused: only what it replayed counts",
+                vec![p(), paused(replica("fra", "r2", 100, 1000, 100))],
+                500,
                 None,
+            ),
+            (
+                "replay paused: ranked by what it replayed",
+                vec![
+                    p(),
+                    paused(replica("fra", "r2", 700, 1000, 100)),
+                    replica("iad", "r3", 900, 900, 100),
+                ],
+                1 << 20,
+                Some(("postgres/main/iad", 100)),
             ),
         ];
         for (name, members, max_lag, expected) in cases {
@@ -312,14 +378,15 @@ mod tests {
     #[test]
     fn the_estimate_uses_the_best_surviving_evidence_and_says_which() {
         // The dead primary was last seen at 1000, but a replica received up to 1200 after that
-        // observation: 1200 is the better evidence of how far the primary got.
+        // observation: 1200 is the better evidence of how far the primary got, even from a
+        // replica whose replay is paused (and which therefore ranks by its replay, 1000).
         let members = vec![
             primary("par", "r1", 1000),
             replica("fra", "r2", 1100, 1100, 100),
-            replica("iad", "r3", 1000, 1200, 100),
+            paused(replica("iad", "r3", 1000, 1200, 100)),
         ];
         let choice = choose(&members, "r1", 1 << 20, false);
-        // fra has the higher replay position and wins, 100 bytes behind iad's evidence.
+        // fra will hold more once promoted and wins, 100 bytes behind iad's evidence.
         assert_eq!(
             choice,
             Choice::Promote {

@@ -3,7 +3,8 @@
 //! One persistent connection per member, re-established after any error. The three queries go
 //! in one simple-query round trip. When the server closes that connection (a backend exits as
 //! soon as its postmaster dies) the probe's [`Probe::closed`] is signalled, so the member is
-//! looked at again at once rather than at its next tick. The role needs only `pg_monitor`: the probe never writes.
+//! looked at again at once rather than at its next tick. The role needs only `pg_monitor`:
+//! the probe never writes.
 //!
 //! On a replica the `pg_stat_wal_receiver` row is the data path's own view of the primary:
 //! whether it streams, and how long since the primary last said anything. The primary sends a

@@ -378,10 +378,9 @@ impl Fencer {
             }
             Err(e) => {
                 self.actions.with_label_values(&["fence", "error"]).inc();
-                let error = e.to_string();
                 let now = std::time::Instant::now();
-                if let Some(attempts) = self.failing.failed("fence", id, &error, now) {
-                    tracing::error!(target_id = %id, error, attempts, reason = why, "cannot fence the local primary; retrying");
+                if let Some(attempts) = self.failing.failed("fence", id, &e.to_string(), now) {
+                    tracing::error!(target_id = %id, error = %e, attempts, reason = why, "cannot fence the local primary; retrying");
                 }
             }
         }
@@ -419,10 +418,9 @@ impl Fencer {
             }
             Err(e) => {
                 self.actions.with_label_values(&["demote", "error"]).inc();
-                let error = e.to_string();
                 let now = std::time::Instant::now();
-                if let Some(attempts) = self.failing.failed("demote", id, &error, now) {
-                    tracing::error!(target_id = %id, error, attempts, "cannot demote the stale local Redis master; retrying");
+                if let Some(attempts) = self.failing.failed("demote", id, &e.to_string(), now) {
+                    tracing::error!(target_id = %id, error = %e, attempts, "cannot demote the stale local Redis master; retrying");
                 }
             }
         }
@@ -456,10 +454,9 @@ impl Fencer {
             }
             Err(e) => {
                 self.actions.with_label_values(&["unfence", "error"]).inc();
-                let error = e.to_string();
                 let now = std::time::Instant::now();
-                if let Some(attempts) = self.failing.failed("unfence", id, &error, now) {
-                    tracing::error!(target_id = %id, error, attempts, "cannot lift the fence; retrying");
+                if let Some(attempts) = self.failing.failed("unfence", id, &e.to_string(), now) {
+                    tracing::error!(target_id = %id, error = %e, attempts, "cannot lift the fence; retrying");
                 }
             }
         }

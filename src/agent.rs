@@ -16,8 +16,8 @@ use crate::consensus::Consensus;
 use crate::fencing::Fencer;
 use crate::health::HealthBoard;
 use crate::metrics::{self, ProbeMetrics};
-use crate::probe::scheduler::ProbeTask;
 use crate::probe::{AnyProbe, BuildError, HttpClients};
+use crate::scheduler::ProbeTask;
 use crate::topology::{Target, Topology};
 
 /// Why the agent could not be built or stopped with an error.

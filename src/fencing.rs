@@ -29,7 +29,7 @@ use crate::health::HealthBoard;
 use crate::topology::{TargetId, Topology};
 
 /// How often the lease is checked.
-pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+pub const CHECK_INTERVAL: Duration = crate::consensus::LEASE_CHECK_INTERVAL;
 
 /// A failure repeated at every check is logged again at most this often (and at once when
 /// its error changes); the counter counts every attempt.

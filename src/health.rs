@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -380,11 +380,6 @@ fn ser_time_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S:
         Some(t) => ser_time(t, s),
         None => s.serialize_none(),
     }
-}
-
-/// Serializes a duration as fractional milliseconds.
-pub fn ser_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
 #[cfg(test)]

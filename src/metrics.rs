@@ -333,13 +333,7 @@ pub struct ProbeMetrics {
     redis_cluster_ok: IntGaugeVec,
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: T,
-) -> prometheus::Result<T> {
-    registry.register(Box::new(metric.clone()))?;
-    Ok(metric)
-}
+use crate::util::registered as reg;
 
 impl ProbeMetrics {
     /// Creates and registers the datastore families; the per-target probe series go to

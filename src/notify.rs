@@ -110,7 +110,7 @@ impl Notifier {
         let event = Event {
             event,
             agent: self.agent.clone(),
-            at_ms: crate::failover::executor::now_ms(),
+            at_ms: crate::util::now_ms(),
             text,
             epoch,
             details,
@@ -184,7 +184,7 @@ impl Delivery {
             // reqwest's error names the URL: keep only what happened.
             .map_err(|e| {
                 let e = e.without_url();
-                crate::probe::http::error_chain(&e)
+                crate::util::error_chain(&e)
             })?;
         if answer.status().is_success() {
             Ok(())

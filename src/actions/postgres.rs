@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::ActionError;
 use crate::config::{PostgresFence, SecretRef};
-use crate::probe::http::error_chain;
+use crate::util::error_chain;
 
 /// Where to reach one member, with its credentials.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ async fn connect(
         .map_err(|e| ActionError::Connect(format!("bad dsn: {e}")))?;
     config.connect_timeout(timeout);
     config.application_name("failoverd");
-    crate::probe::postgres::connect(config, member.password.as_ref(), member.ca_file.as_deref())
+    crate::datastore::postgres::connect(config, member.password.as_ref(), member.ca_file.as_deref())
         .await
         .map_err(|e| ActionError::Connect(e.to_string()))
 }
@@ -329,7 +329,7 @@ pub async fn catch_up(
     candidate: &Member,
     old_primary: &Member,
     timeout: Duration,
-) -> Result<Option<crate::probe::Lsn>, ActionError> {
+) -> Result<Option<crate::datastore::Lsn>, ActionError> {
     super::bounded(timeout, async {
         let replica = connect(candidate, timeout).await?;
         let position =
@@ -347,7 +347,7 @@ pub async fn catch_up(
             "SELECT pg_current_wal_lsn()::text",
         )
         .await?
-        .and_then(|t| crate::probe::Lsn::parse(&t))
+        .and_then(|t| crate::datastore::Lsn::parse(&t))
         .ok_or(ActionError::Step {
             step: "read the old primary's position",
             message: "the old primary is in recovery: it is not the primary".into(),
@@ -356,7 +356,7 @@ pub async fn catch_up(
         loop {
             let replayed = query_text(&replica, "read replay position", position)
                 .await?
-                .and_then(|t| crate::probe::Lsn::parse(&t));
+                .and_then(|t| crate::datastore::Lsn::parse(&t));
             if replayed.is_some_and(|r| r >= wrote) {
                 return Ok(Some(wrote));
             }

@@ -63,7 +63,7 @@ async fn command(
         .as_str()
         .into_connection_info()
         .map_err(|e| ActionError::Connect(e.to_string()))?;
-    let mut connection = crate::probe::redis::connect(
+    let mut connection = crate::datastore::redis::connect(
         info,
         member.password.as_ref(),
         member.ca_file.as_deref(),
@@ -270,10 +270,10 @@ async fn text(member: &Member, timeout: Duration, args: &[&str]) -> Result<Strin
 async fn cluster_view(
     member: &Member,
     timeout: Duration,
-) -> Result<crate::probe::redis::ClusterFacts, ActionError> {
+) -> Result<crate::datastore::redis::ClusterFacts, ActionError> {
     let info = text(member, timeout, &["CLUSTER", "INFO"]).await?;
     let nodes = text(member, timeout, &["CLUSTER", "NODES"]).await?;
-    crate::probe::redis::parse_cluster(&info, &nodes).map_err(|e| ActionError::Step {
+    crate::datastore::redis::parse_cluster(&info, &nodes).map_err(|e| ActionError::Step {
         step: "read the cluster view",
         message: e.to_string(),
     })
@@ -291,7 +291,7 @@ pub async fn takeover(
     planned: bool,
     timeout: Duration,
 ) -> Result<u64, ActionError> {
-    let serves = |view: &crate::probe::redis::ClusterFacts| {
+    let serves = |view: &crate::datastore::redis::ClusterFacts| {
         view.nodes.iter().any(|n| {
             n.flags.iter().any(|f| f == "myself")
                 && n.flags.iter().any(|f| f == "master")

@@ -23,6 +23,21 @@ use serde::Serialize;
 
 use crate::config::Route53Config;
 
+/// A record naming a group's writable member, as a decision sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct WriterRecord {
+    /// The group whose writer it names.
+    pub group: String,
+    /// Record name.
+    pub name: String,
+    /// `A`, `AAAA` or `CNAME`.
+    pub record_type: String,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// The promoted member's address.
+    pub value: String,
+}
+
 /// Why a Route53 call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Route53Error {
@@ -307,7 +322,7 @@ impl Route53 {
         from: Option<u64>,
         to: u64,
         weights: &BTreeMap<String, u32>,
-        writers: &[crate::failover::state::WriterRecord],
+        writers: &[WriterRecord],
         current: &DnsView,
     ) -> Result<String, Route53Error> {
         let mut changes = Vec::new();
@@ -422,7 +437,7 @@ pub struct GatePlan {
 /// The caller reference that names a region's gate health check (Route53 makes creation
 /// idempotent on it): the region and a hash of the URL, so a new URL gets a new check.
 fn caller_reference(region: &str, url: &str) -> String {
-    let hash = crate::consensus::types::fnv1a(url);
+    let hash = crate::util::fnv1a(url);
     format!("failoverd-gate-{region}-{hash:016x}")
 }
 

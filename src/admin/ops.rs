@@ -21,9 +21,10 @@ use serde::Deserialize;
 
 use super::{AdminState, ApiError};
 use crate::config::Secret;
-use crate::consensus::peer_api::{constant_time_eq, Forwarded};
+use crate::consensus::peer_api::Forwarded;
 use crate::failover::executor::Reconciler;
 use crate::failover::manual::{ErrorKind, Operation, Request};
+use crate::util::constant_time_eq;
 
 /// Largest request body accepted by the admin API.
 pub const MAX_BODY: usize = 64 * 1024;

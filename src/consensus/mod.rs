@@ -67,6 +67,10 @@ pub enum ConsensusError {
 /// margin before the leader may count an agent as fenced.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often an agent's fencer checks its lease: part of the margin before the leader may
+/// count a silent agent as fenced.
+pub const LEASE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Time allowed to an agent to fence its primaries once its lease has run out.
 pub const FENCE_ALLOWANCE: Duration = Duration::from_millis(500);
 
@@ -870,7 +874,7 @@ impl Consensus {
             SilentSince::Contacts => Duration::ZERO,
             SilentSince::Report | SilentSince::Election => self.report_interval,
         };
-        reports + crate::fencing::CHECK_INTERVAL + FENCE_ALLOWANCE
+        reports + LEASE_CHECK_INTERVAL + FENCE_ALLOWANCE
     }
 
     /// The Postgres members of `group` as the candidate rule sees them.

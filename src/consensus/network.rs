@@ -156,10 +156,10 @@ impl PeerClient {
             if e.is_connect() {
                 PeerError::Unreachable {
                     url: url.clone(),
-                    message: crate::probe::http::error_chain(&e),
+                    message: crate::util::error_chain(&e),
                 }
             } else {
-                transport(crate::probe::http::error_chain(&e))
+                transport(crate::util::error_chain(&e))
             }
         })?;
         let status = response.status();

@@ -19,6 +19,7 @@ use super::reports::{Report, ReportBook, ReportError};
 use super::types::Raft;
 use crate::admin::ApiError;
 use crate::config::Secret;
+use crate::util::constant_time_eq;
 
 /// Largest peer request accepted: a batch of log entries or a snapshot chunk.
 pub const MAX_PEER_BODY: usize = 16 * 1024 * 1024;
@@ -85,11 +86,6 @@ pub fn router(state: PeerState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
         .with_state(state)
-}
-
-/// Compares in time independent of where the inputs differ (the length is not secret).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn authenticate(State(state): State<PeerState>, request: Request, next: Next) -> Response {
@@ -215,18 +211,5 @@ async fn report(State(state): State<PeerState>, body: Bytes) -> Response {
             message: e.to_string(),
         }
         .into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn compares_secrets() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -48,17 +48,7 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// The node id of an agent: FNV-1a over its id. Stable across restarts and independent of
 /// the order agents are listed in, so every agent derives the same membership.
 pub fn node_id(agent_id: &str) -> NodeId {
-    fnv1a(agent_id)
-}
-
-/// FNV-1a, 64 bits: a stable hash of text (the same in every build and on every machine).
-pub fn fnv1a(text: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    crate::util::fnv1a(agent_id)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Serialize;
@@ -38,6 +38,7 @@ use crate::consensus::types::Command;
 use crate::consensus::Consensus;
 use crate::health::State;
 use crate::topology::{TargetId, Topology};
+use crate::util::now_ms;
 
 /// How often the reconciler looks.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -49,14 +50,6 @@ const FENCE_REACH_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn command(c: FailoverCommand) -> Command {
     Command::Failover(Box::new(c))
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Why a step attempt failed, and whether another attempt may help.
@@ -145,13 +138,7 @@ impl Metrics {
     }
 
     fn register(registry: &Registry) -> prometheus::Result<Metrics> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            registry: &Registry,
-            c: T,
-        ) -> prometheus::Result<T> {
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
+        use crate::util::registered as reg;
         Ok(Metrics {
             started: reg(
                 registry,

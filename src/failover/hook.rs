@@ -112,7 +112,7 @@ async fn run(hook: &HookConfig, decision: &[u8]) -> HookAnswer {
             }
             Err(e) => HookAnswer::Veto(format!(
                 "the pre-failover hook could not be reached: {}",
-                crate::probe::http::error_chain(&e)
+                crate::util::error_chain(&e)
             )),
         }
     } else {

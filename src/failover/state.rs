@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::actions::route53::WriterRecord;
 use crate::topology::TargetId;
 
 /// How many failovers and refusals the history keeps.
@@ -124,21 +125,6 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         writers: Vec<WriterRecord>,
     },
-}
-
-/// A record naming a group's writable member, as a decision sets it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct WriterRecord {
-    /// The group whose writer it names.
-    pub group: String,
-    /// Record name.
-    pub name: String,
-    /// `A`, `AAAA` or `CNAME`.
-    pub record_type: String,
-    /// TTL in seconds.
-    pub ttl: u32,
-    /// The promoted member's address.
-    pub value: String,
 }
 
 /// A step of a plan: an action and the steps it waits for.

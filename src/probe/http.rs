@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::{Facts, Observation, Probe, ProbeError};
 use crate::config::{ConnectionMode, HttpTargetConfig};
+use crate::util::error_chain;
 
 /// At most this much of a body is read; health endpoints are small, and a huge body must not
 /// cost memory.
@@ -230,21 +231,6 @@ fn check_body(check: &BodyCheck, body: &[u8]) -> Result<(), ProbeError> {
             }
         }
     }
-}
-
-/// An error with its causes, `a: b: c`; client libraries hide the useful part in the sources.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,15 +12,15 @@
 pub mod http;
 pub mod postgres;
 pub mod redis;
-pub mod scheduler;
 
-use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::SecretError;
+use crate::datastore::DatastoreError;
+pub use crate::datastore::Lsn;
 use crate::topology::{Target, TargetSpec};
 
 pub use http::{HttpClients, HttpFacts, HttpProbe};
@@ -45,7 +45,7 @@ pub trait Probe: Send + Sync + 'static {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Observation {
     /// Time the check took, in milliseconds.
-    #[serde(rename = "latency_ms", serialize_with = "crate::health::ser_millis")]
+    #[serde(rename = "latency_ms", serialize_with = "crate::util::ser_millis")]
     #[schemars(with = "f64")]
     pub latency: Duration,
     /// Kind-specific facts.
@@ -101,62 +101,19 @@ pub enum ProbeError {
     Secret(String),
 }
 
+impl From<DatastoreError> for ProbeError {
+    fn from(e: DatastoreError) -> Self {
+        match e {
+            DatastoreError::Connect(m) => ProbeError::Connect(m),
+            DatastoreError::Protocol(m) => ProbeError::Protocol(m),
+            DatastoreError::Secret(m) => ProbeError::Secret(m),
+        }
+    }
+}
+
 impl From<SecretError> for ProbeError {
     fn from(e: SecretError) -> Self {
         ProbeError::Secret(e.to_string())
-    }
-}
-
-/// A Postgres write-ahead-log position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Lsn(pub u64);
-
-impl Lsn {
-    /// Parses Postgres' `X/Y` text form.
-    pub fn parse(text: &str) -> Option<Lsn> {
-        let (hi, lo) = text.split_once('/')?;
-        let hi = u64::from_str_radix(hi, 16).ok()?;
-        let lo = u64::from_str_radix(lo, 16).ok()?;
-        (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some(Lsn((hi << 32) | lo))
-    }
-
-    /// Bytes from `earlier` to `self`, zero if `earlier` is ahead.
-    pub fn bytes_since(self, earlier: Lsn) -> u64 {
-        self.0.saturating_sub(earlier.0)
-    }
-}
-
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
-    }
-}
-
-impl Serialize for Lsn {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl schemars::JsonSchema for Lsn {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Lsn".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "pattern": "^[0-9A-F]+/[0-9A-F]+$",
-            "description": "A write-ahead-log position, as Postgres writes it (`X/Y`, hex)",
-        })
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Lsn {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Lsn::parse(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an LSN (X/Y)")))
     }
 }
 

@@ -18,11 +18,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio_postgres::{NoTls, SimpleQueryMessage, SimpleQueryRow};
+use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 
-use super::http::error_chain;
 use super::{Facts, Lsn, Observation, Probe, ProbeError};
 use crate::config::SecretRef;
+use crate::datastore::postgres::connect_watched;
+pub use crate::datastore::postgres::PgRole;
+use crate::util::error_chain;
 
 const QUERY: &str = "\
 SELECT pg_is_in_recovery(),
@@ -40,16 +42,6 @@ SELECT status, received_tli, flushed_lsn, greatest(0, extract(epoch FROM clock_t
 SELECT application_name, client_addr, state, sync_state, sent_lsn, replay_lsn,
   extract(epoch FROM replay_lag)
   FROM pg_stat_replication ORDER BY application_name";
-
-/// Role of a Postgres server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PgRole {
-    /// Accepts writes (`pg_is_in_recovery()` is false).
-    Primary,
-    /// In recovery: a standby.
-    Replica,
-}
 
 /// Facts of a successful Postgres check.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -165,76 +157,8 @@ impl PostgresProbe {
             Some(self.closed.clone()),
         )
         .await
+        .map_err(ProbeError::from)
     }
-}
-
-/// Connects with the password from its secret. With `sslmode=require` in the DSN the
-/// connection is TLS, and the server's certificate is checked against `ca_file` (or the public
-/// roots when there is none); otherwise it is plain. Shared by the probe and the actions.
-pub async fn connect(
-    config: tokio_postgres::Config,
-    password: Option<&SecretRef>,
-    ca_file: Option<&std::path::Path>,
-) -> Result<tokio_postgres::Client, ProbeError> {
-    connect_watched(config, password, ca_file, None).await
-}
-
-/// [`connect`], signalling `closed` if the server ends the connection (not when the client is
-/// dropped: then the connection ends cleanly).
-async fn connect_watched(
-    mut config: tokio_postgres::Config,
-    password: Option<&SecretRef>,
-    ca_file: Option<&std::path::Path>,
-    closed: Option<std::sync::Arc<tokio::sync::Notify>>,
-) -> Result<tokio_postgres::Client, ProbeError> {
-    if let Some(secret) = password {
-        config.password(secret.load()?.expose());
-    }
-    let connect_error = |e: tokio_postgres::Error| ProbeError::Connect(error_chain(&e));
-    let watch = move |result: Result<(), tokio_postgres::Error>| {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "postgres connection closed");
-            if let Some(closed) = &closed {
-                closed.notify_one();
-            }
-        }
-    };
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        let tls = tls_connector(ca_file)?;
-        let (client, connection) = config.connect(tls).await.map_err(connect_error)?;
-        tokio::spawn(async move { watch(connection.await) });
-        Ok(client)
-    } else {
-        let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
-        tokio::spawn(async move { watch(connection.await) });
-        Ok(client)
-    }
-}
-
-fn tls_connector(
-    ca_file: Option<&std::path::Path>,
-) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ProbeError> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    ProbeError::Connect(format!("cannot read ca_file {}: {e}", path.display()))
-                })?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| ProbeError::Connect(format!("ca_file {}: {e}", path.display())))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 impl Probe for PostgresProbe {

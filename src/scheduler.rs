@@ -21,10 +21,10 @@ use rand::Rng;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{Probe, ProbeError};
 use crate::config::ProbeSettings;
 use crate::health::{HealthBoard, State, TargetSlot};
 use crate::metrics::TargetMetrics;
+use crate::probe::{Observation, Probe, ProbeError};
 use crate::topology::TargetId;
 
 /// Everything one probe task needs.
@@ -111,11 +111,7 @@ impl<P: Probe> ProbeTask<P> {
     }
 
     /// Records a result; returns whether the target's state is in question.
-    fn record(
-        &mut self,
-        result: Result<super::Observation, ProbeError>,
-        elapsed: Duration,
-    ) -> bool {
+    fn record(&mut self, result: Result<Observation, ProbeError>, elapsed: Duration) -> bool {
         let recorded = self.board.record(&self.slot, &result, SystemTime::now());
         self.metrics.observe(&result, elapsed.as_secs_f64());
         if let Some((t, reason)) = recorded.transition {

@@ -18,9 +18,11 @@
 pub mod actions;
 pub mod admin;
 pub mod agent;
+pub mod api;
 pub mod config;
 pub mod consensus;
 pub mod datastore;
+pub mod desired;
 pub mod evidence;
 pub mod failover;
 pub mod fencing;

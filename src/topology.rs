@@ -199,6 +199,26 @@ impl Topology {
         }
     }
 
+    /// Every datastore target with the group it belongs to: `postgres/<cluster>` for Postgres
+    /// members, `redis/<shard>` for members of replication shards (a Redis Cluster's nodes
+    /// form no such group: the cluster elects its own masters).
+    pub fn groups(&self) -> Vec<(TargetId, String)> {
+        self.targets
+            .iter()
+            .filter_map(|t| match &t.spec {
+                TargetSpec::Postgres { cluster, .. } => {
+                    Some((t.id.clone(), format!("postgres/{cluster}")))
+                }
+                TargetSpec::Redis {
+                    shard,
+                    mode: crate::config::RedisMode::Replication,
+                    ..
+                } => Some((t.id.clone(), format!("redis/{shard}"))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The targets an agent in `region` probes under `scope`: API endpoints everywhere (they
     /// are public), datastores only at home unless the scope is `all`.
     pub fn probed_from(&self, region: &str, scope: ProbeScope) -> Vec<Target> {

@@ -53,35 +53,7 @@ pub struct AdminState {
     pub limiter: Arc<ops::RateLimiter>,
 }
 
-/// An API error: HTTP status, a stable machine-readable code and a human message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable code, e.g. `not_found`.
-    pub code: &'static str,
-    /// What went wrong, for people.
-    pub message: String,
-}
-
-/// The body of every error answer.
-#[derive(Serialize, schemars::JsonSchema)]
-pub struct ErrorBody<'a> {
-    /// Stable, machine-readable: scripts branch on it.
-    pub code: &'a str,
-    /// What went wrong, for people.
-    pub message: &'a str,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code,
-            message: &self.message,
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
+pub use crate::api::{ApiError, ErrorBody};
 
 /// Builds the router.
 pub fn router(state: AdminState) -> Router {
@@ -143,7 +115,7 @@ async fn read_access(State(state): State<AdminState>, request: Request, next: Ne
 async fn failover_by_id(
     State(state): State<AdminState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Json<crate::failover::state::FailoverRecord>, ApiError> {
+) -> Result<Json<crate::desired::FailoverRecord>, ApiError> {
     let epoch: u64 = id.parse().map_err(|_| ApiError {
         status: StatusCode::BAD_REQUEST,
         code: "bad_id",
@@ -221,10 +193,23 @@ pub struct StatusResponse {
     pub summary: Summary,
     /// Every probed target.
     pub targets: Vec<TargetView>,
-    /// Leader, term, members and, on the leader, the verdict with its votes.
-    pub cluster: crate::consensus::ClusterStatus,
+    /// Leader, term, members and, on the leader, the verdict with its votes and each group's
+    /// failover readiness.
+    pub cluster: ClusterSection,
     /// Desired state, the failover in progress, and what waits or is refused.
     pub failover: FailoverStatus,
+}
+
+/// The cluster part of the status: consensus's view and, on the leader, what losing each
+/// Postgres primary's region now would lead to.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ClusterSection {
+    /// Leader, term, members, leases and the verdict.
+    #[serde(flatten)]
+    pub consensus: crate::consensus::ClusterStatus,
+    /// On the leader: per Postgres group, the candidate a loss of its primary's region would
+    /// promote, or why it would be blocked.
+    pub failover_readiness: std::collections::BTreeMap<String, crate::failover::inputs::Readiness>,
 }
 
 /// The failover part of the status.
@@ -249,9 +234,9 @@ pub struct FailoverStatus {
         std::collections::BTreeMap<String, crate::topology::TargetId>,
     >,
     /// The failovers in progress, with their steps.
-    pub in_progress: Vec<crate::failover::state::FailoverRecord>,
+    pub in_progress: Vec<crate::desired::FailoverRecord>,
     /// The live drill in progress, if any.
-    pub live_drill: Option<crate::failover::state::LiveDrill>,
+    pub live_drill: Option<crate::desired::LiveDrill>,
     /// On the leader: what is Down but waits, and why.
     pub waiting: Vec<String>,
     /// On the leader: refusals that stand ("blocked because …").
@@ -330,7 +315,7 @@ pub struct HistoryResponse {
     /// The epoch of the latest decision.
     pub epoch: u64,
     /// Entries, newest first.
-    pub entries: Vec<crate::failover::state::HistoryEntry>,
+    pub entries: Vec<crate::desired::HistoryEntry>,
 }
 
 async fn history(
@@ -396,7 +381,10 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
         ready: state.board.ready(),
         summary,
         targets,
-        cluster,
+        cluster: ClusterSection {
+            consensus: cluster,
+            failover_readiness: state.reconciler.readiness(),
+        },
         failover: {
             let desired = state.consensus.desired();
             let reconciler = state.reconciler.status();

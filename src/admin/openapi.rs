@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 
 use super::ops::{DrillBody, FailoverBody, ReasonBody, RegionBody};
 use super::{ErrorBody, GateResponse, HistoryResponse, Liveness, Readiness, StatusResponse};
+use crate::desired::FailoverRecord;
 use crate::failover::manual::Reply;
-use crate::failover::state::FailoverRecord;
 
 /// How a response body is described.
 #[derive(Clone)]

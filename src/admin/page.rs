@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::AdminState;
-use crate::failover::state::{HistoryEntry, Outcome};
+use crate::desired::{HistoryEntry, Outcome};
 use crate::health::State as Health;
 
 /// Escapes text for HTML.

@@ -123,12 +123,6 @@ pub struct Consensus {
     /// Who this agent accepted as leader, and who acknowledged it as leader, and when (a
     /// follower's lease counts from the latest acceptance).
     contacts: Arc<contact::ContactBook>,
-    /// Postgres members as the planner needs them: target, region, priority, no_failover.
-    pg_members: Vec<(TargetId, String, u32, bool)>,
-    /// The data-loss guard, in bytes.
-    max_lag_on_failover: u64,
-    /// Whether automatic promotion would be blocked now, per group (leader only).
-    blocked_gauge: prometheus::IntGaugeVec,
     /// Votes from local replicas about their primaries elsewhere.
     data_path: std::sync::Mutex<crate::evidence::DataPath>,
     /// Datastore targets and the group each belongs to (`postgres/<cluster>`,
@@ -136,10 +130,28 @@ pub struct Consensus {
     groups: Vec<(TargetId, String)>,
     /// Since when this agent leads, if it does.
     leader_since: std::sync::Mutex<Option<Instant>>,
-    /// The nodes of each Redis Cluster, by shard name, with twice its node timeout (ms).
-    clusters: BTreeMap<String, (Vec<crate::failover::cluster::Node>, u64)>,
     /// Carries out operators' requests when this agent leads.
     admin: Arc<std::sync::OnceLock<peer_api::AdminHandler>>,
+}
+
+/// What the leader knows of the cluster at one moment, as the failover engine reads it (see
+/// [`crate::failover::inputs`]).
+#[derive(Debug, Clone)]
+pub struct LeaderView {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The freshest WAL positions of Postgres members.
+    pub positions: BTreeMap<TargetId, reports::Position>,
+    /// The freshest replication offsets of Redis members.
+    pub offsets: BTreeMap<TargetId, reports::RedisOffset>,
+    /// The freshest view each Redis Cluster node gave of its cluster.
+    pub clusters: BTreeMap<TargetId, crate::datastore::redis::ClusterFacts>,
+    /// Redis Cluster node ids, each as the member reporting it as its own.
+    pub cluster_ids: BTreeMap<String, TargetId>,
+    /// The primary the log names for each group.
+    pub primaries: BTreeMap<String, TargetId>,
+    /// Regions whose agents have all been silent for `lease_ttl` plus the fence margin.
+    pub cut_off: std::collections::BTreeSet<String>,
 }
 
 /// Why an operator's request got no answer from a leader.
@@ -156,23 +168,6 @@ pub enum OperateError {
 /// How long an operator's request forwarded to the leader may take (it commits a decision,
 /// it does not wait for the failover).
 const OPERATE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// What the failover trigger needs from the cluster, on the leader.
-#[derive(Debug, Clone)]
-pub struct TriggerInputs {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Each Postgres group with a named primary.
-    pub groups: Vec<crate::failover::trigger::Group>,
-    /// Each Redis replication shard with a named master, and each master of each Redis
-    /// Cluster.
-    pub redis: Vec<crate::failover::trigger::RedisGroup>,
-    /// Regions whose agents have all been silent for `lease_ttl`.
-    pub cut_off: std::collections::BTreeSet<String>,
-    /// Per Redis Cluster (`redis/<name>`) whose view is healthy: the master of each
-    /// slot-range list.
-    pub slot_owners: BTreeMap<String, BTreeMap<String, TargetId>>,
-}
 
 impl Consensus {
     /// Opens the store under `agent.data_dir`, starts the Raft node and bootstraps the
@@ -363,14 +358,6 @@ impl Consensus {
                 "Reports that could not be delivered to the leader.",
             )?,
         };
-        let blocked_gauge = prometheus::IntGaugeVec::new(
-            Opts::new(
-                "failoverd_failover_blocked",
-                "Leader: 1 when losing the primary's region now would not allow an automatic promotion (see the status for why).",
-            ),
-            &["group"],
-        )?;
-        registry.register(Box::new(blocked_gauge.clone()))?;
         let unauthorized = counter(
             "failoverd_peer_unauthorized_requests_total",
             "Peer requests refused for a missing or wrong cluster secret.",
@@ -407,44 +394,10 @@ impl Consensus {
             boot: rand::random(),
             state_machine: state_handle,
             data_path: std::sync::Mutex::new(crate::evidence::DataPath::new(config)),
-            pg_members: topology
-                .targets
-                .iter()
-                .filter_map(|t| match &t.spec {
-                    crate::topology::TargetSpec::Postgres { member, .. } => Some((
-                        t.id.clone(),
-                        t.region.clone(),
-                        member.priority,
-                        member.no_failover,
-                    )),
-                    _ => None,
-                })
-                .collect(),
-            max_lag_on_failover: config
-                .postgres
-                .as_ref()
-                .map(|p| p.max_lag_on_failover)
-                .unwrap_or(crate::config::DEFAULT_MAX_LAG_ON_FAILOVER),
-            blocked_gauge,
             lease_ttl: config.cluster.lease_ttl(),
             contacts,
-            groups: topology
-                .targets
-                .iter()
-                .filter_map(|t| match &t.spec {
-                    crate::topology::TargetSpec::Postgres { cluster, .. } => {
-                        Some((t.id.clone(), format!("postgres/{cluster}")))
-                    }
-                    crate::topology::TargetSpec::Redis {
-                        shard,
-                        mode: crate::config::RedisMode::Replication,
-                        ..
-                    } => Some((t.id.clone(), format!("redis/{shard}"))),
-                    _ => None,
-                })
-                .collect(),
+            groups: topology.groups(),
             leader_since: std::sync::Mutex::new(None),
-            clusters: cluster_nodes(config, &topology),
             admin: Arc::new(std::sync::OnceLock::new()),
         }))
     }
@@ -505,7 +458,7 @@ impl Consensus {
     /// through the peer link.
     pub async fn operate(
         &self,
-        request: crate::failover::manual::Request,
+        request: crate::api::Request,
     ) -> Result<peer_api::Forwarded, OperateError> {
         if self.is_leader() {
             let handler = self
@@ -877,128 +830,11 @@ impl Consensus {
         reports + LEASE_CHECK_INTERVAL + FENCE_ALLOWANCE
     }
 
-    /// The Postgres members of `group` as the candidate rule sees them.
-    fn candidate_members(
-        &self,
-        group: &str,
-        verdict: &Verdict,
-        positions: &BTreeMap<TargetId, reports::Position>,
-    ) -> Vec<crate::failover::candidate::Member> {
-        self.pg_members
-            .iter()
-            .filter(|(t, ..)| self.group_of(t) == Some(group))
-            .map(|(target, region, priority, no_failover)| {
-                let position = positions.get(target);
-                crate::failover::candidate::Member {
-                    target: target.clone(),
-                    region: region.clone(),
-                    // A replica is probed only by its own region's agent (the one that would
-                    // promote it): healthy when reported Up and Down by no one.
-                    healthy: verdict
-                        .targets
-                        .get(target)
-                        .is_some_and(|v| !v.up.is_empty() && v.down.is_empty()),
-                    replica: position.is_some_and(|p| p.replica),
-                    no_failover: *no_failover,
-                    priority: *priority,
-                    replay_lsn: position.and_then(|p| p.replay_lsn),
-                    receive_lsn: position.and_then(|p| p.receive_lsn),
-                    primary_lsn: position.and_then(|p| p.primary_lsn),
-                    replay_paused: position.is_some_and(|p| p.replay_paused),
-                }
-            })
-            .collect()
-    }
-
-    /// Postgres groups with their named primary and its region.
-    fn named_pg_groups(&self) -> Vec<(String, TargetId, String)> {
-        let named = self.state_machine.read(|s| s.primaries.clone());
-        let groups: std::collections::BTreeSet<&str> = self
-            .groups
-            .iter()
-            .filter(|(t, _)| self.pg_members.iter().any(|m| &m.0 == t))
-            .map(|(_, g)| g.as_str())
-            .collect();
-        groups
-            .into_iter()
-            .filter_map(|group| {
-                let primary = named.get(group)?;
-                let region = self.pg_members.iter().find(|m| &m.0 == primary)?.1.clone();
-                Some((group.to_owned(), primary.clone(), region))
-            })
-            .collect()
-    }
-
-    /// As leader: what an automatic Postgres failover would do if the named primary's region
-    /// were lost now — the candidate and its estimated loss, or why it would be blocked.
-    pub fn failover_readiness(&self) -> BTreeMap<String, Readiness> {
-        let Some(verdict) = self.verdict() else {
-            return BTreeMap::new();
-        };
-        let positions = self.reports.positions(Instant::now(), self.stale_after);
-        let mut readiness = BTreeMap::new();
-        for (group, _, region) in self.named_pg_groups() {
-            let members = self.candidate_members(&group, &verdict, &positions);
-            let choice = crate::failover::candidate::choose(
-                &members,
-                &region,
-                self.max_lag_on_failover,
-                false,
-            );
-            self.blocked_gauge
-                .with_label_values(&[&group])
-                .set(i64::from(matches!(
-                    choice,
-                    crate::failover::candidate::Choice::Blocked { .. }
-                )));
-            readiness.insert(
-                group,
-                Readiness {
-                    if_region_fails: region,
-                    choice,
-                },
-            );
-        }
-        readiness
-    }
-
-    /// As leader: the candidate to promote in `group` when its primary leaves `from` at an
-    /// operator's request — a replica of region `to` when given — with the data-loss guard
-    /// unless `allow_data_loss`.
-    pub fn manual_choice(
-        &self,
-        group: &str,
-        from: &str,
-        to: Option<&str>,
-        allow_data_loss: bool,
-    ) -> crate::failover::candidate::Choice {
-        let Some(verdict) = self.verdict() else {
-            return crate::failover::candidate::Choice::Blocked {
-                reason: "blocked because this agent does not lead: no verdict".into(),
-            };
-        };
-        let positions = self.reports.positions(Instant::now(), self.stale_after);
-        let mut members = self.candidate_members(group, &verdict, &positions);
-        if let Some(to) = to {
-            // Members elsewhere keep their positions (the loss estimate needs them) but are
-            // not eligible.
-            for m in members.iter_mut().filter(|m| m.region != to) {
-                m.no_failover = true;
-            }
-        }
-        crate::failover::candidate::choose(
-            &members,
-            from,
-            self.max_lag_on_failover,
-            allow_data_loss,
-        )
-    }
-
-    /// As leader: the verdict, the Postgres groups and the cut-off regions, for the trigger.
-    pub fn trigger_inputs(&self) -> Option<TriggerInputs> {
+    /// As leader: a snapshot of what the failover engine reads — the verdict, the freshest
+    /// positions, offsets and cluster views, the named primaries and the regions cut off.
+    pub fn leader_view(&self) -> Option<LeaderView> {
         let verdict = self.verdict()?;
         let now = Instant::now();
-        let positions = self.reports.positions(now, self.stale_after);
         let mut cut_off = std::collections::BTreeSet::new();
         let regions: std::collections::BTreeSet<&str> =
             self.members.iter().map(|m| m.region.as_str()).collect();
@@ -1008,206 +844,15 @@ impl Consensus {
                 cut_off.insert(region.to_owned());
             }
         }
-        let mut groups = Vec::new();
-        for (group, primary, region) in self.named_pg_groups() {
-            let members = self.candidate_members(&group, &verdict, &positions);
-            let choice = crate::failover::candidate::choose(
-                &members,
-                &region,
-                self.max_lag_on_failover,
-                false,
-            );
-            let primary_verdict = verdict.targets.get(&primary);
-            let home_says_down = primary_verdict.is_some_and(|v| {
-                v.down.iter().any(|agent| {
-                    self.members
-                        .iter()
-                        .any(|m| &m.agent == agent && m.region == region)
-                })
-            });
-            // No region is excluded when only the primary is lost.
-            let local_choice =
-                crate::failover::candidate::choose(&members, "", self.max_lag_on_failover, false);
-            groups.push(crate::failover::trigger::Group {
-                followers: members
-                    .iter()
-                    .filter(|m| m.region != region && m.healthy && m.replica)
-                    .map(|m| m.target.clone())
-                    .collect(),
-                local_followers: members
-                    .iter()
-                    .filter(|m| m.healthy && m.replica)
-                    .map(|m| m.target.clone())
-                    .collect(),
-                local_choice,
-                group,
-                primary_down: primary_verdict
-                    .is_some_and(|v| v.state == crate::health::State::Down),
-                primary,
-                primary_region: region,
-                home_says_down,
-                choice,
-            });
-        }
-        let offsets = self.reports.offsets(now, self.stale_after);
-        let mut redis = self.redis_groups(&verdict, &offsets);
-        let (masters, slot_owners) = self.cluster_masters(&verdict, now, &offsets, &cut_off);
-        redis.extend(masters);
-        Some(TriggerInputs {
+        Some(LeaderView {
             verdict,
-            groups,
-            redis,
+            positions: self.reports.positions(now, self.stale_after),
+            offsets: self.reports.offsets(now, self.stale_after),
+            clusters: self.reports.clusters(now, self.stale_after),
+            cluster_ids: self.reports.cluster_ids(),
+            primaries: self.state_machine.read(|s| s.primaries.clone()),
             cut_off,
-            slot_owners,
         })
-    }
-
-    /// Redis replication shards with a named master, with their candidates.
-    fn redis_groups(
-        &self,
-        verdict: &Verdict,
-        offsets: &BTreeMap<TargetId, reports::RedisOffset>,
-    ) -> Vec<crate::failover::trigger::RedisGroup> {
-        let named = self.state_machine.read(|s| s.primaries.clone());
-        let mut shards = Vec::new();
-        let groups: std::collections::BTreeSet<&str> = self
-            .groups
-            .iter()
-            .map(|(_, g)| g.as_str())
-            .filter(|g| g.starts_with("redis/"))
-            .collect();
-        for group in groups {
-            let Some(master) = named.get(group) else {
-                continue;
-            };
-            let region_of = |t: &TargetId| {
-                self.targets
-                    .iter()
-                    .find(|(id, ..)| id == t)
-                    .map(|(_, region, _)| region.clone())
-                    .unwrap_or_default()
-            };
-            let master_region = region_of(master);
-            let healthy = |t: &TargetId| {
-                verdict
-                    .targets
-                    .get(t)
-                    .is_some_and(|v| !v.up.is_empty() && v.down.is_empty())
-            };
-            // Healthy replicas with their offsets, furthest first, then by id.
-            let mut replicas: Vec<(TargetId, String, u64)> = self
-                .groups
-                .iter()
-                .filter(|(t, g)| g == group && t != master && healthy(t))
-                .filter_map(|(t, _)| {
-                    let o = offsets.get(t)?;
-                    (!o.master).then(|| (t.clone(), region_of(t), o.offset))
-                })
-                .collect();
-            replicas.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-            let members: Vec<(TargetId, String)> = self
-                .groups
-                .iter()
-                .filter(|(t, g)| g == group && t != master && healthy(t))
-                .map(|(t, _)| (t.clone(), region_of(t)))
-                .collect();
-            let master_verdict = verdict.targets.get(master);
-            shards.push(crate::failover::trigger::RedisGroup {
-                group: group.to_owned(),
-                master: master.clone(),
-                master_down: master_verdict.is_some_and(|v| v.state == crate::health::State::Down),
-                home_says_down: master_verdict.is_some_and(|v| {
-                    v.down.iter().any(|agent| {
-                        self.members
-                            .iter()
-                            .any(|m| &m.agent == agent && m.region == master_region)
-                    })
-                }),
-                candidate: replicas
-                    .iter()
-                    .find(|r| r.1 != master_region)
-                    .map(|r| (r.0.clone(), r.2)),
-                followers: members
-                    .iter()
-                    .filter(|m| m.1 != master_region)
-                    .map(|m| m.0.clone())
-                    .collect(),
-                local_candidate: replicas.first().map(|r| (r.0.clone(), r.2)),
-                local_followers: members.iter().map(|m| m.0.clone()).collect(),
-                master_region,
-                ..crate::failover::trigger::RedisGroup::default()
-            });
-        }
-        shards
-    }
-
-    /// The masters of each Redis Cluster from the freshest view a healthy node reported, and
-    /// the slot owners of each cluster whose view says `cluster_state:ok`.
-    fn cluster_masters(
-        &self,
-        verdict: &Verdict,
-        now: Instant,
-        offsets: &BTreeMap<TargetId, reports::RedisOffset>,
-        cut_off: &std::collections::BTreeSet<String>,
-    ) -> (
-        Vec<crate::failover::trigger::RedisGroup>,
-        BTreeMap<String, BTreeMap<String, TargetId>>,
-    ) {
-        use crate::failover::cluster::{self, ClusterView, NodeHealth};
-        let mut groups = Vec::new();
-        let mut owners = BTreeMap::new();
-        if self.clusters.is_empty() {
-            return (groups, owners);
-        }
-        let views = self.reports.clusters(now, self.stale_after);
-        let ids = self.reports.cluster_ids();
-        for (name, (nodes, grace_ms)) in &self.clusters {
-            let health: BTreeMap<TargetId, NodeHealth> = nodes
-                .iter()
-                .map(|n| {
-                    let v = verdict.targets.get(&n.target);
-                    let health = NodeHealth {
-                        down: v.is_some_and(|v| v.state == crate::health::State::Down),
-                        home_says_down: v.is_some_and(|v| {
-                            v.down.iter().any(|agent| {
-                                self.members
-                                    .iter()
-                                    .any(|m| &m.agent == agent && m.region == n.region)
-                            })
-                        }),
-                        healthy: v.is_some_and(|v| !v.up.is_empty() && v.down.is_empty()),
-                        offset: offsets.get(&n.target).map(|o| o.offset),
-                    };
-                    (n.target.clone(), health)
-                })
-                .collect();
-            // The view of a healthy node that knows the latest cluster epoch.
-            let Some(view) = nodes
-                .iter()
-                .filter(|n| health.get(&n.target).is_some_and(|h| h.healthy))
-                .filter_map(|n| views.get(&n.target))
-                .max_by_key(|v| (v.current_epoch, v.state == "ok"))
-            else {
-                continue;
-            };
-            let masters = cluster::masters(&ClusterView {
-                name,
-                view,
-                nodes,
-                ids: &ids,
-                health: &health,
-                cut_off,
-                grace_ms: *grace_ms,
-            });
-            if !masters.unknown.is_empty() {
-                tracing::debug!(cluster = %name, unknown = ?masters.unknown, "cluster nodes that match no configured member");
-            }
-            if view.state == "ok" {
-                owners.insert(format!("redis/{name}"), masters.owners);
-            }
-            groups.extend(masters.groups);
-        }
-        (groups, owners)
     }
 
     /// Whether this agent leads.
@@ -1221,12 +866,12 @@ impl Consensus {
     }
 
     /// The replicated desired state and history (a copy).
-    pub fn desired(&self) -> crate::failover::state::Desired {
+    pub fn desired(&self) -> crate::desired::Desired {
         self.read_desired(Clone::clone)
     }
 
     /// Reads the replicated desired state without copying it.
-    pub fn read_desired<R>(&self, f: impl FnOnce(&crate::failover::state::Desired) -> R) -> R {
+    pub fn read_desired<R>(&self, f: impl FnOnce(&crate::desired::Desired) -> R) -> R {
         self.state_machine.read(|s| f(&s.failover))
     }
 
@@ -1315,11 +960,6 @@ impl Consensus {
                 ttl_ms: millis(self.lease_ttl),
             },
             primaries: self.state_machine.read(|s| s.primaries.clone()),
-            failover_readiness: if leading {
-                self.failover_readiness()
-            } else {
-                BTreeMap::new()
-            },
         }
     }
 
@@ -1358,17 +998,6 @@ pub struct ClusterStatus {
     pub lease: LeaseStatus,
     /// The writable member of each group, as the log names it.
     pub primaries: BTreeMap<String, TargetId>,
-    /// On the leader: what losing each Postgres primary's region now would lead to.
-    pub failover_readiness: BTreeMap<String, Readiness>,
-}
-
-/// What an automatic failover of one Postgres group would do now.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct Readiness {
-    /// The region holding the named primary.
-    pub if_region_fails: String,
-    /// The candidate, or why promotion would be blocked.
-    pub choice: crate::failover::candidate::Choice,
 }
 
 /// An agent's lease.
@@ -1414,42 +1043,6 @@ pub enum SilentSince {
     /// This leader's election (some member has not sent its marks, and it has sent no
     /// report since).
     Election,
-}
-
-/// The nodes of each configured Redis Cluster, with twice its node timeout in milliseconds.
-fn cluster_nodes(
-    config: &Config,
-    topology: &Topology,
-) -> BTreeMap<String, (Vec<crate::failover::cluster::Node>, u64)> {
-    let mut out: BTreeMap<String, (Vec<crate::failover::cluster::Node>, u64)> = BTreeMap::new();
-    for shard in config
-        .redis
-        .shards
-        .iter()
-        .filter(|s| s.mode == crate::config::RedisMode::Cluster)
-    {
-        let grace = u64::try_from(shard.cluster_node_timeout().as_millis() * 2).unwrap_or(u64::MAX);
-        let nodes = topology
-            .targets
-            .iter()
-            .filter_map(|t| match &t.spec {
-                crate::topology::TargetSpec::Redis {
-                    shard: s, member, ..
-                } if *s == shard.name => {
-                    let url = url::Url::parse(&member.url).ok()?;
-                    Some(crate::failover::cluster::Node {
-                        target: t.id.clone(),
-                        region: t.region.clone(),
-                        host: url.host_str()?.to_owned(),
-                        port: url.port().unwrap_or(6379),
-                    })
-                }
-                _ => None,
-            })
-            .collect();
-        out.insert(shard.name.clone(), (nodes, grace));
-    }
-    out
 }
 
 /// What a Redis Cluster node's last successful observation showed of its cluster.

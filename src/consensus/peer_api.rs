@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::network::paths;
 use super::reports::{Report, ReportBook, ReportError};
 use super::types::Raft;
-use crate::admin::ApiError;
+use crate::api::ApiError;
 use crate::config::Secret;
 use crate::util::constant_time_eq;
 
@@ -60,7 +60,7 @@ pub struct Forwarded {
 /// Carries out an operator's request on this agent.
 pub type AdminHandler = Arc<
     dyn Fn(
-            crate::failover::manual::Request,
+            crate::api::Request,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Forwarded> + Send>>
         + Send
         + Sync,
@@ -175,7 +175,7 @@ async fn verdict(State(state): State<PeerState>) -> Response {
 }
 
 async fn admin(State(state): State<PeerState>, body: Bytes) -> Response {
-    let request: crate::failover::manual::Request = match parse(&body) {
+    let request: crate::api::Request = match parse(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };

@@ -252,7 +252,7 @@ pub struct MachineState {
     pub primaries: std::collections::BTreeMap<String, crate::topology::TargetId>,
     /// Desired state (drains, weights, epoch, mode, cooldown) and the failover history.
     #[serde(default)]
-    pub failover: crate::failover::state::Desired,
+    pub failover: crate::desired::Desired,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

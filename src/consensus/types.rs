@@ -20,7 +20,7 @@ pub enum Command {
         target: crate::topology::TargetId,
     },
     /// A failover decision, a step record, a refusal or a mode change.
-    Failover(Box<crate::failover::state::FailoverCommand>),
+    Failover(Box<crate::desired::FailoverCommand>),
 }
 
 /// What applying a command returned.

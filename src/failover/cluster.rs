@@ -13,8 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::state::{Action, Desired, HistoryEntry, MovedBy, SlotMove, StepState};
 use super::trigger::RedisGroup;
+use crate::desired::{Action, Desired, HistoryEntry, MovedBy, SlotMove, StepState};
 use crate::probe::redis::{ClusterFacts, ClusterNode};
 use crate::topology::TargetId;
 
@@ -172,7 +172,7 @@ pub fn slot_moves(
     cluster: &str,
     owners: &BTreeMap<String, TargetId>,
     at_ms: u64,
-) -> Option<super::state::FailoverCommand> {
+) -> Option<crate::desired::FailoverCommand> {
     let before = desired.slot_owners.get(cluster);
     if before == Some(owners) || owners.is_empty() {
         return None;
@@ -209,7 +209,7 @@ pub fn slot_moves(
             at_ms,
         });
     }
-    Some(super::state::FailoverCommand::SlotOwners {
+    Some(crate::desired::FailoverCommand::SlotOwners {
         cluster: cluster.to_owned(),
         owners: owners.clone(),
         moved,
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn slot_moves_say_who_moved_each_range() {
-        use crate::failover::state::{Decision, FailoverCommand, RedisPromotion, Trigger};
+        use crate::desired::{Decision, FailoverCommand, RedisPromotion, Trigger};
         let mut desired = Desired::default();
         let first: BTreeMap<String, TargetId> = [
             ("0-5460".to_string(), id("a")),
@@ -393,7 +393,7 @@ mod tests {
             }],
             refusal: None,
             drill: None,
-            steps: vec![crate::failover::state::Step {
+            steps: vec![crate::desired::Step {
                 id: "redis-takeover:redis/cache/a2".into(),
                 action: Action::TakeoverRedisCluster {
                     target: id("a2"),

@@ -25,17 +25,18 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::inputs::{Readiness, Roster};
 use super::manual::{self, ErrorKind, OpError};
-use super::state::{
-    ready_steps_after, settled, Action, Attempt, Decision, Desired, DrillPart, FailoverCommand,
-    FailoverRecord, LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
-};
 use super::trigger::{self, Assessment, Refused, World};
 use crate::actions::route53::{Route53, Route53Error};
 use crate::actions::{self, ActionError};
 use crate::config::{Config, PostgresFence, ReplicationConfig, SecretRef};
 use crate::consensus::types::Command;
-use crate::consensus::Consensus;
+use crate::consensus::{Consensus, LeaderView};
+use crate::desired::{
+    ready_steps_after, settled, Action, Attempt, Decision, Desired, DrillPart, FailoverCommand,
+    FailoverRecord, LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
+};
 use crate::health::State;
 use crate::topology::{TargetId, Topology};
 use crate::util::now_ms;
@@ -101,6 +102,8 @@ struct Metrics {
     drift: IntCounter,
     epoch: IntGauge,
     paused: IntGauge,
+    /// Whether automatic promotion would be blocked now, per group (leader only).
+    blocked: prometheus::IntGaugeVec,
 }
 
 /// Every trigger label and refusal guard: their counters start at 0, so that alerts on
@@ -208,6 +211,16 @@ impl Metrics {
                 registry,
                 IntGauge::new("failoverd_epoch", "The epoch of the latest decision.")?,
             )?,
+            blocked: reg(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "failoverd_failover_blocked",
+                        "Leader: 1 when losing the primary's region now would not allow an automatic promotion (see the status for why).",
+                    ),
+                    &["group"],
+                )?,
+            )?,
             paused: reg(
                 registry,
                 IntGauge::new(
@@ -231,6 +244,8 @@ pub struct ReconcilerStatus {
 /// The reconciler.
 pub struct Reconciler {
     consensus: Arc<Consensus>,
+    /// The members as configured, for building what the trigger reads.
+    roster: Roster,
     regions: Vec<(String, u32)>,
     pg: HashMap<TargetId, actions::postgres::Member>,
     redis: HashMap<TargetId, actions::redis::Member>,
@@ -335,6 +350,7 @@ impl Reconciler {
         };
         Ok(Reconciler {
             consensus,
+            roster: Roster::from_config(config),
             regions: config
                 .regions
                 .iter()
@@ -377,6 +393,25 @@ impl Reconciler {
             vetoed: Mutex::new(BTreeMap::new()),
             deciding: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// On the leader: what losing each Postgres primary's region now would lead to (also
+    /// sets `failoverd_failover_blocked`); empty elsewhere.
+    pub fn readiness(&self) -> BTreeMap<String, Readiness> {
+        let Some(view) = self.consensus.leader_view() else {
+            return BTreeMap::new();
+        };
+        let readiness = self.roster.readiness(&view);
+        for (group, r) in &readiness {
+            self.metrics
+                .blocked
+                .with_label_values(&[group])
+                .set(i64::from(matches!(
+                    r.choice,
+                    super::candidate::Choice::Blocked { .. }
+                )));
+        }
+        readiness
     }
 
     /// What is waiting and what is refused, as of the last tick (leader only).
@@ -487,7 +522,11 @@ impl Reconciler {
         &self,
         desired: &Desired,
     ) -> (Assessment, BTreeMap<String, BTreeMap<String, TargetId>>) {
-        let Some(mut inputs) = self.consensus.trigger_inputs() else {
+        let Some(mut inputs) = self
+            .consensus
+            .leader_view()
+            .map(|view| self.roster.trigger_inputs(&view))
+        else {
             return (Assessment::default(), BTreeMap::new());
         };
         let now = Instant::now();
@@ -746,9 +785,9 @@ impl Reconciler {
         }
     }
 
-    /// What the trigger reads, on the leader; 503 `no_leader` elsewhere.
-    fn leading_inputs(&self) -> Result<crate::consensus::TriggerInputs, OpError> {
-        self.consensus.trigger_inputs().ok_or_else(|| {
+    /// What the leader sees, on the leader; 503 `no_leader` elsewhere.
+    fn leading_view(&self) -> Result<LeaderView, OpError> {
+        self.consensus.leader_view().ok_or_else(|| {
             OpError::new(
                 ErrorKind::Unavailable,
                 "no_leader",
@@ -765,7 +804,8 @@ impl Reconciler {
         actor: &str,
         reason: &str,
     ) -> Result<(Desired, Decision), OpError> {
-        let inputs = self.leading_inputs()?;
+        let view = self.leading_view()?;
+        let inputs = self.roster.trigger_inputs(&view);
         let desired = self.consensus.desired();
         let proposal = manual::propose(
             operation,
@@ -779,7 +819,8 @@ impl Reconciler {
                 cut_off: &inputs.cut_off,
             },
             |group, to, allow_data_loss| {
-                self.consensus.manual_choice(
+                self.roster.manual_choice(
+                    &view,
                     &group.group,
                     &group.primary_region,
                     to,
@@ -884,7 +925,7 @@ impl Reconciler {
         let drain = desired.failover(drill.drain_epoch);
         let restore = drill.restore_epoch.and_then(|e| desired.failover(e));
         let finish = |outcome: Outcome, detail: String| LiveDrillRecord {
-            milestones: super::state::milestones(&drill, drain, restore),
+            milestones: crate::desired::milestones(&drill, drain, restore),
             drill: drill.clone(),
             outcome,
             finished_ms: now_ms(),
@@ -1017,8 +1058,8 @@ impl Reconciler {
     /// The verdict on `region`, as the leader holds it.
     fn region_state(&self, region: &str) -> Option<State> {
         self.consensus
-            .trigger_inputs()
-            .and_then(|inputs| inputs.verdict.regions.get(region).copied())
+            .leader_view()
+            .and_then(|view| view.verdict.regions.get(region).copied())
     }
 
     /// Adds a line to what the status shows as waiting, until the next assessment.
@@ -1039,7 +1080,7 @@ impl Reconciler {
         actor: String,
         reason: String,
         only: Option<&str>,
-    ) -> Result<super::state::DrillReport, OpError> {
+    ) -> Result<crate::desired::DrillReport, OpError> {
         if let Some(region) = only.filter(|r| !self.regions.iter().any(|(n, _)| n == r)) {
             return Err(OpError::new(
                 ErrorKind::NotFound,
@@ -1047,8 +1088,9 @@ impl Reconciler {
                 format!("no region {region:?} in the configuration"),
             ));
         }
-        use super::state::{DrillCheck, DrillRegion};
-        let inputs = self.leading_inputs()?;
+        use crate::desired::{DrillCheck, DrillRegion};
+        let view = self.leading_view()?;
+        let inputs = self.roster.trigger_inputs(&view);
         let desired = self.consensus.desired();
         let shown = |e: Option<u64>| e.map_or("nothing".to_owned(), |e| e.to_string());
         let route53 = match &self.route53 {
@@ -1103,8 +1145,8 @@ impl Reconciler {
             });
             for group in inputs.groups.iter().filter(|g| &g.primary_region == region) {
                 let choice = self
-                    .consensus
-                    .manual_choice(&group.group, region, None, false);
+                    .roster
+                    .manual_choice(&view, &group.group, region, None, false);
                 checks.push(match choice {
                     super::candidate::Choice::Promote {
                         target,
@@ -1146,7 +1188,7 @@ impl Reconciler {
             });
         }
         tracing::warn!(actor = %actor, reason = %reason, "readiness drill");
-        Ok(super::state::DrillReport {
+        Ok(crate::desired::DrillReport {
             ready: regions.iter().all(|r| r.ready),
             actor,
             reason,
@@ -1325,7 +1367,7 @@ impl Reconciler {
     /// fenced (the group would have no writable member): its fence is lifted — but only once
     /// the candidate is seen still a replica, so that two writable primaries never stand.
     async fn undo_planned_fences(&self, record: &FailoverRecord) {
-        use super::state::StepState;
+        use crate::desired::StepState;
         let succeeded = |f: &dyn Fn(&Action) -> bool| {
             record
                 .steps
@@ -1451,7 +1493,7 @@ impl Reconciler {
         let failed_steps: Vec<String> = record
             .steps
             .iter()
-            .filter(|s| s.state == super::state::StepState::Failed)
+            .filter(|s| s.state == crate::desired::StepState::Failed)
             .map(|s| format!("{}: {}", s.step.id, s.detail.clone().unwrap_or_default()))
             .collect();
         let (event, text) = match outcome {

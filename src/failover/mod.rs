@@ -13,7 +13,7 @@ pub mod candidate;
 pub mod cluster;
 pub mod executor;
 pub mod hook;
+pub mod inputs;
 pub mod manual;
 pub mod plan;
-pub mod state;
 pub mod trigger;

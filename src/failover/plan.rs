@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::state::{Action, Promotion, RedisPromotion, Step, WriterRecord};
+use crate::desired::{Action, Promotion, RedisPromotion, Step, WriterRecord};
 use crate::topology::TargetId;
 
 /// What a decision changes in DNS.
@@ -142,7 +142,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failover::state::{
+    use crate::desired::{
         ready_steps, ready_steps_after, settled, Attempt, FailoverRecord, Outcome, StepRecord,
         StepState,
     };
@@ -171,8 +171,8 @@ mod tests {
     fn record(steps: Vec<Step>, states: &[StepState]) -> FailoverRecord {
         FailoverRecord {
             epoch: 7,
-            decision: crate::failover::state::Decision {
-                trigger: crate::failover::state::Trigger::RegionDown {
+            decision: crate::desired::Decision {
+                trigger: crate::desired::Trigger::RegionDown {
                     region: "r1".into(),
                 },
                 decided_by: "a".into(),

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::candidate::Choice;
-use super::state::{Desired, Promotion, RedisPromotion, Trigger};
+use crate::desired::{Desired, Promotion, RedisPromotion, Trigger};
 use crate::health::State;
 use crate::topology::TargetId;
 
@@ -291,8 +291,8 @@ fn recently_taken_over(world: &World<'_>) -> BTreeSet<String> {
         .history
         .iter()
         .filter_map(|e| match e {
-            super::state::HistoryEntry::Failover(f)
-                if f.outcome == Some(super::state::Outcome::Completed)
+            crate::desired::HistoryEntry::Failover(f)
+                if f.outcome == Some(crate::desired::Outcome::Completed)
                     && f.finished_ms
                         .is_some_and(|t| world.now_ms < t.saturating_add(TAKEOVER_SETTLE_MS)) =>
             {
@@ -900,23 +900,21 @@ mod tests {
     fn decide(case: &mut Case, promotion: Option<Promotion>) -> u64 {
         let epoch = case.desired.epoch + 10;
         case.desired.apply(
-            crate::failover::state::FailoverCommand::Decide(Box::new(
-                crate::failover::state::Decision {
-                    trigger: Trigger::RegionDown {
-                        region: "r1".into(),
-                    },
-                    decided_by: "a".into(),
-                    decided_at_ms: 0,
-                    first_seen_ms: 0,
-                    drain: vec!["r1".into()],
-                    restore: vec![],
-                    promotion,
-                    redis: vec![],
-                    refusal: None,
-                    drill: None,
-                    steps: vec![],
+            crate::desired::FailoverCommand::Decide(Box::new(crate::desired::Decision {
+                trigger: Trigger::RegionDown {
+                    region: "r1".into(),
                 },
-            )),
+                decided_by: "a".into(),
+                decided_at_ms: 0,
+                first_seen_ms: 0,
+                drain: vec!["r1".into()],
+                restore: vec![],
+                promotion,
+                redis: vec![],
+                refusal: None,
+                drill: None,
+                steps: vec![],
+            })),
             epoch,
         );
         epoch
@@ -1111,7 +1109,7 @@ mod tests {
 
     #[test]
     fn slots_just_taken_over_are_not_taken_over_again_before_the_view_shows_it() {
-        use crate::failover::state::{Decision, FailoverCommand, Outcome};
+        use crate::desired::{Decision, FailoverCommand, Outcome};
         let mut case = Case::new().cut("r1").groups(vec![]);
         case.redis = vec![cluster_master(false)];
         let p = case.assess().proposal.expect("a takeover");

@@ -1,0 +1,263 @@
+//! What a decision is: its trigger, the promotions and the planned steps, as committed to the
+//! log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::drill::LiveDrill;
+use crate::actions::route53::WriterRecord;
+use crate::topology::TargetId;
+
+/// What set a failover off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// The region's APIs were Down by verdict.
+    RegionDown {
+        /// The region.
+        region: String,
+    },
+    /// The group's primary was Down by verdict.
+    PrimaryDown {
+        /// The group (`postgres/<cluster>`).
+        group: String,
+        /// The primary.
+        target: TargetId,
+    },
+    /// A drained region was Up again for the hold-down (`auto_failback`).
+    Failback {
+        /// The region.
+        region: String,
+    },
+    /// The weights the log wants were not written by the last DNS change (it failed).
+    DnsRepair,
+    /// An operator asked for it through the admin API.
+    Manual {
+        /// `drain`, `restore` or `failover`.
+        action: String,
+        /// The region it concerns.
+        region: String,
+        /// Who asked (the admin token's name).
+        actor: String,
+        /// Why, in their words.
+        reason: String,
+    },
+}
+
+impl Trigger {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Trigger::RegionDown { .. } => "region_down",
+            Trigger::PrimaryDown { .. } => "primary_down",
+            Trigger::Failback { .. } => "failback",
+            Trigger::DnsRepair => "dns_repair",
+            Trigger::Manual { .. } => "manual",
+        }
+    }
+}
+
+/// One thing to do; carried out by the executor with [`crate::actions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Make the old primary refuse writes, if it can be reached.
+    FencePostgres {
+        /// The old primary.
+        target: TargetId,
+    },
+    /// Promote the candidate and check that it takes writes.
+    PromotePostgres {
+        /// The candidate.
+        target: TargetId,
+    },
+    /// Point a replica at the new primary and check that it streams on the new timeline.
+    FollowPostgres {
+        /// The replica.
+        target: TargetId,
+        /// The new primary.
+        primary: TargetId,
+    },
+    /// Make the old Redis master refuse writes, if it can be reached.
+    FenceRedis {
+        /// The old master.
+        target: TargetId,
+    },
+    /// `REPLICAOF NO ONE` on the chosen replica, then check its role and a write.
+    PromoteRedis {
+        /// The replica.
+        target: TargetId,
+    },
+    /// `REPLICAOF` the new master, then wait until the link is up.
+    FollowRedis {
+        /// The member.
+        target: TargetId,
+        /// The new master.
+        master: TargetId,
+    },
+    /// `CLUSTER FAILOVER TAKEOVER` on a replica of a lost Redis Cluster master, then check
+    /// that it serves the slots, `cluster_state:ok` and a write to a key in those slots.
+    TakeoverRedisCluster {
+        /// The replica.
+        target: TargetId,
+        /// The lost master.
+        master: TargetId,
+        /// The slot ranges that move.
+        slots: Vec<String>,
+        /// A planned switchover: `CLUSTER FAILOVER` (the master stops writes and the
+        /// replica catches up first, no data lost) instead of `TAKEOVER`.
+        #[serde(default)]
+        planned: bool,
+    },
+    /// Set the Route53 weights (and writer records) in one batch fenced by the epoch record,
+    /// then wait INSYNC.
+    Route53 {
+        /// Weight per region after the change.
+        weights: BTreeMap<String, u32>,
+        /// Writer records to point at the promoted members.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        writers: Vec<WriterRecord>,
+    },
+}
+
+/// A step of a plan: an action and the steps it waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Step {
+    /// Unique within the plan, e.g. `promote:postgres/main/pg-b`.
+    pub id: String,
+    /// What it does.
+    pub action: Action,
+    /// Steps that must have succeeded first.
+    pub after: Vec<String>,
+}
+
+/// The Postgres part of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Promotion {
+    /// The group.
+    pub group: String,
+    /// The primary being replaced.
+    pub from: TargetId,
+    /// The member promoted.
+    pub to: TargetId,
+    /// Its lag behind the best surviving evidence when chosen: the data-loss estimate.
+    pub estimated_loss_bytes: u64,
+    /// What that estimate was measured against.
+    pub evidence: String,
+    /// The old primary's region was cut off (its agents fenced it when their leases ran
+    /// out): an old primary that cannot be reached counts as fenced. Otherwise it must be
+    /// fenced for real, or found not listening, before the promotion.
+    #[serde(default)]
+    pub old_primary_cut_off: bool,
+    /// A planned switchover: the candidate replays everything the fenced old primary wrote
+    /// before it is promoted (zero data loss), or the promotion fails.
+    #[serde(default)]
+    pub planned: bool,
+}
+
+/// The Redis part of a decision: one replication shard, or one master of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RedisPromotion {
+    /// The group (`redis/<shard>`).
+    pub group: String,
+    /// The master being replaced.
+    pub from: TargetId,
+    /// The replica promoted (highest replication offset).
+    pub to: TargetId,
+    /// Its offset when chosen, and the best offset seen among the others.
+    pub offset: u64,
+    /// The other members to point at it.
+    pub followers: Vec<TargetId>,
+    /// The old master's region was cut off (see [`Promotion::old_primary_cut_off`]).
+    #[serde(default)]
+    pub old_master_cut_off: bool,
+    /// Redis Cluster: the slot ranges that move (empty for a replication shard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<String>,
+    /// A planned switchover (see [`Promotion::planned`]).
+    #[serde(default)]
+    pub planned: bool,
+}
+
+/// Who moved a Redis Cluster's slot range to a new master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MovedBy {
+    /// A failoverd decision (`CLUSTER FAILOVER TAKEOVER`).
+    Failoverd,
+    /// The cluster's own election (or an operator outside failoverd).
+    RedisCluster,
+}
+
+/// A slot range of a Redis Cluster that changed master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SlotMove {
+    /// The group (`redis/<cluster>`).
+    pub cluster: String,
+    /// The slot ranges, as `CLUSTER NODES` lists them.
+    pub slots: Vec<String>,
+    /// The master that served them.
+    pub from: TargetId,
+    /// The master that serves them now.
+    pub to: TargetId,
+    /// Who moved them.
+    pub by: MovedBy,
+    /// The failover that moved them, when failoverd did.
+    pub epoch: Option<u64>,
+    /// When the leader saw the move, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// A decision, as committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Decision {
+    /// Why.
+    pub trigger: Trigger,
+    /// The leader that decided.
+    pub decided_by: String,
+    /// Wall clock of the decision, Unix milliseconds.
+    pub decided_at_ms: u64,
+    /// When the leader first saw what triggered it, Unix milliseconds.
+    pub first_seen_ms: u64,
+    /// Regions taken out of DNS.
+    pub drain: Vec<String>,
+    /// Regions put back into DNS.
+    pub restore: Vec<String>,
+    /// The promotion, if any.
+    pub promotion: Option<Promotion>,
+    /// Redis shards whose master moves.
+    #[serde(default)]
+    pub redis: Vec<RedisPromotion>,
+    /// Why a promotion that was needed was refused ("blocked because …").
+    pub refusal: Option<String>,
+    /// The steps.
+    pub steps: Vec<Step>,
+    /// The part this decision plays in a live drill, if any: recorded with the decision, in
+    /// one log entry, so that a drill is never half started or half restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillPart>,
+}
+
+impl Decision {
+    /// Until when region changes wait once this failover ends at `now_ms`: `cooldown` after
+    /// one that moved DNS (a drain or a restore), so that traffic does not flap between
+    /// regions; not at all after one that only promoted datastores — a region lost right
+    /// after must still be drained at once.
+    pub fn cooldown_until(&self, now_ms: u64, cooldown: std::time::Duration) -> u64 {
+        if self.drain.is_empty() && self.restore.is_empty() {
+            return 0;
+        }
+        now_ms.saturating_add(u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The part a decision plays in a live drill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum DrillPart {
+    /// The drain that starts the drill (its epoch becomes the drill's `drain_epoch`).
+    Drain(Box<LiveDrill>),
+    /// The restore that ends it.
+    Restore,
+}

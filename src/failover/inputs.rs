@@ -1,0 +1,434 @@
+//! What the failover engine reads, built by pure functions from the leader's view of the
+//! cluster ([`LeaderView`], which consensus hands out) and the static roster of members from
+//! the configuration: the Postgres groups with their candidates, the Redis shards and cluster
+//! masters, an operator's candidate, and each group's readiness.
+//!
+//! No I/O and no clock: the view is a snapshot taken by consensus.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::candidate::Choice;
+use crate::config::{Config, TargetKind};
+use crate::consensus::reports::{Position, RedisOffset};
+use crate::consensus::LeaderView;
+use crate::health::State;
+use crate::topology::{TargetId, TargetSpec, Topology};
+use crate::verdict::{AgentId, Verdict};
+
+/// What the failover trigger reads, built from a [`LeaderView`].
+#[derive(Debug, Clone)]
+pub struct TriggerInputs {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Each Postgres group with a named primary.
+    pub groups: Vec<super::trigger::Group>,
+    /// Each Redis replication shard with a named master, and each master of each Redis
+    /// Cluster.
+    pub redis: Vec<super::trigger::RedisGroup>,
+    /// Regions whose agents have all been silent for `lease_ttl`.
+    pub cut_off: BTreeSet<String>,
+    /// Per Redis Cluster (`redis/<name>`) whose view is healthy: the master of each
+    /// slot-range list.
+    pub slot_owners: BTreeMap<String, BTreeMap<String, TargetId>>,
+}
+
+/// What an automatic failover of one Postgres group would do now.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Readiness {
+    /// The region holding the named primary.
+    pub if_region_fails: String,
+    /// The candidate, or why promotion would be blocked.
+    pub choice: Choice,
+}
+
+/// The members as the configuration has them: what the inputs need besides the view.
+#[derive(Debug, Clone)]
+pub struct Roster {
+    /// Each agent and its region.
+    agents: Vec<(AgentId, String)>,
+    /// Every target with its region and whether it is an HTTP target.
+    targets: Vec<(TargetId, String, bool)>,
+    /// Postgres members: target, region, priority, no_failover.
+    pg_members: Vec<(TargetId, String, u32, bool)>,
+    /// Datastore targets and the group each belongs to (`postgres/<cluster>`,
+    /// `redis/<shard>` for replication shards).
+    groups: Vec<(TargetId, String)>,
+    /// The nodes of each Redis Cluster, by shard name, with twice its node timeout (ms).
+    clusters: BTreeMap<String, (Vec<super::cluster::Node>, u64)>,
+    /// The data-loss guard, in bytes.
+    max_lag_on_failover: u64,
+}
+
+impl Roster {
+    /// The roster of `config`.
+    pub fn from_config(config: &Config) -> Roster {
+        let topology = Topology::from_config(config);
+        let mut agents = vec![(config.agent.id.clone(), config.agent.region.clone())];
+        agents.extend(
+            config
+                .other_peers()
+                .map(|p| (p.id.clone(), p.region.clone())),
+        );
+        Roster {
+            agents,
+            targets: topology
+                .targets
+                .iter()
+                .map(|t| (t.id.clone(), t.region.clone(), t.kind() == TargetKind::Http))
+                .collect(),
+            pg_members: topology
+                .targets
+                .iter()
+                .filter_map(|t| match &t.spec {
+                    TargetSpec::Postgres { member, .. } => Some((
+                        t.id.clone(),
+                        t.region.clone(),
+                        member.priority,
+                        member.no_failover,
+                    )),
+                    _ => None,
+                })
+                .collect(),
+            groups: topology.groups(),
+            clusters: cluster_nodes(config, &topology),
+            max_lag_on_failover: config
+                .postgres
+                .as_ref()
+                .map(|p| p.max_lag_on_failover)
+                .unwrap_or(crate::config::DEFAULT_MAX_LAG_ON_FAILOVER),
+        }
+    }
+
+    /// Whether `agent` is one of `region`'s agents.
+    fn agent_in(&self, agent: &str, region: &str) -> bool {
+        self.agents.iter().any(|(a, r)| a == agent && r == region)
+    }
+
+    /// The group of a datastore target.
+    fn group_of(&self, target: &TargetId) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, g)| g.as_str())
+    }
+
+    /// The Postgres members of `group` as the candidate rule sees them.
+    fn candidate_members(
+        &self,
+        group: &str,
+        verdict: &Verdict,
+        positions: &BTreeMap<TargetId, Position>,
+    ) -> Vec<super::candidate::Member> {
+        self.pg_members
+            .iter()
+            .filter(|(t, ..)| self.group_of(t) == Some(group))
+            .map(|(target, region, priority, no_failover)| {
+                let position = positions.get(target);
+                super::candidate::Member {
+                    target: target.clone(),
+                    region: region.clone(),
+                    // A replica is probed only by its own region's agent (the one that would
+                    // promote it): healthy when reported Up and Down by no one.
+                    healthy: verdict
+                        .targets
+                        .get(target)
+                        .is_some_and(|v| !v.up.is_empty() && v.down.is_empty()),
+                    replica: position.is_some_and(|p| p.replica),
+                    no_failover: *no_failover,
+                    priority: *priority,
+                    replay_lsn: position.and_then(|p| p.replay_lsn),
+                    receive_lsn: position.and_then(|p| p.receive_lsn),
+                    primary_lsn: position.and_then(|p| p.primary_lsn),
+                    replay_paused: position.is_some_and(|p| p.replay_paused),
+                }
+            })
+            .collect()
+    }
+
+    /// Postgres groups with their named primary and its region.
+    fn named_pg_groups(
+        &self,
+        named: &BTreeMap<String, TargetId>,
+    ) -> Vec<(String, TargetId, String)> {
+        let groups: std::collections::BTreeSet<&str> = self
+            .groups
+            .iter()
+            .filter(|(t, _)| self.pg_members.iter().any(|m| &m.0 == t))
+            .map(|(_, g)| g.as_str())
+            .collect();
+        groups
+            .into_iter()
+            .filter_map(|group| {
+                let primary = named.get(group)?;
+                let region = self.pg_members.iter().find(|m| &m.0 == primary)?.1.clone();
+                Some((group.to_owned(), primary.clone(), region))
+            })
+            .collect()
+    }
+
+    /// What an automatic Postgres failover would do if the named primary's region were lost
+    /// now: the candidate and its estimated loss, or why it would be blocked.
+    pub fn readiness(&self, view: &LeaderView) -> BTreeMap<String, Readiness> {
+        let mut readiness = BTreeMap::new();
+        for (group, _, region) in self.named_pg_groups(&view.primaries) {
+            let members = self.candidate_members(&group, &view.verdict, &view.positions);
+            let choice =
+                super::candidate::choose(&members, &region, self.max_lag_on_failover, false);
+            readiness.insert(
+                group,
+                Readiness {
+                    if_region_fails: region,
+                    choice,
+                },
+            );
+        }
+        readiness
+    }
+
+    /// The candidate to promote in `group` when its primary leaves `from` at an operator's
+    /// request — a replica of region `to` when given — with the data-loss guard unless
+    /// `allow_data_loss`.
+    pub fn manual_choice(
+        &self,
+        view: &LeaderView,
+        group: &str,
+        from: &str,
+        to: Option<&str>,
+        allow_data_loss: bool,
+    ) -> Choice {
+        let mut members = self.candidate_members(group, &view.verdict, &view.positions);
+        if let Some(to) = to {
+            // Members elsewhere keep their positions (the loss estimate needs them) but are
+            // not eligible.
+            for m in members.iter_mut().filter(|m| m.region != to) {
+                m.no_failover = true;
+            }
+        }
+        super::candidate::choose(&members, from, self.max_lag_on_failover, allow_data_loss)
+    }
+
+    /// What the trigger reads: the verdict, the Postgres groups with their candidates, the
+    /// Redis shards and cluster masters, the cut-off regions and the slot owners.
+    pub fn trigger_inputs(&self, view: &LeaderView) -> TriggerInputs {
+        let verdict = &view.verdict;
+        let positions = &view.positions;
+        let cut_off = view.cut_off.clone();
+        let mut groups = Vec::new();
+        for (group, primary, region) in self.named_pg_groups(&view.primaries) {
+            let members = self.candidate_members(&group, verdict, positions);
+            let choice =
+                super::candidate::choose(&members, &region, self.max_lag_on_failover, false);
+            let primary_verdict = verdict.targets.get(&primary);
+            let home_says_down = primary_verdict
+                .is_some_and(|v| v.down.iter().any(|agent| self.agent_in(agent, &region)));
+            // No region is excluded when only the primary is lost.
+            let local_choice =
+                super::candidate::choose(&members, "", self.max_lag_on_failover, false);
+            groups.push(super::trigger::Group {
+                followers: members
+                    .iter()
+                    .filter(|m| m.region != region && m.healthy && m.replica)
+                    .map(|m| m.target.clone())
+                    .collect(),
+                local_followers: members
+                    .iter()
+                    .filter(|m| m.healthy && m.replica)
+                    .map(|m| m.target.clone())
+                    .collect(),
+                local_choice,
+                group,
+                primary_down: primary_verdict.is_some_and(|v| v.state == State::Down),
+                primary,
+                primary_region: region,
+                home_says_down,
+                choice,
+            });
+        }
+        let mut redis = self.redis_groups(verdict, &view.offsets, &view.primaries);
+        let (masters, slot_owners) = self.cluster_masters(view);
+        redis.extend(masters);
+        TriggerInputs {
+            verdict: verdict.clone(),
+            groups,
+            redis,
+            cut_off,
+            slot_owners,
+        }
+    }
+
+    /// Redis replication shards with a named master, with their candidates.
+    fn redis_groups(
+        &self,
+        verdict: &Verdict,
+        offsets: &BTreeMap<TargetId, RedisOffset>,
+        named: &BTreeMap<String, TargetId>,
+    ) -> Vec<super::trigger::RedisGroup> {
+        let mut shards = Vec::new();
+        let groups: std::collections::BTreeSet<&str> = self
+            .groups
+            .iter()
+            .map(|(_, g)| g.as_str())
+            .filter(|g| g.starts_with("redis/"))
+            .collect();
+        for group in groups {
+            let Some(master) = named.get(group) else {
+                continue;
+            };
+            let region_of = |t: &TargetId| {
+                self.targets
+                    .iter()
+                    .find(|(id, ..)| id == t)
+                    .map(|(_, region, _)| region.clone())
+                    .unwrap_or_default()
+            };
+            let master_region = region_of(master);
+            let healthy = |t: &TargetId| {
+                verdict
+                    .targets
+                    .get(t)
+                    .is_some_and(|v| !v.up.is_empty() && v.down.is_empty())
+            };
+            // Healthy replicas with their offsets, furthest first, then by id.
+            let mut replicas: Vec<(TargetId, String, u64)> = self
+                .groups
+                .iter()
+                .filter(|(t, g)| g == group && t != master && healthy(t))
+                .filter_map(|(t, _)| {
+                    let o = offsets.get(t)?;
+                    (!o.master).then(|| (t.clone(), region_of(t), o.offset))
+                })
+                .collect();
+            replicas.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+            let members: Vec<(TargetId, String)> = self
+                .groups
+                .iter()
+                .filter(|(t, g)| g == group && t != master && healthy(t))
+                .map(|(t, _)| (t.clone(), region_of(t)))
+                .collect();
+            let master_verdict = verdict.targets.get(master);
+            shards.push(super::trigger::RedisGroup {
+                group: group.to_owned(),
+                master: master.clone(),
+                master_down: master_verdict.is_some_and(|v| v.state == State::Down),
+                home_says_down: master_verdict.is_some_and(|v| {
+                    v.down
+                        .iter()
+                        .any(|agent| self.agent_in(agent, &master_region))
+                }),
+                candidate: replicas
+                    .iter()
+                    .find(|r| r.1 != master_region)
+                    .map(|r| (r.0.clone(), r.2)),
+                followers: members
+                    .iter()
+                    .filter(|m| m.1 != master_region)
+                    .map(|m| m.0.clone())
+                    .collect(),
+                local_candidate: replicas.first().map(|r| (r.0.clone(), r.2)),
+                local_followers: members.iter().map(|m| m.0.clone()).collect(),
+                master_region,
+                ..super::trigger::RedisGroup::default()
+            });
+        }
+        shards
+    }
+
+    /// The masters of each Redis Cluster from the freshest view a healthy node reported, and
+    /// the slot owners of each cluster whose view says `cluster_state:ok`.
+    fn cluster_masters(
+        &self,
+        view: &LeaderView,
+    ) -> (
+        Vec<super::trigger::RedisGroup>,
+        BTreeMap<String, BTreeMap<String, TargetId>>,
+    ) {
+        use super::cluster::{self, ClusterView, NodeHealth};
+        let mut groups = Vec::new();
+        let mut owners = BTreeMap::new();
+        if self.clusters.is_empty() {
+            return (groups, owners);
+        }
+        let (verdict, offsets, cut_off) = (&view.verdict, &view.offsets, &view.cut_off);
+        for (name, (nodes, grace_ms)) in &self.clusters {
+            let health: BTreeMap<TargetId, NodeHealth> = nodes
+                .iter()
+                .map(|n| {
+                    let v = verdict.targets.get(&n.target);
+                    let health = NodeHealth {
+                        down: v.is_some_and(|v| v.state == State::Down),
+                        home_says_down: v.is_some_and(|v| {
+                            v.down.iter().any(|agent| self.agent_in(agent, &n.region))
+                        }),
+                        healthy: v.is_some_and(|v| !v.up.is_empty() && v.down.is_empty()),
+                        offset: offsets.get(&n.target).map(|o| o.offset),
+                    };
+                    (n.target.clone(), health)
+                })
+                .collect();
+            // The view of a healthy node that knows the latest cluster epoch.
+            let Some(cluster_view) = nodes
+                .iter()
+                .filter(|n| health.get(&n.target).is_some_and(|h| h.healthy))
+                .filter_map(|n| view.clusters.get(&n.target))
+                .max_by_key(|v| (v.current_epoch, v.state == "ok"))
+            else {
+                continue;
+            };
+            let masters = cluster::masters(&ClusterView {
+                name,
+                view: cluster_view,
+                nodes,
+                ids: &view.cluster_ids,
+                health: &health,
+                cut_off,
+                grace_ms: *grace_ms,
+            });
+            if !masters.unknown.is_empty() {
+                tracing::debug!(cluster = %name, unknown = ?masters.unknown, "cluster nodes that match no configured member");
+            }
+            if cluster_view.state == "ok" {
+                owners.insert(format!("redis/{name}"), masters.owners);
+            }
+            groups.extend(masters.groups);
+        }
+        (groups, owners)
+    }
+}
+
+/// The nodes of each configured Redis Cluster, with twice its node timeout in milliseconds.
+fn cluster_nodes(
+    config: &Config,
+    topology: &Topology,
+) -> BTreeMap<String, (Vec<super::cluster::Node>, u64)> {
+    let mut out: BTreeMap<String, (Vec<super::cluster::Node>, u64)> = BTreeMap::new();
+    for shard in config
+        .redis
+        .shards
+        .iter()
+        .filter(|s| s.mode == crate::config::RedisMode::Cluster)
+    {
+        let grace = u64::try_from(shard.cluster_node_timeout().as_millis() * 2).unwrap_or(u64::MAX);
+        let nodes = topology
+            .targets
+            .iter()
+            .filter_map(|t| match &t.spec {
+                crate::topology::TargetSpec::Redis {
+                    shard: s, member, ..
+                } if *s == shard.name => {
+                    let url = url::Url::parse(&member.url).ok()?;
+                    Some(super::cluster::Node {
+                        target: t.id.clone(),
+                        region: t.region.clone(),
+                        host: url.host_str()?.to_owned(),
+                        port: url.port().unwrap_or(6379),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        out.insert(shard.name.clone(), (nodes, grace));
+    }
+    out
+}

@@ -1,6 +1,13 @@
 """A minimal Redis (RESP2) client for the benchmarks: one connection, one command at a time."""
 
+from __future__ import annotations
+
 import socket
+from types import TracebackType
+from typing import Any
+
+# A decoded reply: a simple or bulk string, an integer, nil, or an array of replies.
+Reply = Any
 
 
 class RedisError(Exception):
@@ -8,28 +15,33 @@ class RedisError(Exception):
 
 
 class Redis:
-    def __init__(self, host, port, timeout=1.0):
+    def __init__(self, host: str, port: int, timeout: float = 1.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
 
-    def close(self):
+    def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Redis:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.close()
 
-    def call(self, *args):
+    def call(self, *args: object) -> Reply:
         out = [f"*{len(args)}\r\n".encode()]
-        for a in args:
-            a = str(a).encode()
+        for arg in args:
+            a = str(arg).encode()
             out.append(b"$%d\r\n%s\r\n" % (len(a), a))
         self.sock.sendall(b"".join(out))
         return self._reply()
 
-    def _line(self):
+    def _line(self) -> bytes:
         while b"\r\n" not in self.buf:
             chunk = self.sock.recv(65536)
             if not chunk:
@@ -38,7 +50,7 @@ class Redis:
         line, self.buf = self.buf.split(b"\r\n", 1)
         return line
 
-    def _exact(self, n):
+    def _exact(self, n: int) -> bytes:
         while len(self.buf) < n:
             chunk = self.sock.recv(65536)
             if not chunk:
@@ -47,7 +59,7 @@ class Redis:
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    def _reply(self):
+    def _reply(self) -> Reply:
         line = self._line()
         kind, rest = line[:1], line[1:].decode()
         if kind == b"+":
@@ -65,7 +77,7 @@ class Redis:
         raise ConnectionError(f"unexpected reply {line!r}")
 
 
-def try_call(host, port, *args, timeout=0.5):
+def try_call(host: str, port: int, *args: object, timeout: float = 0.5) -> Reply | Exception:
     """One command on a fresh connection: its reply, or the exception it raised."""
     try:
         with Redis(host, port, timeout) as r:

@@ -8,20 +8,23 @@ string with `target_session_attrs=read-write` (a fenced or recovering member is 
 Usage: python api.py REGION HOST PORT CONNINFO
 """
 
+import contextlib
 import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import psycopg
 
 REGION, HOST, PORT, CONNINFO = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 lock = threading.Lock()
-connection = None
+connection: psycopg.Connection | None = None
 
 
-def write(seq):
-    """Commits row `seq`; returns the port of the primary that took it."""
+def write(seq: int) -> str:
+    """Commits row `seq`; returns the port of the primary that took it. On an error the
+    connection is dropped: the next write connects afresh, to whichever member is primary."""
     global connection
     with lock:
         try:
@@ -32,13 +35,14 @@ def write(seq):
                 "RETURNING current_setting('port')",
                 (seq, REGION),
             ).fetchone()
+            if row is None:
+                raise psycopg.ProgrammingError("INSERT ... RETURNING returned no row")
             return row[0]
-        except Exception:
+        except psycopg.Error:
             if connection is not None:
-                try:
+                # Closing a connection already broken may fail too: it is gone either way.
+                with contextlib.suppress(psycopg.Error):
                     connection.close()
-                except Exception:
-                    pass
             connection = None
             raise
 
@@ -46,7 +50,7 @@ def write(seq):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def answer(self, status, body):
+    def answer(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -54,13 +58,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         if self.path == "/health":
             self.answer(200, {"status": "ok", "region": REGION})
         else:
             self.answer(404, {"error": "not found"})
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         try:
             seq = int(json.loads(self.rfile.read(length) or b"{}")["seq"])
@@ -72,12 +76,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             primary = write(seq)
-        except Exception as e:
+        except psycopg.Error as e:
             self.answer(503, {"error": str(e).strip().splitlines()[0] if str(e) else repr(e)})
             return
         self.answer(200, {"seq": seq, "primary": primary, "region": REGION})
 
-    def log_message(self, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

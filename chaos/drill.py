@@ -8,63 +8,81 @@ needs it completed and writes flowing again within the platform's 30 s.
 Options: --json FILE (write the result there), --keep (leave the lab up on failure, to look).
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 import lablib
 import workload as wl
 
 RTO_LIMIT_S = 30.0
 
+# A failover's trigger, as the history records it (`kind`, `region`, `target`, `group`...).
+Trigger = dict[str, Any]
 
+
+@dataclass
 class Context:
     """What a drill's fault function gets: the lab, the workload and a place for notes."""
 
-    def __init__(self, lab, load):
-        self.lab = lab
-        self.load = load
-        self.notes = {}
-        self.violations = []
-        self.fault_at = None
-        self.fault_ms = None
+    lab: lablib.Lab
+    load: wl.Workload
+    notes: dict[str, Any] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    # When the fault was injected: monotonic seconds, and wall-clock milliseconds (as the
+    # agents record their history).
+    fault_at: float = 0.0
+    fault_ms: int = 0
 
-    def require(self, ok, message):
+    def require(self, ok: object, message: str) -> None:
         if not ok:
             self.violations.append(message)
 
-    def failovers(self):
+    def failovers(self) -> list[dict[str, Any]]:
         """The failovers decided since the fault, oldest first."""
         entries = [e for e in self.lab.history() if e.get("type") == "failover"]
         return sorted((e for e in entries if e["decision"]["decided_at_ms"] >= self.fault_ms),
                       key=lambda e: e["epoch"])
 
-    def wait_failover(self, deadline_s=60):
+    def wait_failover(self, deadline_s: float = 60) -> dict[str, Any]:
         """Until a failover decided since the fault has ended; returns it."""
-        def ended():
+        def ended() -> dict[str, Any] | None:
             done = [f for f in self.failovers() if f.get("outcome")]
             return done[0] if done else None
         return lablib.wait_until("a failover to end", deadline_s, ended, 0.2)
 
-    def wait_writes(self, for_s=3, deadline_s=60):
+    def wait_writes(self, for_s: float = 3, deadline_s: float = 60) -> None:
         """Until every write of the last `for_s` seconds succeeded."""
         lablib.wait_until(f"writes to succeed for {for_s} s", deadline_s,
                           lambda: self.load.succeeding(self.fault_at, for_s), 0.2)
 
 
-def trigger_text(trigger):
+def trigger_text(trigger: Trigger) -> str:
     kind = trigger.get("kind")
     if kind == "region_down":
         return f"region {trigger['region']} down"
     if kind == "primary_down":
         return f"primary {trigger['target']} down"
-    return kind
+    return str(kind)
 
 
-def run(name, inject, expect_failover, explained, check=None, description=""):
+def run(
+    name: str,
+    inject: Callable[[Context], None],
+    expect_failover: bool,
+    explained: Callable[[Trigger], object],
+    check: Callable[[Context], None] | None = None,
+    description: str = "",
+) -> None:
     """Runs drill `name`. `inject(ctx)` injects the fault and waits for what must follow;
     `explained(trigger)` says whether a failover's trigger is one the fault explains;
     `check(ctx)` adds drill-specific checks after the workload stopped."""
@@ -74,12 +92,12 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
     args = parser.parse_args()
     started = time.monotonic()
 
-    def progress(message):
+    def progress(message: str) -> None:
         print(f"{name}: {message}", file=sys.stderr, flush=True)
 
     # A drill stopped from outside (Ctrl-C, run-all interrupted, a CI timeout) still tears
     # its lab down.
-    def interrupted(signum, _frame):
+    def interrupted(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupted)
@@ -87,7 +105,7 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
     load = wl.Workload(lab)
     watch = wl.SplitBrainWatch(lab)
     ctx = Context(lab, load)
-    result = {"drill": name}
+    result: dict[str, Any] = {"drill": name}
     try:
         load.start()
         watch.start()
@@ -122,7 +140,9 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
         if failovers:
             # Milestones from the fault, as the leader recorded them: when each failover was
             # first seen, decided and done, and when each of its steps succeeded.
-            since = lambda ms: round((ms - ctx.fault_ms) / 1000, 2)  # noqa: E731
+            def since(ms: int) -> float:
+                return round((ms - ctx.fault_ms) / 1000, 2)
+
             result["milestones"] = milestones = {}
             for f in failovers:
                 milestones.setdefault("detected", since(f["decision"]["first_seen_ms"]))
@@ -140,7 +160,10 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
             trigger_text(f["decision"]["trigger"]) for f in false))
         if check:
             check(ctx)
-    except (Exception, KeyboardInterrupt) as e:
+    # The drill's boundary: whatever went wrong (a deadline passed, an agent answered
+    # something unexpected, Ctrl-C or SIGTERM) is reported as a violation, with its traceback
+    # unless it was an interruption, and the lab is torn down below; the drill then fails.
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001
         ctx.violations.append(f"{type(e).__name__}: {e}")
         if not isinstance(e, KeyboardInterrupt):
             traceback.print_exc()
@@ -183,7 +206,7 @@ def run(name, inject, expect_failover, explained, check=None, description=""):
     sys.exit(0 if result["passed"] else 1)
 
 
-def in_region(trigger, region):
+def in_region(trigger: Trigger, region: str) -> bool:
     """Whether a trigger concerns `region` (its API, or a member that lives there)."""
     if trigger.get("region") == region:
         return True

@@ -9,11 +9,16 @@ record per region, and chaos/links.py carrying the traffic between regions (agen
 links and their probes of other regions' APIs) with about 20 ms of latency within Europe and
 80 ms to us-east-1.
 
-Everything lives under one directory; `lab.json` there names every process, port and file,
-so another command (a drill, `chaos/lab down`) can act on it. Processes are stopped by the
-PIDs the lab recorded, Postgres by its data directory.
+Everything lives under one directory; `lab.json` there names every process, port and file
+(a `LabState`, saved after every change), so another command (a drill, `chaos/lab down`) can
+act on it. Processes are stopped by the PIDs the lab recorded, Postgres by its data
+directory. `Lab.start` brings a lab up in named steps (the `BringUp` list): a step that fails
+is named, the logs are shown and everything started so far is stopped.
 """
 
+from __future__ import annotations
+
+import http.client
 import json
 import os
 import random
@@ -25,33 +30,63 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from links import LinkSpec
 
 CHAOS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(CHAOS)
 PG_BIN = "/usr/lib/postgresql/15/bin"
 REGIONS = ["eu-west-3", "eu-central-1", "us-east-1"]
+# Where the Postgres primary starts; the other regions hold streaming replicas.
+PG_PRIMARY_REGION = "eu-west-3"
+# The Redis shards: (name, master's region, replica's region).
+REDIS_SHARDS = (("sessions", "eu-west-3", "eu-central-1"), ("carts", "eu-central-1", "us-east-1"))
 ZONE = "lab.example."
 RECORD = "app.lab.example."
 R53 = "{https://route53.amazonaws.com/doc/2013-04-01/}"
 ACTOR = "lab"
 
+T = TypeVar("T")
+Progress = Callable[[str], None]
 
-def latency_ms(a, b):
+# What a check given to `wait_until` may raise while the thing waited for is not there yet: a
+# connection refused, cut or timed out (OSError, which covers urllib's URLError), an HTTP
+# exchange cut short, a body that is not (yet) the JSON or XML expected, an answer without the
+# field looked for, no agent answering (RuntimeError), a condition not met (AssertionError).
+# A check that talks to Postgres adds psycopg.Error (this module does not import psycopg: it
+# runs under the system Python too).
+NOT_YET: tuple[type[BaseException], ...] = (
+    OSError,
+    http.client.HTTPException,
+    ValueError,
+    LookupError,
+    TypeError,
+    RuntimeError,
+    AssertionError,
+    ET.ParseError,
+)
+
+
+def latency_ms(a: str, b: str) -> int:
     """One-way latency between two regions: round trips of about 20 ms within Europe and
     80 ms to us-east-1, as between the AWS regions of those names."""
     return 40 if "us-east-1" in (a, b) else 10
 
 
-def address(region):
+def address(region: str) -> str:
     return f"127.0.1.{REGIONS.index(region) + 1}"
 
 
-_GIVEN = set()
+_GIVEN: set[int] = set()
 
 
-def free_port(host="127.0.0.1"):
+def free_port(host: str = "127.0.0.1") -> int:
     """A port free on `host` now, and never handed out before by this process: a lab picks a
     dozen ports before anything binds them, and the kernel may offer the same one twice."""
     while True:
@@ -63,27 +98,31 @@ def free_port(host="127.0.0.1"):
             return port
 
 
-def say(message):
+def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def wait_until(what, deadline_s, check, interval=0.2):
-    """Calls `check` until it returns something truthy; raises after `deadline_s`."""
+def wait_until(what: str, deadline_s: float, check: Callable[[], T], interval: float = 0.2,
+               retry_on: tuple[type[BaseException], ...] = NOT_YET) -> T:
+    """Calls `check` until it returns something truthy, and returns that; raises TimeoutError
+    after `deadline_s`. An exception of a type in `retry_on` counts as "not yet" (the last one
+    is named in the TimeoutError); any other propagates at once."""
     end = time.monotonic() + deadline_s
-    last_error = None
+    last_error: BaseException | None = None
     while time.monotonic() < end:
         try:
             value = check()
             if value:
                 return value
-        except Exception as e:  # the thing waited for is not there yet
+        except retry_on as e:  # the thing waited for is not there yet
             last_error = e
         time.sleep(interval)
     raise TimeoutError(f"timed out after {deadline_s} s waiting for {what}"
                        + (f" (last error: {last_error})" if last_error else ""))
 
 
-def http_json(method, url, body=None, token=None, timeout=3):
+def http_json(method: str, url: str, body: Any = None, token: str | None = None,
+              timeout: float = 3) -> tuple[int, Any]:
     """Returns (status, decoded JSON or None)."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -102,11 +141,11 @@ def http_json(method, url, body=None, token=None, timeout=3):
             return e.code, None
 
 
-def as_postgres(argv):
-    return ["runuser", "-u", "postgres", "--"] + argv if os.getuid() == 0 else argv
+def as_postgres(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.getuid() == 0 else argv
 
 
-def pid_alive(pid):
+def pid_alive(pid: int) -> bool:
     """Whether `pid` runs. A zombie (dead, not yet collected by its parent — for a postmaster
     started by pg_ctl that is whatever reaps orphans, which may take seconds) counts as gone."""
     try:
@@ -124,7 +163,7 @@ def pid_alive(pid):
         return False
 
 
-def check_packages():
+def check_packages() -> None:
     """Installs what the lab needs and lacks (as root, with apt-get)."""
     missing = []
     if not shutil.which("redis-server"):
@@ -144,39 +183,52 @@ def check_packages():
         say(f"    installing {' '.join(missing)}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing,
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
                        check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def tool(script):
+def tool(script: str) -> str:
     """The path a chaos/*.sh or scripts/*.sh helper prints (installing on first use)."""
     return subprocess.run([script], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def failoverd_binary() -> str:
+    """$FAILOVERD_BIN, or target/debug/failoverd built now with cargo."""
+    binary = os.environ.get("FAILOVERD_BIN")
+    if binary:
+        return binary
+    subprocess.run(["cargo", "build", "--quiet", "--locked", "--bin", "failoverd"], check=True,
+                   cwd=ROOT)
+    return os.path.join(ROOT, "target", "debug", "failoverd")
 
 
 class Route53:
     """Enough of the Route53 REST API (as ministack serves it) for the lab."""
 
-    def __init__(self, url, zone_id=None):
+    def __init__(self, url: str, zone_id: str | None = None) -> None:
         self.url = url
         self.zone_id = zone_id
 
-    def _call(self, method, path, xml=None):
+    def _call(self, method: str, path: str, xml: str | None = None) -> ET.Element:
         request = urllib.request.Request(
             f"{self.url}/2013-04-01/{path}", data=xml.encode() if xml else None, method=method)
         request.add_header("Content-Type", "application/xml")
         with urllib.request.urlopen(request, timeout=3) as response:
             return ET.fromstring(response.read())
 
-    def create_zone(self):
+    def create_zone(self) -> str:
         root = self._call("POST", "hostedzone", (
             '<?xml version="1.0" encoding="UTF-8"?><CreateHostedZoneRequest '
             'xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
             f"<Name>{ZONE}</Name><CallerReference>lab-{secrets.token_hex(6)}</CallerReference>"
             "</CreateHostedZoneRequest>"))
-        self.zone_id = root.find(f"{R53}HostedZone/{R53}Id").text.split("/")[-1]
+        zone_id = root.findtext(f"{R53}HostedZone/{R53}Id")
+        if not zone_id:
+            raise RuntimeError(f"ministack created the zone {ZONE} but named no id for it")
+        self.zone_id = zone_id.split("/")[-1]
         return self.zone_id
 
-    def upsert_weighted(self, region, weight, value):
+    def upsert_weighted(self, region: str, weight: int, value: str) -> None:
         self._call("POST", f"hostedzone/{self.zone_id}/rrset", (
             '<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsRequest '
             'xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes><Change>'
@@ -187,52 +239,181 @@ class Route53:
             "</ResourceRecordSet></Change></Changes></ChangeBatch>"
             "</ChangeResourceRecordSetsRequest>"))
 
-    def weights(self):
+    def weights(self) -> dict[str, int]:
         """Weight per region of the weighted record, as the emulator serves it now."""
         root = self._call("GET", f"hostedzone/{self.zone_id}/rrset")
         weights = {}
         for rrset in root.iter(f"{R53}ResourceRecordSet"):
-            if rrset.findtext(f"{R53}Name") == RECORD and rrset.find(f"{R53}Weight") is not None:
-                weights[rrset.findtext(f"{R53}SetIdentifier")] = int(
-                    rrset.findtext(f"{R53}Weight"))
+            weight = rrset.findtext(f"{R53}Weight")
+            region = rrset.findtext(f"{R53}SetIdentifier")
+            if rrset.findtext(f"{R53}Name") == RECORD and weight is not None and region:
+                weights[region] = int(weight)
         return weights
+
+
+# --- the lab's state (lab.json) ----------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Ministack:
+    """The Route53 emulator: where it answers, and the zone the lab created there."""
+
+    url: str
+    zone_id: str | None = None
+
+
+@dataclass(kw_only=True)
+class PostgresMember:
+    """One region's Postgres: its port (on the region's address) and data directory."""
+
+    port: int
+    data: str
+
+
+@dataclass(kw_only=True)
+class RedisMember:
+    """One Redis server, named `{shard}-{region}` in `LabState.redis`."""
+
+    shard: str
+    region: str
+    port: int
+    url: str
+
+
+@dataclass(kw_only=True)
+class Api:
+    """One region's API (chaos/api.py)."""
+
+    port: int
+    url: str
+
+
+@dataclass(kw_only=True)
+class Agent:
+    """One region's failoverd agent: its listeners and its config file."""
+
+    admin_port: int
+    peer_port: int
+    admin_url: str
+    config: str
+
+
+@dataclass(kw_only=True)
+class Links:
+    """chaos/links.py: its control URL, and every link's name and local port."""
+
+    control: str
+    names: list[str]
+    ports: dict[str, int]
+
+
+@dataclass(kw_only=True)
+class LabState:
+    """What `lab.json` holds. The bring-up fills it step by step (saving after each), so a
+    lab that failed halfway can still be stopped from it: a section not started yet is None
+    or empty, and is left out of the file."""
+
+    dir: str
+    # Every process the lab started and has not stopped, by key (`agent:{region}`,
+    # `api:{region}`, `redis:{name}`, `ministack`, `links`).
+    pids: dict[str, int] = field(default_factory=dict)
+    # The Python with psycopg that runs the APIs.
+    python: str
+    # The admin token of the lab's actor.
+    token: str
+    # When the lab was created (seconds since the epoch).
+    created: float
+    # The failoverd binary the agents run.
+    bin: str
+    ministack: Ministack | None = None
+    postgres: dict[str, PostgresMember] = field(default_factory=dict)
+    redis: dict[str, RedisMember] = field(default_factory=dict)
+    apis: dict[str, Api] = field(default_factory=dict)
+    links: Links | None = None
+    token_file: str | None = None
+    agents: dict[str, Agent] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        raw = asdict(self)
+        return {k: v for k, v in raw.items() if k == "pids" or v not in (None, {})}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> LabState:
+        """Reads what `to_json` wrote; an unknown key in a section is an error."""
+        ministack, links = raw.get("ministack"), raw.get("links")
+        return cls(
+            dir=raw["dir"],
+            pids={k: int(v) for k, v in raw.get("pids", {}).items()},
+            python=raw["python"],
+            token=raw["token"],
+            created=raw["created"],
+            bin=raw["bin"],
+            ministack=Ministack(**ministack) if ministack else None,
+            postgres={r: PostgresMember(**m) for r, m in raw.get("postgres", {}).items()},
+            redis={n: RedisMember(**m) for n, m in raw.get("redis", {}).items()},
+            apis={r: Api(**a) for r, a in raw.get("apis", {}).items()},
+            links=Links(**links) if links else None,
+            token_file=raw.get("token_file"),
+            agents={r: Agent(**a) for r, a in raw.get("agents", {}).items()},
+        )
+
+
+def _present(value: T | None, what: str) -> T:
+    if value is None:
+        raise RuntimeError(f"the lab has no {what} yet (its bring-up did not get that far)")
+    return value
 
 
 class Lab:
     """A lab: `Lab.start()` brings one up, `Lab.load(dir)` attaches to a running one."""
 
-    def __init__(self, state):
+    def __init__(self, state: LabState) -> None:
         self.state = state
-        self.dir = state["dir"]
+        self.dir = state.dir
 
     # --- describing -----------------------------------------------------------------------
 
     @classmethod
-    def load(cls, directory):
+    def load(cls, directory: str) -> Lab:
         with open(os.path.join(directory, "lab.json")) as f:
-            return cls(json.load(f))
+            return cls(LabState.from_json(json.load(f)))
 
-    def save(self):
+    def save(self) -> None:
         path = os.path.join(self.dir, "lab.json")
         with open(path + ".tmp", "w") as f:
-            json.dump(self.state, f, indent=2)
+            json.dump(self.state.to_json(), f, indent=2)
         os.replace(path + ".tmp", path)
 
     @property
-    def token(self):
-        return self.state["token"]
+    def token(self) -> str:
+        return self.state.token
 
-    def admin(self, region):
-        return self.state["agents"][region]["admin_url"]
+    @property
+    def token_file(self) -> str:
+        return _present(self.state.token_file, "admin token file")
 
-    def route53(self):
-        return Route53(self.state["ministack"]["url"], self.state["ministack"]["zone_id"])
+    @property
+    def ministack(self) -> Ministack:
+        return _present(self.state.ministack, "ministack")
 
-    def pg_conninfo(self, region=None, **extra):
+    @property
+    def links(self) -> Links:
+        return _present(self.state.links, "links")
+
+    def admin(self, region: str) -> str:
+        return self.state.agents[region].admin_url
+
+    def api_url(self, region: str) -> str:
+        return self.state.apis[region].url
+
+    def route53(self) -> Route53:
+        return Route53(self.ministack.url, self.ministack.zone_id)
+
+    def pg_conninfo(self, region: str | None = None, **extra: object) -> str:
         """A member's connection string, or (no region) the multi-host one the APIs use."""
         regions = [region] if region else REGIONS
         hosts = ",".join(address(r) for r in regions)
-        ports = ",".join(str(self.state["postgres"][r]["port"]) for r in regions)
+        ports = ",".join(str(self.state.postgres[r].port) for r in regions)
         info = f"host={hosts} port={ports} user=postgres dbname=lab connect_timeout=1"
         if not region:
             info += " target_session_attrs=read-write"
@@ -240,7 +421,7 @@ class Lab:
             info += f" {key}={value}"
         return info
 
-    def status(self, region=None):
+    def status(self, region: str | None = None) -> Any:
         """`/v1/status` of the agent in `region`, or of the first that answers."""
         for r in [region] if region else REGIONS:
             try:
@@ -251,7 +432,7 @@ class Lab:
                 continue
         raise RuntimeError("no agent answers")
 
-    def metric(self, region, name):
+    def metric(self, region: str, name: str) -> float | None:
         """The sum of metric `name`'s samples on the agent of `region` (None if it does not
         answer)."""
         request = urllib.request.Request(f"{self.admin(region)}/metrics")
@@ -263,11 +444,11 @@ class Lab:
             return None
         total = 0.0
         for line in text.splitlines():
-            if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def history(self, limit=200):
+    def history(self, limit: int = 200) -> list[Any]:
         """The history, newest first, as the most up-to-date agent that answers holds it (a
         partitioned agent answers too, with what it knew when it was cut off)."""
         best = None
@@ -284,7 +465,7 @@ class Lab:
             raise RuntimeError("no agent answers")
         return best["entries"]
 
-    def leader(self):
+    def leader(self) -> str | None:
         for region in REGIONS:
             try:
                 leader = self.status(region)["cluster"]["leader"]
@@ -294,33 +475,37 @@ class Lab:
                 continue
         return None
 
-    def link(self, name, **change):
-        code, body = http_json(
-            "POST", f"{self.state['links']['control']}/links/{name}", change, timeout=3)
+    def leader_region(self) -> str:
+        leader = self.leader()
+        return leader[:-2] if leader else REGIONS[0]
+
+    def link(self, name: str, **change: object) -> Any:
+        code, body = http_json("POST", f"{self.links.control}/links/{name}", change, timeout=3)
         if code != 200:
             raise RuntimeError(f"cannot change link {name}: {body}")
         return body
 
-    def links_of(self, region, kinds=("peer",)):
+    def links_of(self, region: str, kinds: tuple[str, ...] = ("peer",)) -> list[str]:
         """The names of every link into or out of `region`'s agent, of these kinds."""
-        return [name for name in self.state["links"]["names"]
+        return [name for name in self.links.names
                 if name.split(":")[0] in kinds and region in name.split(":")[1].split(">")]
 
     # --- process control ------------------------------------------------------------------
 
-    def spawn(self, key, argv, log, env=None, cwd=None):
+    def spawn(self, key: str, argv: list[str], log: str, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> int:
         """Starts a process in its own session; records its PID under `key`."""
         with open(os.path.join(self.dir, log), "ab") as out:
             child = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=cwd,
                 env=dict(os.environ, **(env or {})), start_new_session=True)
-        self.state["pids"][key] = child.pid
+        self.state.pids[key] = child.pid
         self.save()
         return child.pid
 
-    def kill(self, key, sig=signal.SIGKILL):
+    def kill(self, key: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Stops the process the lab recorded as `key`; waits until it is gone."""
-        pid = self.state["pids"].get(key)
+        pid = self.state.pids.get(key)
         if not pid:
             return
         try:
@@ -332,29 +517,29 @@ class Lab:
                        or _reap(pid), 0.05)
         finally:
             if sig in (signal.SIGKILL, signal.SIGTERM):
-                self.state["pids"].pop(key, None)
+                self.state.pids.pop(key, None)
                 self.save()
 
-    def signal(self, key, sig):
+    def signal(self, key: str, sig: signal.Signals) -> None:
         """Sends `sig` to the process the lab recorded as `key` (SIGSTOP freezes it)."""
-        os.kill(self.state["pids"][key], sig)
+        os.kill(self.state.pids[key], sig)
 
-    def postmaster_pid(self, region):
-        with open(os.path.join(self.state["postgres"][region]["data"], "postmaster.pid")) as f:
+    def postmaster_pid(self, region: str) -> int:
+        with open(os.path.join(self.state.postgres[region].data, "postmaster.pid")) as f:
             return int(f.readline())
 
-    def kill_postgres(self, region):
+    def kill_postgres(self, region: str) -> None:
         """SIGKILL of the postmaster: the crash of a primary, not a clean shutdown."""
         pid = self.postmaster_pid(region)
         os.kill(pid, signal.SIGKILL)
         wait_until(f"postgres {region} to die", 15, lambda: not pid_alive(pid), 0.05)
 
-    def kill_region(self, region):
+    def kill_region(self, region: str) -> None:
         """A region lost at once: SIGKILL of its API, Postgres, Redis and agent, all sent
         before waiting for any of them to go."""
         keys = [k for k in (f"api:{region}", f"redis:sessions-{region}", f"agent:{region}")
-                if self.state["pids"].get(k)]
-        pids = [self.state["pids"][k] for k in keys] + [self.postmaster_pid(region)]
+                if self.state.pids.get(k)]
+        pids = [self.state.pids[k] for k in keys] + [self.postmaster_pid(region)]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -364,128 +549,135 @@ class Lab:
             self.kill(key)
         wait_until(f"postgres {region} to die", 15, lambda: not pid_alive(pids[-1]), 0.05)
 
-    def start_agent(self, region):
-        agent = self.state["agents"][region]
-        self.spawn(f"agent:{region}", [self.state["bin"], "run", "--config", agent["config"]],
+    def start_agent(self, region: str) -> None:
+        agent = self.state.agents[region]
+        self.spawn(f"agent:{region}", [self.state.bin, "run", "--config", agent.config],
                    f"agent-{region}.log")
 
-    def start_api(self, region):
-        api = self.state["apis"][region]
-        self.spawn(f"api:{region}", [self.state["python"], os.path.join(CHAOS, "api.py"),
-                                     region, address(region), str(api["port"]),
+    def start_api(self, region: str) -> None:
+        api = self.state.apis[region]
+        self.spawn(f"api:{region}", [self.state.python, os.path.join(CHAOS, "api.py"),
+                                     region, address(region), str(api.port),
                                      self.pg_conninfo()], f"api-{region}.log")
 
     # --- teardown -------------------------------------------------------------------------
 
-    def stop(self):
+    def stop(self) -> None:
         """Stops every process the lab started, then removes its directory."""
-        for key in sorted(self.state["pids"], key=lambda k: not k.startswith("agent")):
-            pid = self.state["pids"][key]
+        pids = self.state.pids
+        for key in sorted(pids, key=lambda k: not k.startswith("agent")):
             try:
-                os.kill(pid, signal.SIGTERM if key.startswith("agent") else signal.SIGKILL)
+                os.kill(pids[key], signal.SIGTERM if key.startswith("agent") else signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for key, pid in list(self.state["pids"].items()):
+        for key, pid in list(pids.items()):
             try:
-                wait_until(f"{key} to exit", 12, lambda: not pid_alive(pid) or _reap(pid), 0.05)
+                wait_until(f"{key} to exit", 12,
+                           lambda pid=pid: not pid_alive(pid) or _reap(pid), 0.05)
             except TimeoutError:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         for region in REGIONS:
-            data = self.state.get("postgres", {}).get(region, {}).get("data")
-            if data and os.path.exists(os.path.join(data, "postmaster.pid")):
-                subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate",
-                                            "-w", "stop"]), capture_output=True)
+            member = self.state.postgres.get(region)
+            if member and os.path.exists(os.path.join(member.data, "postmaster.pid")):
+                subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", member.data, "-m",
+                                            "immediate", "-w", "stop"]), capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    # --- bring-up -------------------------------------------------------------------------
-
-    @classmethod
-    def start(cls, directory=None, progress=say, automatic=True):
-        """Brings a lab up in `directory` (a new temporary one by default)."""
-        steps = 8
-        step = iter(range(1, steps + 1))
-
-        def phase(text):
-            progress(f"[{next(step)}/{steps}] {text}")
-
-        phase("checking packages")
-        check_packages()
-        python = tool(os.path.join(CHAOS, "venv.sh"))
-        ministack_bin = tool(os.path.join(ROOT, "scripts", "ministack-venv.sh"))
-        if directory:
-            os.makedirs(directory)
-        else:
-            directory = tempfile.mkdtemp(prefix="failoverd-lab.")
-        os.chmod(directory, 0o755)
-        if os.getuid() == 0:
-            shutil.chown(directory, "postgres", "postgres")
-        lab = cls({"dir": directory, "pids": {}, "python": python,
-                   "token": secrets.token_hex(16), "created": time.time()})
-        lab.save()
-        try:
-            lab._bring_up(phase, ministack_bin, automatic)
-        except BaseException:
-            # Said on stderr even when the caller keeps the steps quiet (the benchmarks).
-            say(f"the lab did not come up; its logs were in {directory}")
-            lab.dump_logs(say)
-            lab.stop()
-            raise
-        return lab
-
-    def dump_logs(self, progress=say, lines=15):
+    def dump_logs(self, progress: Progress = say, lines: int = 15) -> None:
         for name in sorted(os.listdir(self.dir)) if os.path.isdir(self.dir) else []:
             if name.endswith(".log"):
                 with open(os.path.join(self.dir, name), errors="replace") as f:
                     tail = f.readlines()[-lines:]
                 progress(f"--- {name}\n" + "".join(tail))
 
-    def _bring_up(self, phase, ministack_bin, automatic):
-        state, d = self.state, self.dir
+    # --- bring-up -------------------------------------------------------------------------
 
-        phase("building failoverd")
-        binary = os.environ.get("FAILOVERD_BIN")
-        if not binary:
-            subprocess.run(["cargo", "build", "--quiet", "--locked", "--bin", "failoverd"],
-                           check=True, cwd=ROOT)
-            binary = os.path.join(ROOT, "target", "debug", "failoverd")
-        state["bin"] = binary
 
-        phase("starting ministack (Route53) with the zone lab.example.")
+    @classmethod
+    def start(cls, directory: str | None = None, progress: Progress = say,
+              automatic: bool = True) -> Lab:
+        """Brings a lab up in `directory` (a new temporary one by default), announcing each
+        step through `progress`. `automatic`: whether the agents fail over by themselves (a
+        benchmark turns it off to let another failover manager act)."""
+        total = 2 + len(BRING_UP)
+
+        def announce(number: int, text: str) -> None:
+            progress(f"[{number}/{total}] {text}")
+
+        # The two steps before the lab's directory exists: nothing to stop if they fail.
+        announce(1, "checking packages")
+        check_packages()
+        python = tool(os.path.join(CHAOS, "venv.sh"))
+        ministack_bin = tool(os.path.join(ROOT, "scripts", "ministack-venv.sh"))
+        announce(2, "building failoverd")
+        binary = failoverd_binary()
+        lab = cls(LabState(dir=_make_lab_dir(directory), python=python,
+                           token=secrets.token_hex(16), created=time.time(), bin=binary))
+        lab.save()
+        inputs = BringUpInputs(ministack_bin=ministack_bin, automatic=automatic)
+        for number, step in enumerate(BRING_UP, start=3):
+            announce(number, step.text)
+            try:
+                step.run(lab, inputs)
+            except BaseException:
+                # Any failure, Ctrl-C included, stops what was started; the error propagates.
+                # Said on stderr even when the caller keeps the steps quiet (the benchmarks).
+                say(f"the lab did not come up: step {number}/{total} failed ({step.text}); "
+                    f"its logs were in {lab.dir}")
+                lab.dump_logs(say)
+                lab.stop()
+                raise
+        return lab
+
+    def _start_ministack(self, ministack_bin: str) -> None:
+        """ministack on a free port, the zone lab.example. in it and one weighted record
+        (weight 100) per region."""
         port = free_port()
-        state["ministack"] = {"url": f"http://127.0.0.1:{port}"}
-        self.spawn("ministack", [ministack_bin], "ministack.log", cwd=d,
+        ministack = self.state.ministack = Ministack(url=f"http://127.0.0.1:{port}")
+        self.spawn("ministack", [ministack_bin], "ministack.log", cwd=self.dir,
                    env={"GATEWAY_PORT": str(port), "BIND_HOST": "127.0.0.1"})
         wait_until("ministack to answer", 30, lambda: urllib.request.urlopen(
-            f"{state['ministack']['url']}/_ministack/health", timeout=1).status == 200)
-        r53 = Route53(state["ministack"]["url"])
-        state["ministack"]["zone_id"] = r53.create_zone()
+            f"{ministack.url}/_ministack/health", timeout=1).status == 200)
+        r53 = Route53(ministack.url)
+        ministack.zone_id = r53.create_zone()
         for i, region in enumerate(REGIONS):
             r53.upsert_weighted(region, 100, f"192.0.2.{i + 1}")
-        for name, value in (("aws-access-key-id", "lab"), ("aws-secret-access-key", "lab")):
-            with open(os.path.join(d, name), "w") as f:
-                f.write(value + "\n")
         self.save()
 
-        phase("starting Postgres 15: primary eu-west-3, streaming replicas in the others")
-        state["postgres"] = {}
+    def _start_postgres(self) -> None:
+        """The primary (initdb, the `lab` database and its `writes` table), then a replica in
+        every other region (pg_basebackup), each started and streaming."""
         for region in REGIONS:
-            state["postgres"][region] = {"port": free_port(address(region)),
-                                         "data": os.path.join(d, f"pg-{region}")}
-        primary = state["postgres"]["eu-west-3"]
-        subprocess.run(as_postgres([f"{PG_BIN}/initdb", "-D", primary["data"], "-U", "postgres",
-                                    "--auth=trust", "--no-sync", "-E", "UTF8"]),
-                       check=True, capture_output=True)
+            self.state.postgres[region] = PostgresMember(
+                port=free_port(address(region)), data=os.path.join(self.dir, f"pg-{region}"))
+        self.save()
+        self._init_postgres(PG_PRIMARY_REGION)
+        self._configure_postgres(PG_PRIMARY_REGION)
+        self._start_postgres_member(PG_PRIMARY_REGION)
+        self._create_lab_database(PG_PRIMARY_REGION)
+        for region in REGIONS:
+            if region != PG_PRIMARY_REGION:
+                self._clone_postgres(region, PG_PRIMARY_REGION)
+                self._configure_postgres(region)
+                self._start_postgres_member(region)
 
-        def configure(region):
-            member = state["postgres"][region]
-            with open(os.path.join(member["data"], "postgresql.conf"), "a") as f:
-                f.write(f"""
-port = {member['port']}
+    def _init_postgres(self, region: str) -> None:
+        member = self.state.postgres[region]
+        subprocess.run(
+            as_postgres([f"{PG_BIN}/initdb", "-D", member.data, "-U", "postgres",
+                         "--auth=trust", "--no-sync", "-E", "UTF8"]),
+            check=True, capture_output=True)
+
+    def _configure_postgres(self, region: str) -> None:
+        member = self.state.postgres[region]
+        with open(os.path.join(member.data, "postgresql.conf"), "a") as f:
+            f.write(f"""
+port = {member.port}
 listen_addresses = '{address(region)}'
-unix_socket_directories = '{d}'
+unix_socket_directories = '{self.dir}'
 wal_level = replica
 max_wal_senders = 10
 hot_standby = on
@@ -496,113 +688,131 @@ cluster_name = 'pg-{region}'
 fsync = off
 """)
 
-        def pg_start(region):
-            member = state["postgres"][region]
-            subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", member["data"], "-l",
-                                        os.path.join(d, f"pg-{region}.log"), "-w", "start"]),
-                           check=True, capture_output=True)
+    def _start_postgres_member(self, region: str) -> None:
+        member = self.state.postgres[region]
+        subprocess.run(
+            as_postgres([f"{PG_BIN}/pg_ctl", "-D", member.data, "-l",
+                         os.path.join(self.dir, f"pg-{region}.log"), "-w", "start"]),
+            check=True, capture_output=True)
 
-        configure("eu-west-3")
-        pg_start("eu-west-3")
-        subprocess.run(["psql", f"host={address('eu-west-3')} port={primary['port']} "
-                        "user=postgres dbname=postgres", "-qc", "CREATE DATABASE lab"],
-                       check=True, capture_output=True)
-        subprocess.run(["psql", self.pg_conninfo("eu-west-3"), "-qc",
-                        "CREATE TABLE writes (seq bigint PRIMARY KEY, region text NOT NULL, "
-                        "at timestamptz NOT NULL DEFAULT clock_timestamp())"],
-                       check=True, capture_output=True)
-        for region in REGIONS[1:]:
-            member = state["postgres"][region]
-            subprocess.run(as_postgres([
-                f"{PG_BIN}/pg_basebackup", "-h", address("eu-west-3"), "-p",
-                str(primary["port"]), "-U", "postgres", "-D", member["data"], "-R", "-X",
-                "stream", "-c", "fast", "-d", f"application_name=pg-{region}"]),
-                check=True, capture_output=True)
-            configure(region)
-            pg_start(region)
-        self.save()
+    def _create_lab_database(self, region: str) -> None:
+        member = self.state.postgres[region]
+        subprocess.run(
+            ["psql", f"host={address(region)} port={member.port} user=postgres dbname=postgres",
+             "-qc", "CREATE DATABASE lab"],
+            check=True, capture_output=True)
+        subprocess.run(
+            ["psql", self.pg_conninfo(region), "-qc",
+             "CREATE TABLE writes (seq bigint PRIMARY KEY, region text NOT NULL, "
+             "at timestamptz NOT NULL DEFAULT clock_timestamp())"],
+            check=True, capture_output=True)
 
-        phase("starting Redis: sessions (master eu-west-3), carts (master eu-central-1)")
-        state["redis"] = {}
-        for shard, master, replica in (("sessions", "eu-west-3", "eu-central-1"),
-                                       ("carts", "eu-central-1", "us-east-1")):
+    def _clone_postgres(self, region: str, primary_region: str) -> None:
+        """A base backup of the primary into `region`'s data directory, set up to stream."""
+        member = self.state.postgres[region]
+        subprocess.run(
+            as_postgres([f"{PG_BIN}/pg_basebackup", "-h", address(primary_region), "-p",
+                         str(self.state.postgres[primary_region].port), "-U", "postgres",
+                         "-D", member.data, "-R", "-X", "stream", "-c", "fast", "-d",
+                         f"application_name=pg-{region}"]),
+            check=True, capture_output=True)
+
+    def _start_redis(self) -> None:
+        """A master and a replica per shard (REDIS_SHARDS), until each answers PING."""
+        for shard, master, replica in REDIS_SHARDS:
             for role, region in (("master", master), ("replica", replica)):
                 port = free_port(address(region))
                 name = f"{shard}-{region}"
-                state["redis"][name] = {"shard": shard, "region": region, "port": port,
-                                        "url": f"redis://{address(region)}:{port}"}
+                self.state.redis[name] = RedisMember(
+                    shard=shard, region=region, port=port, url=f"redis://{address(region)}:{port}")
                 argv = ["redis-server", "--port", str(port), "--bind", address(region),
                         "--save", "", "--appendonly", "no", "--protected-mode", "no",
-                        "--dir", d, "--repl-diskless-sync-delay", "0"]
+                        "--dir", self.dir, "--repl-diskless-sync-delay", "0"]
                 if role == "replica":
                     argv += ["--replicaof", address(master),
-                             str(state["redis"][f"{shard}-{master}"]["port"])]
+                             str(self.state.redis[f"{shard}-{master}"].port)]
                 self.spawn(f"redis:{name}", argv, f"redis-{name}.log")
-        for name, member in state["redis"].items():
+        for name, member in self.state.redis.items():
             wait_until(f"redis {name}", 15, lambda m=member: subprocess.run(
-                ["redis-cli", "-h", address(m["region"]), "-p", str(m["port"]), "ping"],
+                ["redis-cli", "-h", address(m.region), "-p", str(m.port), "ping"],
                 capture_output=True, text=True).stdout.strip() == "PONG")
 
-        phase("starting the links between regions and one API per region")
-        agents = {}
+    def _choose_ports(self) -> None:
+        """The ports the APIs and agents will listen on: the links must know them first."""
         for region in REGIONS:
-            agents[region] = {"admin_port": free_port(address(region)),
-                              "peer_port": free_port(address(region))}
-            agents[region]["admin_url"] = f"http://{address(region)}:{agents[region]['admin_port']}"
-        state["apis"] = {r: {"port": free_port(address(r))} for r in REGIONS}
-        for r in REGIONS:
-            state["apis"][r]["url"] = f"http://{address(r)}:{state['apis'][r]['port']}"
+            admin_port = free_port(address(region))
+            self.state.agents[region] = Agent(
+                admin_port=admin_port,
+                peer_port=free_port(address(region)),
+                admin_url=f"http://{address(region)}:{admin_port}",
+                config=os.path.join(self.dir, f"agent-{region}.toml"),
+            )
+        for region in REGIONS:
+            port = free_port(address(region))
+            self.state.apis[region] = Api(port=port, url=f"http://{address(region)}:{port}")
+        self.save()
+
+    def _start_links(self) -> None:
+        """chaos/links.py with two links per ordered pair of regions: `peer:a>b` to b's
+        agent, `api:a>b` to b's API."""
         specs = []
         for a in REGIONS:
             for b in REGIONS:
                 if a == b:
                     continue
-                specs.append({"name": f"peer:{a}>{b}", "listen_port": free_port(),
-                              "target_host": address(b), "target_port": agents[b]["peer_port"],
-                              "delay_ms": latency_ms(a, b)})
-                specs.append({"name": f"api:{a}>{b}", "listen_port": free_port(),
-                              "target_host": address(b), "target_port": state["apis"][b]["port"],
-                              "delay_ms": latency_ms(a, b)})
-        with open(os.path.join(d, "links.json"), "w") as f:
-            json.dump(specs, f, indent=2)
+                specs.append(LinkSpec(
+                    name=f"peer:{a}>{b}", listen_port=free_port(), target_host=address(b),
+                    target_port=self.state.agents[b].peer_port, delay_ms=latency_ms(a, b)))
+                specs.append(LinkSpec(
+                    name=f"api:{a}>{b}", listen_port=free_port(), target_host=address(b),
+                    target_port=self.state.apis[b].port, delay_ms=latency_ms(a, b)))
+        config = os.path.join(self.dir, "links.json")
+        with open(config, "w") as f:
+            json.dump([s.to_json() for s in specs], f, indent=2)
         control = free_port()
-        state["links"] = {"control": f"http://127.0.0.1:{control}",
-                          "names": [s["name"] for s in specs],
-                          "ports": {s["name"]: s["listen_port"] for s in specs}}
-        self.spawn("links", [sys.executable, os.path.join(CHAOS, "links.py"),
-                             os.path.join(d, "links.json"), str(control)], "links.log")
-        wait_until("the links", 10, lambda: http_json("GET", f"{state['links']['control']}/links"))
+        links = self.state.links = Links(control=f"http://127.0.0.1:{control}",
+                                         names=[s.name for s in specs],
+                                         ports={s.name: s.listen_port for s in specs})
+        self.spawn("links", [sys.executable, os.path.join(CHAOS, "links.py"), config,
+                             str(control)], "links.log")
+        wait_until("the links", 10, lambda: http_json("GET", f"{links.control}/links"))
+
+    def _start_apis(self) -> None:
         for region in REGIONS:
             self.start_api(region)
         for region in REGIONS:
             wait_until(f"api {region}", 20, lambda r=region: http_json(
-                "GET", f"{state['apis'][r]['url']}/health")[0] == 200)
+                "GET", f"{self.api_url(r)}/health")[0] == 200)
 
-        phase("starting one failoverd agent per region")
-        secret = os.path.join(d, "cluster-secret")
+    def _write_agent_configs(self, automatic: bool) -> None:
+        """The cluster secret, the admin token, the Route53 credentials and each agent's
+        config, checked by `failoverd check-config`."""
+        secret = os.path.join(self.dir, "cluster-secret")
         with open(secret, "w") as f:
             f.write(secrets.token_hex(24) + "\n")
-        token_file = os.path.join(d, "admin-token")
+        token_file = os.path.join(self.dir, "admin-token")
         with open(token_file, "w") as f:
             f.write(self.token + "\n")
         os.chmod(token_file, 0o600)
-        state["token_file"] = token_file
+        self.state.token_file = token_file
+        for name, value in (("aws-access-key-id", "lab"), ("aws-secret-access-key", "lab")):
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write(value + "\n")
         for region in REGIONS:
-            agents[region]["config"] = os.path.join(d, f"agent-{region}.toml")
-            with open(agents[region]["config"], "w") as f:
-                f.write(self._agent_config(region, agents, secret, token_file, automatic))
-        state["agents"] = agents
-        self.save()
-        for region in REGIONS:
-            subprocess.run([state["bin"], "check-config", agents[region]["config"]], check=True,
+            config = self.state.agents[region].config
+            with open(config, "w") as f:
+                f.write(self._agent_config(region, secret, token_file, automatic))
+            subprocess.run([self.state.bin, "check-config", config], check=True,
                            capture_output=True)
+        self.save()
+
+    def _start_agents(self) -> None:
+        for region in REGIONS:
             self.start_agent(region)
 
-        phase("waiting for a leader, every target up and the primaries named")
-        self.wait_healthy(60)
-
-    def _agent_config(self, region, agents, secret, token_file, automatic):
-        d, state = self.dir, self.state
+    def _agent_config(self, region: str, secret: str, token_file: str, automatic: bool) -> str:
+        d, state, links, ministack = self.dir, self.state, self.links, self.ministack
+        agents = state.agents
         # The lab runs production defaults; FAILOVERD_LAB_LEASE_TTL (e.g. "5s") overrides one,
         # to compare lease periods with the same drills.
         lease = os.environ.get("FAILOVERD_LAB_LEASE_TTL")
@@ -611,8 +821,8 @@ fsync = off
 [agent]
 id = "{region}-a"
 region = "{region}"
-admin_listen = "{address(region)}:{agents[region]['admin_port']}"
-peer_listen = "{address(region)}:{agents[region]['peer_port']}"
+admin_listen = "{address(region)}:{agents[region].admin_port}"
+peer_listen = "{address(region)}:{agents[region].peer_port}"
 data_dir = "{d}/data-{region}"
 log_format = "json"
 
@@ -628,17 +838,17 @@ automatic = {"true" if automatic else "false"}
         for peer in REGIONS:
             if peer == region:
                 continue
-            port = state["links"]["ports"][f"peer:{region}>{peer}"]
+            port = links.ports[f"peer:{region}>{peer}"]
             lines.append(f"""
 [[peers]]
 id = "{peer}-a"
 region = "{peer}"
 peer_url = "http://127.0.0.1:{port}"
-admin_url = "{agents[peer]['admin_url']}"
+admin_url = "{agents[peer].admin_url}"
 """)
         for other in REGIONS:
-            url = (state["apis"][other]["url"] if other == region else
-                   f"http://127.0.0.1:{state['links']['ports'][f'api:{region}>{other}']}")
+            url = (state.apis[other].url if other == region else
+                   f"http://127.0.0.1:{links.ports[f'api:{region}>{other}']}")
             lines.append(f"""
 [[regions]]
 name = "{other}"
@@ -656,33 +866,37 @@ max_lag_on_failover = 1048576
 replication = { user = "postgres" }
 """)
         for member in REGIONS:
-            pg = state["postgres"][member]
+            pg = state.postgres[member]
             lines.append(f"""[[postgres.members]]
 name = "pg-{member}"
 region = "{member}"
-dsn = "host={address(member)} port={pg['port']} user=postgres dbname=postgres"
+dsn = "host={address(member)} port={pg.port} user=postgres dbname=postgres"
 """)
-        for shard in ("sessions", "carts"):
+        for shard, _, _ in REDIS_SHARDS:
             lines.append(f"""
 [[redis.shards]]
 name = "{shard}"
 mode = "replication"
 """)
-            for name, member in state["redis"].items():
-                if member["shard"] == shard:
+            for name, redis in state.redis.items():
+                if redis.shard == shard:
                     lines.append(f"""[[redis.shards.members]]
 name = "{name}"
-region = "{member['region']}"
-url = "{member['url']}"
+region = "{redis.region}"
+url = "{redis.url}"
 """)
+        credentials = (
+            f'{{ access_key_id = {{ file = "{d}/aws-access-key-id" }}, '
+            f'secret_access_key = {{ file = "{d}/aws-secret-access-key" }} }}'
+        )
         lines.append(f"""
 [route53]
-zone_id = "{state['ministack']['zone_id']}"
+zone_id = "{ministack.zone_id}"
 record_name = "{RECORD}"
 record_type = "A"
 ttl = 30
-endpoint_url = "{state['ministack']['url']}"
-credentials = {{ access_key_id = {{ file = "{d}/aws-access-key-id" }}, secret_access_key = {{ file = "{d}/aws-secret-access-key" }} }}
+endpoint_url = "{ministack.url}"
+credentials = {credentials}
 """)
         for i, other in enumerate(REGIONS):
             lines.append(f"""
@@ -692,11 +906,11 @@ value = "192.0.2.{i + 1}"
 """)
         return "".join(lines)
 
-    def wait_healthy(self, deadline_s):
+    def wait_healthy(self, deadline_s: float) -> None:
         """Until the agents agree on a leader that names both primaries, sees every target
         Up and a candidate for every Postgres and Redis group."""
 
-        def healthy():
+        def healthy() -> bool:
             status = self.status(self.leader_region())
             cluster = status["cluster"]
             targets = (cluster.get("verdict") or {}).get("targets", {})
@@ -718,12 +932,69 @@ value = "192.0.2.{i + 1}"
 
         wait_until("a healthy lab", deadline_s, healthy, 0.5)
 
-    def leader_region(self):
-        leader = self.leader()
-        return leader[:-2] if leader else REGIONS[0]
+
+@dataclass(frozen=True)
+class BringUpInputs:
+    """What the bring-up steps need besides the lab itself."""
+
+    ministack_bin: str
+    # Whether the agents fail over by themselves.
+    automatic: bool
 
 
-def _reap(pid):
+@dataclass(frozen=True)
+class BringUpStep:
+    """One named step of `Lab.start`: the name is what a failure reports."""
+
+    text: str
+    run: Callable[[Lab, BringUpInputs], None]
+
+
+# The steps `Lab.start` runs once the lab's directory exists, in order.
+BRING_UP = (
+    BringUpStep(
+        "starting ministack (Route53) with the zone lab.example.",
+        lambda lab, inputs: lab._start_ministack(inputs.ministack_bin),
+    ),
+    BringUpStep(
+        f"starting Postgres 15: primary {PG_PRIMARY_REGION}, streaming replicas in the others",
+        lambda lab, _: lab._start_postgres(),
+    ),
+    BringUpStep(
+        "starting Redis: sessions (master eu-west-3), carts (master eu-central-1)",
+        lambda lab, _: lab._start_redis(),
+    ),
+    BringUpStep(
+        "choosing the ports of the APIs and the agents", lambda lab, _: lab._choose_ports()
+    ),
+    BringUpStep("starting the links between regions", lambda lab, _: lab._start_links()),
+    BringUpStep("starting one API per region", lambda lab, _: lab._start_apis()),
+    BringUpStep(
+        "writing and checking the agents' configs",
+        lambda lab, inputs: lab._write_agent_configs(inputs.automatic),
+    ),
+    BringUpStep("starting one failoverd agent per region", lambda lab, _: lab._start_agents()),
+    BringUpStep(
+        "waiting for a leader, every target up and the primaries named",
+        lambda lab, _: lab.wait_healthy(60),
+    ),
+)
+
+
+def _make_lab_dir(directory: str | None) -> str:
+    """Creates the lab's directory (a new temporary one when `directory` is None), readable
+    by the postgres user that runs the members."""
+    if directory:
+        os.makedirs(directory)
+    else:
+        directory = tempfile.mkdtemp(prefix="failoverd-lab.")
+    os.chmod(directory, 0o755)
+    if os.getuid() == 0:
+        shutil.chown(directory, "postgres", "postgres")
+    return directory
+
+
+def _reap(pid: int) -> bool:
     """Collects a child that exited (our own children only); True once it is gone."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
@@ -732,7 +1003,7 @@ def _reap(pid):
         return not pid_alive(pid)
 
 
-def random_region(weights):
+def random_region(weights: dict[str, int]) -> str | None:
     """A region drawn by weight, as a weighted DNS record would answer."""
     live = [(r, w) for r, w in weights.items() if w > 0]
     if not live:

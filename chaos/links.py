@@ -13,28 +13,55 @@ Control: `GET /links` lists them; `POST /links/<name>` with a JSON object of the
 change. Usage: python3 links.py CONFIG.json CONTROL_PORT
 """
 
+from __future__ import annotations
+
 import asyncio
+import contextlib
 import json
 import random
 import sys
 import time
+from dataclasses import asdict, dataclass
 from http import HTTPStatus
+from typing import Any
 
 MAX_CHUNK = 64 * 1024
 
 
-class Link:
-    def __init__(self, spec):
-        self.name = spec["name"]
-        self.listen_port = spec["listen_port"]
-        self.target = (spec["target_host"], spec["target_port"])
-        self.delay_ms = float(spec.get("delay_ms", 0))
-        self.jitter_ms = float(spec.get("jitter_ms", 0))
-        self.loss = float(spec.get("loss", 0))
-        self.cut = bool(spec.get("cut", False))
-        self.connections = set()
+@dataclass(kw_only=True)
+class LinkSpec:
+    """One link as CONFIG.json describes it (chaos/lablib.py writes the file)."""
 
-    def state(self):
+    name: str
+    listen_port: int
+    target_host: str
+    target_port: int
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    cut: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> LinkSpec:
+        """Reads what `to_json` wrote; an unknown key is an error."""
+        return cls(**raw)
+
+
+class Link:
+    def __init__(self, spec: LinkSpec) -> None:
+        self.name = spec.name
+        self.listen_port = spec.listen_port
+        self.target = (spec.target_host, spec.target_port)
+        self.delay_ms = float(spec.delay_ms)
+        self.jitter_ms = float(spec.jitter_ms)
+        self.loss = float(spec.loss)
+        self.cut = bool(spec.cut)
+        self.connections: set[asyncio.StreamWriter] = set()
+
+    def state(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "listen_port": self.listen_port,
@@ -46,7 +73,7 @@ class Link:
             "connections": len(self.connections),
         }
 
-    def release_after(self):
+    def release_after(self) -> float:
         """Seconds one chunk waits before it is passed on."""
         wait = self.delay_ms + random.uniform(-self.jitter_ms, self.jitter_ms)
         rto = 200.0
@@ -55,10 +82,12 @@ class Link:
             rto *= 2
         return max(wait, 0.0) / 1000.0
 
-    async def pipe(self, reader, writer, closing):
-        queue = asyncio.Queue()
+    async def pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, closing: asyncio.Event
+    ) -> None:
+        queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
 
-        async def send():
+        async def send() -> None:
             while True:
                 release, data = await queue.get()
                 if data is None:
@@ -84,14 +113,15 @@ class Link:
             await queue.put((0, None))
             try:
                 await asyncio.wait_for(sender, timeout=5)
-            except (asyncio.TimeoutError, ConnectionError, asyncio.CancelledError):
+            except (TimeoutError, ConnectionError, asyncio.CancelledError):
                 sender.cancel()
-            try:
+            # Closing a transport whose socket is already gone may fail: it is closed anyway.
+            with contextlib.suppress(OSError):
                 writer.close()
-            except Exception:
-                pass
 
-    async def handle(self, client_reader, client_writer):
+    async def handle(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         if self.cut:
             # A partition: the connection hangs, nothing reaches the other side.
             self.connections.add(client_writer)
@@ -108,7 +138,7 @@ class Link:
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection(*self.target), timeout=2
             )
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             client_writer.close()
             return
         closing = asyncio.Event()
@@ -121,7 +151,7 @@ class Link:
         finally:
             self.connections.discard(client_writer)
 
-    def apply(self, change):
+    def apply(self, change: dict[str, Any]) -> None:
         for key in ("delay_ms", "jitter_ms", "loss"):
             if key in change:
                 setattr(self, key, float(change[key]))
@@ -132,7 +162,9 @@ class Link:
                     writer.close()
 
 
-async def control(links, reader, writer):
+async def control(
+    links: dict[str, Link], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode().split("\r\n")
@@ -142,6 +174,7 @@ async def control(links, reader, writer):
             if line.lower().startswith("content-length:"):
                 length = int(line.split(":", 1)[1])
         body = await reader.readexactly(length) if length else b""
+        answer: Any
         status, answer = HTTPStatus.OK, None
         if method == "GET" and path == "/links":
             answer = [link.state() for link in links.values()]
@@ -166,10 +199,10 @@ async def control(links, reader, writer):
         writer.close()
 
 
-async def main(config_path, control_port):
+async def main(config_path: str, control_port: int) -> None:
     with open(config_path) as f:
-        specs = json.load(f)
-    links = {spec["name"]: Link(spec) for spec in specs}
+        specs = [LinkSpec.from_json(raw) for raw in json.load(f)]
+    links = {spec.name: Link(spec) for spec in specs}
     servers = []
     for link in links.values():
         servers.append(await asyncio.start_server(link.handle, "127.0.0.1", link.listen_port))

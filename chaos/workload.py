@@ -14,31 +14,54 @@ region drawn by weight as a weighted record answers), and records every attempt.
 Everything is bounded: the workload stops at `stop()` or after `max_s`.
 """
 
+from __future__ import annotations
+
 import threading
 import time
+from typing import Any, NamedTuple
 
 import psycopg
 
 import lablib
 
 
+class Attempt(NamedTuple):
+    """One write: when it started and ended (monotonic seconds), its sequence number, the
+    region whose API took it (None when DNS named none), whether it was acknowledged, and the
+    primary's port or the error."""
+
+    start: float
+    end: float
+    seq: int
+    region: str | None
+    ok: bool
+    detail: Any
+
+
+class Sample(NamedTuple):
+    """The Postgres members that took writes at one moment (monotonic seconds)."""
+
+    at: float
+    writable: list[str]
+
+
 class Workload(threading.Thread):
-    def __init__(self, lab, interval=0.05, max_s=600):
+    def __init__(self, lab: lablib.Lab, interval: float = 0.05, max_s: float = 600) -> None:
         super().__init__(daemon=True)
         self.lab = lab
         self.interval = interval
         self.max_s = max_s
-        self.attempts = []  # (start, end, seq, region, ok, detail)
+        self.attempts: list[Attempt] = []
         self.halt = threading.Event()
-        self.weights = {}
-        self.weights_error = None
-        self.gates = {}
+        self.weights: dict[str, int] = {}
+        self.weights_error: str | None = None
+        self.gates: dict[str, bool] = {}
 
-    def stop(self):
+    def stop(self) -> None:
         self.halt.set()
         self.join(timeout=10)
 
-    def refresh_weights(self, r53):
+    def refresh_weights(self, r53: lablib.Route53) -> None:
         try:
             self.weights = r53.weights()
             self.weights_error = None
@@ -56,11 +79,11 @@ class Workload(threading.Thread):
                 gates[region] = False
         self.gates = gates
 
-    def answer(self):
+    def answer(self) -> dict[str, int]:
         """The weights a resolver would draw from now: in DNS and passing the gate."""
         return {r: w for r, w in self.weights.items() if self.gates.get(r, True)}
 
-    def resolve(self):
+    def resolve(self) -> None:
         """Keeps the DNS answer fresh, apart from the writes: a hung control plane must not
         slow them."""
         r53 = self.lab.route53()
@@ -68,7 +91,7 @@ class Workload(threading.Thread):
             self.refresh_weights(r53)
             self.halt.wait(0.5)
 
-    def run(self):
+    def run(self) -> None:
         self.refresh_weights(self.lab.route53())
         threading.Thread(target=self.resolve, daemon=True).start()
         seq, started = 0, time.monotonic()
@@ -77,44 +100,45 @@ class Workload(threading.Thread):
             seq += 1
             region = lablib.random_region(self.answer())
             if region is None:
-                self.attempts.append((now, time.monotonic(), seq, None, False, "no region in DNS"))
+                self.attempts.append(
+                    Attempt(now, time.monotonic(), seq, None, False, "no region in DNS"))
             else:
-                url = f"{self.lab.state['apis'][region]['url']}/write"
+                url = f"{self.lab.api_url(region)}/write"
                 try:
                     code, body = lablib.http_json("POST", url, {"seq": seq}, timeout=1)
                     ok = code == 200
                     detail = body.get("primary") if ok else (body or {}).get("error")
                 except (OSError, ValueError) as e:
                     ok, detail = False, str(e)
-                self.attempts.append((now, time.monotonic(), seq, region, ok, detail))
+                self.attempts.append(Attempt(now, time.monotonic(), seq, region, ok, detail))
             self.halt.wait(max(0.0, self.interval - (time.monotonic() - now)))
 
-    def acked(self):
-        return {a[2] for a in self.attempts if a[4]}
+    def acked(self) -> set[int]:
+        return {a.seq for a in self.attempts if a.ok}
 
-    def succeeding(self, since, for_s):
+    def succeeding(self, since: float, for_s: float) -> bool:
         """Whether every write that started in the last `for_s` seconds (after `since`)
         succeeded, with at least a few of them."""
         now = time.monotonic()
-        recent = [a for a in self.attempts if a[0] >= max(since, now - for_s)]
-        return len(recent) >= 3 and all(a[4] for a in recent) and now - since >= for_s
+        recent = [a for a in self.attempts if a.start >= max(since, now - for_s)]
+        return len(recent) >= 3 and all(a.ok for a in recent) and now - since >= for_s
 
 
 class SplitBrainWatch(threading.Thread):
     """Samples every Postgres member: which ones take writes now."""
 
-    def __init__(self, lab, interval=0.1):
+    def __init__(self, lab: lablib.Lab, interval: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.lab = lab
         self.interval = interval
-        self.samples = []  # (time, [writable regions])
+        self.samples: list[Sample] = []
         self.halt = threading.Event()
 
-    def stop(self):
+    def stop(self) -> None:
         self.halt.set()
         self.join(timeout=10)
 
-    def writable(self, region):
+    def writable(self, region: str) -> bool:
         try:
             with psycopg.connect(self.lab.pg_conninfo(region, connect_timeout=1),
                                  autocommit=True) as c:
@@ -125,25 +149,26 @@ class SplitBrainWatch(threading.Thread):
         except psycopg.Error:
             return False
 
-    def run(self):
+    def run(self) -> None:
         while not self.halt.is_set():
             now = time.monotonic()
-            self.samples.append((now, [r for r in lablib.REGIONS if self.writable(r)]))
+            self.samples.append(Sample(now, [r for r in lablib.REGIONS if self.writable(r)]))
             self.halt.wait(self.interval)
 
-    def split(self):
-        return [s for s in self.samples if len(s[1]) > 1]
+    def split(self) -> list[Sample]:
+        return [s for s in self.samples if len(s.writable) > 1]
 
 
-def present_rows(lab):
+def present_rows(lab: lablib.Lab) -> set[int]:
     """Every `seq` the current primary holds."""
-    def read():
+    def read() -> set[int]:
         with psycopg.connect(lab.pg_conninfo(), autocommit=True) as c:
             return {row[0] for row in c.execute("SELECT seq FROM writes")}
-    return lablib.wait_until("a primary to read the rows from", 30, read, 0.5)
+    return lablib.wait_until("a primary to read the rows from", 30, read, 0.5,
+                             retry_on=(*lablib.NOT_YET, psycopg.Error))
 
 
-def unavailability(attempts, since):
+def unavailability(attempts: list[Attempt], since: float) -> tuple[float, float | None]:
     """The longest time without an acknowledged write, among writes after `since` (seconds),
     and when it began."""
     window, began = 0.0, None
@@ -160,12 +185,14 @@ def unavailability(attempts, since):
     return window, began
 
 
-def report(lab, workload, watch, fault_at):
+def report(
+    lab: lablib.Lab, workload: Workload, watch: SplitBrainWatch, fault_at: float
+) -> dict[str, Any]:
     acked = workload.acked()
     present = present_rows(lab)
     lost = sorted(acked - present)
     window, _ = unavailability(workload.attempts, fault_at)
-    failed = [a for a in workload.attempts if not a[4]]
+    failed = [a for a in workload.attempts if not a.ok]
     return {
         "writes": len(workload.attempts),
         "acked": len(acked),
@@ -174,7 +201,9 @@ def report(lab, workload, watch, fault_at):
         "lost_seqs": lost[:20],
         "rto_s": round(window, 2),
         "split_brain_samples": len(watch.split()),
-        "split_brain": [{"at": round(t - fault_at, 2), "writable": w} for t, w in watch.split()][:5],
+        "split_brain": [
+            {"at": round(t - fault_at, 2), "writable": w} for t, w in watch.split()
+        ][:5],
     }
 
 

@@ -17,6 +17,8 @@ use crate::config::{
 };
 
 mod summary;
+#[cfg(test)]
+mod tests;
 
 /// Stable identifier of a target.
 #[derive(

@@ -4,6 +4,8 @@
 //! `kind/group/name` (`http/eu-west-3/orders`, `postgres/main/pg-1`, `redis/sessions/r-1`).
 //! Ids appear in logs, metric labels, the status API and, later, in reports between agents,
 //! so they depend only on names in the config, never on addresses.
+//!
+//! `summary.rs` adds [`Config::summary`], the text `failoverd check-config` prints.
 
 use std::fmt;
 
@@ -13,6 +15,10 @@ use crate::config::{
     Config, HttpTargetConfig, PostgresMemberConfig, ProbeScope, ProbeSettings, RedisMemberConfig,
     RedisMode, SecretRef, TargetKind,
 };
+
+mod summary;
+#[cfg(test)]
+mod tests;
 
 /// Stable identifier of a target.
 #[derive(

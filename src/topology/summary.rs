@@ -1,4 +1,9 @@
-//! The readable summary `failoverd check-config` prints for a valid configuration.
+//! The readable summary `failoverd check-config` prints for a valid configuration:
+//! [`Config::summary`], built from the [`Topology`] so that it lists exactly the targets the
+//! agent would probe.
+//!
+//! It lives here, not in `crate::config`, so that the configuration does not depend on the
+//! model built from it. It only formats text.
 
 /// Appends one formatted line to a `String`.
 macro_rules! push_line {
@@ -8,8 +13,8 @@ macro_rules! push_line {
     }};
 }
 
-use super::{Config, ProbeScope, TargetKind};
-use crate::topology::{TargetSpec, Topology};
+use super::{TargetSpec, Topology};
+use crate::config::{Config, ProbeScope, TargetKind};
 
 impl Config {
     /// A readable summary of the topology: regions, targets with their probe settings,

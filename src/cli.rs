@@ -329,7 +329,7 @@ async fn follow_live_drill(target: &Target, epoch: u64, hold: u32) -> anyhow::Re
         });
         if let Some(record) = ended {
             if target.json {
-                println!("{}", serde_json::to_string_pretty(&record)?);
+                outln!("{}", serde_json::to_string_pretty(&record)?);
             } else {
                 print_live_drill(&record);
             }
@@ -375,7 +375,7 @@ async fn follow_live_drill(target: &Target, epoch: u64, hold: u32) -> anyhow::Re
 }
 
 fn print_live_drill(r: &Value) {
-    println!(
+    outln!(
         "live drill of {}: {} - {}",
         text(&r["region"]),
         text(&r["outcome"]),
@@ -395,7 +395,7 @@ fn print_live_drill(r: &Value) {
             ]
         })
         .collect();
-    println!();
+    outln!();
     table(&["AFTER", "MILESTONE"], &rows);
 }
 
@@ -461,7 +461,7 @@ async fn call(
 fn answer(target: &Target, status: u16, body: &Value, human: fn(&Value)) -> ExitCode {
     let ok = (200..300).contains(&status);
     if target.json {
-        println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
     } else if ok {
         human(body);
     } else {
@@ -500,7 +500,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
     for row in rows {
@@ -511,7 +511,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 fn print_status(s: &Value) {
     let cluster = &s["cluster"];
     let failover = &s["failover"];
-    println!(
+    outln!(
         "agent {} ({}) · {} · leader {} · term {} · mode {} · epoch {} · lease {}",
         text(&s["agent"]["id"]),
         text(&s["agent"]["region"]),
@@ -555,7 +555,7 @@ fn print_status(s: &Value) {
         })
         .unwrap_or_default();
     if !regions.is_empty() {
-        println!();
+        outln!();
         table(&["REGION", "VERDICT", "WEIGHT", "IN DNS"], &regions);
     }
     // Every target of the verdict (the leader's, with every agent's votes), else this
@@ -596,11 +596,11 @@ fn print_status(s: &Value) {
             ]
         })
         .collect();
-    println!();
+    outln!();
     table(&["TARGET", "HERE", "VERDICT", "UP BY", "DOWN BY"], &rows);
     for key in ["waiting", "refusals"] {
         for line in failover[key].as_array().into_iter().flatten() {
-            println!("{key}: {}", text(line));
+            outln!("{key}: {}", text(line));
         }
     }
 }
@@ -714,7 +714,7 @@ fn describe_trigger(t: &Value) -> String {
 }
 
 fn print_drill(r: &Value) {
-    println!("{}", text(&r["message"]));
+    outln!("{}", text(&r["message"]));
     let rows: Vec<Vec<String>> = r["drill"]["regions"]
         .as_array()
         .into_iter()
@@ -735,12 +735,12 @@ fn print_drill(r: &Value) {
                 .collect::<Vec<_>>()
         })
         .collect();
-    println!();
+    outln!();
     table(&["REGION", "CHECK", "RESULT", "DETAIL"], &rows);
 }
 
 fn print_reply(r: &Value) {
-    println!("{}", text(&r["message"]));
+    outln!("{}", text(&r["message"]));
     if let Some(steps) = r["decision"]["steps"].as_array() {
         let rows: Vec<Vec<String>> = steps
             .iter()
@@ -756,11 +756,11 @@ fn print_reply(r: &Value) {
             })
             .collect();
         if !rows.is_empty() {
-            println!();
+            outln!();
             table(&["STEP", "AFTER"], &rows);
         }
     }
     if let Some(epoch) = r["epoch"].as_u64() {
-        println!("\nfollow it: failoverd history, or GET /v1/failovers/{epoch}");
+        outln!("\nfollow it: failoverd history, or GET /v1/failovers/{epoch}");
     }
 }

@@ -1,5 +1,25 @@
 //! The `failoverd` command: run an agent, check a configuration, set up the Route53 gate
 //! health checks, and the operator's commands against a running agent ([`cli`]).
+//!
+//! Commands print with [`outln!`] rather than `println!`, so that a reader that goes away
+//! (`failoverd status | head`) ends a command quietly instead of with a panic.
+
+/// `print!` to standard output through [`stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` to standard output through [`stdout`].
+macro_rules! outln {
+    () => {
+        $crate::stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 mod cli;
 
@@ -81,6 +101,22 @@ enum LogFormatArg {
 /// Exit code for an invalid configuration (distinct from a runtime failure).
 const EXIT_BAD_CONFIG: u8 = 2;
 
+/// Writes `text` to standard output. Once the reader has gone away (a closed pipe, as in
+/// `failoverd status | head`) nobody reads what a command says: it exits 0 at once, as Unix
+/// filters do, where `println!` would panic. Any other write error exits 1 with the error.
+fn stdout(text: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("failoverd: cannot write to standard output: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -139,10 +175,10 @@ fn check_config(path: &std::path::Path, json: bool) -> ExitCode {
         Ok(config) => {
             if json {
                 let out = serde_json::json!({ "valid": true, "errors": [] });
-                println!("{out}");
+                outln!("{out}");
             } else {
-                print!("{}", config.summary());
-                println!("configuration {} is valid", path.display());
+                out!("{}", config.summary());
+                outln!("configuration {} is valid", path.display());
             }
             ExitCode::SUCCESS
         }
@@ -152,7 +188,7 @@ fn check_config(path: &std::path::Path, json: bool) -> ExitCode {
                 .iter()
                 .map(|i| serde_json::json!({ "key": i.key, "message": i.message }))
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({ "valid": false, "errors": errors })
             );
@@ -183,11 +219,11 @@ fn gates(config: &Config, apply: bool, json: bool) -> anyhow::Result<()> {
         }
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&plans)?);
+        outln!("{}", serde_json::to_string_pretty(&plans)?);
         return Ok(());
     }
     if plans.is_empty() {
-        println!("no region has a gate_url under route53.regions: nothing to do");
+        outln!("no region has a gate_url under route53.regions: nothing to do");
         return Ok(());
     }
     let width = plans
@@ -196,12 +232,15 @@ fn gates(config: &Config, apply: bool, json: bool) -> anyhow::Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    outln!(
         "{:<14} {:<width$} {:<38} {:<9} TO DO",
-        "REGION", "GATE", "HEALTH CHECK", "ATTACHED"
+        "REGION",
+        "GATE",
+        "HEALTH CHECK",
+        "ATTACHED"
     );
     for p in &plans {
-        println!(
+        outln!(
             "{:<14} {:<width$} {:<38} {:<9} {}",
             p.region,
             p.gate_url,
@@ -216,8 +255,8 @@ fn gates(config: &Config, apply: bool, json: bool) -> anyhow::Result<()> {
     }
     let pending = plans.iter().filter(|p| !p.to_do.is_empty()).count();
     match (apply, pending) {
-        (_, 0) => println!("every gate health check exists and is attached"),
-        (false, n) => println!("{n} region(s) to set up: run `failoverd route53 apply`"),
+        (_, 0) => outln!("every gate health check exists and is attached"),
+        (false, n) => outln!("{n} region(s) to set up: run `failoverd route53 apply`"),
         (true, n) => anyhow::bail!("{n} region(s) still not set up after apply"),
     }
     Ok(())

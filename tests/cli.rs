@@ -1,0 +1,123 @@
+//! The operator's commands of the `failoverd` binary against a stand-in admin API (canned
+//! answers, no cluster): a reader that goes away early (`failoverd status | head`) ends a
+//! command quietly.
+
+mod support;
+
+use std::process::Stdio;
+
+use axum::routing::get;
+use axum::Json;
+use serde_json::{json, Value};
+use support::HttpServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_failoverd");
+
+/// The `/v1/status` of a follower in a cluster of three agents, one per region.
+fn status() -> Value {
+    json!({
+        "agent": { "id": "eu-central-1-a", "region": "eu-central-1", "version": "0.1.0" },
+        "ready": true,
+        "summary": { "up": 4, "down": 0, "unknown": 0 },
+        "targets": [
+            { "id": "http/eu-west-3/api", "state": "up" },
+            { "id": "postgres/main/pg-eu-central-1", "state": "up" },
+        ],
+        "cluster": {
+            "state": "Follower",
+            "leader": "eu-west-3-a",
+            "term": 4,
+            "quorum": 2,
+            "lease": { "valid": true },
+            "verdict": {
+                "quorum": 2,
+                "regions": { "eu-west-3": "up", "eu-central-1": "up", "us-east-1": "up" },
+                "targets": {
+                    "http/eu-west-3/api": {
+                        "state": "up",
+                        "up": ["eu-central-1-a", "eu-west-3-a", "us-east-1-a"],
+                        "down": [],
+                        "unknown": [],
+                    },
+                    "postgres/main/pg-eu-central-1": {
+                        "state": "unknown",
+                        "up": ["eu-central-1-a"],
+                        "down": [],
+                        "unknown": ["eu-west-3-a", "us-east-1-a"],
+                    },
+                },
+            },
+        },
+        "failover": {
+            "mode": "active",
+            "epoch": 7,
+            "drained": [],
+            "weights": { "eu-west-3": 100, "eu-central-1": 100, "us-east-1": 100 },
+            "waiting": [],
+            "refusals": [],
+        },
+    })
+}
+
+/// A stand-in admin API answering `GET /v1/status` and `GET /v1/history`.
+async fn admin() -> anyhow::Result<HttpServer> {
+    let router = axum::Router::new()
+        .route("/v1/status", get(|| async { Json(status()) }))
+        .route(
+            "/v1/history",
+            get(|| async { Json(json!({ "entries": [] })) }),
+        );
+    HttpServer::start(router).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_ends_every_command_quietly() -> anyhow::Result<()> {
+    let api = admin().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("failoverd.toml");
+    std::fs::write(
+        &config,
+        r#"
+[agent]
+id = "a"
+region = "eu-west-3"
+admin_listen = "127.0.0.1:7070"
+data_dir = "/tmp/failoverd-cli-test"
+
+[[regions]]
+name = "eu-west-3"
+
+[[regions.api]]
+name = "orders"
+url = "http://127.0.0.1:1/health"
+"#,
+    )?;
+    let admin = api.url("");
+    let config = config.display().to_string();
+    let commands: [&[&str]; 6] = [
+        &["--help"],
+        &["status", "--admin", &admin],
+        &["status", "--admin", &admin, "--json"],
+        &["history", "--admin", &admin],
+        &["check-config", &config],
+        &["check-config", &config, "--json"],
+    ];
+    for args in commands {
+        // The reading end is closed before the command starts: its first write fails. (Not
+        // `output()`, which would capture standard output in a pipe of its own.)
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let out = tokio::process::Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()?
+            .wait_with_output()
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    Ok(())
+}

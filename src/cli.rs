@@ -54,6 +54,9 @@ pub enum Op {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Accepted as on every command that changes something; this one asks nothing.
+        #[arg(long)]
+        yes: bool,
     },
     /// Back to automatic failover.
     Resume {
@@ -62,6 +65,9 @@ pub enum Op {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Accepted as on every command that changes something; this one asks nothing.
+        #[arg(long)]
+        yes: bool,
     },
     /// Take a region out of DNS; its primaries move out with no data loss.
     Drain {
@@ -91,6 +97,9 @@ pub enum Op {
         /// Only show the plan.
         #[arg(long)]
         dry_run: bool,
+        /// Accepted as on every command that changes something; this one asks nothing.
+        #[arg(long)]
+        yes: bool,
     },
     /// A readiness drill (whether failing each region over would go through now), or with
     /// `--live` a live drill: the region is failed over for real (drained), held out, then
@@ -179,12 +188,20 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             let (status, body) = call(&target, "GET", &path, None).await?;
             Ok(answer(&target, status, &body, print_history))
         }
-        Op::Pause { target, reason } => {
+        Op::Pause {
+            target,
+            reason,
+            yes: _,
+        } => {
             let body = serde_json::json!({ "reason": reason });
             let (status, body) = call(&target, "POST", "/v1/pause", Some(body)).await?;
             Ok(answer(&target, status, &body, print_reply))
         }
-        Op::Resume { target, reason } => {
+        Op::Resume {
+            target,
+            reason,
+            yes: _,
+        } => {
             let body = serde_json::json!({ "reason": reason });
             let (status, body) = call(&target, "POST", "/v1/resume", Some(body)).await?;
             Ok(answer(&target, status, &body, print_reply))
@@ -211,6 +228,7 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             region,
             reason,
             dry_run,
+            yes: _,
         } => {
             let body = serde_json::json!({ "reason": reason, "dry_run": dry_run });
             let path = format!("/v1/regions/{region}/restore");

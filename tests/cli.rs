@@ -1,11 +1,13 @@
 //! The operator's commands of the `failoverd` binary against a stand-in admin API (canned
-//! answers, no cluster): a reader that goes away early (`failoverd status | head`) ends a
-//! command quietly.
+//! answers, no cluster): every command that changes something accepts `--yes`; a reader that
+//! goes away early (`failoverd status | head`) ends a command quietly.
 
 mod support;
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
+use axum::http::{Method, Uri};
 use axum::routing::get;
 use axum::Json;
 use serde_json::{json, Value};
@@ -59,20 +61,96 @@ fn status() -> Value {
     })
 }
 
-/// A stand-in admin API answering `GET /v1/status` and `GET /v1/history`.
-async fn admin() -> anyhow::Result<HttpServer> {
+/// The requests a stand-in admin API received other than status and history, as
+/// `METHOD /path`.
+type Calls = Arc<Mutex<Vec<String>>>;
+
+/// A stand-in admin API: `GET /v1/status`, `GET /v1/history`, and 200 `{"message": "done"}`
+/// to anything else, which it records.
+async fn admin() -> anyhow::Result<(HttpServer, Calls)> {
+    let calls = Calls::default();
+    let record = calls.clone();
     let router = axum::Router::new()
         .route("/v1/status", get(|| async { Json(status()) }))
         .route(
             "/v1/history",
             get(|| async { Json(json!({ "entries": [] })) }),
-        );
-    HttpServer::start(router).await
+        )
+        .fallback(move |method: Method, uri: Uri| async move {
+            record
+                .lock()
+                .expect("calls lock")
+                .push(format!("{method} {}", uri.path()));
+            Json(json!({ "message": "done" }))
+        });
+    Ok((HttpServer::start(router).await?, calls))
+}
+
+/// Runs the CLI against `admin` with no terminal; returns its exit code and what it printed.
+async fn cli(admin: &HttpServer, args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .env("FAILOVERD_ADMIN", admin.url(""))
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.code(), text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_that_changes_something_accepts_yes() -> anyhow::Result<()> {
+    let (api, calls) = admin().await?;
+    let cases: [(&[&str], &str); 7] = [
+        (&["pause", "--reason", "r", "--yes"], "POST /v1/pause"),
+        (&["resume", "--reason", "r", "--yes"], "POST /v1/resume"),
+        (
+            &["drain", "eu-west-3", "--reason", "r", "--yes"],
+            "POST /v1/regions/eu-west-3/drain",
+        ),
+        (
+            &["restore", "eu-west-3", "--reason", "r", "--yes"],
+            "POST /v1/regions/eu-west-3/restore",
+        ),
+        (
+            &["failover", "--from", "eu-west-3", "--reason", "r", "--yes"],
+            "POST /v1/failover",
+        ),
+        (&["drill", "--reason", "r", "--yes"], "POST /v1/drills"),
+        (
+            &[
+                "drill",
+                "--live",
+                "--region",
+                "eu-west-3",
+                "--reason",
+                "r",
+                "--yes",
+            ],
+            "POST /v1/drills",
+        ),
+    ];
+    for (args, call) in cases {
+        let (code, out) = cli(&api, args).await?;
+        assert_eq!(code, Some(0), "{args:?}: {out}");
+        let last = calls.lock().expect("calls lock").pop();
+        assert_eq!(last.as_deref(), Some(call), "{args:?}");
+    }
+    // Without a terminal, a drain still needs --yes; nothing is sent.
+    let (code, out) = cli(&api, &["drain", "eu-west-3", "--reason", "r"]).await?;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("add --yes"), "{out}");
+    assert!(calls.lock().expect("calls lock").is_empty());
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_goes_away_ends_every_command_quietly() -> anyhow::Result<()> {
-    let api = admin().await?;
+    let (api, _) = admin().await?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("failoverd.toml");
     std::fs::write(

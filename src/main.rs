@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use failoverd::agent::Agent;
 use failoverd::config::{Config, ConfigError, LogFormat};
 use tokio_util::sync::CancellationToken;
@@ -44,17 +44,16 @@ struct Cli {
 enum Command {
     /// Run the agent.
     Run {
-        /// Configuration file (.toml, .yaml or .yml).
-        #[arg(long, short, env = "FAILOVERD_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Log format; overrides agent.log_format.
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
     },
     /// Validate a configuration file and print a summary of its topology.
     CheckConfig {
-        /// Configuration file (.toml, .yaml or .yml).
-        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -72,9 +71,8 @@ enum Command {
 enum Route53Action {
     /// Show which gate health checks exist and are attached, and what `apply` would do.
     Plan {
-        /// Configuration file (.toml, .yaml or .yml).
-        #[arg(long, short, env = "FAILOVERD_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -82,13 +80,48 @@ enum Route53Action {
     /// Create the missing gate health checks and attach them to the weighted records
     /// (idempotent: a second run changes nothing).
     Apply {
-        /// Configuration file (.toml, .yaml or .yml).
-        #[arg(long, short, env = "FAILOVERD_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The environment variable that names the configuration file when no argument does.
+const CONFIG_ENV: &str = "FAILOVERD_CONFIG";
+
+/// The configuration file of a command that reads one, named the same way on every command:
+/// `FILE`, `--config FILE`, or else `FAILOVERD_CONFIG`. (Read by hand rather than with clap's
+/// `env`, for which a set variable would conflict with `FILE`.)
+#[derive(Args)]
+struct ConfigFile {
+    /// Configuration file (.toml, .yaml or .yml) [default: $FAILOVERD_CONFIG].
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The same as --config FILE.
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// The file named; without one, a usage error (exit 2).
+    fn path(self) -> PathBuf {
+        let env = std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        match self.file.or(self.config).or(env) {
+            Some(path) => path,
+            None => Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    format!(
+                        "no configuration file: give FILE or --config FILE, or set {CONFIG_ENV}"
+                    ),
+                )
+                .exit(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,11 +154,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Op(op) => cli::run(op),
-        Command::CheckConfig { file, json } => check_config(&file, json),
+        Command::CheckConfig { config, json } => check_config(&config.path(), json),
         Command::Route53 { action } => {
             let (path, json, apply) = match action {
-                Route53Action::Plan { config, json } => (config, json, false),
-                Route53Action::Apply { config, json } => (config, json, true),
+                Route53Action::Plan { config, json } => (config.path(), json, false),
+                Route53Action::Apply { config, json } => (config.path(), json, true),
             };
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -140,9 +173,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config, log_format } => {
-            let config = match Config::load(&config) {
+            let path = config.path();
+            let config = match Config::load(&path) {
                 Ok(c) => c,
-                Err(e) => return report_config_error(&config, &e),
+                Err(e) => return report_config_error(&path, &e),
             };
             let format = match log_format {
                 Some(LogFormatArg::Json) => LogFormat::Json,

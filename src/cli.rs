@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use failoverd::admin::page::verdict_text;
+use failoverd::verdict::TargetVerdict;
 use serde_json::Value;
 
 /// Where the admin API is and how to authenticate.
@@ -595,6 +597,10 @@ fn print_status(s: &Value) {
             .map(|t| text(&t["state"]))
             .unwrap_or_else(|| "-".into())
     };
+    let quorum = verdict["quorum"]
+        .as_u64()
+        .and_then(|q| usize::try_from(q).ok())
+        .unwrap_or(0);
     let rows: Vec<Vec<String>> = ids
         .iter()
         .map(|id| {
@@ -605,13 +611,13 @@ fn print_status(s: &Value) {
                     .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
                     .unwrap_or_default()
             };
-            vec![
-                id.clone(),
-                here(id),
-                votes.get("state").map(text).unwrap_or_else(|| "-".into()),
-                list("up"),
-                list("down"),
-            ]
+            // The verdict with the votes behind it; the bare state from an agent whose answer
+            // has another shape.
+            let shown = match serde_json::from_value::<TargetVerdict>(votes.clone()) {
+                Ok(v) => verdict_text(&v, quorum),
+                Err(_) => votes.get("state").map(text).unwrap_or_else(|| "-".into()),
+            };
+            vec![id.clone(), here(id), shown, list("up"), list("down")]
         })
         .collect();
     outln!();

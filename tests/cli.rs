@@ -1,6 +1,7 @@
 //! The operator's commands of the `failoverd` binary against a stand-in admin API (canned
-//! answers, no cluster): every command that changes something accepts `--yes`; a reader that
-//! goes away early (`failoverd status | head`) ends a command quietly.
+//! answers, no cluster): what `status` shows, that every command that changes something
+//! accepts `--yes`, and that a reader that goes away early (`failoverd status | head`) ends a
+//! command quietly.
 
 mod support;
 
@@ -33,12 +34,18 @@ fn status() -> Value {
             "lease": { "valid": true },
             "verdict": {
                 "quorum": 2,
-                "regions": { "eu-west-3": "up", "eu-central-1": "up", "us-east-1": "up" },
+                "regions": { "eu-west-3": "up", "eu-central-1": "up", "us-east-1": "down" },
                 "targets": {
                     "http/eu-west-3/api": {
                         "state": "up",
                         "up": ["eu-central-1-a", "eu-west-3-a", "us-east-1-a"],
                         "down": [],
+                        "unknown": [],
+                    },
+                    "http/us-east-1/api": {
+                        "state": "down",
+                        "up": ["us-east-1-a"],
+                        "down": ["eu-central-1-a", "eu-west-3-a"],
                         "unknown": [],
                     },
                     "postgres/main/pg-eu-central-1": {
@@ -100,6 +107,40 @@ async fn cli(admin: &HttpServer, args: &[&str]) -> anyhow::Result<(Option<i32>, 
         String::from_utf8_lossy(&out.stderr)
     );
     Ok((out.status.code(), text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_verdict_with_the_votes_that_decided_it() -> anyhow::Result<()> {
+    let (api, _) = admin().await?;
+    let (code, out) = cli(&api, &["status"]).await?;
+    assert_eq!(code, Some(0), "{out}");
+    let row = |target: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{target} ")))
+            .unwrap_or_else(|| panic!("no row for {target}: {out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(out.contains("TARGET"), "{out}");
+    assert_eq!(
+        row("http/eu-west-3/api"),
+        "http/eu-west-3/api up up (3 of 3) eu-central-1-a,eu-west-3-a,us-east-1-a"
+    );
+    assert_eq!(
+        row("http/us-east-1/api"),
+        "http/us-east-1/api - down (2 of 3) us-east-1-a eu-central-1-a,eu-west-3-a"
+    );
+    // Only its own region's agent probes it: Up by that vote, short of the quorum of two.
+    assert_eq!(
+        row("postgres/main/pg-eu-central-1"),
+        "postgres/main/pg-eu-central-1 up unknown (1 of 1 up, quorum 2) eu-central-1-a"
+    );
+    // --json is the agent's answer as it came.
+    let (code, out) = cli(&api, &["status", "--json"]).await?;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out)?, status());
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

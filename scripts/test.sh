@@ -6,9 +6,11 @@
 # cache dir on first use), chromium (the status page is checked in a headless browser). The
 # Kubernetes manifests are checked by deploy/check (kubectl and kubernetes-validate from PyPI,
 # in a cache venv too).
-# `.ci/run` installs them.
+# scripts/install-deps.sh installs what is missing first (with apt-get, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
 
 MINISTACK="$(scripts/ministack-venv.sh)"
 export MINISTACK

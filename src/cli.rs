@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use failoverd::admin::page::verdict_text;
+use failoverd::verdict::TargetVerdict;
 use serde_json::Value;
 
 /// Where the admin API is and how to authenticate.
@@ -54,6 +56,9 @@ pub enum Op {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Accepted as on every command that changes something; this one asks nothing.
+        #[arg(long)]
+        yes: bool,
     },
     /// Back to automatic failover.
     Resume {
@@ -62,6 +67,9 @@ pub enum Op {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: String,
+        /// Accepted as on every command that changes something; this one asks nothing.
+        #[arg(long)]
+        yes: bool,
     },
     /// Take a region out of DNS; its primaries move out with no data loss.
     Drain {
@@ -91,6 +99,9 @@ pub enum Op {
         /// Only show the plan.
         #[arg(long)]
         dry_run: bool,
+        /// Accepted as on every command that changes something; this one asks nothing.
+        #[arg(long)]
+        yes: bool,
     },
     /// A readiness drill (whether failing each region over would go through now), or with
     /// `--live` a live drill: the region is failed over for real (drained), held out, then
@@ -179,12 +190,20 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             let (status, body) = call(&target, "GET", &path, None).await?;
             Ok(answer(&target, status, &body, print_history))
         }
-        Op::Pause { target, reason } => {
+        Op::Pause {
+            target,
+            reason,
+            yes: _,
+        } => {
             let body = serde_json::json!({ "reason": reason });
             let (status, body) = call(&target, "POST", "/v1/pause", Some(body)).await?;
             Ok(answer(&target, status, &body, print_reply))
         }
-        Op::Resume { target, reason } => {
+        Op::Resume {
+            target,
+            reason,
+            yes: _,
+        } => {
             let body = serde_json::json!({ "reason": reason });
             let (status, body) = call(&target, "POST", "/v1/resume", Some(body)).await?;
             Ok(answer(&target, status, &body, print_reply))
@@ -211,6 +230,7 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             region,
             reason,
             dry_run,
+            yes: _,
         } => {
             let body = serde_json::json!({ "reason": reason, "dry_run": dry_run });
             let path = format!("/v1/regions/{region}/restore");
@@ -329,7 +349,7 @@ async fn follow_live_drill(target: &Target, epoch: u64, hold: u32) -> anyhow::Re
         });
         if let Some(record) = ended {
             if target.json {
-                println!("{}", serde_json::to_string_pretty(&record)?);
+                outln!("{}", serde_json::to_string_pretty(&record)?);
             } else {
                 print_live_drill(&record);
             }
@@ -375,7 +395,7 @@ async fn follow_live_drill(target: &Target, epoch: u64, hold: u32) -> anyhow::Re
 }
 
 fn print_live_drill(r: &Value) {
-    println!(
+    outln!(
         "live drill of {}: {} - {}",
         text(&r["region"]),
         text(&r["outcome"]),
@@ -395,7 +415,7 @@ fn print_live_drill(r: &Value) {
             ]
         })
         .collect();
-    println!();
+    outln!();
     table(&["AFTER", "MILESTONE"], &rows);
 }
 
@@ -461,7 +481,7 @@ async fn call(
 fn answer(target: &Target, status: u16, body: &Value, human: fn(&Value)) -> ExitCode {
     let ok = (200..300).contains(&status);
     if target.json {
-        println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
     } else if ok {
         human(body);
     } else {
@@ -500,7 +520,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| (*h).to_owned()).collect());
     for row in rows {
@@ -511,7 +531,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
 fn print_status(s: &Value) {
     let cluster = &s["cluster"];
     let failover = &s["failover"];
-    println!(
+    outln!(
         "agent {} ({}) · {} · leader {} · term {} · mode {} · epoch {} · lease {}",
         text(&s["agent"]["id"]),
         text(&s["agent"]["region"]),
@@ -555,7 +575,7 @@ fn print_status(s: &Value) {
         })
         .unwrap_or_default();
     if !regions.is_empty() {
-        println!();
+        outln!();
         table(&["REGION", "VERDICT", "WEIGHT", "IN DNS"], &regions);
     }
     // Every target of the verdict (the leader's, with every agent's votes), else this
@@ -577,6 +597,10 @@ fn print_status(s: &Value) {
             .map(|t| text(&t["state"]))
             .unwrap_or_else(|| "-".into())
     };
+    let quorum = verdict["quorum"]
+        .as_u64()
+        .and_then(|q| usize::try_from(q).ok())
+        .unwrap_or(0);
     let rows: Vec<Vec<String>> = ids
         .iter()
         .map(|id| {
@@ -587,20 +611,20 @@ fn print_status(s: &Value) {
                     .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
                     .unwrap_or_default()
             };
-            vec![
-                id.clone(),
-                here(id),
-                votes.get("state").map(text).unwrap_or_else(|| "-".into()),
-                list("up"),
-                list("down"),
-            ]
+            // The verdict with the votes behind it; the bare state from an agent whose answer
+            // has another shape.
+            let shown = match serde_json::from_value::<TargetVerdict>(votes.clone()) {
+                Ok(v) => verdict_text(&v, quorum),
+                Err(_) => votes.get("state").map(text).unwrap_or_else(|| "-".into()),
+            };
+            vec![id.clone(), here(id), shown, list("up"), list("down")]
         })
         .collect();
-    println!();
+    outln!();
     table(&["TARGET", "HERE", "VERDICT", "UP BY", "DOWN BY"], &rows);
     for key in ["waiting", "refusals"] {
         for line in failover[key].as_array().into_iter().flatten() {
-            println!("{key}: {}", text(line));
+            outln!("{key}: {}", text(line));
         }
     }
 }
@@ -714,7 +738,7 @@ fn describe_trigger(t: &Value) -> String {
 }
 
 fn print_drill(r: &Value) {
-    println!("{}", text(&r["message"]));
+    outln!("{}", text(&r["message"]));
     let rows: Vec<Vec<String>> = r["drill"]["regions"]
         .as_array()
         .into_iter()
@@ -735,12 +759,12 @@ fn print_drill(r: &Value) {
                 .collect::<Vec<_>>()
         })
         .collect();
-    println!();
+    outln!();
     table(&["REGION", "CHECK", "RESULT", "DETAIL"], &rows);
 }
 
 fn print_reply(r: &Value) {
-    println!("{}", text(&r["message"]));
+    outln!("{}", text(&r["message"]));
     if let Some(steps) = r["decision"]["steps"].as_array() {
         let rows: Vec<Vec<String>> = steps
             .iter()
@@ -756,11 +780,11 @@ fn print_reply(r: &Value) {
             })
             .collect();
         if !rows.is_empty() {
-            println!();
+            outln!();
             table(&["STEP", "AFTER"], &rows);
         }
     }
     if let Some(epoch) = r["epoch"].as_u64() {
-        println!("\nfollow it: failoverd history, or GET /v1/failovers/{epoch}");
+        outln!("\nfollow it: failoverd history, or GET /v1/failovers/{epoch}");
     }
 }

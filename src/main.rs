@@ -1,5 +1,25 @@
 //! The `failoverd` command: run an agent, check a configuration, set up the Route53 gate
 //! health checks, and the operator's commands against a running agent ([`cli`]).
+//!
+//! Commands print with [`outln!`] rather than `println!`, so that a reader that goes away
+//! (`failoverd status | head`) ends a command quietly instead of with a panic.
+
+/// `print!` to standard output through [`stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` to standard output through [`stdout`].
+macro_rules! outln {
+    () => {
+        $crate::stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 mod cli;
 
@@ -8,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use failoverd::agent::Agent;
 use failoverd::config::{Config, ConfigError, LogFormat};
 use tokio_util::sync::CancellationToken;
@@ -24,17 +44,16 @@ struct Cli {
 enum Command {
     /// Run the agent.
     Run {
-        /// Configuration file (.toml, .yaml or .yml).
-        #[arg(long, short, env = "FAILOVERD_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Log format; overrides agent.log_format.
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
     },
     /// Validate a configuration file and print a summary of its topology.
     CheckConfig {
-        /// Configuration file (.toml, .yaml or .yml).
-        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -52,9 +71,8 @@ enum Command {
 enum Route53Action {
     /// Show which gate health checks exist and are attached, and what `apply` would do.
     Plan {
-        /// Configuration file (.toml, .yaml or .yml).
-        #[arg(long, short, env = "FAILOVERD_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -62,13 +80,48 @@ enum Route53Action {
     /// Create the missing gate health checks and attach them to the weighted records
     /// (idempotent: a second run changes nothing).
     Apply {
-        /// Configuration file (.toml, .yaml or .yml).
-        #[arg(long, short, env = "FAILOVERD_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The environment variable that names the configuration file when no argument does.
+const CONFIG_ENV: &str = "FAILOVERD_CONFIG";
+
+/// The configuration file of a command that reads one, named the same way on every command:
+/// `FILE`, `--config FILE`, or else `FAILOVERD_CONFIG`. (Read by hand rather than with clap's
+/// `env`, for which a set variable would conflict with `FILE`.)
+#[derive(Args)]
+struct ConfigFile {
+    /// Configuration file (.toml, .yaml or .yml) [default: $FAILOVERD_CONFIG].
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The same as --config FILE.
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// The file named; without one, a usage error (exit 2).
+    fn path(self) -> PathBuf {
+        let env = std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        match self.file.or(self.config).or(env) {
+            Some(path) => path,
+            None => Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    format!(
+                        "no configuration file: give FILE or --config FILE, or set {CONFIG_ENV}"
+                    ),
+                )
+                .exit(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,15 +134,31 @@ enum LogFormatArg {
 /// Exit code for an invalid configuration (distinct from a runtime failure).
 const EXIT_BAD_CONFIG: u8 = 2;
 
+/// Writes `text` to standard output. Once the reader has gone away (a closed pipe, as in
+/// `failoverd status | head`) nobody reads what a command says: it exits 0 at once, as Unix
+/// filters do, where `println!` would panic. Any other write error exits 1 with the error.
+fn stdout(text: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("failoverd: cannot write to standard output: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Op(op) => cli::run(op),
-        Command::CheckConfig { file, json } => check_config(&file, json),
+        Command::CheckConfig { config, json } => check_config(&config.path(), json),
         Command::Route53 { action } => {
             let (path, json, apply) = match action {
-                Route53Action::Plan { config, json } => (config, json, false),
-                Route53Action::Apply { config, json } => (config, json, true),
+                Route53Action::Plan { config, json } => (config.path(), json, false),
+                Route53Action::Apply { config, json } => (config.path(), json, true),
             };
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -104,9 +173,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config, log_format } => {
-            let config = match Config::load(&config) {
+            let path = config.path();
+            let config = match Config::load(&path) {
                 Ok(c) => c,
-                Err(e) => return report_config_error(&config, &e),
+                Err(e) => return report_config_error(&path, &e),
             };
             let format = match log_format {
                 Some(LogFormatArg::Json) => LogFormat::Json,
@@ -139,10 +209,10 @@ fn check_config(path: &std::path::Path, json: bool) -> ExitCode {
         Ok(config) => {
             if json {
                 let out = serde_json::json!({ "valid": true, "errors": [] });
-                println!("{out}");
+                outln!("{out}");
             } else {
-                print!("{}", config.summary());
-                println!("configuration {} is valid", path.display());
+                out!("{}", config.summary());
+                outln!("configuration {} is valid", path.display());
             }
             ExitCode::SUCCESS
         }
@@ -152,7 +222,7 @@ fn check_config(path: &std::path::Path, json: bool) -> ExitCode {
                 .iter()
                 .map(|i| serde_json::json!({ "key": i.key, "message": i.message }))
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({ "valid": false, "errors": errors })
             );
@@ -183,11 +253,11 @@ fn gates(config: &Config, apply: bool, json: bool) -> anyhow::Result<()> {
         }
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&plans)?);
+        outln!("{}", serde_json::to_string_pretty(&plans)?);
         return Ok(());
     }
     if plans.is_empty() {
-        println!("no region has a gate_url under route53.regions: nothing to do");
+        outln!("no region has a gate_url under route53.regions: nothing to do");
         return Ok(());
     }
     let width = plans
@@ -196,12 +266,15 @@ fn gates(config: &Config, apply: bool, json: bool) -> anyhow::Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    outln!(
         "{:<14} {:<width$} {:<38} {:<9} TO DO",
-        "REGION", "GATE", "HEALTH CHECK", "ATTACHED"
+        "REGION",
+        "GATE",
+        "HEALTH CHECK",
+        "ATTACHED"
     );
     for p in &plans {
-        println!(
+        outln!(
             "{:<14} {:<width$} {:<38} {:<9} {}",
             p.region,
             p.gate_url,
@@ -216,8 +289,8 @@ fn gates(config: &Config, apply: bool, json: bool) -> anyhow::Result<()> {
     }
     let pending = plans.iter().filter(|p| !p.to_do.is_empty()).count();
     match (apply, pending) {
-        (_, 0) => println!("every gate health check exists and is attached"),
-        (false, n) => println!("{n} region(s) to set up: run `failoverd route53 apply`"),
+        (_, 0) => outln!("every gate health check exists and is attached"),
+        (false, n) => outln!("{n} region(s) to set up: run `failoverd route53 apply`"),
         (true, n) => anyhow::bail!("{n} region(s) still not set up after apply"),
     }
     Ok(())

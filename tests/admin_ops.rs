@@ -596,7 +596,7 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
         page.contains("data-target=\"postgres/main/pg-eu-central-1\""),
         "{page}"
     );
-    assert!(page.contains("<td class=\"up verdict\">up</td>"), "{page}");
+    assert!(page.contains("<td class=\"up verdict\">up ("), "{page}");
     assert!(page.contains("drain eu-west-3 by alice"), "{page}");
     let (code, out) = lab.cli(&["status"]).await?;
     assert_eq!(code, 0, "{out}");
@@ -762,7 +762,20 @@ async fn the_status_page_shows_the_live_verdicts_in_a_browser() -> anyhow::Resul
         .find(|r| r.contains("data-target=\"http/eu-west-3/api\""))
         .with_context(|| format!("no row for the API: {dom}"))?;
     assert_eq!(row.matches("class=\"down\"").count(), 3, "{row}");
-    assert!(row.contains("class=\"down verdict\""), "{row}");
+    assert!(
+        row.contains("class=\"down verdict\">down (3 of 3)<"),
+        "{row}"
+    );
+    // A replica only its own region's agent probes: Up by that one vote, short of a quorum.
+    let replica = dom
+        .split("<tr")
+        .find(|r| r.contains("data-target=\"postgres/main/pg-eu-central-1\""))
+        .context("the pg-eu-central-1 row")?;
+    assert!(
+        replica.contains("class=\"unknown verdict\">unknown (1 of 1 up, quorum 2)<"),
+        "{replica}"
+    );
+    assert!(dom.contains("id=\"rule\""), "{dom}");
     let healthy = dom
         .split("<tr")
         .find(|r| r.contains("data-target=\"http/us-east-1/api\""))

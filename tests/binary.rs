@@ -1,5 +1,6 @@
-//! The `failoverd` binary: check-config exit codes, a running agent's endpoints, `promtool
-//! check metrics` on its live `/metrics`, and a clean stop on SIGTERM.
+//! The `failoverd` binary: check-config exit codes, the ways to name a configuration file, a
+//! running agent's endpoints, `promtool check metrics` on its live `/metrics`, and a clean
+//! stop on SIGTERM.
 
 mod support;
 
@@ -82,6 +83,66 @@ fn check_config_prints_a_summary_and_exits_zero() {
 }
 
 #[test]
+fn a_config_file_is_named_the_same_way_on_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &agent_config(7070, "http://127.0.0.1:1/health"));
+    let path = path.to_str().unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.args(args).env_remove("FAILOVERD_CONFIG");
+        if let Some(file) = env {
+            command.env("FAILOVERD_CONFIG", file);
+        }
+        let out = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    for (args, env) in [
+        (vec!["check-config", path], None),
+        (vec!["check-config", "--config", path], None),
+        (vec!["check-config", "-c", path], None),
+        (vec!["check-config"], Some(path)),
+        // An argument wins over the environment.
+        (vec!["check-config", path], Some("/nonexistent.toml")),
+        (
+            vec!["check-config", "--config", path],
+            Some("/nonexistent.toml"),
+        ),
+    ] {
+        let (code, out) = run(&args, env);
+        assert_eq!(code, Some(0), "{args:?} {env:?}: {out}");
+        assert!(out.contains("is valid"), "{args:?} {env:?}: {out}");
+    }
+    // route53 plan and apply read the file in either form (this one has no [route53]).
+    for action in ["plan", "apply"] {
+        for args in [
+            vec!["route53", action, path],
+            vec!["route53", action, "--config", path],
+        ] {
+            let (code, out) = run(&args, None);
+            assert_eq!(code, Some(1), "{args:?}: {out}");
+            assert!(
+                out.contains("the configuration has no [route53] section"),
+                "{args:?}: {out}"
+            );
+        }
+    }
+    // Both forms at once, or neither, is a usage error.
+    for args in [
+        vec!["check-config", path, "--config", path],
+        vec!["check-config"],
+    ] {
+        let (code, out) = run(&args, None);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(out.contains("error:"), "{args:?}: {out}");
+    }
+}
+
+#[test]
 fn a_broken_config_names_every_bad_key_and_exits_two() {
     let dir = tempfile::tempdir().unwrap();
     let broken = agent_config(7070, "ftp://example/health")
@@ -91,7 +152,12 @@ fn a_broken_config_names_every_bad_key_and_exits_two() {
         )
         .replace("timeout = \"100ms\"", "timeout = \"300ms\"");
     let path = write_config(&dir, &broken);
-    for args in [vec!["check-config"], vec!["run", "--config"]] {
+    for args in [
+        vec!["check-config"],
+        vec!["check-config", "--config"],
+        vec!["run"],
+        vec!["run", "--config"],
+    ] {
         let out = Command::new(BIN).args(&args).arg(&path).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");

@@ -1,7 +1,8 @@
 //! The status page at `GET /`: one server-rendered HTML page, no scripts, that refreshes
-//! itself every 5 s. A region × target matrix with each agent's vote (a follower asks the
-//! leader for the verdict; without a leader it shows its own view), the leader, the mode, and
-//! the last failovers. Readable on a phone.
+//! itself every 5 s. A region × target matrix with each agent's vote and the verdict with the
+//! votes that decided it ([`verdict_text`], which `failoverd status` shows too; a follower asks
+//! the leader for the verdict; without a leader it shows its own view), the leader, the mode,
+//! and the last failovers. Readable on a phone.
 
 use std::fmt::Write as _;
 
@@ -12,6 +13,7 @@ use axum::response::IntoResponse;
 use super::AdminState;
 use crate::desired::{HistoryEntry, Outcome};
 use crate::health::State as Health;
+use crate::verdict::TargetVerdict;
 
 /// Escapes text for HTML.
 fn escape(text: &str) -> String {
@@ -27,6 +29,27 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// A target's verdict with the votes that decided it, as the status page and `failoverd
+/// status` show it. Only fresh Up and Down votes count (see [`crate::verdict`]): in
+/// `up (3 of 3)` or `down (2 of 3)`, n of the m agents with such a vote voted that way. An
+/// Unknown verdict shows the votes that fell short of the quorum: a datastore member that only
+/// its own region's agent probes is `unknown (1 of 1 up, quorum 2)` in a cluster of three,
+/// whatever that agent sees.
+pub fn verdict_text(v: &TargetVerdict, quorum: usize) -> String {
+    let (up, down) = (v.up.len(), v.down.len());
+    let voting = up + down;
+    match v.state {
+        Health::Up => format!("up ({up} of {voting})"),
+        Health::Down => format!("down ({down} of {voting})"),
+        Health::Unknown if voting == 0 => "unknown (no votes)".to_owned(),
+        Health::Unknown if down == 0 => format!("unknown ({up} of {voting} up, quorum {quorum})"),
+        Health::Unknown if up == 0 => {
+            format!("unknown ({down} of {voting} down, quorum {quorum})")
+        }
+        Health::Unknown => format!("unknown ({up} up, {down} down, quorum {quorum})"),
+    }
 }
 
 /// A cell: its class (for the colour) and its text.
@@ -163,10 +186,23 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
                 let _ = write!(html, "<td class=\"{class}\">{text}</td>");
             }
             let (class, text) = cell(verdict.map(|v| v.state));
+            let text = match (verdict, &cluster.verdict) {
+                (Some(v), Some(all)) => escape(&verdict_text(v, all.quorum)),
+                _ => text.to_owned(),
+            };
             let _ = write!(html, "<td class=\"{class} verdict\">{text}</td></tr>");
         }
     }
-    html.push_str("</table><h2>Last failovers</h2><table id=\"history\"><tr><th>epoch</th><th>what</th><th>outcome</th><th>took</th></tr>");
+    html.push_str("</table>");
+    if let Some(verdict) = &cluster.verdict {
+        let _ = write!(
+            html,
+            "<p id=\"rule\">A verdict (n of m): n of the m agents with a fresh Up or Down vote \
+             voted that way; Up or Down takes {} votes.</p>",
+            verdict.quorum
+        );
+    }
+    html.push_str("<h2>Last failovers</h2><table id=\"history\"><tr><th>epoch</th><th>what</th><th>outcome</th><th>took</th></tr>");
     for entry in &history {
         match entry {
             HistoryEntry::Failover(f) => {
@@ -226,7 +262,36 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, verdict_text};
+    use crate::health::State::{self, Down, Unknown, Up};
+    use crate::verdict::TargetVerdict;
+
+    #[test]
+    fn a_verdict_shows_the_votes_that_decided_it() {
+        let agents =
+            |names: &str| -> Vec<String> { names.split_whitespace().map(str::to_owned).collect() };
+        // (state, up, down, unknown, shown) in a cluster of three, quorum 2.
+        let cases: &[(State, &str, &str, &str, &str)] = &[
+            (Up, "a b c", "", "", "up (3 of 3)"),
+            (Up, "a b", "", "c", "up (2 of 2)"),
+            (Down, "c", "a b", "", "down (2 of 3)"),
+            (Down, "", "a b c", "", "down (3 of 3)"),
+            // Only its own region's agent probes it.
+            (Unknown, "b", "", "a c", "unknown (1 of 1 up, quorum 2)"),
+            (Unknown, "", "b", "a c", "unknown (1 of 1 down, quorum 2)"),
+            (Unknown, "a", "b", "c", "unknown (1 up, 1 down, quorum 2)"),
+            (Unknown, "", "", "a b c", "unknown (no votes)"),
+        ];
+        for (state, up, down, unknown, shown) in cases {
+            let v = TargetVerdict {
+                state: *state,
+                up: agents(up),
+                down: agents(down),
+                unknown: agents(unknown),
+            };
+            assert_eq!(verdict_text(&v, 2), *shown);
+        }
+    }
 
     #[test]
     fn escapes_markup() {

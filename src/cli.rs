@@ -614,7 +614,7 @@ fn print_status(s: &Value) {
             // The verdict with the votes behind it; the bare state from an agent whose answer
             // has another shape.
             let shown = match serde_json::from_value::<TargetVerdict>(votes.clone()) {
-                Ok(v) => verdict_text(&v, quorum),
+                Ok(v) => verdict_text(id, &v, quorum),
                 Err(_) => votes.get("state").map(text).unwrap_or_else(|| "-".into()),
             };
             vec![id.clone(), here(id), shown, list("up"), list("down")]

@@ -766,13 +766,13 @@ async fn the_status_page_shows_the_live_verdicts_in_a_browser() -> anyhow::Resul
         row.contains("class=\"down verdict\">down (3 of 3)<"),
         "{row}"
     );
-    // A replica only its own region's agent probes: Up by that one vote, short of a quorum.
+    // A replica only its own region's agent probes: that agent's vote decides, and says so.
     let replica = dom
         .split("<tr")
         .find(|r| r.contains("data-target=\"postgres/main/pg-eu-central-1\""))
         .context("the pg-eu-central-1 row")?;
     assert!(
-        replica.contains("class=\"unknown verdict\">unknown (1 of 1 up, quorum 2)<"),
+        replica.contains("class=\"up verdict\">up (1 of 1)<"),
         "{replica}"
     );
     assert!(dom.contains("id=\"rule\""), "{dom}");

@@ -131,10 +131,10 @@ async fn status_shows_each_verdict_with_the_votes_that_decided_it() -> anyhow::R
         row("http/us-east-1/api"),
         "http/us-east-1/api - down (2 of 3) us-east-1-a eu-central-1-a,eu-west-3-a"
     );
-    // Only its own region's agent probes it: Up by that vote, short of the quorum of two.
+    // Only its own region's agent probes it: that agent's vote decides.
     assert_eq!(
         row("postgres/main/pg-eu-central-1"),
-        "postgres/main/pg-eu-central-1 up unknown (1 of 1 up, quorum 2) eu-central-1-a"
+        "postgres/main/pg-eu-central-1 up up (1 of 1) eu-central-1-a"
     );
     // --json is the agent's answer as it came.
     let (code, out) = cli(&api, &["status", "--json"]).await?;

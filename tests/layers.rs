@@ -83,7 +83,11 @@ fn violations(
     let mut bad = Vec::new();
     for (file, module, source) in files {
         let Some(&own) = layers.get(module) else {
-            bad.push((file.clone(), module.clone(), "(not in the layer list)".into()));
+            bad.push((
+                file.clone(),
+                module.clone(),
+                "(not in the layer list)".into(),
+            ));
             continue;
         };
         for used in referenced_modules(source) {
@@ -159,7 +163,11 @@ fn an_edge_up_the_order_is_found() {
     assert_eq!(layers.get("failover"), Some(&1));
     assert_eq!(layers.get("api"), Some(&2));
     assert_eq!(layers.get("ignored"), None);
-    assert_eq!(layers.get("util"), Some(&3), "names after the dash are descriptions");
+    assert_eq!(
+        layers.get("util"),
+        Some(&3),
+        "names after the dash are descriptions"
+    );
     let files = vec![
         (
             "consensus/mod.rs".to_owned(),
@@ -181,7 +189,11 @@ fn an_edge_up_the_order_is_found() {
         violations(&layers, &files),
         vec![
             ("api.rs".into(), "api".into(), "consensus".into()),
-            ("consensus/mod.rs".into(), "consensus".into(), "failover".into()),
+            (
+                "consensus/mod.rs".into(),
+                "consensus".into(),
+                "failover".into()
+            ),
         ],
         "an upward edge and an edge within one layer are both refused; a downward one is not"
     );

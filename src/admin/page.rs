@@ -31,16 +31,30 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// The state a target is shown in: its quorum verdict, except for a datastore member that
+/// only the agents of its own region probe. Those agents' agreement is what the failover
+/// engine acts on for a member (a replica is a candidate when reported Up and Down by no one;
+/// a primary is lost when its own agents say Down), so a member they all see Up is shown Up,
+/// not Unknown for want of a quorum it can never have.
+pub fn shown_state(id: &str, v: &TargetVerdict) -> Health {
+    let datastore = id.starts_with("postgres/") || id.starts_with("redis/");
+    match (v.state, v.up.len(), v.down.len()) {
+        (Health::Unknown, up, 0) if datastore && up > 0 => Health::Up,
+        (Health::Unknown, 0, down) if datastore && down > 0 => Health::Down,
+        (state, ..) => state,
+    }
+}
+
 /// A target's verdict with the votes that decided it, as the status page and `failoverd
 /// status` show it. Only fresh Up and Down votes count (see [`crate::verdict`]): in
-/// `up (3 of 3)` or `down (2 of 3)`, n of the m agents with such a vote voted that way. An
-/// Unknown verdict shows the votes that fell short of the quorum: a datastore member that only
-/// its own region's agent probes is `unknown (1 of 1 up, quorum 2)` in a cluster of three,
-/// whatever that agent sees.
-pub fn verdict_text(v: &TargetVerdict, quorum: usize) -> String {
+/// `up (3 of 3)` or `down (2 of 3)`, n of the m agents with such a vote voted that way. A
+/// datastore member that only its own region's agent probes is `up (1 of 1)` when that agent
+/// sees it Up (see [`shown_state`]). Any other Unknown verdict shows the votes that fell short
+/// of the quorum.
+pub fn verdict_text(id: &str, v: &TargetVerdict, quorum: usize) -> String {
     let (up, down) = (v.up.len(), v.down.len());
     let voting = up + down;
-    match v.state {
+    match shown_state(id, v) {
         Health::Up => format!("up ({up} of {voting})"),
         Health::Down => format!("down ({down} of {voting})"),
         Health::Unknown if voting == 0 => "unknown (no votes)".to_owned(),
@@ -185,9 +199,9 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
                 let (class, text) = cell(vote);
                 let _ = write!(html, "<td class=\"{class}\">{text}</td>");
             }
-            let (class, text) = cell(verdict.map(|v| v.state));
+            let (class, text) = cell(verdict.map(|v| shown_state(id.as_str(), v)));
             let text = match (verdict, &cluster.verdict) {
-                (Some(v), Some(all)) => escape(&verdict_text(v, all.quorum)),
+                (Some(v), Some(all)) => escape(&verdict_text(id.as_str(), v, all.quorum)),
                 _ => text.to_owned(),
             };
             let _ = write!(html, "<td class=\"{class} verdict\">{text}</td></tr>");
@@ -198,7 +212,8 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
         let _ = write!(
             html,
             "<p id=\"rule\">A verdict (n of m): n of the m agents with a fresh Up or Down vote \
-             voted that way; Up or Down takes {} votes.</p>",
+             voted that way; Up or Down takes {} votes, except for a datastore member only its \
+             own region's agents probe: their votes decide.</p>",
             verdict.quorum
         );
     }
@@ -270,26 +285,52 @@ mod tests {
     fn a_verdict_shows_the_votes_that_decided_it() {
         let agents =
             |names: &str| -> Vec<String> { names.split_whitespace().map(str::to_owned).collect() };
-        // (state, up, down, unknown, shown) in a cluster of three, quorum 2.
-        let cases: &[(State, &str, &str, &str, &str)] = &[
-            (Up, "a b c", "", "", "up (3 of 3)"),
-            (Up, "a b", "", "c", "up (2 of 2)"),
-            (Down, "c", "a b", "", "down (2 of 3)"),
-            (Down, "", "a b c", "", "down (3 of 3)"),
-            // Only its own region's agent probes it.
-            (Unknown, "b", "", "a c", "unknown (1 of 1 up, quorum 2)"),
-            (Unknown, "", "b", "a c", "unknown (1 of 1 down, quorum 2)"),
-            (Unknown, "a", "b", "c", "unknown (1 up, 1 down, quorum 2)"),
-            (Unknown, "", "", "a b c", "unknown (no votes)"),
+        let http = "http/eu/api";
+        let member = "postgres/main/pg-a";
+        // (target, state, up, down, unknown, shown) in a cluster of three, quorum 2.
+        let cases: &[(&str, State, &str, &str, &str, &str)] = &[
+            (http, Up, "a b c", "", "", "up (3 of 3)"),
+            (http, Up, "a b", "", "c", "up (2 of 2)"),
+            (http, Down, "c", "a b", "", "down (2 of 3)"),
+            (http, Down, "", "a b c", "", "down (3 of 3)"),
+            (
+                http,
+                Unknown,
+                "b",
+                "",
+                "a c",
+                "unknown (1 of 1 up, quorum 2)",
+            ),
+            (
+                http,
+                Unknown,
+                "",
+                "b",
+                "a c",
+                "unknown (1 of 1 down, quorum 2)",
+            ),
+            // A member only its own region's agent probes: that agent decides.
+            (member, Unknown, "b", "", "a c", "up (1 of 1)"),
+            (member, Unknown, "", "b", "a c", "down (1 of 1)"),
+            (
+                member,
+                Unknown,
+                "a",
+                "b",
+                "c",
+                "unknown (1 up, 1 down, quorum 2)",
+            ),
+            (member, Unknown, "", "", "a b c", "unknown (no votes)"),
+            (member, Up, "a b c", "", "", "up (3 of 3)"),
         ];
-        for (state, up, down, unknown, shown) in cases {
+        for (id, state, up, down, unknown, shown) in cases {
             let v = TargetVerdict {
                 state: *state,
                 up: agents(up),
                 down: agents(down),
                 unknown: agents(unknown),
             };
-            assert_eq!(verdict_text(&v, 2), *shown);
+            assert_eq!(verdict_text(id, &v, 2), *shown, "{id} {state:?}");
         }
     }
 

@@ -42,25 +42,31 @@ fn decision() -> Decision {
         }),
         refusal: None,
         drill: None,
-        steps: crate::failover::plan::plan(
-            Some(&Promotion {
-                group: "postgres/main".into(),
-                from: target("a"),
-                to: target("b"),
-                estimated_loss_bytes: 0,
-                evidence: String::new(),
-                old_primary_cut_off: true,
-                planned: false,
-            }),
-            &[],
-            &[],
-            &crate::failover::plan::Dns {
-                route53: true,
-                before: BTreeMap::new(),
-                after: weights,
-                writers: &[],
+        // As the planner lays them out: fence, then promote; DNS on its own.
+        steps: vec![
+            Step {
+                id: format!("fence:{}", target("a")),
+                action: Action::FencePostgres {
+                    target: target("a"),
+                },
+                after: vec![],
             },
-        ),
+            Step {
+                id: format!("promote:{}", target("b")),
+                action: Action::PromotePostgres {
+                    target: target("b"),
+                },
+                after: vec![format!("fence:{}", target("a"))],
+            },
+            Step {
+                id: "route53:weights".into(),
+                action: Action::Route53 {
+                    weights,
+                    writers: vec![],
+                },
+                after: vec![],
+            },
+        ],
     }
 }
 

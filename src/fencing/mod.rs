@@ -22,10 +22,15 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
+pub mod rules;
+
 use crate::actions;
 use crate::config::{Config, PostgresFence};
 use crate::consensus::Consensus;
 use crate::health::HealthBoard;
+use crate::probe::postgres::PgRole;
+use crate::probe::redis::RedisRole;
+use crate::probe::Facts;
 use crate::topology::{TargetId, Topology};
 
 /// How often the lease is checked.
@@ -64,12 +69,10 @@ pub struct Fencer {
     notifier: Option<crate::notify::Notifier>,
     /// Every Redis member of a replication shard, to point a stale master at the new one.
     redis_members: std::collections::HashMap<TargetId, actions::redis::Member>,
+    /// What the rules remember of each local member between checks.
+    memory: BTreeMap<TargetId, rules::Memory>,
     /// Since when the lease has held without a break.
     valid_since: Option<std::time::Instant>,
-    /// Local Redis members made replicas, until the probe shows them so.
-    demoted: std::collections::BTreeSet<TargetId>,
-    /// Local Postgres members last seen as primary.
-    last_primary: std::collections::BTreeSet<TargetId>,
     lease_gauge: IntGauge,
     lapses: IntCounter,
     fenced_gauge: IntGauge,
@@ -190,8 +193,7 @@ impl Fencer {
                 .iter()
                 .filter_map(|t| Some((t.id.clone(), actions::redis::Member::of(t)?)))
                 .collect(),
-            last_primary: std::collections::BTreeSet::new(),
-            demoted: std::collections::BTreeSet::new(),
+            memory: BTreeMap::new(),
             valid_since: None,
             lease_gauge,
             lapses,
@@ -246,93 +248,82 @@ impl Fencer {
                 .valid_since
                 .is_some_and(|since| now.duration_since(since) >= SETTLE)
                 && consensus.caught_up();
+            let lease = rules::Lease { valid, settled };
             for (id, local) in self.locals.clone() {
-                let role = board.slot(&id).map(|s| s.view()).and_then(|v| v.role());
-                let writable = role.is_some_and(|r| r == "primary" || r == "master");
-                // Its last known role, kept while its probe fails: a primary that stopped
-                // answering probes may still take writes from the sessions it has.
-                match role {
-                    Some("primary") => {
-                        self.last_primary.insert(id.clone());
+                let view = board.slot(&id).map(|s| s.view());
+                let facts = view.as_ref().and_then(|v| v.facts());
+                let role = match facts {
+                    Some(Facts::Postgres(p)) => Some(match p.role {
+                        PgRole::Primary => rules::Role::Primary,
+                        PgRole::Replica => rules::Role::Replica,
+                    }),
+                    Some(Facts::Redis(r)) => Some(match r.role {
+                        RedisRole::Master => rules::Role::Primary,
+                        RedisRole::Replica => rules::Role::Replica,
+                    }),
+                    _ => None,
+                };
+                let kind = match &local {
+                    Local::Postgres(_) => rules::Kind::Postgres,
+                    Local::Redis(m) if m.cluster => rules::Kind::RedisCluster,
+                    Local::Redis(_) => rules::Kind::Redis,
+                };
+                let named = consensus.named_primary(consensus.group_of(&id).unwrap_or_default());
+                let cluster = if kind == rules::Kind::RedisCluster {
+                    let group = id
+                        .as_str()
+                        .rsplit_once('/')
+                        .map(|(g, _)| g.to_owned())
+                        .unwrap_or_default();
+                    rules::ClusterStanding {
+                        view_ok: matches!(facts, Some(Facts::Redis(r))
+                            if r.cluster.as_ref().is_some_and(|c| c.state == "ok")),
+                        still_owner: consensus.read_desired(|d| {
+                            d.slot_owners
+                                .get(&group)
+                                .is_some_and(|o| o.values().any(|t| *t == id))
+                        }),
                     }
-                    Some("replica") => {
-                        self.last_primary.remove(&id);
-                        self.demoted.remove(&id);
+                } else {
+                    rules::ClusterStanding::default()
+                };
+                let fence = self.fenced.get(&id).copied();
+                let memory = self.memory.entry(id.clone()).or_default();
+                let action = rules::decide(
+                    &rules::Check {
+                        id: &id,
+                        kind,
+                        role,
+                        fenced: fence.is_some(),
+                        lease,
+                        named: named.as_ref(),
+                        cluster,
+                    },
+                    memory,
+                );
+                match (action, &local, fence) {
+                    (rules::FenceAction::Nothing, ..) => {}
+                    (rules::FenceAction::Fence(reason), ..) => {
+                        self.fence(&id, &local, &reason.to_string()).await
                     }
-                    _ => {}
-                }
-                // A Redis master the log no longer names (back after a failover elsewhere) is
-                // made a replica of the master it names, never a second master.
-                if let (true, true, Local::Redis(m)) = (settled, writable, &local) {
-                    let group = consensus.group_of(&id).unwrap_or_default();
-                    if let Some(named) = consensus.named_primary(group).filter(|n| *n != id) {
-                        // Once per demotion: the probe shows the new role a moment later.
-                        if !self.demoted.contains(&id) {
-                            self.demote(&id, m, &named).await;
-                        }
-                        continue;
+                    (rules::FenceAction::Demote { to }, Local::Redis(m), _) => {
+                        self.demote(&id, m, &to).await
                     }
-                }
-                if !valid && writable && !self.fenced.contains_key(&id) {
-                    self.fence(&id, &local, "no contact with a quorum for the lease period")
-                        .await;
-                } else if valid
-                    && (writable || self.last_primary.contains(&id))
-                    && !self.fenced.contains_key(&id)
-                {
-                    // A Postgres primary the log no longer names (it came back after a
-                    // failover elsewhere, or it stopped answering probes and was replaced)
-                    // must not take writes next to the new one.
-                    let group = consensus.group_of(&id).unwrap_or_default();
-                    if let (Local::Postgres(_), Some(named)) =
-                        (&local, consensus.named_primary(group))
-                    {
-                        if named != id {
-                            let reason = format!("stale primary: the cluster names {named}");
-                            self.fence(&id, &local, &reason).await;
-                        }
+                    (rules::FenceAction::Unfence, _, Some(fence)) => {
+                        self.unfence(&id, &local, fence).await
                     }
-                } else if settled {
-                    if let Some(fence) = self.fenced.get(&id).copied() {
-                        // A Redis Cluster names its masters itself. A node the cluster
-                        // replaced meanwhile turns replica once it hears the cluster bus: then
-                        // the fence goes. One still master is unfenced only when its own view
-                        // is healthy and the log's record of the slot owners still names it.
-                        if matches!(&local, Local::Redis(m) if m.cluster) {
-                            let view = board.slot(&id).map(|s| s.view());
-                            let cluster_ok = view
-                                .as_ref()
-                                .and_then(|v| match v.facts() {
-                                    Some(crate::probe::Facts::Redis(r)) => r.cluster.as_ref(),
-                                    _ => None,
-                                })
-                                .is_some_and(|c| c.state == "ok");
-                            let group = id
-                                .as_str()
-                                .rsplit_once('/')
-                                .map(|(g, _)| g.to_owned())
-                                .unwrap_or_default();
-                            let still_owner = consensus.read_desired(|d| {
-                                d.slot_owners
-                                    .get(&group)
-                                    .is_some_and(|o| o.values().any(|t| *t == id))
-                            });
-                            if role == Some("replica") || (cluster_ok && still_owner) {
-                                self.unfence(&id, &local, fence).await;
-                            } else {
-                                tracing::debug!(target_id = %id, "stays fenced: the cluster has not shown it is still the owner of its slots");
-                            }
-                            continue;
-                        }
-                        let group = consensus.group_of(&id).unwrap_or_default();
-                        match consensus.named_primary(group) {
-                            Some(named) if named == id => self.unfence(&id, &local, fence).await,
-                            named => tracing::debug!(
-                                target_id = %id,
-                                named = named.as_ref().map(|n| n.as_str()).unwrap_or("none"),
-                                "stays fenced: the cluster does not name it primary"
-                            ),
-                        }
+                    (rules::FenceAction::Stay(rules::Hold::NotOwner), ..) => {
+                        tracing::debug!(target_id = %id, "stays fenced: the cluster has not shown it is still the owner of its slots")
+                    }
+                    (rules::FenceAction::Stay(rules::Hold::NotNamed { named }), ..) => {
+                        tracing::debug!(
+                            target_id = %id,
+                            named = named.as_ref().map(|n| n.as_str()).unwrap_or("none"),
+                            "stays fenced: the cluster does not name it primary"
+                        )
+                    }
+                    (action, ..) => {
+                        tracing::error!(target_id = %id, ?action, "fence rule without a member to apply it to")
                     }
                 }
             }
@@ -396,7 +387,7 @@ impl Fencer {
         match actions::redis::follow(member, master, self.timeout).await {
             Ok(()) => {
                 self.failing.succeeded("demote", id);
-                self.demoted.insert(id.clone());
+                self.memory.entry(id.clone()).or_default().demoted = true;
                 // A replica now: no longer a fenced primary (counted before the demotion).
                 let fence = self.fenced.remove(id);
                 self.count_fenced();

@@ -1,0 +1,196 @@
+//! The fence rules: what an agent does with one local primary at one lease check, as a pure
+//! function of what it knows — the member's role as last probed, whether it was last seen as
+//! primary, the lease, whether the lease has settled, and the primary the log names.
+//!
+//! The rules, in the order they are tried:
+//! 1. A Redis master of a replication shard that the log no longer names, with the lease
+//!    settled, is made a replica of the named master (once: the probe shows the new role a
+//!    moment later). It is never fenced or unfenced meanwhile.
+//! 2. Without the lease, a writable member not fenced yet is fenced.
+//! 3. With the lease, a Postgres member that is writable or was last seen as primary (its
+//!    probe may fail while its sessions still write) and that the log does not name while it
+//!    names another member is fenced as stale.
+//! 4. With the lease settled, a fenced member is unfenced only when the log still names it
+//!    (a Redis Cluster node: when it turned replica, or its own view is healthy and the log's
+//!    slot owners still name it); otherwise it stays fenced.
+//!
+//! Nothing here does I/O or reads a clock; [`super::Fencer`] carries the actions out.
+
+use crate::topology::TargetId;
+
+/// A local member's role as its last successful probe showed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Takes writes: a Postgres primary, a Redis master.
+    Primary,
+    /// A Postgres standby, a Redis replica.
+    Replica,
+}
+
+/// What kind of local member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A Postgres member.
+    Postgres,
+    /// A member of a Redis replication shard.
+    Redis,
+    /// A Redis Cluster node (the cluster names its own masters).
+    RedisCluster,
+}
+
+/// What the fencer remembers of a member from one check to the next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Last seen as primary (kept while its probe fails, cleared once it answers as replica).
+    pub last_known_primary: bool,
+    /// Made a replica of the named master; cleared once it answers as replica.
+    pub demoted: bool,
+}
+
+/// The lease as the fencer sees it at this check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Held: contact with a quorum within `lease_ttl`.
+    pub valid: bool,
+    /// Held without a break for [`super::SETTLE`] with the log applied: what the log names
+    /// can be acted on.
+    pub settled: bool,
+}
+
+/// A Redis Cluster node's own standing, for lifting its fence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStanding {
+    /// Its own view says `cluster_state:ok`.
+    pub view_ok: bool,
+    /// The log's record of the slot owners still names it.
+    pub still_owner: bool,
+}
+
+/// Everything the rules read about one member at one check.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// The member.
+    pub id: &'a TargetId,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its role as last probed (`None` while its probe fails or before the first).
+    pub role: Option<Role>,
+    /// Whether this agent holds a fence on it.
+    pub fenced: bool,
+    /// The lease.
+    pub lease: Lease,
+    /// The primary the log names for its group, if any.
+    pub named: Option<&'a TargetId>,
+    /// For a Redis Cluster node: its standing.
+    pub cluster: ClusterStanding,
+}
+
+/// Why a member is fenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceReason {
+    /// The lease ran out.
+    NoQuorum,
+    /// The log names another member primary.
+    Stale {
+        /// The member the log names.
+        named: TargetId,
+    },
+}
+
+impl std::fmt::Display for FenceReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FenceReason::NoQuorum => f.write_str("no contact with a quorum for the lease period"),
+            FenceReason::Stale { named } => {
+                write!(f, "stale primary: the cluster names {named}")
+            }
+        }
+    }
+}
+
+/// Why a fenced member stays fenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// The log names another member, or none.
+    NotNamed {
+        /// The member the log names, if any.
+        named: Option<TargetId>,
+    },
+    /// A Redis Cluster master that has not shown it still owns its slots.
+    NotOwner,
+}
+
+/// What to do with a member at this check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceAction {
+    /// Nothing.
+    Nothing,
+    /// Fence it.
+    Fence(FenceReason),
+    /// Make it a replica of the named master.
+    Demote {
+        /// The master the log names.
+        to: TargetId,
+    },
+    /// Lift the fence.
+    Unfence,
+    /// Keep the fence (said at debug level).
+    Stay(Hold),
+}
+
+/// The rules (see the module doc). Updates `memory` with what this check saw.
+pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
+    match check.role {
+        Some(Role::Primary) => memory.last_known_primary = true,
+        Some(Role::Replica) => {
+            memory.last_known_primary = false;
+            memory.demoted = false;
+        }
+        None => {}
+    }
+    let writable = check.role == Some(Role::Primary);
+    let named_other = check.named.filter(|n| *n != check.id);
+    if check.lease.settled && writable && check.kind == Kind::Redis {
+        if let Some(named) = named_other {
+            return if memory.demoted {
+                FenceAction::Nothing
+            } else {
+                FenceAction::Demote { to: named.clone() }
+            };
+        }
+    }
+    if !check.lease.valid && writable && !check.fenced {
+        return FenceAction::Fence(FenceReason::NoQuorum);
+    }
+    if check.lease.valid && (writable || memory.last_known_primary) && !check.fenced {
+        return match (check.kind, named_other) {
+            (Kind::Postgres, Some(named)) => FenceAction::Fence(FenceReason::Stale {
+                named: named.clone(),
+            }),
+            _ => FenceAction::Nothing,
+        };
+    }
+    if check.lease.settled && check.fenced {
+        if check.kind == Kind::RedisCluster {
+            let standing = check.cluster;
+            return if check.role == Some(Role::Replica)
+                || (standing.view_ok && standing.still_owner)
+            {
+                FenceAction::Unfence
+            } else {
+                FenceAction::Stay(Hold::NotOwner)
+            };
+        }
+        return match check.named {
+            Some(named) if named == check.id => FenceAction::Unfence,
+            named => FenceAction::Stay(Hold::NotNamed {
+                named: named.cloned(),
+            }),
+        };
+    }
+    FenceAction::Nothing
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -1,0 +1,525 @@
+//! The fence rules over every role × lease × named-primary case, and their invariants as
+//! property tests.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::TargetKind;
+
+fn pg(name: &str) -> TargetId {
+    TargetId::new(TargetKind::Postgres, "main", name)
+}
+
+const NO_LEASE: Lease = Lease {
+    valid: false,
+    settled: false,
+};
+const FRESH_LEASE: Lease = Lease {
+    valid: true,
+    settled: false,
+};
+const SETTLED: Lease = Lease {
+    valid: true,
+    settled: true,
+};
+
+/// One check of `me` with a fresh memory (or `last_known_primary` set).
+fn run(
+    kind: Kind,
+    role: Option<Role>,
+    fenced: bool,
+    lease: Lease,
+    named: Option<&TargetId>,
+    last_known_primary: bool,
+) -> FenceAction {
+    let me = pg("me");
+    let mut memory = Memory {
+        last_known_primary,
+        demoted: false,
+    };
+    decide(
+        &Check {
+            id: &me,
+            kind,
+            role,
+            fenced,
+            lease,
+            named,
+            cluster: ClusterStanding::default(),
+        },
+        &mut memory,
+    )
+}
+
+/// (kind, role, fenced, lease, named, last known primary) and the action wanted.
+type Case<'a> = (
+    Kind,
+    Option<Role>,
+    bool,
+    Lease,
+    Option<&'a TargetId>,
+    bool,
+    FenceAction,
+);
+
+#[test]
+fn every_role_lease_and_named_primary_case() {
+    use FenceAction::*;
+    let me = pg("me");
+    let other = pg("other");
+    let stale = || {
+        Fence(FenceReason::Stale {
+            named: other.clone(),
+        })
+    };
+    let not_named = |named: Option<&TargetId>| {
+        Stay(Hold::NotNamed {
+            named: named.cloned(),
+        })
+    };
+    // (kind, role, fenced, lease, named, last known primary) -> action
+    let cases: Vec<Case> = vec![
+        // Postgres, lease lost: a writable member is fenced whatever the log says.
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            false,
+            NO_LEASE,
+            Some(&me),
+            false,
+            Fence(FenceReason::NoQuorum),
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            false,
+            NO_LEASE,
+            Some(&other),
+            false,
+            Fence(FenceReason::NoQuorum),
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            false,
+            NO_LEASE,
+            None,
+            false,
+            Fence(FenceReason::NoQuorum),
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            true,
+            NO_LEASE,
+            Some(&me),
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Replica),
+            false,
+            NO_LEASE,
+            Some(&other),
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Postgres,
+            None,
+            false,
+            NO_LEASE,
+            Some(&me),
+            true,
+            Nothing,
+        ),
+        // Postgres, lease held: the named primary is left alone; a primary the log does not
+        // name while it names another is stale, also when its probe fails.
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            false,
+            FRESH_LEASE,
+            Some(&me),
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            false,
+            SETTLED,
+            Some(&me),
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            false,
+            FRESH_LEASE,
+            Some(&other),
+            false,
+            stale(),
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            false,
+            SETTLED,
+            Some(&other),
+            false,
+            stale(),
+        ),
+        (
+            Kind::Postgres,
+            None,
+            false,
+            SETTLED,
+            Some(&other),
+            true,
+            stale(),
+        ),
+        (
+            Kind::Postgres,
+            None,
+            false,
+            SETTLED,
+            Some(&other),
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            false,
+            SETTLED,
+            None,
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Replica),
+            false,
+            SETTLED,
+            Some(&other),
+            false,
+            Nothing,
+        ),
+        // Postgres, fenced, lease back: unfenced only once settled and named.
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            true,
+            FRESH_LEASE,
+            Some(&me),
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            true,
+            SETTLED,
+            Some(&me),
+            false,
+            Unfence,
+        ),
+        (
+            Kind::Postgres,
+            None,
+            true,
+            SETTLED,
+            Some(&me),
+            true,
+            Unfence,
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            true,
+            SETTLED,
+            Some(&other),
+            false,
+            not_named(Some(&other)),
+        ),
+        (
+            Kind::Postgres,
+            Some(Role::Primary),
+            true,
+            SETTLED,
+            None,
+            false,
+            not_named(None),
+        ),
+        // Redis replication shard: a master the log no longer names is demoted once settled,
+        // never fenced as stale.
+        (
+            Kind::Redis,
+            Some(Role::Primary),
+            false,
+            SETTLED,
+            Some(&other),
+            false,
+            Demote { to: other.clone() },
+        ),
+        (
+            Kind::Redis,
+            Some(Role::Primary),
+            true,
+            SETTLED,
+            Some(&other),
+            false,
+            Demote { to: other.clone() },
+        ),
+        (
+            Kind::Redis,
+            Some(Role::Primary),
+            false,
+            FRESH_LEASE,
+            Some(&other),
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Redis,
+            Some(Role::Primary),
+            false,
+            NO_LEASE,
+            Some(&other),
+            false,
+            Fence(FenceReason::NoQuorum),
+        ),
+        (
+            Kind::Redis,
+            Some(Role::Primary),
+            false,
+            SETTLED,
+            Some(&me),
+            false,
+            Nothing,
+        ),
+        (
+            Kind::Redis,
+            Some(Role::Primary),
+            true,
+            SETTLED,
+            Some(&me),
+            false,
+            Unfence,
+        ),
+        (
+            Kind::Redis,
+            Some(Role::Replica),
+            true,
+            SETTLED,
+            Some(&other),
+            false,
+            not_named(Some(&other)),
+        ),
+        // Redis Cluster: no named primary; fenced on lease loss, unfenced by its standing.
+        (
+            Kind::RedisCluster,
+            Some(Role::Primary),
+            false,
+            NO_LEASE,
+            None,
+            false,
+            Fence(FenceReason::NoQuorum),
+        ),
+        (
+            Kind::RedisCluster,
+            Some(Role::Primary),
+            true,
+            SETTLED,
+            None,
+            false,
+            Stay(Hold::NotOwner),
+        ),
+        (
+            Kind::RedisCluster,
+            Some(Role::Replica),
+            true,
+            SETTLED,
+            None,
+            false,
+            Unfence,
+        ),
+        (
+            Kind::RedisCluster,
+            Some(Role::Primary),
+            false,
+            SETTLED,
+            None,
+            false,
+            Nothing,
+        ),
+    ];
+    for (i, (kind, role, fenced, lease, named, last, want)) in cases.into_iter().enumerate() {
+        let got = run(kind, role, fenced, lease, named, last);
+        assert_eq!(
+            got, want,
+            "case {i}: {kind:?} role {role:?} fenced {fenced} {lease:?} named {named:?} last primary {last}"
+        );
+    }
+}
+
+#[test]
+fn a_cluster_master_is_unfenced_when_its_view_is_healthy_and_it_still_owns_its_slots() {
+    let me = pg("me");
+    for (view_ok, still_owner, want) in [
+        (true, true, FenceAction::Unfence),
+        (true, false, FenceAction::Stay(Hold::NotOwner)),
+        (false, true, FenceAction::Stay(Hold::NotOwner)),
+    ] {
+        let check = Check {
+            id: &me,
+            kind: Kind::RedisCluster,
+            role: Some(Role::Primary),
+            fenced: true,
+            lease: SETTLED,
+            named: None,
+            cluster: ClusterStanding {
+                view_ok,
+                still_owner,
+            },
+        };
+        assert_eq!(decide(&check, &mut Memory::default()), want);
+    }
+}
+
+#[test]
+fn a_demoted_master_is_demoted_once_and_forgotten_when_it_answers_as_replica() {
+    let me = pg("me");
+    let other = pg("other");
+    let mut memory = Memory::default();
+    let check = |role| Check {
+        id: &me,
+        kind: Kind::Redis,
+        role: Some(role),
+        fenced: false,
+        lease: SETTLED,
+        named: Some(&other),
+        cluster: ClusterStanding::default(),
+    };
+    assert_eq!(
+        decide(&check(Role::Primary), &mut memory),
+        FenceAction::Demote { to: other.clone() }
+    );
+    memory.demoted = true;
+    assert_eq!(
+        decide(&check(Role::Primary), &mut memory),
+        FenceAction::Nothing
+    );
+    decide(&check(Role::Replica), &mut memory);
+    assert_eq!(memory, Memory::default());
+}
+
+#[test]
+fn the_last_known_role_is_kept_while_the_probe_fails() {
+    let me = pg("me");
+    let other = pg("other");
+    let mut memory = Memory::default();
+    let check = |role| Check {
+        id: &me,
+        kind: Kind::Postgres,
+        role,
+        fenced: false,
+        lease: SETTLED,
+        named: Some(&other),
+        cluster: ClusterStanding::default(),
+    };
+    decide(&check(Some(Role::Primary)), &mut memory);
+    assert!(memory.last_known_primary);
+    assert!(matches!(
+        decide(&check(None), &mut memory),
+        FenceAction::Fence(FenceReason::Stale { .. })
+    ));
+    assert!(
+        memory.last_known_primary,
+        "a failed probe keeps the last role"
+    );
+    assert_eq!(
+        decide(&check(Some(Role::Replica)), &mut memory),
+        FenceAction::Nothing
+    );
+    assert!(!memory.last_known_primary);
+}
+
+fn any_kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        Just(Kind::Postgres),
+        Just(Kind::Redis),
+        Just(Kind::RedisCluster)
+    ]
+}
+
+fn any_role() -> impl Strategy<Value = Option<Role>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Role::Primary)),
+        Just(Some(Role::Replica))
+    ]
+}
+
+fn any_lease() -> impl Strategy<Value = Lease> {
+    prop_oneof![Just(NO_LEASE), Just(FRESH_LEASE), Just(SETTLED)]
+}
+
+proptest! {
+    /// Whatever it knows, the fencer: never fences a member it already fenced; lifts a fence
+    /// only with a settled lease; never fences the primary the log names while it holds the
+    /// lease (a healed partition or a change of leader does not disrupt it); always fences a
+    /// writable member once its lease is gone; demotes only Redis replication masters.
+    #[test]
+    fn the_rules_hold_in_every_state(
+        kind in any_kind(),
+        role in any_role(),
+        fenced in any::<bool>(),
+        lease in any_lease(),
+        named in 0..3u8,
+        last_known_primary in any::<bool>(),
+        demoted in any::<bool>(),
+        view_ok in any::<bool>(),
+        still_owner in any::<bool>(),
+    ) {
+        let me = pg("me");
+        let other = pg("other");
+        let named = match named { 0 => None, 1 => Some(&me), _ => Some(&other) };
+        let mut memory = Memory { last_known_primary, demoted };
+        let check = Check {
+            id: &me,
+            kind,
+            role,
+            fenced,
+            lease,
+            named,
+            cluster: ClusterStanding { view_ok, still_owner },
+        };
+        let action = decide(&check, &mut memory);
+        match &action {
+            FenceAction::Fence(_) => prop_assert!(!fenced),
+            FenceAction::Unfence => prop_assert!(fenced && lease.settled),
+            FenceAction::Demote { to } => {
+                prop_assert_eq!(kind, Kind::Redis);
+                prop_assert!(lease.settled && role == Some(Role::Primary));
+                prop_assert_eq!(to, &other);
+            }
+            FenceAction::Stay(_) => prop_assert!(fenced && lease.settled),
+            FenceAction::Nothing => {}
+        }
+        if lease.valid && named == Some(&me) {
+            prop_assert!(!matches!(action, FenceAction::Fence(_)));
+        }
+        if !lease.valid && role == Some(Role::Primary) && !fenced {
+            prop_assert_eq!(action, FenceAction::Fence(FenceReason::NoQuorum));
+        }
+        match role {
+            Some(Role::Primary) => prop_assert!(memory.last_known_primary),
+            Some(Role::Replica) => prop_assert!(!memory.last_known_primary && !memory.demoted),
+            None => prop_assert_eq!(memory.last_known_primary, last_known_primary),
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! answered at once with `NOREPLICAS` (clients fail fast instead of hanging, as they would
 //! under `CLIENT PAUSE`). Unfencing restores the value the master had before.
 
+use crate::datastore::redis::RedisRole;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -233,11 +234,19 @@ pub async fn catch_up(
     .await
 }
 
-/// The member's replication role: `master` or `slave`.
-pub async fn role(member: &Member, timeout: Duration) -> Result<String, ActionError> {
+/// The member's replication role, as `INFO replication` gives it (`master`, or `slave` for a
+/// replica).
+pub async fn role(member: &Member, timeout: Duration) -> Result<RedisRole, ActionError> {
     super::bounded(timeout, async {
         let info = info_replication(member, timeout).await?;
-        Ok(field(&info, "role").unwrap_or_default().to_owned())
+        match field(&info, "role") {
+            Some("master") => Ok(RedisRole::Master),
+            Some("slave" | "replica") => Ok(RedisRole::Replica),
+            other => Err(ActionError::Step {
+                step: "read the replication role",
+                message: format!("INFO replication has role {other:?}"),
+            }),
+        }
     })
     .await
 }

@@ -230,7 +230,7 @@ pub async fn page(State(state): State<AdminState>) -> impl IntoResponse {
                     .duration_ms
                     .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
                     .unwrap_or_default();
-                let what = crate::failover::executor::describe(&f.decision);
+                let what = crate::desired::describe(&f.decision);
                 let _ = write!(
                     html,
                     "<tr><td>{}</td><td>{}</td><td>{outcome}</td><td>{took}</td></tr>",

@@ -56,6 +56,10 @@ pub struct StepRecord {
     pub finished_ms: Option<u64>,
     /// What it did, or why it failed.
     pub detail: Option<String>,
+    /// A Redis fence: the `min-replicas-to-write` it replaced, restored if a planned
+    /// switchover does not happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_min_replicas: Option<u32>,
 }
 
 /// How a failover ended.
@@ -166,6 +170,9 @@ pub enum FailoverCommand {
         /// The failure is not transient (e.g. Route53 refused the batch): not worth retrying.
         #[serde(default)]
         give_up: bool,
+        /// A Redis fence: the `min-replicas-to-write` it replaced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaced_min_replicas: Option<u32>,
     },
     /// The failover is over; cooldown starts.
     Finish {
@@ -360,6 +367,7 @@ impl Desired {
                         attempts: Vec::new(),
                         finished_ms: None,
                         detail: None,
+                        replaced_min_replicas: None,
                     })
                     .collect();
                 self.running.insert(index);
@@ -396,6 +404,7 @@ impl Desired {
                 detail,
                 at_ms,
                 give_up,
+                replaced_min_replicas,
             } => {
                 let mut wrote_dns = None;
                 let mut refused_dns = None;
@@ -412,6 +421,7 @@ impl Desired {
                         };
                         record.finished_ms = Some(at_ms);
                         record.detail = Some(detail);
+                        record.replaced_min_replicas = replaced_min_replicas;
                         if let Action::Route53 { weights, .. } = &record.step.action {
                             if ok {
                                 wrote_dns = Some(weights.clone());

@@ -261,3 +261,47 @@ pub enum DrillPart {
     /// The restore that ends it.
     Restore,
 }
+
+/// One line saying what a decision does, for people (notifications, the status page).
+pub fn describe(decision: &Decision) -> String {
+    let mut parts = vec![match &decision.trigger {
+        Trigger::RegionDown { region } => format!("region {region} down"),
+        Trigger::PrimaryDown { target, .. } => format!("primary {target} lost"),
+        Trigger::Failback { region } => format!("region {region} back"),
+        Trigger::DnsRepair => "DNS weights not written".to_owned(),
+        Trigger::Manual {
+            action,
+            region,
+            actor,
+            reason,
+        } => format!("{action} {region} by {actor}: {reason}"),
+    }];
+    if !decision.drain.is_empty() {
+        parts.push(format!("drain {}", decision.drain.join(", ")));
+    }
+    if !decision.restore.is_empty() {
+        parts.push(format!("restore {}", decision.restore.join(", ")));
+    }
+    if let Some(p) = &decision.promotion {
+        parts.push(format!(
+            "promote {} -> {} (estimated loss {} bytes)",
+            p.from, p.to, p.estimated_loss_bytes
+        ));
+    }
+    for r in &decision.redis {
+        if r.slots.is_empty() {
+            parts.push(format!("redis {} -> {}", r.from, r.to));
+        } else {
+            parts.push(format!(
+                "redis cluster slots {}: {} -> {}",
+                r.slots.join(","),
+                r.from,
+                r.to
+            ));
+        }
+    }
+    if let Some(r) = &decision.refusal {
+        parts.push(r.clone());
+    }
+    parts.join("; ")
+}

@@ -87,6 +87,7 @@ fn finished(step: &str, ok: bool) -> FailoverCommand {
         detail: "done".into(),
         at_ms: 1_200,
         give_up: false,
+        replaced_min_replicas: None,
     }
 }
 
@@ -140,6 +141,7 @@ fn a_live_drill_is_held_in_the_state_and_its_milestones_follow_the_steps() {
                 detail: "done".into(),
                 at_ms: 1_100 + 100 * i as u64,
                 give_up: false,
+                replaced_min_replicas: None,
             },
             9 + i as u64,
         );

@@ -417,6 +417,7 @@ mod tests {
                 detail: String::new(),
                 at_ms: 4,
                 give_up: false,
+                replaced_min_replicas: None,
             },
             6,
         );

@@ -1,23 +1,26 @@
-//! The reconciler on the leader: decide, then carry out the steps, recording each in the log.
+//! The failover runtime on the leader: it feeds the [`engine`](super::engine) a snapshot at
+//! every tick and carries out what it returns, recording each step in the log.
 //!
 //! Every 100 ms, on the leader only:
 //! - for each failover in progress, start each step whose dependencies succeeded and that is
 //!   not running here (a step left running by a previous leader is run again: every step is
 //!   idempotent); once nothing more can run, commit how the failover ended;
-//! - ask [`super::trigger::assess`] and commit its decision, or record its refusals.
+//! - hand the engine the desired state and the leader's view, and commit what it decides:
+//!   slot owners, refusals, a live drill's restore or end, a failover (after the pre-failover
+//!   hook approves, when one is configured).
 //!
 //! It also carries out operators' requests ([`Reconciler::operate`]): pause, resume, drain,
-//! restore and forced failover.
+//! restore, forced failover and drills.
 //!
-//! A step attempt confirms leadership with a quorum first, commits its start, runs under
-//! `failover.step_timeout` and commits its end. Retryable failures are retried
-//! `failover.step_attempts` times with doubling backoff; the rest fail the step at once (a
-//! Route53 batch rejected for a stale epoch is never sent again). A leader that loses its
-//! leadership stops its steps; the next one resumes from the log, so a finished step never
+//! A step attempt commits its start (which only a leader can), runs under
+//! `failover.step_timeout` ([`super::steps`]) and commits its end. Retryable failures are
+//! retried `failover.step_attempts` times with doubling backoff; the rest fail the step at
+//! once (a Route53 batch rejected for a stale epoch is never sent again). A leader that loses
+//! its leadership stops its steps; the next one resumes from the log, so a finished step never
 //! runs twice.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
@@ -25,69 +28,27 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::engine::{self, DrillStep, Effect, Engine, Now, Settings};
 use super::inputs::{Readiness, Roster};
 use super::manual::{self, ErrorKind, OpError};
-use super::trigger::{self, Assessment, Refused, World};
+use super::steps::{DnsWritten, Steps};
+use crate::actions;
 use crate::actions::route53::{Route53, Route53Error};
-use crate::actions::{self, ActionError};
-use crate::config::{Config, PostgresFence, ReplicationConfig, SecretRef};
+use crate::config::Config;
 use crate::consensus::types::Command;
 use crate::consensus::{Consensus, LeaderView};
 use crate::desired::{
-    ready_steps_after, settled, Action, Attempt, Decision, Desired, DrillPart, FailoverCommand,
-    FailoverRecord, LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
+    describe, Action, Attempt, Decision, Desired, DrillPart, FailoverCommand, FailoverRecord,
+    LiveDrill, Outcome, Refusal, Step,
 };
-use crate::health::State;
 use crate::topology::{TargetId, Topology};
 use crate::util::now_ms;
 
 /// How often the reconciler looks.
 pub const TICK: Duration = Duration::from_millis(100);
-/// A standing refusal is recorded again after this long.
-const REFUSAL_REPEAT_MS: u64 = 60_000;
-/// Connecting to an old primary to fence it gives up after this: a dead or cut-off primary
-/// must not hold the promotion up (its own agent fences it when its lease runs out).
-const FENCE_REACH_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn command(c: FailoverCommand) -> Command {
     Command::Failover(Box::new(c))
-}
-
-/// Why a step attempt failed, and whether another attempt may help.
-#[derive(Debug, Clone)]
-struct StepError {
-    message: String,
-    retryable: bool,
-}
-
-impl From<ActionError> for StepError {
-    fn from(e: ActionError) -> Self {
-        StepError {
-            message: e.to_string(),
-            retryable: true,
-        }
-    }
-}
-
-impl From<Route53Error> for StepError {
-    fn from(e: Route53Error) -> Self {
-        let retryable = e.retryable();
-        let message = match &e {
-            Route53Error::Rejected { .. } => format!(
-                "{e} — the epoch record did not hold the value this leader expected: another \
-                 leader or a person changed it; not retried"
-            ),
-            _ => e.to_string(),
-        };
-        StepError { message, retryable }
-    }
-}
-
-fn fatal(message: impl Into<String>) -> StepError {
-    StepError {
-        message: message.into(),
-        retryable: false,
-    }
 }
 
 /// The failover metrics.
@@ -244,30 +205,13 @@ pub struct ReconcilerStatus {
 /// The reconciler.
 pub struct Reconciler {
     consensus: Arc<Consensus>,
-    /// The members as configured, for building what the trigger reads.
-    roster: Roster,
-    regions: Vec<(String, u32)>,
-    pg: HashMap<TargetId, actions::postgres::Member>,
-    redis: HashMap<TargetId, actions::redis::Member>,
-    /// What each member's writer record holds while it is writable.
-    writer_values: HashMap<TargetId, String>,
-    /// The writer record of each group that has one.
-    writer_records: BTreeMap<String, crate::config::WriterRecordConfig>,
-    fence_method: PostgresFence,
-    replication: ReplicationConfig,
-    route53: Option<Route53>,
-    step_timeout: Duration,
+    /// The decision core and its hysteresis.
+    engine: Mutex<Engine>,
+    /// What the steps act on.
+    steps: Steps,
     attempts: u32,
     backoff: Duration,
-    cooldown: Duration,
-    auto_failback: bool,
-    hold_down: Duration,
-    automatic: bool,
     metrics: Metrics,
-    /// When this leader first saw each trigger's condition (Unix ms).
-    first_seen: Mutex<BTreeMap<String, u64>>,
-    /// Since when each region is Up by verdict.
-    up_since: Mutex<BTreeMap<String, Instant>>,
     status: Mutex<ReconcilerStatus>,
     /// Woken when a step ends, so that the steps waiting for it start without a tick's delay.
     wake: tokio::sync::Notify,
@@ -278,8 +222,6 @@ pub struct Reconciler {
     notifier: crate::notify::Notifier,
     /// The check that may veto an automatic failover.
     pre_hook: Option<crate::config::HookConfig>,
-    /// When the hook last vetoed each trigger: it is asked again after [`VETO_RETRY`].
-    vetoed: Mutex<BTreeMap<String, Instant>>,
     /// Held from reading the desired state to committing a decision (automatic or an
     /// operator's), so that no two decisions are made against the same state: two drains
     /// could otherwise both pass the last-region guard, or a forced failover race an
@@ -287,18 +229,11 @@ pub struct Reconciler {
     deciding: tokio::sync::Mutex<()>,
 }
 
-/// After a veto, the hook is asked again about the same trigger after this long.
-const VETO_RETRY: Duration = Duration::from_secs(10);
-
-/// The key of a trigger, for first-seen times and vetoes.
-fn trigger_key(trigger: &Trigger) -> String {
-    match trigger {
-        Trigger::RegionDown { region } | Trigger::Failback { region } => {
-            format!("region/{region}")
-        }
-        Trigger::PrimaryDown { group, .. } => format!("primary/{group}"),
-        Trigger::DnsRepair => "dns".to_owned(),
-        Trigger::Manual { action, region, .. } => format!("manual/{action}/{region}"),
+/// The time now, for the engine.
+fn now() -> Now {
+    Now {
+        wall_ms: now_ms(),
+        mono: Instant::now(),
     }
 }
 
@@ -311,16 +246,6 @@ impl Reconciler {
         notifier: crate::notify::Notifier,
     ) -> Result<Reconciler, ReconcilerError> {
         let topology = Topology::from_config(config);
-        let pg = topology
-            .targets
-            .iter()
-            .filter_map(|t| Some((t.id.clone(), actions::postgres::Member::of(t)?)))
-            .collect();
-        let redis = topology
-            .targets
-            .iter()
-            .filter_map(|t| Some((t.id.clone(), actions::redis::Member::of(t)?)))
-            .collect();
         let writer_values = topology
             .targets
             .iter()
@@ -348,22 +273,41 @@ impl Reconciler {
             Some(r) => Some(Route53::new(r, step_timeout).await?),
             None => None,
         };
-        Ok(Reconciler {
-            consensus,
+        let regions: Vec<(String, u32)> = config
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), r.weight))
+            .collect();
+        let metrics = Metrics::new(registry)?;
+        let engine = Engine::new(Settings {
+            agent_id: consensus.agent_id().to_owned(),
+            regions: regions.clone(),
             roster: Roster::from_config(config),
-            regions: config
-                .regions
-                .iter()
-                .map(|r| (r.name.clone(), r.weight))
-                .collect(),
-            pg,
-            redis,
             writer_values,
             writer_records: config
                 .route53
                 .as_ref()
                 .map(|r| r.writers.clone())
                 .unwrap_or_default(),
+            route53: route53.is_some(),
+            automatic: config.failover.automatic,
+            auto_failback: config.failover.auto_failback,
+            hold_down: config.failover.failback_hold_down(),
+            cooldown: config.failover.cooldown(),
+            pre_hook: config.failover.pre_hook.is_some(),
+        });
+        let steps = Steps {
+            regions,
+            pg: topology
+                .targets
+                .iter()
+                .filter_map(|t| Some((t.id.clone(), actions::postgres::Member::of(t)?)))
+                .collect::<HashMap<TargetId, _>>(),
+            redis: topology
+                .targets
+                .iter()
+                .filter_map(|t| Some((t.id.clone(), actions::redis::Member::of(t)?)))
+                .collect(),
             fence_method: config
                 .postgres
                 .as_ref()
@@ -376,23 +320,27 @@ impl Reconciler {
                 .unwrap_or_default(),
             route53,
             step_timeout,
+            drift: metrics.drift.clone(),
+            notifier: notifier.clone(),
+        };
+        Ok(Reconciler {
+            consensus,
+            engine: Mutex::new(engine),
+            steps,
             attempts: config.failover.step_attempts(),
             backoff: config.failover.retry_backoff(),
-            cooldown: config.failover.cooldown(),
-            auto_failback: config.failover.auto_failback,
-            automatic: config.failover.automatic,
-            hold_down: config.failover.failback_hold_down(),
-            metrics: Metrics::new(registry)?,
-            first_seen: Mutex::new(BTreeMap::new()),
-            up_since: Mutex::new(BTreeMap::new()),
+            metrics,
             status: Mutex::new(ReconcilerStatus::default()),
             wake: tokio::sync::Notify::new(),
             succeeding: Mutex::new(BTreeSet::new()),
             notifier,
             pre_hook: config.failover.pre_hook.clone(),
-            vetoed: Mutex::new(BTreeMap::new()),
             deciding: tokio::sync::Mutex::new(()),
         })
+    }
+
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// On the leader: what losing each Postgres primary's region now would lead to (also
@@ -401,7 +349,7 @@ impl Reconciler {
         let Some(view) = self.consensus.leader_view() else {
             return BTreeMap::new();
         };
-        let readiness = self.roster.readiness(&view);
+        let readiness = self.engine().settings().roster.readiness(&view);
         for (group, r) in &readiness {
             self.metrics
                 .blocked
@@ -443,14 +391,7 @@ impl Reconciler {
                 for (_, task) in running.drain() {
                     task.abort();
                 }
-                self.first_seen
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
-                self.up_since
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
+                self.engine().forget();
                 // An end that never committed counts for nothing with the next leader.
                 self.succeeding
                     .lock()
@@ -461,214 +402,186 @@ impl Reconciler {
                 continue;
             }
             let desired = self.consensus.desired();
-            for record in desired.in_progress() {
-                let succeeding: BTreeSet<String> = self
-                    .succeeding
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .filter(|(epoch, _)| *epoch == record.epoch)
-                    .map(|(_, id)| id.clone())
-                    .collect();
-                for step in ready_steps_after(record, &succeeding) {
-                    let key = (record.epoch, step.id.clone());
-                    if running.contains_key(&key) {
-                        continue;
+            let succeeding = self
+                .succeeding
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let busy: BTreeSet<(u64, String)> = running.keys().cloned().collect();
+            for effect in engine::schedule(&desired, &busy, &succeeding) {
+                match effect {
+                    Effect::RunStep {
+                        epoch,
+                        step,
+                        decision,
+                    } => {
+                        let this = self.clone();
+                        running.insert(
+                            (epoch, step.id.clone()),
+                            tokio::spawn(
+                                async move { this.run_step(epoch, step, *decision).await },
+                            ),
+                        );
                     }
-                    let this = self.clone();
-                    let step = step.clone();
-                    let decision = record.decision.clone();
-                    let epoch = record.epoch;
-                    running.insert(
-                        key,
-                        tokio::spawn(async move { this.run_step(epoch, step, decision).await }),
-                    );
-                }
-                if !running.keys().any(|(epoch, _)| *epoch == record.epoch) {
-                    if let Some(outcome) = settled(record) {
-                        self.finish(record, outcome).await;
+                    Effect::Finish { record, outcome } => self.finish(&record, outcome).await,
+                    other => {
+                        tracing::error!(effect = ?other, "unexpected effect from the schedule")
                     }
                 }
             }
             let _deciding = self.deciding.lock().await;
             // Read again under the lock: an operator's decision may have just been made.
             let desired = self.consensus.desired();
-            let (assessment, slot_owners) = self.assess(&desired);
-            self.record_slot_owners(&desired, &slot_owners).await;
-            self.record_refusals(&desired, &assessment.refusals).await;
-            *self.status.lock().unwrap_or_else(|p| p.into_inner()) = ReconcilerStatus {
-                waiting: assessment.waiting.clone(),
-                refusals: assessment
-                    .refusals
-                    .iter()
-                    .map(|r| r.reason.clone())
-                    .collect(),
-            };
-            // A live drill that moved on changed the state: assess again at the next tick.
-            if self.advance_live_drill(&desired).await {
-                continue;
-            }
-            if let Some(proposal) = assessment.proposal {
-                self.decide(&desired, proposal).await;
-            }
+            let view = self.consensus.leader_view();
+            let effects = self.engine().tick(&desired, view.as_ref(), now());
+            self.carry_out(&desired, effects).await;
         }
         for (_, task) in running.drain() {
             task.abort();
         }
     }
 
-    /// Runs the trigger on the current verdict; also returns the Redis Clusters' slot owners.
-    fn assess(
-        &self,
-        desired: &Desired,
-    ) -> (Assessment, BTreeMap<String, BTreeMap<String, TargetId>>) {
-        let Some(mut inputs) = self
+    /// Carries out what the engine decided at a tick, in order. Once a live drill's restore or
+    /// end is committed, nothing else is decided at this tick: the state changed.
+    async fn carry_out(&self, desired: &Desired, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Commit(cmd) => self.record_slot_owners(*cmd).await,
+                Effect::Refuse(refusal) => self.record_refusal(refusal).await,
+                Effect::Status { waiting, refusals } => {
+                    *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+                        ReconcilerStatus { waiting, refusals };
+                }
+                Effect::Drill(step) => {
+                    if self.move_live_drill(step).await {
+                        return;
+                    }
+                }
+                Effect::AskHook { key, decision } => self.ask_hook(desired, key, *decision).await,
+                Effect::Decide(decision) => {
+                    if let Err(e) = self.commit(*decision).await {
+                        tracing::warn!(error = %e, "cannot commit the failover decision");
+                    }
+                }
+                other @ (Effect::RunStep { .. } | Effect::Finish { .. }) => {
+                    tracing::error!(effect = ?other, "unexpected effect from the assessment")
+                }
+            }
+        }
+    }
+
+    /// Records a Redis Cluster's new slot owners, with who moved them.
+    async fn record_slot_owners(&self, cmd: FailoverCommand) {
+        if let FailoverCommand::SlotOwners { moved, .. } = &cmd {
+            for m in moved {
+                tracing::warn!(
+                    cluster = %m.cluster,
+                    slots = %m.slots.join(","),
+                    from = %m.from,
+                    to = %m.to,
+                    by = ?m.by,
+                    "slot range moved to a new master"
+                );
+            }
+        }
+        if let Err(e) = self.consensus.write(command(cmd)).await {
+            tracing::warn!(error = %e, "cannot record the slot owners");
+        }
+    }
+
+    /// Records a refusal, counts it and notifies.
+    async fn record_refusal(&self, refusal: Refusal) {
+        tracing::warn!(
+            subject = %refusal.subject,
+            guard = %refusal.guard,
+            reason = %refusal.reason,
+            "automatic failover refused"
+        );
+        let (guard, subject, reason) = (
+            refusal.guard.clone(),
+            refusal.subject.clone(),
+            refusal.reason.clone(),
+        );
+        match self
             .consensus
-            .leader_view()
-            .map(|view| self.roster.trigger_inputs(&view))
-        else {
-            return (Assessment::default(), BTreeMap::new());
-        };
-        let now = Instant::now();
-        let now_ms = now_ms();
-        let mut up_for = BTreeMap::new();
+            .write(command(FailoverCommand::Refuse(refusal)))
+            .await
         {
-            let mut up_since = self.up_since.lock().unwrap_or_else(|p| p.into_inner());
-            let mut first_seen = self.first_seen.lock().unwrap_or_else(|p| p.into_inner());
-            for (region, _) in &self.regions {
-                let state = inputs.verdict.regions.get(region).copied();
-                if state == Some(State::Up) {
-                    let since = *up_since.entry(region.clone()).or_insert(now);
-                    up_for.insert(region.clone(), now.saturating_duration_since(since));
-                } else {
-                    up_since.remove(region);
-                }
-                let key = format!("region/{region}");
-                if state == Some(State::Down) {
-                    first_seen.entry(key).or_insert(now_ms);
-                } else {
-                    first_seen.remove(&key);
-                }
+            Ok(_) => {
+                self.metrics.refusals.with_label_values(&[&guard]).inc();
+                self.notifier.send(
+                    "refusal",
+                    None,
+                    format!("failoverd refused an automatic action: {reason}"),
+                    serde_json::json!({
+                        "subject": subject,
+                        "guard": guard,
+                        "reason": reason,
+                    }),
+                );
             }
-            let lost = inputs
-                .groups
-                .iter()
-                .map(|g| (&g.group, g.primary_down))
-                .chain(inputs.redis.iter().map(|r| {
-                    let lost = r.master_down || inputs.cut_off.contains(&r.master_region);
-                    (&r.group, lost)
-                }));
-            for (group, down) in lost {
-                let key = format!("primary/{group}");
-                if down {
-                    first_seen.entry(key).or_insert(now_ms);
-                } else {
-                    first_seen.remove(&key);
-                }
-            }
-            for shard in &mut inputs.redis {
-                shard.lost_since_ms = first_seen.get(&format!("primary/{}", shard.group)).copied();
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot record the refusal"),
         }
-        let region_state = inputs.verdict.regions.clone();
-        let assessment = trigger::assess(&World {
-            now_ms,
-            desired,
-            regions: &self.regions,
-            region_state: &region_state,
-            region_up_for: &up_for,
-            cut_off: &inputs.cut_off,
-            groups: &inputs.groups,
-            redis: &inputs.redis,
-            auto_failback: self.auto_failback,
-            hold_down: self.hold_down,
-            route53: self.route53.is_some(),
-            automatic: self.automatic,
-        });
-        (assessment, inputs.slot_owners)
     }
 
-    /// Records each Redis Cluster's slot owners when they changed, with who moved them.
-    async fn record_slot_owners(
-        &self,
-        desired: &Desired,
-        owners: &BTreeMap<String, BTreeMap<String, TargetId>>,
-    ) {
-        for (cluster, owners) in owners {
-            let Some(cmd) = super::cluster::slot_moves(desired, cluster, owners, now_ms()) else {
-                continue;
-            };
-            if let FailoverCommand::SlotOwners { moved, .. } = &cmd {
-                for m in moved {
-                    tracing::warn!(
-                        cluster = %m.cluster,
-                        slots = %m.slots.join(","),
-                        from = %m.from,
-                        to = %m.to,
-                        by = ?m.by,
-                        "slot range moved to a new master"
-                    );
+    /// Asks the pre-failover hook about `decision`; commits it when the hook approves.
+    async fn ask_hook(&self, desired: &Desired, key: String, decision: Decision) {
+        let Some(hook) = &self.pre_hook else {
+            return;
+        };
+        let summary = serde_json::to_string(&decision.trigger).unwrap_or_default();
+        let body = serde_json::to_vec(&decision).unwrap_or_default();
+        match super::hook::ask(hook, &body).await {
+            super::hook::HookAnswer::Proceed(note) => {
+                tracing::info!(trigger = %summary, note = %note, "pre-failover hook: proceed");
+                if let Err(e) = self.commit(decision).await {
+                    tracing::warn!(error = %e, "cannot commit the failover decision");
                 }
             }
-            if let Err(e) = self.consensus.write(command(cmd)).await {
-                tracing::warn!(cluster = %cluster, error = %e, "cannot record the slot owners");
+            super::hook::HookAnswer::Veto(reason) => {
+                let refusals = self.engine().vetoed(desired, key, &reason, now());
+                for refusal in refusals {
+                    self.record_refusal(refusal).await;
+                }
             }
         }
     }
 
-    /// When this leader first saw what set `trigger` off.
-    fn first_seen(&self, trigger: &Trigger, now: u64) -> u64 {
-        let key = trigger_key(trigger);
-        self.first_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied()
-            .unwrap_or(now)
-    }
-
-    async fn record_refusals(&self, desired: &Desired, refusals: &[Refused]) {
-        let now = now_ms();
-        for refused in refusals {
-            let key = format!("{}/{}", refused.subject, refused.guard);
-            if desired
-                .refusals
-                .get(&key)
-                .is_some_and(|at| now.saturating_sub(*at) < REFUSAL_REPEAT_MS)
-            {
-                continue;
-            }
-            tracing::warn!(
-                subject = %refused.subject,
-                guard = %refused.guard,
-                reason = %refused.reason,
-                "automatic failover refused"
-            );
-            let command = command(FailoverCommand::Refuse(Refusal {
-                subject: refused.subject.clone(),
-                guard: refused.guard.clone(),
-                reason: refused.reason.clone(),
-                at_ms: now,
-                by: self.consensus.agent_id().to_owned(),
-            }));
-            match self.consensus.write(command).await {
+    /// Commits a live drill's restore or end; returns whether it was committed.
+    async fn move_live_drill(&self, step: DrillStep) -> bool {
+        match step {
+            DrillStep::Restore(decision) => match self.commit(*decision).await {
                 Ok(_) => {
-                    self.metrics
-                        .refusals
-                        .with_label_values(&[&refused.guard])
-                        .inc();
-                    self.notifier.send(
-                        "refusal",
-                        None,
-                        format!("failoverd refused an automatic action: {}", refused.reason),
-                        serde_json::json!({
-                            "subject": refused.subject,
-                            "guard": refused.guard,
-                            "reason": refused.reason,
-                        }),
-                    );
+                    self.wake.notify_one();
+                    true
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot record the refusal"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot commit the drill's restore");
+                    false
+                }
+            },
+            DrillStep::Finished(record) => {
+                let region = record.drill.region.clone();
+                let drain_epoch = record.drill.drain_epoch;
+                let summary = format!("live drill of {region}: {}", record.detail);
+                let details = serde_json::to_value(&record).unwrap_or_default();
+                let outcome = record.outcome;
+                match self
+                    .consensus
+                    .write(command(FailoverCommand::LiveDrillFinished(record)))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::warn!(region = %region, outcome = ?outcome, "live drill ended");
+                        self.notifier
+                            .send("drill_finished", Some(drain_epoch), summary, details);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot record the end of the live drill");
+                        false
+                    }
+                }
             }
         }
     }
@@ -805,35 +718,20 @@ impl Reconciler {
         reason: &str,
     ) -> Result<(Desired, Decision), OpError> {
         let view = self.leading_view()?;
-        let inputs = self.roster.trigger_inputs(&view);
         let desired = self.consensus.desired();
-        let proposal = manual::propose(
+        let decision = self.engine().plan_operation(
+            &desired,
+            Some(&view),
             operation,
             actor,
             reason,
-            &manual::Inputs {
-                desired: &desired,
-                regions: &self.regions,
-                groups: &inputs.groups,
-                redis: &inputs.redis,
-                cut_off: &inputs.cut_off,
-            },
-            |group, to, allow_data_loss| {
-                self.roster.manual_choice(
-                    &view,
-                    &group.group,
-                    &group.primary_region,
-                    to,
-                    allow_data_loss,
-                )
-            },
+            now_ms(),
         )?;
-        let decision = self.decision(&desired, proposal);
         Ok((desired, decision))
     }
 
     /// Starts a live drill of `region`: checks it as a readiness drill would, then commits its
-    /// drain; [`Reconciler::advance_live_drill`] restores it after the hold. Called with
+    /// drain; the engine restores it after the hold. Called with
     /// `deciding` held.
     async fn start_live_drill(
         &self,
@@ -912,290 +810,48 @@ impl Reconciler {
         })
     }
 
-    /// Moves the live drill on, on the leader, with `deciding` held: once its drain has ended
-    /// and the hold is over (at once when the drain failed: a drill leaves the region as it
-    /// found it), the region is restored — only while its verdict is Up: a region that really
-    /// failed meanwhile stays out. Once the restore has ended, the drill is recorded with its
-    /// milestones.
-    /// Returns whether it committed anything.
-    async fn advance_live_drill(&self, desired: &Desired) -> bool {
-        let Some(drill) = desired.live_drill.clone() else {
-            return false;
-        };
-        let drain = desired.failover(drill.drain_epoch);
-        let restore = drill.restore_epoch.and_then(|e| desired.failover(e));
-        let finish = |outcome: Outcome, detail: String| LiveDrillRecord {
-            milestones: crate::desired::milestones(&drill, drain, restore),
-            drill: drill.clone(),
-            outcome,
-            finished_ms: now_ms(),
-            detail,
-        };
-        let region = &drill.region;
-        let record = match drill.restore_epoch {
-            None => {
-                // A drain whose record is gone (it cannot be, the history keeps it) counts as
-                // ended: the region is still put back.
-                let (ended, completed) = match drain {
-                    Some(d) => (d.finished_ms, d.outcome == Some(Outcome::Completed)),
-                    None => (Some(0), false),
-                };
-                let Some(ended) = ended else { return false };
-                if completed && ended.saturating_add(drill.hold_ms) > now_ms() {
-                    return false;
-                }
-                if !desired.drained.contains(region) {
-                    Some(finish(
-                        Outcome::Failed,
-                        format!("{region} was put back into DNS outside the drill"),
-                    ))
-                } else if self.region_state(region) != Some(State::Up) {
-                    self.note_waiting(format!(
-                        "live drill: {region} stays drained until its verdict is Up again"
-                    ));
-                    None
-                } else {
-                    match self.restore_for_drill(&drill).await {
-                        Ok(committed) => return committed,
-                        Err(record) => Some(record),
-                    }
-                }
-            }
-            Some(restore_epoch) => match restore.map(|r| r.outcome) {
-                Some(None) => None,
-                Some(Some(Outcome::Completed))
-                    if drain.is_some_and(|d| d.outcome == Some(Outcome::Completed)) =>
-                {
-                    Some(finish(
-                        Outcome::Completed,
-                        format!(
-                            "{region} was failed over (failover {}) and back (failover \
-                             {restore_epoch})",
-                            drill.drain_epoch
-                        ),
-                    ))
-                }
-                Some(Some(Outcome::Completed)) => Some(finish(
-                    Outcome::Failed,
-                    format!(
-                        "the drain (failover {}) failed; {region} was put back (failover \
-                         {restore_epoch})",
-                        drill.drain_epoch
-                    ),
-                )),
-                _ => Some(finish(
-                    Outcome::Failed,
-                    format!(
-                        "the restore (failover {restore_epoch}) failed: see GET \
-                         /v1/failovers/{restore_epoch} and restore {region} by hand"
-                    ),
-                )),
-            },
-        };
-        let Some(record) = record else { return false };
-        let summary = format!("live drill of {region}: {}", record.detail);
-        let details = serde_json::to_value(&record).unwrap_or_default();
-        let outcome = record.outcome;
-        match self
-            .consensus
-            .write(command(FailoverCommand::LiveDrillFinished(Box::new(
-                record,
-            ))))
-            .await
-        {
-            Ok(_) => {
-                tracing::warn!(region = %region, outcome = ?outcome, "live drill ended");
-                self.notifier
-                    .send("drill_finished", Some(drill.drain_epoch), summary, details);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record the end of the live drill");
-                false
-            }
-        }
-    }
-
-    /// Decides the restore that ends `drill`: whether it was committed, or the record of a
-    /// drill that cannot go on.
-    async fn restore_for_drill(&self, drill: &LiveDrill) -> Result<bool, LiveDrillRecord> {
-        let operation = manual::Operation::Restore {
-            region: drill.region.clone(),
-        };
-        let reason = format!("live drill: {}", drill.reason);
-        match self.plan(&operation, &drill.actor, &reason) {
-            Ok((_, mut decision)) => {
-                decision.drill = Some(DrillPart::Restore);
-                match self.commit(decision).await {
-                    Ok(_) => {
-                        self.wake.notify_one();
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot commit the drill's restore");
-                        Ok(false)
-                    }
-                }
-            }
-            // Paused, another failover running, leadership in question: next tick.
-            Err(e) if matches!(e.kind, ErrorKind::Conflict | ErrorKind::Unavailable) => {
-                self.note_waiting(format!(
-                    "live drill: restoring {} waits: {}",
-                    drill.region, e.message
-                ));
-                Ok(false)
-            }
-            Err(e) => Err(LiveDrillRecord {
-                milestones: Vec::new(),
-                drill: drill.clone(),
-                outcome: Outcome::Failed,
-                finished_ms: now_ms(),
-                detail: format!("cannot restore {}: {}", drill.region, e.message),
-            }),
-        }
-    }
-
-    /// The verdict on `region`, as the leader holds it.
-    fn region_state(&self, region: &str) -> Option<State> {
-        self.consensus
-            .leader_view()
-            .and_then(|view| view.verdict.regions.get(region).copied())
-    }
-
-    /// Adds a line to what the status shows as waiting, until the next assessment.
-    fn note_waiting(&self, line: String) {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .waiting
-            .push(line);
-    }
-
-    /// A readiness drill: for each region, whether failing it over would go through now —
-    /// a candidate for each Postgres group and Redis shard whose primary is there (streaming,
-    /// within the data-loss guard), another region left in DNS, and Route53 answering with
-    /// the epoch record the log last wrote. Changes nothing.
+    /// A readiness drill: for each region (or `only`), whether failing it over would go
+    /// through now (see [`super::drill`]). Changes nothing.
     async fn drill(
         &self,
         actor: String,
         reason: String,
         only: Option<&str>,
     ) -> Result<crate::desired::DrillReport, OpError> {
-        if let Some(region) = only.filter(|r| !self.regions.iter().any(|(n, _)| n == r)) {
+        let regions = self.engine().settings().regions.clone();
+        if let Some(region) = only.filter(|r| !regions.iter().any(|(n, _)| n == r)) {
             return Err(OpError::new(
                 ErrorKind::NotFound,
                 "unknown_region",
                 format!("no region {region:?} in the configuration"),
             ));
         }
-        use crate::desired::{DrillCheck, DrillRegion};
         let view = self.leading_view()?;
-        let inputs = self.roster.trigger_inputs(&view);
         let desired = self.consensus.desired();
-        let shown = |e: Option<u64>| e.map_or("nothing".to_owned(), |e| e.to_string());
-        let route53 = match &self.route53 {
+        let route53 = match &self.steps.route53 {
             None => None,
-            Some(r53) => Some(match r53.view().await {
-                Ok(view) if view.epoch == desired.dns_epoch => DrillCheck {
-                    check: "route53".into(),
-                    ok: true,
-                    detail: format!(
-                        "answers; the epoch record holds {}, as the log last wrote",
-                        shown(view.epoch)
-                    ),
-                },
-                Ok(view) => DrillCheck {
-                    check: "route53".into(),
-                    ok: false,
-                    detail: format!(
-                        "the epoch record holds {} but the log last wrote {}: a DNS change \
-                         would be refused",
-                        shown(view.epoch),
-                        shown(desired.dns_epoch)
-                    ),
-                },
-                Err(e) => DrillCheck {
-                    check: "route53".into(),
-                    ok: false,
-                    detail: format!("cannot read the records: {e}"),
-                },
-            }),
+            Some(r53) => Some(super::drill::route53_check(
+                r53.view().await.map(|v| v.epoch).map_err(|e| e.to_string()),
+                desired.dns_epoch,
+            )),
         };
-        let mut regions = Vec::new();
-        for (region, _) in self
-            .regions
-            .iter()
-            .filter(|(r, _)| only.is_none_or(|o| o == r))
-        {
-            let mut checks = Vec::new();
-            let drained = desired.drained.contains(region);
-            let elsewhere = self.regions.iter().any(|(name, weight)| {
-                name != region && *weight > 0 && !desired.drained.contains(name)
-            });
-            checks.push(DrillCheck {
-                check: "dns".into(),
-                ok: drained || elsewhere,
-                detail: if drained {
-                    "drained already".into()
-                } else if elsewhere {
-                    "other regions serve".into()
-                } else {
-                    "draining it would leave no region in DNS".into()
-                },
-            });
-            for group in inputs.groups.iter().filter(|g| &g.primary_region == region) {
-                let choice = self
-                    .roster
-                    .manual_choice(&view, &group.group, region, None, false);
-                checks.push(match choice {
-                    super::candidate::Choice::Promote {
-                        target,
-                        estimated_loss_bytes,
-                        ..
-                    } => DrillCheck {
-                        check: group.group.clone(),
-                        ok: true,
-                        detail: format!(
-                            "would promote {target} (estimated loss {estimated_loss_bytes} bytes)"
-                        ),
-                    },
-                    super::candidate::Choice::Blocked { reason } => DrillCheck {
-                        check: group.group.clone(),
-                        ok: false,
-                        detail: reason,
-                    },
-                });
-            }
-            for shard in inputs.redis.iter().filter(|s| &s.master_region == region) {
-                checks.push(match &shard.candidate {
-                    Some((target, offset)) => DrillCheck {
-                        check: shard.group.clone(),
-                        ok: true,
-                        detail: format!("would promote {target} (offset {offset})"),
-                    },
-                    None => DrillCheck {
-                        check: shard.group.clone(),
-                        ok: false,
-                        detail: format!("no healthy, linked replica outside region {region}"),
-                    },
-                });
-            }
-            checks.extend(route53.clone());
-            regions.push(DrillRegion {
-                region: region.clone(),
-                ready: checks.iter().all(|c| c.ok),
-                checks,
-            });
-        }
         tracing::warn!(actor = %actor, reason = %reason, "readiness drill");
-        Ok(crate::desired::DrillReport {
-            ready: regions.iter().all(|r| r.ready),
-            actor,
-            reason,
-            at_ms: now_ms(),
-            run_by: self.consensus.agent_id().to_owned(),
-            regions,
-        })
+        let engine = self.engine();
+        let inputs = engine.inputs(&view);
+        let roster = &engine.settings().roster;
+        Ok(super::drill::report(
+            &regions,
+            &desired,
+            &inputs,
+            |group, region| roster.manual_choice(&view, group, region, None, false),
+            route53.as_ref(),
+            super::drill::Asked {
+                actor,
+                reason,
+                only,
+            },
+            (now_ms(), self.consensus.agent_id()),
+        ))
     }
 
     /// Pauses or resumes automation; idempotent (a second pause records nothing).
@@ -1247,101 +903,6 @@ impl Reconciler {
         })
     }
 
-    /// The decision `proposal` becomes: weights, writer records and the planned steps.
-    fn decision(&self, desired: &Desired, proposal: trigger::Proposal) -> Decision {
-        // Against what the last successful DNS change wrote: weights a failed change did not
-        // write are planned again.
-        let configured: BTreeMap<String, u32> = self.regions.iter().cloned().collect();
-        let before = if desired.dns_weights.is_empty() {
-            configured
-        } else {
-            desired.dns_weights.clone()
-        };
-        let after = trigger::weights_after(&self.regions, &desired.drained, &proposal);
-        // Writer records of the groups whose writable member moves.
-        let writers: Vec<WriterRecord> = proposal
-            .promotion
-            .iter()
-            .map(|p| (&p.group, &p.to))
-            .chain(proposal.redis.iter().map(|r| (&r.group, &r.to)))
-            .filter_map(|(group, to)| {
-                let record = self.writer_records.get(group)?;
-                Some(WriterRecord {
-                    group: group.clone(),
-                    name: record.name.clone(),
-                    record_type: record.record_type.clone(),
-                    ttl: record.ttl,
-                    value: self.writer_values.get(to)?.clone(),
-                })
-            })
-            .collect();
-        let steps = super::plan::plan(
-            proposal.promotion.as_ref(),
-            &proposal.followers,
-            &proposal.redis,
-            &super::plan::Dns {
-                route53: self.route53.is_some(),
-                before,
-                after,
-                writers: &writers,
-            },
-        );
-        let now = now_ms();
-        Decision {
-            first_seen_ms: self.first_seen(&proposal.trigger, now),
-            trigger: proposal.trigger,
-            decided_by: self.consensus.agent_id().to_owned(),
-            decided_at_ms: now,
-            drain: proposal.drain,
-            restore: proposal.restore,
-            promotion: proposal.promotion,
-            redis: proposal.redis,
-            refusal: proposal.refusal.map(|r| r.reason),
-            drill: None,
-            steps,
-        }
-    }
-
-    /// Decides `proposal` automatically, after the pre-failover hook approves.
-    async fn decide(&self, desired: &Desired, proposal: trigger::Proposal) {
-        let decision = self.decision(desired, proposal);
-        let summary = serde_json::to_string(&decision.trigger).unwrap_or_default();
-        let key = trigger_key(&decision.trigger);
-        if let Some(hook) = &self.pre_hook {
-            let recently = self
-                .vetoed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .is_some_and(|at| at.elapsed() < VETO_RETRY);
-            if recently {
-                return;
-            }
-            let body = serde_json::to_vec(&decision).unwrap_or_default();
-            match super::hook::ask(hook, &body).await {
-                super::hook::HookAnswer::Proceed(note) => {
-                    tracing::info!(trigger = %summary, note = %note, "pre-failover hook: proceed")
-                }
-                super::hook::HookAnswer::Veto(reason) => {
-                    self.vetoed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key.clone(), Instant::now());
-                    let refused = Refused {
-                        subject: key,
-                        guard: "pre_hook".into(),
-                        reason: format!("blocked because {reason}"),
-                    };
-                    self.record_refusals(desired, &[refused]).await;
-                    return;
-                }
-            }
-        }
-        if let Err(e) = self.commit(decision).await {
-            tracing::warn!(error = %e, "cannot commit the failover decision");
-        }
-    }
-
     /// Commits `decision`; returns its epoch.
     async fn commit(&self, decision: Decision) -> Result<u64, String> {
         let label = decision.trigger.label();
@@ -1363,123 +924,18 @@ impl Reconciler {
         Ok(epoch)
     }
 
-    /// A planned switchover whose promotion did not happen must not leave the old primary
-    /// fenced (the group would have no writable member): its fence is lifted — but only once
-    /// the candidate is seen still a replica, so that two writable primaries never stand.
-    async fn undo_planned_fences(&self, record: &FailoverRecord) {
-        use crate::desired::StepState;
-        let succeeded = |f: &dyn Fn(&Action) -> bool| {
-            record
-                .steps
-                .iter()
-                .find(|s| f(&s.step.action))
-                .filter(|s| s.state == StepState::Succeeded)
-        };
-        if let Some(p) = record.decision.promotion.as_ref().filter(|p| p.planned) {
-            let promoted =
-                succeeded(&|a| matches!(a, Action::PromotePostgres { target } if *target == p.to));
-            let fenced =
-                succeeded(&|a| matches!(a, Action::FencePostgres { target } if *target == p.from));
-            if let (None, Some(_), Ok(old), Ok(candidate)) =
-                (promoted, fenced, self.member(&p.from), self.member(&p.to))
-            {
-                let outcome =
-                    match actions::postgres::in_recovery(candidate, self.step_timeout).await {
-                        Ok(true) => {
-                            actions::postgres::unfence(old, &self.fence_method, self.step_timeout)
-                                .await
-                                .map_err(|e| e.to_string())
-                        }
-                        Ok(false) => Err(format!(
-                            "{} is out of recovery: the old primary stays fenced",
-                            candidate.name
-                        )),
-                        Err(e) => Err(format!(
-                            "cannot see whether {} is still a replica: {e}",
-                            candidate.name
-                        )),
-                    };
-                self.report_undo(&p.from, outcome);
-            }
-        }
-        for r in record
-            .decision
-            .redis
-            .iter()
-            .filter(|r| r.planned && r.slots.is_empty())
-        {
-            let promoted =
-                succeeded(&|a| matches!(a, Action::PromoteRedis { target } if *target == r.to));
-            let fenced =
-                succeeded(&|a| matches!(a, Action::FenceRedis { target } if *target == r.from));
-            if let (None, Some(step), Ok(old), Ok(candidate)) = (
-                promoted,
-                fenced,
-                self.redis_member(&r.from),
-                self.redis_member(&r.to),
-            ) {
-                let previous = step
-                    .detail
-                    .as_deref()
-                    .and_then(|d| d.rsplit_once(PREVIOUS_SETTING))
-                    .and_then(|(_, n)| n.trim_end_matches(')').parse().ok())
-                    .unwrap_or(0);
-                let outcome = match actions::redis::role(candidate, self.step_timeout).await {
-                    Ok(role) if role == "slave" => {
-                        actions::redis::unfence(old, previous, self.step_timeout)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    Ok(role) => Err(format!(
-                        "{} answers as {role}: the old master stays fenced",
-                        candidate.name
-                    )),
-                    Err(e) => Err(format!(
-                        "cannot see whether {} is still a replica: {e}",
-                        candidate.name
-                    )),
-                };
-                self.report_undo(&r.from, outcome);
-            }
-        }
-    }
-
-    fn report_undo(&self, target: &TargetId, outcome: Result<(), String>) {
-        match outcome {
-            Ok(()) => {
-                tracing::warn!(target_id = %target, "planned switchover did not happen: lifted the fence on the old primary");
-                self.notifier.send(
-                    "unfenced",
-                    None,
-                    format!("the planned switchover did not happen: failoverd lifted the fence on {target}"),
-                    serde_json::json!({ "target": target }),
-                );
-            }
-            Err(why) => {
-                tracing::error!(target_id = %target, reason = %why, "planned switchover did not happen and the old primary is still fenced: lift it by hand once it is safe");
-                self.notifier.send(
-                    "fenced",
-                    None,
-                    format!(
-                        "the planned switchover did not happen and {target} is still fenced: {why}"
-                    ),
-                    serde_json::json!({ "target": target, "reason": why }),
-                );
-            }
-        }
-    }
-
+    /// Records how a failover ended, counts it and notifies.
     async fn finish(&self, record: &FailoverRecord, outcome: Outcome) {
         if outcome == Outcome::Failed {
-            self.undo_planned_fences(record).await;
+            self.steps.undo_planned_fences(record).await;
         }
         let now = now_ms();
-        let command = command(FailoverCommand::Finish {
-            epoch: record.epoch,
+        let command = command(engine::finish_command(
+            record,
             outcome,
-            at_ms: now,
-            cooldown_until_ms: record.decision.cooldown_until(now, self.cooldown),
-        });
+            now,
+            self.engine().settings().cooldown,
+        ));
         if let Err(e) = self.consensus.write(command).await {
             tracing::warn!(error = %e, "cannot record the end of the failover");
             return;
@@ -1560,9 +1016,13 @@ impl Reconciler {
                 return;
             }
             tracing::info!(epoch, step = %step.id, attempt = number, "step started");
-            let result = self.execute(epoch, step, decision).await;
-            let (ok, detail, give_up) = match result {
-                Ok(detail) => (true, detail, false),
+            let dns = self.consensus.read_desired(|d| DnsWritten {
+                epoch: d.dns_epoch,
+                weights: d.dns_weights.clone(),
+            });
+            let result = self.steps.execute(epoch, step, decision, &dns).await;
+            let (ok, detail, give_up, replaced_min_replicas) = match result {
+                Ok(done) => (true, done.detail, false, done.replaced_min_replicas),
                 Err(e) if e.retryable && number < self.attempts => {
                     self.metrics
                         .steps
@@ -1577,6 +1037,7 @@ impl Reconciler {
                     false,
                     format!("after {number} attempt(s): {}", e.message),
                     !e.retryable,
+                    None,
                 ),
             };
             self.metrics
@@ -1595,6 +1056,7 @@ impl Reconciler {
                 detail,
                 at_ms: now_ms(),
                 give_up,
+                replaced_min_replicas,
             });
             let committed = match self.consensus.submit(finished).await {
                 Ok(committed) => committed,
@@ -1623,343 +1085,6 @@ impl Reconciler {
             return;
         }
     }
-
-    fn redis_member(&self, target: &TargetId) -> Result<&actions::redis::Member, StepError> {
-        self.redis
-            .get(target)
-            .ok_or_else(|| fatal(format!("{target} is not a configured Redis member")))
-    }
-
-    fn member(&self, target: &TargetId) -> Result<&actions::postgres::Member, StepError> {
-        self.pg
-            .get(target)
-            .ok_or_else(|| fatal(format!("{target} is not a configured Postgres member")))
-    }
-
-    async fn execute(
-        &self,
-        epoch: u64,
-        step: &Step,
-        decision: &Decision,
-    ) -> Result<String, StepError> {
-        match &step.action {
-            Action::FencePostgres { target } => {
-                let member = self.member(target)?;
-                let cut_off = decision
-                    .promotion
-                    .as_ref()
-                    .is_some_and(|p| p.old_primary_cut_off);
-                let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
-                fence_outcome(
-                    &member.name,
-                    actions::postgres::fence(member, &self.fence_method, reach).await,
-                    cut_off,
-                )
-            }
-            Action::PromotePostgres { target } => {
-                let member = self.member(target)?;
-                let mut caught_up = String::new();
-                if let Some(p) = decision.promotion.as_ref().filter(|p| p.planned) {
-                    let old = self.member(&p.from)?;
-                    if let Some(lsn) =
-                        actions::postgres::catch_up(member, old, self.step_timeout).await?
-                    {
-                        caught_up = format!("; replayed everything {} wrote ({lsn})", old.name);
-                    }
-                }
-                let promoted = actions::postgres::promote(member, self.step_timeout).await?;
-                let loss = decision
-                    .promotion
-                    .as_ref()
-                    .map(|p| p.estimated_loss_bytes)
-                    .unwrap_or(0);
-                Ok(if promoted.already_primary {
-                    format!(
-                        "{} was already primary on timeline {}; accepts writes",
-                        member.name, promoted.timeline
-                    )
-                } else {
-                    format!(
-                        "{} promoted to timeline {}, accepts writes; estimated loss {loss} \
-                         bytes{caught_up}",
-                        member.name, promoted.timeline
-                    )
-                })
-            }
-            Action::FollowPostgres { target, primary } => {
-                let member = self.member(target)?;
-                let new_primary = self.member(primary)?;
-                let timeline = actions::postgres::timeline(new_primary, self.step_timeout).await?;
-                let (host, port) = actions::postgres::address(new_primary)?;
-                let password = match &self.replication.password {
-                    Some(secret) => Some(load(secret)?),
-                    None => None,
-                };
-                let port_text = port.to_string();
-                let mut pairs = vec![
-                    ("host", host.as_str()),
-                    ("port", port_text.as_str()),
-                    ("user", self.replication.user.as_str()),
-                    ("application_name", member.name.as_str()),
-                ];
-                if let Some(p) = &password {
-                    pairs.push(("password", p.expose()));
-                }
-                if let Some(mode) = &self.replication.sslmode {
-                    pairs.push(("sslmode", mode.as_str()));
-                }
-                let conninfo = actions::postgres::conninfo(&pairs);
-                actions::postgres::follow(member, &conninfo, self.step_timeout).await?;
-                actions::postgres::await_streaming(member, port, timeline, self.step_timeout)
-                    .await?;
-                Ok(format!(
-                    "{} streams from {} on timeline {timeline}",
-                    member.name, new_primary.name
-                ))
-            }
-            Action::Route53 { weights, writers } => {
-                self.route53_step(epoch, weights, writers).await
-            }
-            Action::FenceRedis { target } => {
-                let member = self.redis_member(target)?;
-                let cut_off = decision
-                    .redis
-                    .iter()
-                    .any(|r| &r.from == target && r.old_master_cut_off);
-                let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
-                let fenced = actions::redis::fence(member, reach).await;
-                let previous = fenced.as_ref().ok().copied();
-                // The value to restore if a planned switchover does not happen.
-                fence_outcome(&member.name, fenced.map(|_| ()), cut_off).map(|d| match previous {
-                    Some(p) => format!("{d} ({PREVIOUS_SETTING}{p})"),
-                    None => d,
-                })
-            }
-            Action::PromoteRedis { target } => {
-                let member = self.redis_member(target)?;
-                if let Some(r) = decision.redis.iter().find(|r| &r.to == target && r.planned) {
-                    let old = self.redis_member(&r.from)?;
-                    actions::redis::catch_up(member, old, self.step_timeout).await?;
-                }
-                let offset = actions::redis::promote(member, self.step_timeout).await?;
-                Ok(format!(
-                    "{} is master at offset {offset} and takes writes",
-                    member.name
-                ))
-            }
-            Action::TakeoverRedisCluster {
-                target,
-                master,
-                slots,
-                planned,
-            } => {
-                let member = self.redis_member(target)?;
-                let epoch =
-                    actions::redis::takeover(member, slots, *planned, self.step_timeout).await?;
-                Ok(format!(
-                    "{} took slots {} over from {master} (config epoch {epoch}); \
-                     cluster_state:ok and a write to those slots succeeded",
-                    member.name,
-                    slots.join(",")
-                ))
-            }
-            Action::FollowRedis { target, master } => {
-                let member = self.redis_member(target)?;
-                let new_master = self.redis_member(master)?;
-                actions::redis::follow(member, new_master, self.step_timeout).await?;
-                Ok(format!(
-                    "{} replicates from {}",
-                    member.name, new_master.name
-                ))
-            }
-        }
-    }
-
-    async fn route53_step(
-        &self,
-        epoch: u64,
-        weights: &BTreeMap<String, u32>,
-        writers: &[WriterRecord],
-    ) -> Result<String, StepError> {
-        let Some(r53) = &self.route53 else {
-            return Err(fatal("route53 is not configured on this agent"));
-        };
-        let (dns_epoch, dns_weights) = self
-            .consensus
-            .read_desired(|d| (d.dns_epoch, d.dns_weights.clone()));
-        let view = r53.view().await?;
-        if view.epoch == Some(epoch) {
-            // A previous run (perhaps by a leader that died) got the batch through.
-            return Ok(format!(
-                "already applied: the epoch record holds {epoch}; weights now {}",
-                show(&view.weights)
-            ));
-        }
-        // What failoverd last wrote; the regions whose weight this decision changes.
-        let written: BTreeMap<String, u32> = if dns_weights.is_empty() {
-            self.regions.iter().cloned().collect()
-        } else {
-            dns_weights
-        };
-        let changes: BTreeMap<String, u32> = weights
-            .iter()
-            .filter(|(region, weight)| written.get(*region) != Some(*weight))
-            .map(|(r, w)| (r.clone(), *w))
-            .collect();
-        let mut drift = Vec::new();
-        for (region, weight) in &view.weights {
-            if !changes.contains_key(region) && written.get(region) != Some(weight) {
-                drift.push(format!(
-                    "{region}={weight} (failoverd last set {})",
-                    written
-                        .get(region)
-                        .map_or("nothing".to_owned(), u32::to_string)
-                ));
-            }
-        }
-        if !drift.is_empty() {
-            self.metrics.drift.inc();
-            tracing::warn!(
-                drift = %drift.join(", "),
-                "Route53 weights were changed outside failoverd; leaving them as they are"
-            );
-        }
-        let sent = async {
-            let change = r53
-                .change(dns_epoch, epoch, &changes, writers, &view)
-                .await?;
-            let took = r53.wait_insync(&change).await?;
-            Ok::<_, Route53Error>((change, took))
-        }
-        .await;
-        let (change, insync) = match sent {
-            Ok((change, took)) => (change, format!("INSYNC after {} ms", took.as_millis())),
-            Err(e) => {
-                // The batch may have gone through all the same (INSYNC too slow, or this
-                // leader's earlier attempt landed late): the epoch record says.
-                match r53.view().await {
-                    Ok(now) if now.epoch == Some(epoch) => (
-                        "(see the epoch record)".to_owned(),
-                        format!("applied ({e})"),
-                    ),
-                    _ => return Err(e.into()),
-                }
-            }
-        };
-        let named: Vec<String> = writers
-            .iter()
-            .map(|w| format!("{} -> {}", w.name, w.value))
-            .collect();
-        let mut detail = format!(
-            "set {}{}; epoch record {} -> {epoch}; change {change} {insync}",
-            show(&changes),
-            if named.is_empty() {
-                String::new()
-            } else {
-                format!("; writers {}", named.join(", "))
-            },
-            dns_epoch.map_or("(created)".to_owned(), |e| e.to_string()),
-        );
-        if !drift.is_empty() {
-            detail.push_str(&format!(
-                "; changed outside failoverd and left as is: {}",
-                drift.join(", ")
-            ));
-        }
-        Ok(detail)
-    }
-}
-
-/// What a fence attempt on an old primary or master means for the promotion after it.
-fn fence_outcome(
-    name: &str,
-    result: Result<(), ActionError>,
-    cut_off: bool,
-) -> Result<String, StepError> {
-    match result {
-        Ok(()) => Ok(format!("{name} fenced")),
-        // Nothing listens on its port: no one can write to it.
-        Err(ActionError::Connect(e)) if refused(&e) => Ok(format!(
-            "{name} not listening ({e}): nothing can write to it"
-        )),
-        Err(ActionError::Connect(_) | ActionError::Timeout(_)) if cut_off => Ok(format!(
-            "{name} unreachable: its region's agents fenced it when their leases ran out"
-        )),
-        // Reachable but not fenced, or perhaps alive and unreachable from here while its own
-        // agent holds its lease: promoting would risk two writable primaries.
-        Err(e) => Err(StepError {
-            message: format!("{name} could not be fenced and may still take writes: {e}"),
-            retryable: true,
-        }),
-    }
-}
-
-/// Whether a connection error says that nothing listens (the server is down), as opposed to
-/// a server that answered with an error or did not answer.
-fn refused(message: &str) -> bool {
-    message.contains("Connection refused")
-}
-
-fn load(secret: &SecretRef) -> Result<crate::config::Secret, StepError> {
-    secret
-        .load()
-        .map_err(|e| fatal(format!("postgres.replication.password: {e}")))
-}
-
-/// One line for people: what a decision does.
-/// How a Redis fence step records the setting it replaced.
-const PREVIOUS_SETTING: &str = "min-replicas-to-write was ";
-
-/// One line saying what a decision does, for people (notifications, the status page).
-pub fn describe(decision: &Decision) -> String {
-    let mut parts = vec![match &decision.trigger {
-        Trigger::RegionDown { region } => format!("region {region} down"),
-        Trigger::PrimaryDown { target, .. } => format!("primary {target} lost"),
-        Trigger::Failback { region } => format!("region {region} back"),
-        Trigger::DnsRepair => "DNS weights not written".to_owned(),
-        Trigger::Manual {
-            action,
-            region,
-            actor,
-            reason,
-        } => format!("{action} {region} by {actor}: {reason}"),
-    }];
-    if !decision.drain.is_empty() {
-        parts.push(format!("drain {}", decision.drain.join(", ")));
-    }
-    if !decision.restore.is_empty() {
-        parts.push(format!("restore {}", decision.restore.join(", ")));
-    }
-    if let Some(p) = &decision.promotion {
-        parts.push(format!(
-            "promote {} -> {} (estimated loss {} bytes)",
-            p.from, p.to, p.estimated_loss_bytes
-        ));
-    }
-    for r in &decision.redis {
-        if r.slots.is_empty() {
-            parts.push(format!("redis {} -> {}", r.from, r.to));
-        } else {
-            parts.push(format!(
-                "redis cluster slots {}: {} -> {}",
-                r.slots.join(","),
-                r.from,
-                r.to
-            ));
-        }
-    }
-    if let Some(r) = &decision.refusal {
-        parts.push(r.clone());
-    }
-    parts.join("; ")
-}
-
-fn show(weights: &BTreeMap<String, u32>) -> String {
-    weights
-        .iter()
-        .map(|(r, w)| format!("{r}={w}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Every [`action_label`]: the step counters start at 0 for each.

@@ -47,18 +47,18 @@ pub struct Readiness {
 #[derive(Debug, Clone)]
 pub struct Roster {
     /// Each agent and its region.
-    agents: Vec<(AgentId, String)>,
+    pub(super) agents: Vec<(AgentId, String)>,
     /// Every target with its region and whether it is an HTTP target.
-    targets: Vec<(TargetId, String, bool)>,
+    pub(super) targets: Vec<(TargetId, String, bool)>,
     /// Postgres members: target, region, priority, no_failover.
-    pg_members: Vec<(TargetId, String, u32, bool)>,
+    pub(super) pg_members: Vec<(TargetId, String, u32, bool)>,
     /// Datastore targets and the group each belongs to (`postgres/<cluster>`,
     /// `redis/<shard>` for replication shards).
-    groups: Vec<(TargetId, String)>,
+    pub(super) groups: Vec<(TargetId, String)>,
     /// The nodes of each Redis Cluster, by shard name, with twice its node timeout (ms).
-    clusters: BTreeMap<String, (Vec<super::cluster::Node>, u64)>,
+    pub(super) clusters: BTreeMap<String, (Vec<super::cluster::Node>, u64)>,
     /// The data-loss guard, in bytes.
-    max_lag_on_failover: u64,
+    pub(super) max_lag_on_failover: u64,
 }
 
 impl Roster {

@@ -11,9 +11,12 @@
 
 pub mod candidate;
 pub mod cluster;
+pub mod drill;
+pub mod engine;
 pub mod executor;
 pub mod hook;
 pub mod inputs;
 pub mod manual;
 pub mod plan;
+pub mod steps;
 pub mod trigger;

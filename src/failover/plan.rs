@@ -200,6 +200,7 @@ mod tests {
                     }],
                     finished_ms: None,
                     detail: None,
+                    replaced_min_replicas: None,
                 })
                 .collect(),
             outcome: None,

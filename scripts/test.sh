@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test suite: formatting, lints, unit and integration tests (the integration tests start
-# real Postgres 15, Redis and HTTP servers on free loopback ports and stop them afterwards).
+# The test suite: the docs' links, the Python linter, formatting, lints, unit and integration
+# tests (the integration tests start real Postgres 15, Redis and HTTP servers on free loopback
+# ports and stop them afterwards).
 # Needs: Postgres 15 server binaries, redis-server, redis-cli, openssl, promtool, python3 with
 # venv (for the ministack Route53 emulator and the schemathesis API fuzzer, installed into a
 # cache dir on first use), chromium (the status page is checked in a headless browser). The
@@ -16,6 +17,9 @@ MINISTACK="$(scripts/ministack-venv.sh)"
 export MINISTACK
 SCHEMATHESIS="$(scripts/schemathesis-venv.sh)"
 export SCHEMATHESIS
+echo "==> docs: every relative link and runbook anchor resolves"
+scripts/check-links
+scripts/lint-python
 echo "==> promtool: the alert rules and their unit tests"
 promtool check rules deploy/monitoring/failoverd.rules.yml
 (cd deploy/monitoring && promtool test rules failoverd.rules.test.yml)

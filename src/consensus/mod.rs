@@ -12,9 +12,11 @@
 //! second cluster can appear.
 
 pub mod contact;
+mod lease;
 pub mod network;
 pub mod peer_api;
 pub mod reports;
+mod status;
 pub mod store;
 pub mod types;
 
@@ -33,8 +35,12 @@ use crate::health::{HealthBoard, State};
 use crate::topology::{TargetId, Topology};
 use crate::verdict::{self, AgentId, Verdict};
 use network::{PeerClient, PeerNetwork};
-use reports::{Report, ReportAge, ReportBook};
+use reports::{Report, ReportBook};
 use types::{NodeId, Raft};
+
+pub use lease::LeaderView;
+use reports::{cluster_of, offset_of, position_of};
+pub use status::{ClusterStatus, LeaseStatus, MemberStatus, SilentSince};
 
 /// Why consensus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,26 +138,6 @@ pub struct Consensus {
     leader_since: std::sync::Mutex<Option<Instant>>,
     /// Carries out operators' requests when this agent leads.
     admin: Arc<std::sync::OnceLock<peer_api::AdminHandler>>,
-}
-
-/// What the leader knows of the cluster at one moment, as the failover engine reads it (see
-/// [`crate::failover::inputs`]).
-#[derive(Debug, Clone)]
-pub struct LeaderView {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// The freshest WAL positions of Postgres members.
-    pub positions: BTreeMap<TargetId, reports::Position>,
-    /// The freshest replication offsets of Redis members.
-    pub offsets: BTreeMap<TargetId, reports::RedisOffset>,
-    /// The freshest view each Redis Cluster node gave of its cluster.
-    pub clusters: BTreeMap<TargetId, crate::datastore::redis::ClusterFacts>,
-    /// Redis Cluster node ids, each as the member reporting it as its own.
-    pub cluster_ids: BTreeMap<String, TargetId>,
-    /// The primary the log names for each group.
-    pub primaries: BTreeMap<String, TargetId>,
-    /// Regions whose agents have all been silent for `lease_ttl` plus the fence margin.
-    pub cut_off: std::collections::BTreeSet<String>,
 }
 
 /// Why an operator's request got no answer from a leader.
@@ -506,31 +492,6 @@ impl Consensus {
         m.last_applied.map(|l| l.index) == m.last_log_index
     }
 
-    /// Whether this agent holds its lease: it leads and a quorum acknowledged a request it
-    /// sent within `lease_ttl`, or it accepted one from such a leader within `lease_ttl` and
-    /// that leader heard so (see [`contact`]). A one-agent cluster is its own quorum.
-    pub fn lease_valid(&self) -> bool {
-        self.members.len() == 1
-            || self
-                .lease_age(Instant::now())
-                .is_some_and(|age| age < self.lease_ttl)
-    }
-
-    /// Time since this agent's lease was last renewed (see [`Consensus::lease_valid`]);
-    /// `None` for a leader no quorum has acknowledged yet in its term.
-    fn lease_age(&self, now: Instant) -> Option<Duration> {
-        let (state, term) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            (m.state, m.current_term)
-        };
-        if state == ServerState::Leader {
-            self.contacts.since_quorum(term, self.quorum, now)
-        } else {
-            Some(self.contacts.since_leader(now))
-        }
-    }
-
     /// The member the log names as the writable one of `group`.
     pub fn named_primary(&self, group: &str) -> Option<TargetId> {
         self.state_machine.read(|s| s.primaries.get(group).cloned())
@@ -766,95 +727,6 @@ impl Consensus {
         ))
     }
 
-    /// On the leader: whether `member` has been silent for `lease_ttl` plus the fence margin,
-    /// so that it has fenced its own primaries (see [`Consensus::silence`]).
-    fn lease_expired(&self, member: &Member, now: Instant) -> bool {
-        self.silence(member, now)
-            .is_some_and(|(silent, since)| silent >= self.lease_ttl + self.fence_margin(since))
-    }
-
-    /// On the leader: how long `member` has gone without renewing its lease as far as this
-    /// leader can tell, and what that is counted from: the latest contact mark every other
-    /// member holds of it ([`contact::last_renewal`]), which bounds every renewal. While one
-    /// of them has not sent its marks since this agent took office, the later of its own
-    /// last report and this agent's election (it may have heard the previous leader until
-    /// then).
-    fn silence(&self, member: &Member, now: Instant) -> Option<(Duration, SilentSince)> {
-        if member.node_id == self.me.node_id {
-            return None;
-        }
-        let office = (*self.leader_since.lock().unwrap_or_else(|p| p.into_inner()))?;
-        let own = self
-            .contacts
-            .contact(|node| self.agent_of(Some(node)).map(str::to_owned));
-        let others: Vec<Option<contact::Contact>> = self
-            .members
-            .iter()
-            .filter(|m| m.node_id != member.node_id)
-            .map(|m| {
-                if m.node_id == self.me.node_id {
-                    Some(own.clone())
-                } else {
-                    self.reports.contact(&m.agent, office)
-                }
-            })
-            .collect();
-        if let Some(renewal) =
-            contact::last_renewal(&member.agent, others.iter().map(Option::as_ref))
-        {
-            return Some((
-                now.saturating_duration_since(renewal),
-                SilentSince::Contacts,
-            ));
-        }
-        let report = self
-            .reports
-            .age(&member.agent, now)
-            .and_then(|age| now.checked_sub(age))
-            .filter(|at| *at > office);
-        Some(match report {
-            Some(at) => (now.saturating_duration_since(at), SilentSince::Report),
-            None => (now.saturating_duration_since(office), SilentSince::Election),
-        })
-    }
-
-    /// What a silent member needs beyond `lease_ttl` to have fenced its primaries: its
-    /// fence check's period and the fence itself — and, when its silence is counted from its
-    /// last report, one report period (its lease may have been renewed just after it sent
-    /// that report). A contact mark is made after the renewal it stands for.
-    fn fence_margin(&self, since: SilentSince) -> Duration {
-        let reports = match since {
-            SilentSince::Contacts => Duration::ZERO,
-            SilentSince::Report | SilentSince::Election => self.report_interval,
-        };
-        reports + LEASE_CHECK_INTERVAL + FENCE_ALLOWANCE
-    }
-
-    /// As leader: a snapshot of what the failover engine reads — the verdict, the freshest
-    /// positions, offsets and cluster views, the named primaries and the regions cut off.
-    pub fn leader_view(&self) -> Option<LeaderView> {
-        let verdict = self.verdict()?;
-        let now = Instant::now();
-        let mut cut_off = std::collections::BTreeSet::new();
-        let regions: std::collections::BTreeSet<&str> =
-            self.members.iter().map(|m| m.region.as_str()).collect();
-        for region in regions {
-            let agents: Vec<&Member> = self.members.iter().filter(|m| m.region == region).collect();
-            if agents.iter().all(|m| self.lease_expired(m, now)) {
-                cut_off.insert(region.to_owned());
-            }
-        }
-        Some(LeaderView {
-            verdict,
-            positions: self.reports.positions(now, self.stale_after),
-            offsets: self.reports.offsets(now, self.stale_after),
-            clusters: self.reports.clusters(now, self.stale_after),
-            cluster_ids: self.reports.cluster_ids(),
-            primaries: self.state_machine.read(|s| s.primaries.clone()),
-            cut_off,
-        })
-    }
-
     /// Whether this agent leads.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
@@ -914,168 +786,10 @@ impl Consensus {
             .map_err(|e| e.to_string())
     }
 
-    /// What the status API shows of the cluster.
-    pub fn status(&self) -> ClusterStatus {
-        let m = self.raft.metrics().borrow().clone();
-        let leading = m.state == ServerState::Leader;
-        let ages = if leading {
-            self.reports.ages(Instant::now())
-        } else {
-            Vec::new()
-        };
-        ClusterStatus {
-            agent: self.me.agent.clone(),
-            node_id: self.me.node_id,
-            state: format!("{:?}", m.state).to_lowercase(),
-            leader: self.agent_of(m.current_leader).map(str::to_owned),
-            term: m.current_term,
-            last_log_index: m.last_log_index,
-            last_applied_index: m.last_applied.map(|l| l.index),
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
-            quorum: self.quorum,
-            members: self
-                .members
-                .iter()
-                .map(|member| {
-                    let report = ages.iter().find(|a| a.agent == member.agent).cloned();
-                    let now = Instant::now();
-                    let silence = if leading {
-                        self.silence(member, now)
-                    } else {
-                        None
-                    };
-                    MemberStatus {
-                        member: member.clone(),
-                        lease_expired: leading.then(|| self.lease_expired(member, now)),
-                        silent_ms: silence.map(|(silent, _)| millis(silent)),
-                        silent_since: silence.map(|(_, since)| since),
-                        report,
-                    }
-                })
-                .collect(),
-            verdict: if leading { self.verdict() } else { None },
-            lease: LeaseStatus {
-                valid: self.lease_valid(),
-                since_leader_contact_ms: self.lease_age(Instant::now()).map(millis),
-                ttl_ms: millis(self.lease_ttl),
-            },
-            primaries: self.state_machine.read(|s| s.primaries.clone()),
-        }
-    }
-
     /// The Raft handle (for tests and the status of the log).
     pub fn raft(&self) -> &Raft {
         &self.raft
     }
-}
-
-/// The cluster as one agent sees it.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct ClusterStatus {
-    /// This agent.
-    pub agent: AgentId,
-    /// Its node id.
-    pub node_id: NodeId,
-    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
-    pub state: String,
-    /// The leader's agent id, if known.
-    pub leader: Option<AgentId>,
-    /// Current term.
-    pub term: u64,
-    /// Last log index.
-    pub last_log_index: Option<u64>,
-    /// Last applied (committed) index.
-    pub last_applied_index: Option<u64>,
-    /// Leader: milliseconds since a quorum last acknowledged it.
-    pub millis_since_quorum_ack: Option<u64>,
-    /// Agents needed for a verdict.
-    pub quorum: usize,
-    /// Every member, with its latest report's age when this agent leads.
-    pub members: Vec<MemberStatus>,
-    /// The verdict per target and region, when this agent leads.
-    pub verdict: Option<Verdict>,
-    /// This agent's lease.
-    pub lease: LeaseStatus,
-    /// The writable member of each group, as the log names it.
-    pub primaries: BTreeMap<String, TargetId>,
-}
-
-/// An agent's lease.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct LeaseStatus {
-    /// Whether it holds it (else its local primaries are fenced).
-    pub valid: bool,
-    /// Milliseconds since a quorum acknowledged it (leader) or since the leader's last
-    /// message (follower).
-    pub since_leader_contact_ms: Option<u64>,
-    /// The lease period.
-    pub ttl_ms: u64,
-}
-
-/// One member in the status.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct MemberStatus {
-    /// Who it is.
-    #[serde(flatten)]
-    pub member: Member,
-    /// Its latest report, as the leader holds it.
-    pub report: Option<ReportAge>,
-    /// On the leader: whether the member has been silent for `lease_ttl`, so that it has
-    /// fenced its own primaries and its region may be failed over.
-    pub lease_expired: Option<bool>,
-    /// On the leader: milliseconds since the member last renewed its lease, as far as the
-    /// leader can tell (see `silent_since`).
-    pub silent_ms: Option<u64>,
-    /// On the leader: what `silent_ms` is counted from.
-    pub silent_since: Option<SilentSince>,
-}
-
-/// What a leader counts a member's silence from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SilentSince {
-    /// The latest contact mark the other members hold of it (it led, or followed one of
-    /// them): every member has sent its marks since this leader took office.
-    Contacts,
-    /// Its latest report, since this leader took office (some member has not sent its
-    /// marks).
-    Report,
-    /// This leader's election (some member has not sent its marks, and it has sent no
-    /// report since).
-    Election,
-}
-
-/// What a Redis Cluster node's last successful observation showed of its cluster.
-fn cluster_of(view: &crate::health::TargetView) -> Option<crate::probe::redis::ClusterFacts> {
-    let crate::probe::Facts::Redis(r) = view.facts()? else {
-        return None;
-    };
-    r.cluster.clone()
-}
-
-/// The replication offset a Redis member's last successful observation showed.
-fn offset_of(view: &crate::health::TargetView) -> Option<reports::RedisOffset> {
-    let crate::probe::Facts::Redis(r) = view.facts()? else {
-        return None;
-    };
-    Some(reports::RedisOffset {
-        master: r.role == crate::probe::redis::RedisRole::Master,
-        offset: r.repl_offset,
-    })
-}
-
-/// The WAL positions a Postgres member's last successful observation showed.
-fn position_of(view: &crate::health::TargetView) -> Option<reports::Position> {
-    let crate::probe::Facts::Postgres(pg) = view.facts()? else {
-        return None;
-    };
-    Some(reports::Position {
-        replica: pg.role == crate::probe::postgres::PgRole::Replica,
-        replay_lsn: pg.replay_lsn,
-        receive_lsn: pg.receive_lsn,
-        primary_lsn: pg.current_lsn,
-        replay_paused: pg.replay_paused == Some(true),
-    })
 }
 
 /// The first peer that answers that it holds a log, if any. Peers that do not answer (down,

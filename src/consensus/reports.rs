@@ -322,6 +322,41 @@ impl ReportBook {
     }
 }
 
+/// What a Redis Cluster node's last successful observation showed of its cluster.
+pub(super) fn cluster_of(
+    view: &crate::health::TargetView,
+) -> Option<crate::probe::redis::ClusterFacts> {
+    let crate::probe::Facts::Redis(r) = view.facts()? else {
+        return None;
+    };
+    r.cluster.clone()
+}
+
+/// The replication offset a Redis member's last successful observation showed.
+pub(super) fn offset_of(view: &crate::health::TargetView) -> Option<RedisOffset> {
+    let crate::probe::Facts::Redis(r) = view.facts()? else {
+        return None;
+    };
+    Some(RedisOffset {
+        master: r.role == crate::probe::redis::RedisRole::Master,
+        offset: r.repl_offset,
+    })
+}
+
+/// The WAL positions a Postgres member's last successful observation showed.
+pub(super) fn position_of(view: &crate::health::TargetView) -> Option<Position> {
+    let crate::probe::Facts::Postgres(pg) = view.facts()? else {
+        return None;
+    };
+    Some(Position {
+        replica: pg.role == crate::probe::postgres::PgRole::Replica,
+        replay_lsn: pg.replay_lsn,
+        receive_lsn: pg.receive_lsn,
+        primary_lsn: pg.current_lsn,
+        replay_paused: pg.replay_paused == Some(true),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,148 @@
+//! The failover metrics: decisions by trigger, refusals by guard, steps by action and result,
+//! durations, Route53 drift, the epoch, the mode and per-group readiness.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::ACTIONS;
+
+/// The failover metrics.
+#[derive(Clone)]
+pub(super) struct Metrics {
+    pub(super) started: IntCounterVec,
+    pub(super) completed: IntCounter,
+    pub(super) failed: IntCounter,
+    pub(super) duration: Histogram,
+    pub(super) refusals: IntCounterVec,
+    pub(super) steps: IntCounterVec,
+    pub(super) drift: IntCounter,
+    pub(super) epoch: IntGauge,
+    pub(super) paused: IntGauge,
+    /// Whether automatic promotion would be blocked now, per group (leader only).
+    pub(super) blocked: prometheus::IntGaugeVec,
+}
+
+/// Every trigger label and refusal guard: their counters start at 0, so that alerts on
+/// `increase()` see the first one.
+const TRIGGERS: [&str; 5] = [
+    "region_down",
+    "primary_down",
+    "failback",
+    "dns_repair",
+    "manual",
+];
+const GUARDS: [&str; 5] = [
+    "last_region",
+    "no_candidate",
+    "max_lag_on_failover",
+    "pre_hook",
+    "dns_epoch",
+];
+
+impl Metrics {
+    pub(super) fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let metrics = Self::register(registry)?;
+        for trigger in TRIGGERS {
+            metrics.started.with_label_values(&[trigger]);
+        }
+        for guard in GUARDS {
+            metrics.refusals.with_label_values(&[guard]);
+        }
+        for action in ACTIONS {
+            for result in ["ok", "retry", "failed"] {
+                metrics.steps.with_label_values(&[action, result]);
+            }
+        }
+        Ok(metrics)
+    }
+
+    fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        use crate::util::registered as reg;
+        Ok(Metrics {
+            started: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "failoverd_failovers_started_total",
+                        "Failovers decided by this agent as leader, by trigger.",
+                    ),
+                    &["trigger"],
+                )?,
+            )?,
+            completed: reg(
+                registry,
+                IntCounter::new(
+                    "failoverd_failovers_completed_total",
+                    "Failovers this agent saw through to the end with every step done.",
+                )?,
+            )?,
+            failed: reg(
+                registry,
+                IntCounter::new(
+                    "failoverd_failovers_failed_total",
+                    "Failovers that ended with a failed step.",
+                )?,
+            )?,
+            duration: reg(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "failoverd_failover_duration_seconds",
+                        "From the first Down verdict the leader saw to the end of the failover.",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
+                    ]),
+                )?,
+            )?,
+            refusals: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "failoverd_failover_refusals_total",
+                        "Automatic actions refused, by guard (recorded once a minute while \
+                         they stand).",
+                    ),
+                    &["guard"],
+                )?,
+            )?,
+            steps: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "failoverd_failover_steps_total",
+                        "Step attempts run by this agent, by action and result.",
+                    ),
+                    &["action", "result"],
+                )?,
+            )?,
+            drift: reg(
+                registry,
+                IntCounter::new(
+                    "failoverd_route53_drift_total",
+                    "Route53 weights found changed outside failoverd (left as they were).",
+                )?,
+            )?,
+            epoch: reg(
+                registry,
+                IntGauge::new("failoverd_epoch", "The epoch of the latest decision.")?,
+            )?,
+            blocked: reg(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "failoverd_failover_blocked",
+                        "Leader: 1 when losing the primary's region now would not allow an automatic promotion (see the status for why).",
+                    ),
+                    &["group"],
+                )?,
+            )?,
+            paused: reg(
+                registry,
+                IntGauge::new(
+                    "failoverd_automation_paused",
+                    "1 while automatic failover is paused.",
+                )?,
+            )?,
+        })
+    }
+}

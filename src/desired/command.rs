@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::decision::{Action, Decision, DrillPart, SlotMove, Step, Trigger};
+use super::decision::{Action, Decision, DrillPart, Guard, SlotMove, Step, Trigger};
 use super::drill::{DrillReport, LiveDrill, LiveDrillRecord};
 use crate::topology::TargetId;
 
@@ -103,7 +103,7 @@ pub struct Refusal {
     /// What it concerns: a group or a region.
     pub subject: String,
     /// The guard that refused: `max_lag_on_failover`, `no_candidate`, `last_region`.
-    pub guard: String,
+    pub guard: Guard,
     /// For people: "blocked because …".
     pub reason: String,
     /// Unix milliseconds.

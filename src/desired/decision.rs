@@ -305,3 +305,60 @@ pub fn describe(decision: &Decision) -> String {
     }
     parts.join("; ")
 }
+
+/// The guard that stopped an automatic action: a metric label, a refusal's key and an
+/// operator request's error code.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Guard {
+    /// Draining the region would leave no region in DNS.
+    LastRegion,
+    /// No healthy replica may be promoted.
+    NoCandidate,
+    /// The best candidate would lose more than `postgres.max_lag_on_failover`.
+    MaxLagOnFailover,
+    /// The pre-failover hook vetoed it.
+    PreHook,
+    /// The Route53 epoch record does not hold what the log last wrote.
+    DnsEpoch,
+}
+
+impl Guard {
+    /// Every guard: their refusal counters start at 0.
+    pub const ALL: [Guard; 5] = [
+        Guard::LastRegion,
+        Guard::NoCandidate,
+        Guard::MaxLagOnFailover,
+        Guard::PreHook,
+        Guard::DnsEpoch,
+    ];
+
+    /// The guard's name, as it is serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guard::LastRegion => "last_region",
+            Guard::NoCandidate => "no_candidate",
+            Guard::MaxLagOnFailover => "max_lag_on_failover",
+            Guard::PreHook => "pre_hook",
+            Guard::DnsEpoch => "dns_epoch",
+        }
+    }
+}
+
+impl std::fmt::Display for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

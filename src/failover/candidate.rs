@@ -17,6 +17,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::desired::Guard;
 use crate::probe::Lsn;
 use crate::topology::TargetId;
 
@@ -94,6 +95,8 @@ pub enum Choice {
     Blocked {
         /// Why, for people: "blocked because …".
         reason: String,
+        /// The guard that blocks it.
+        guard: Guard,
     },
 }
 
@@ -108,7 +111,7 @@ impl fmt::Display for Choice {
                 f,
                 "promote {target} (estimated loss {estimated_loss_bytes} bytes)"
             ),
-            Choice::Blocked { reason } => write!(f, "blocked because {reason}"),
+            Choice::Blocked { reason, .. } => write!(f, "blocked because {reason}"),
         }
     }
 }
@@ -141,6 +144,7 @@ pub fn choose(
         };
         return Choice::Blocked {
             reason: reason.to_owned(),
+            guard: Guard::NoCandidate,
         };
     }
     candidates.sort_by(|a, b| {
@@ -202,6 +206,7 @@ pub fn choose(
                     Evidence::PrimaryLastSeen { target, lsn } => format!("{lsn} last seen on {target}"),
                 }
             ),
+            guard: Guard::MaxLagOnFailover,
         };
     }
     Choice::Promote {

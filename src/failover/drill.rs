@@ -101,7 +101,7 @@ pub fn report(
                         "would promote {target} (estimated loss {estimated_loss_bytes} bytes)"
                     ),
                 },
-                Choice::Blocked { reason } => DrillCheck {
+                Choice::Blocked { reason, .. } => DrillCheck {
                     check: group.group.clone(),
                     ok: false,
                     detail: reason,

@@ -23,7 +23,7 @@ use crate::config::WriterRecordConfig;
 use crate::consensus::LeaderView;
 use crate::desired::{
     ready_steps_after, settled, Decision, Desired, DrillPart, FailoverCommand, FailoverRecord,
-    LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
+    Guard, LiveDrill, LiveDrillRecord, Outcome, Refusal, Step, Trigger, WriterRecord,
 };
 use crate::health::State;
 use crate::topology::TargetId;
@@ -382,7 +382,7 @@ impl Engine {
             })
             .map(|refused| Refusal {
                 subject: refused.subject.clone(),
-                guard: refused.guard.clone(),
+                guard: refused.guard,
                 reason: refused.reason.clone(),
                 at_ms: now_ms,
                 by: self.settings.agent_id.clone(),
@@ -402,7 +402,7 @@ impl Engine {
         self.vetoed.insert(key.clone(), now.mono);
         let refused = Refused {
             subject: key,
-            guard: "pre_hook".into(),
+            guard: Guard::PreHook,
             reason: format!("blocked because {reason}"),
         };
         self.refusals_due(desired, &[refused], now.wall_ms)

@@ -328,7 +328,7 @@ fn the_data_loss_guard_refuses_and_the_refusal_is_recorded_once_a_minute() {
     let effects = engine.tick(&Desired::default(), Some(&scene.view()), at(base, 0));
     let refusals = refused(&effects);
     assert_eq!(refusals.len(), 1, "{effects:?}");
-    assert_eq!(refusals[0].guard, "max_lag_on_failover");
+    assert_eq!(refusals[0].guard, Guard::MaxLagOnFailover);
     // The region is drained all the same: DNS never waits on a datastore.
     let decision = decided(&effects).expect("the drain");
     assert_eq!(decision.drain, ["r1"]);
@@ -361,7 +361,7 @@ fn the_last_region_in_service_is_never_drained() {
     );
     assert!(decided(&effects).is_none_or(|d| d.drain.is_empty()));
     assert!(
-        refused(&effects).iter().any(|r| r.guard == "last_region"),
+        refused(&effects).iter().any(|r| r.guard == Guard::LastRegion),
         "{effects:?}"
     );
 }
@@ -384,7 +384,7 @@ fn the_hook_is_asked_and_a_veto_holds_for_ten_seconds() {
     assert_eq!(key, "region/r1");
     let refusals = engine.vetoed(&desired, key, "change freeze", at(base, 0));
     assert_eq!(refusals.len(), 1);
-    assert_eq!(refusals[0].guard, "pre_hook");
+    assert_eq!(refusals[0].guard, Guard::PreHook);
     assert_eq!(refusals[0].reason, "blocked because change freeze");
     let asks = |effects: &[Effect]| {
         effects

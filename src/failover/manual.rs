@@ -175,13 +175,8 @@ pub fn propose(
                     planned,
                 });
             }
-            Choice::Blocked { reason } => {
-                let code = if reason.contains("max_lag_on_failover") {
-                    "max_lag_on_failover"
-                } else {
-                    "no_candidate"
-                };
-                return Err(OpError::new(ErrorKind::Refused, code, reason));
+            Choice::Blocked { reason, guard } => {
+                return Err(OpError::new(ErrorKind::Refused, guard.as_str(), reason));
             }
         }
     }
@@ -226,6 +221,7 @@ pub fn propose(
 mod tests {
     use super::*;
     use crate::config::TargetKind;
+    use crate::desired::Guard;
 
     fn pg(n: &str) -> TargetId {
         TargetId::new(TargetKind::Postgres, "main", n)
@@ -244,10 +240,12 @@ mod tests {
             home_says_down: false,
             choice: Choice::Blocked {
                 reason: "unused".into(),
+                guard: Guard::NoCandidate,
             },
             followers: vec![pg("b"), pg("c")],
             local_choice: Choice::Blocked {
                 reason: "unused".into(),
+                guard: Guard::NoCandidate,
             },
             local_followers: vec![],
         }
@@ -327,6 +325,7 @@ mod tests {
             &Desired::default(),
             Choice::Blocked {
                 reason: "blocked because every candidate is beyond max_lag_on_failover".into(),
+                guard: Guard::MaxLagOnFailover,
             },
         )
         .unwrap_err();

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::candidate::Choice;
-use crate::desired::{Desired, Promotion, RedisPromotion, Trigger};
+use crate::desired::{Desired, Guard, Promotion, RedisPromotion, Trigger};
 use crate::health::State;
 use crate::topology::TargetId;
 
@@ -139,7 +139,7 @@ pub struct Refused {
     /// A group or a region.
     pub subject: String,
     /// `max_lag_on_failover`, `no_candidate` or `last_region`.
-    pub guard: String,
+    pub guard: Guard,
     /// "blocked because …".
     pub reason: String,
 }
@@ -153,14 +153,6 @@ pub struct Assessment {
     pub refusals: Vec<Refused>,
     /// Why something that is Down is not acted on yet.
     pub waiting: Vec<String>,
-}
-
-fn guard_of(reason: &str) -> &'static str {
-    if reason.contains("max_lag_on_failover") {
-        "max_lag_on_failover"
-    } else {
-        "no_candidate"
-    }
 }
 
 /// The promotion for `group` when its region is lost (`region_lost`: the candidate must be
@@ -192,9 +184,9 @@ fn promote(
             },
             followers.iter().filter(|f| *f != target).cloned().collect(),
         )),
-        Choice::Blocked { reason } => Err(Refused {
+        Choice::Blocked { guard, .. } => Err(Refused {
             subject: group.group.clone(),
-            guard: guard_of(reason).to_owned(),
+            guard: *guard,
             reason: format!("{choice}"),
         }),
     }
@@ -237,7 +229,7 @@ fn promote_redis(
         }),
         None => Err(Refused {
             subject: shard.group.clone(),
-            guard: "no_candidate".into(),
+            guard: Guard::NoCandidate,
             reason: format!(
                 "blocked because {} has no healthy replica{} to promote",
                 shard.group,
@@ -397,7 +389,7 @@ pub fn assess(world: &World<'_>) -> Assessment {
         if serving.iter().all(|r| r == region) {
             out.refusals.push(Refused {
                 subject: format!("region/{region}"),
-                guard: "last_region".into(),
+                guard: Guard::LastRegion,
                 reason: format!(
                     "blocked because draining region {region} would leave no region in DNS"
                 ),
@@ -589,7 +581,7 @@ pub fn assess(world: &World<'_>) -> Assessment {
             if let Some(why) = &desired.dns_refused {
                 out.refusals.push(Refused {
                     subject: "route53".into(),
-                    guard: "dns_epoch".into(),
+                    guard: Guard::DnsEpoch,
                     reason: format!(
                         "blocked because Route53 refused the last batch for good ({why}); the \
                          weights the log wants are not written until someone checks who else \

@@ -45,6 +45,7 @@ fn blocked() -> Choice {
         reason: "postgres/main/b would lose 90000 bytes (more than \
                  max_lag_on_failover 65536)"
             .into(),
+        guard: Guard::MaxLagOnFailover,
     }
 }
 
@@ -177,7 +178,7 @@ fn a_lagging_candidate_is_refused_but_the_region_still_drains() {
     assert_eq!(p.promotion, None);
     assert_eq!(p.drain, ["r1"]);
     let refused = p.refusal.unwrap();
-    assert_eq!(refused.guard, "max_lag_on_failover");
+    assert_eq!(refused.guard, Guard::MaxLagOnFailover);
     assert!(refused
         .reason
         .starts_with("blocked because postgres/main/b would lose"));
@@ -367,7 +368,7 @@ fn weights_a_failed_dns_change_did_not_write_are_written_again() {
     case.desired.dns_refused = Some("batch rejected (InvalidChangeBatch)".into());
     let a = case.assess();
     assert_eq!(a.proposal, None, "refused for good: not retried");
-    assert_eq!(a.refusals[0].guard, "dns_epoch");
+    assert_eq!(a.refusals[0].guard, Guard::DnsEpoch);
     case.desired.dns_refused = None;
     case.route53 = false;
     assert_eq!(case.assess().proposal, None, "no Route53: nothing to write");
@@ -528,7 +529,7 @@ fn a_lost_redis_master_alone_is_replaced_by_the_furthest_replica() {
     case.redis = vec![lonely];
     let a = case.assess();
     assert_eq!(a.proposal, None);
-    assert_eq!(a.refusals[0].guard, "no_candidate");
+    assert_eq!(a.refusals[0].guard, Guard::NoCandidate);
 }
 
 #[test]
@@ -537,7 +538,7 @@ fn the_last_region_in_service_is_never_drained() {
     case.desired.drained = ["r1".to_string(), "r2".to_string()].into();
     let a = case.assess();
     assert_eq!(a.proposal, None);
-    assert_eq!(a.refusals[0].guard, "last_region");
+    assert_eq!(a.refusals[0].guard, Guard::LastRegion);
 }
 
 #[test]

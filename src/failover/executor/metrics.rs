@@ -21,7 +21,7 @@ pub(super) struct Metrics {
     pub(super) blocked: prometheus::IntGaugeVec,
 }
 
-/// Every trigger label and refusal guard: their counters start at 0, so that alerts on
+/// Every trigger label: their counters start at 0, so that alerts on
 /// `increase()` see the first one.
 const TRIGGERS: [&str; 5] = [
     "region_down",
@@ -30,22 +30,14 @@ const TRIGGERS: [&str; 5] = [
     "dns_repair",
     "manual",
 ];
-const GUARDS: [&str; 5] = [
-    "last_region",
-    "no_candidate",
-    "max_lag_on_failover",
-    "pre_hook",
-    "dns_epoch",
-];
-
 impl Metrics {
     pub(super) fn new(registry: &Registry) -> prometheus::Result<Metrics> {
         let metrics = Self::register(registry)?;
         for trigger in TRIGGERS {
             metrics.started.with_label_values(&[trigger]);
         }
-        for guard in GUARDS {
-            metrics.refusals.with_label_values(&[guard]);
+        for guard in crate::desired::Guard::ALL {
+            metrics.refusals.with_label_values(&[guard.as_str()]);
         }
         for action in ACTIONS {
             for result in ["ok", "retry", "failed"] {

@@ -360,7 +360,7 @@ impl Reconciler {
             "automatic failover refused"
         );
         let (guard, subject, reason) = (
-            refusal.guard.clone(),
+            refusal.guard,
             refusal.subject.clone(),
             refusal.reason.clone(),
         );
@@ -370,7 +370,10 @@ impl Reconciler {
             .await
         {
             Ok(_) => {
-                self.metrics.refusals.with_label_values(&[&guard]).inc();
+                self.metrics
+                    .refusals
+                    .with_label_values(&[guard.as_str()])
+                    .inc();
                 self.notifier.send(
                     "refusal",
                     None,

@@ -251,6 +251,14 @@ impl ContactBook {
         now.saturating_duration_since(last)
     }
 
+    /// Time since this agent last accepted an AppendEntries from any leader (or since it
+    /// started): how long it has gone without hearing a leader.
+    pub fn since_accepted(&self, now: Instant) -> Duration {
+        let accepted = self.accepted_from.lock().unwrap_or_else(|p| p.into_inner());
+        let last = accepted.values().copied().fold(self.started, Instant::max);
+        now.saturating_duration_since(last)
+    }
+
     /// The tag of the next AppendEntries this agent sends `follower` as leader.
     pub fn next_tag(&self, follower: NodeId) -> AppendTag {
         AppendTag {

@@ -12,6 +12,7 @@
 //! second cluster can appear.
 
 pub mod contact;
+pub mod election;
 mod lease;
 pub mod network;
 pub mod peer_api;
@@ -98,6 +99,8 @@ struct ConsensusMetrics {
     is_leader: IntGauge,
     term: IntGauge,
     leader_changes: IntCounter,
+    /// 1 while this agent holds its elections back (see [`election`]).
+    elections_held: IntGauge,
     report_age: prometheus::GaugeVec,
     reports_sent_failed: IntCounter,
     /// Leader: 1 for each target's current verdict.
@@ -123,6 +126,8 @@ pub struct Consensus {
     quorum: usize,
     stale_after: Duration,
     report_interval: Duration,
+    /// `cluster.heartbeat_interval`.
+    heartbeat: Duration,
     boot: u64,
     state_machine: store::StateMachine,
     lease_ttl: Duration,
@@ -338,6 +343,10 @@ impl Consensus {
                 "failoverd_raft_leader_changes_total",
                 "Times this agent saw a new leader.",
             )?,
+            elections_held: gauge(
+                "failoverd_raft_elections_held",
+                "Whether this agent holds its elections back: it hears no leader, but no quorum of agents has lost it (failoverd's pre-vote).",
+            )?,
             report_age,
             reports_sent_failed: counter(
                 "failoverd_report_send_failures_total",
@@ -381,6 +390,7 @@ impl Consensus {
             state_machine: state_handle,
             data_path: std::sync::Mutex::new(crate::evidence::DataPath::new(config)),
             lease_ttl: config.cluster.lease_ttl(),
+            heartbeat: config.cluster.heartbeat_interval(),
             contacts,
             groups: topology.groups(),
             leader_since: std::sync::Mutex::new(None),
@@ -391,6 +401,7 @@ impl Consensus {
     /// The router for the peer listener.
     pub fn peer_router(self: &Arc<Self>) -> axum::Router {
         let me = Arc::downgrade(self);
+        let leaderless = Arc::downgrade(self);
         peer_api::router(peer_api::PeerState {
             raft: self.raft.clone(),
             secret: self.secret.clone(),
@@ -406,6 +417,11 @@ impl Consensus {
                 } else {
                     None
                 }
+            }),
+            leaderless: Arc::new(move || {
+                leaderless
+                    .upgrade()
+                    .is_some_and(|me| me.leaderless(Instant::now()))
             }),
         })
     }
@@ -540,6 +556,7 @@ impl Consensus {
     /// Sends this agent's report to the leader every interval and keeps the metrics current,
     /// until `shutdown`; then stops the Raft node.
     pub async fn run(self: Arc<Self>, board: Arc<HealthBoard>, shutdown: CancellationToken) {
+        let gate = tokio::spawn(self.clone().gate_elections(shutdown.clone()));
         let mut ticker = tokio::time::interval(self.report_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut raft_metrics = self.raft.metrics();
@@ -591,6 +608,9 @@ impl Consensus {
                     }
                 }
             }
+        }
+        if let Err(e) = gate.await {
+            tracing::warn!(error = %e, "the election gate stopped with an error");
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");

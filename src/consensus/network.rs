@@ -51,6 +51,8 @@ pub mod paths {
     pub const ADMIN: &str = "/v1/admin";
     /// The leader's verdict, for another agent's status.
     pub const VERDICT: &str = "/v1/verdict";
+    /// Whether the agent has lost its leader (see [`super::super::election`]).
+    pub const LEADERLESS: &str = "/raft/leaderless";
 }
 
 /// Why a peer request failed.

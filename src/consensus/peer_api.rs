@@ -45,6 +45,8 @@ pub struct PeerState {
     pub admin: Arc<std::sync::OnceLock<AdminHandler>>,
     /// This agent's verdict when it leads.
     pub verdict: Arc<dyn Fn() -> Option<crate::verdict::Verdict> + Send + Sync>,
+    /// Whether this agent has lost its leader.
+    pub leaderless: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// An operator's request carried out on the leader: the HTTP status and JSON body the agent
@@ -76,6 +78,7 @@ pub fn router(state: PeerState) -> Router {
         .route(paths::INITIALIZED, post(initialized))
         .route(paths::ADMIN, post(admin))
         .route(paths::VERDICT, post(verdict))
+        .route(paths::LEADERLESS, post(leaderless))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -172,6 +175,13 @@ async fn initialized(State(state): State<PeerState>) -> Response {
 
 async fn verdict(State(state): State<PeerState>) -> Response {
     Json((state.verdict)()).into_response()
+}
+
+async fn leaderless(State(state): State<PeerState>) -> Response {
+    Json(super::election::Leaderless {
+        leaderless: (state.leaderless)(),
+    })
+    .into_response()
 }
 
 async fn admin(State(state): State<PeerState>, body: Bytes) -> Response {

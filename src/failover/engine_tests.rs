@@ -361,7 +361,9 @@ fn the_last_region_in_service_is_never_drained() {
     );
     assert!(decided(&effects).is_none_or(|d| d.drain.is_empty()));
     assert!(
-        refused(&effects).iter().any(|r| r.guard == Guard::LastRegion),
+        refused(&effects)
+            .iter()
+            .any(|r| r.guard == Guard::LastRegion),
         "{effects:?}"
     );
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod rules;
 
-use crate::actions;
+use crate::actions::{self, ActionError};
 use crate::config::{Config, PostgresFence};
 use crate::consensus::Consensus;
 use crate::health::HealthBoard;
@@ -73,6 +73,8 @@ pub struct Fencer {
     memory: BTreeMap<TargetId, rules::Memory>,
     /// Since when the lease has held without a break.
     valid_since: Option<std::time::Instant>,
+    /// When the fencer started: a missing lease counts only a lease period after it.
+    started: std::time::Instant,
     lease_gauge: IntGauge,
     lapses: IntCounter,
     fenced_gauge: IntGauge,
@@ -195,6 +197,7 @@ impl Fencer {
                 .collect(),
             memory: BTreeMap::new(),
             valid_since: None,
+            started: std::time::Instant::now(),
             lease_gauge,
             lapses,
             fenced_gauge,
@@ -248,7 +251,14 @@ impl Fencer {
                 .valid_since
                 .is_some_and(|since| now.duration_since(since) >= SETTLE)
                 && consensus.caught_up();
-            let lease = rules::Lease { valid, settled };
+            // A starting agent gets a lease period to join before a missing lease counts.
+            let joined = self.started.elapsed() >= self.lease_ttl;
+            let lease = rules::Lease {
+                valid,
+                settled,
+                joined,
+            };
+            let mut ops: Vec<(TargetId, Local, Op)> = Vec::new();
             for (id, local) in self.locals.clone() {
                 let view = board.slot(&id).map(|s| s.view());
                 let facts = view.as_ref().and_then(|v| v.facts());
@@ -301,30 +311,59 @@ impl Fencer {
                     },
                     memory,
                 );
-                match (action, &local, fence) {
-                    (rules::FenceAction::Nothing, ..) => {}
-                    (rules::FenceAction::Fence(reason), ..) => {
-                        self.fence(&id, &local, &reason.to_string()).await
+                let op = match (action, &local, fence) {
+                    (rules::FenceAction::Nothing, ..) => None,
+                    (rules::FenceAction::Fence(reason), ..) => Some(Op::Fence {
+                        reason: reason.to_string(),
+                    }),
+                    (rules::FenceAction::Demote { to }, Local::Redis(_), fence) => {
+                        match self.redis_members.get(&to) {
+                            Some(master) => Some(Op::Demote {
+                                to,
+                                master: master.clone(),
+                                fence,
+                            }),
+                            None => {
+                                tracing::error!(target_id = %id, named = %to, "the named master is not a configured member");
+                                None
+                            }
+                        }
                     }
-                    (rules::FenceAction::Demote { to }, Local::Redis(m), _) => {
-                        self.demote(&id, m, &to).await
-                    }
-                    (rules::FenceAction::Unfence, _, Some(fence)) => {
-                        self.unfence(&id, &local, fence).await
-                    }
+                    (rules::FenceAction::Unfence, _, Some(fence)) => Some(Op::Unfence(fence)),
                     (rules::FenceAction::Stay(rules::Hold::NotOwner), ..) => {
-                        tracing::debug!(target_id = %id, "stays fenced: the cluster has not shown it is still the owner of its slots")
+                        tracing::debug!(target_id = %id, "stays fenced: the cluster has not shown it is still the owner of its slots");
+                        None
                     }
                     (rules::FenceAction::Stay(rules::Hold::NotNamed { named }), ..) => {
                         tracing::debug!(
                             target_id = %id,
                             named = named.as_ref().map(|n| n.as_str()).unwrap_or("none"),
                             "stays fenced: the cluster does not name it primary"
-                        )
+                        );
+                        None
                     }
                     (action, ..) => {
-                        tracing::error!(target_id = %id, ?action, "fence rule without a member to apply it to")
+                        tracing::error!(target_id = %id, ?action, "fence rule without a member to apply it to");
+                        None
                     }
+                };
+                if let Some(op) = op {
+                    ops.push((id, local, op));
+                }
+            }
+            // Each member on its own task: one that does not answer cannot hold up the others.
+            let mut tasks = tokio::task::JoinSet::new();
+            for (id, local, op) in ops {
+                let (method, timeout) = (self.pg_method.clone(), self.timeout);
+                tasks.spawn(async move {
+                    let result = perform(&local, &op, &method, timeout).await;
+                    (id, op, result)
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                match done {
+                    Ok((id, op, result)) => self.record(&id, op, result),
+                    Err(e) => tracing::error!(error = %e, "a fence task ended without an answer"),
                 }
             }
         }
@@ -336,121 +375,150 @@ impl Fencer {
             .set(i64::try_from(self.fenced.len()).unwrap_or(i64::MAX));
     }
 
-    async fn fence(&mut self, id: &TargetId, local: &Local, why: &str) {
-        let result = match local {
-            Local::Postgres(m) => actions::postgres::fence(m, &self.pg_method, self.timeout)
-                .await
-                .map(|()| Fence::Postgres),
-            Local::Redis(m) => actions::redis::fence(m, self.timeout)
-                .await
-                .map(Fence::Redis),
-        };
-        match result {
-            Ok(fence) => {
-                self.actions.with_label_values(&["fence", "ok"]).inc();
-                let failed_before = self.failing.succeeded("fence", id);
-                tracing::warn!(
-                    target_id = %id,
-                    lease_ttl = %humantime::format_duration(self.lease_ttl),
-                    reason = why,
-                    failed_before,
-                    "fenced the local primary"
-                );
-                if let Some(n) = &self.notifier {
-                    n.send(
+    /// Records what an action on a member did: the fenced set, the counters, the logs and
+    /// the events.
+    fn record(&mut self, id: &TargetId, op: Op, result: Result<Option<Fence>, ActionError>) {
+        let label = op.label();
+        let Err(e) = result.as_ref() else {
+            self.actions.with_label_values(&[label, "ok"]).inc();
+            let failed_before = self.failing.succeeded(label, id);
+            match (op, result) {
+                (Op::Fence { reason }, Ok(Some(fence))) => {
+                    tracing::warn!(
+                        target_id = %id,
+                        lease_ttl = %humantime::format_duration(self.lease_ttl),
+                        reason,
+                        failed_before,
+                        "fenced the local primary"
+                    );
+                    self.event(
                         "fenced",
-                        None,
-                        format!("failoverd fenced {id}: {why}"),
-                        serde_json::json!({ "target": id, "reason": why }),
+                        format!("failoverd fenced {id}: {reason}"),
+                        serde_json::json!({ "target": id, "reason": reason }),
                     );
+                    self.fenced.insert(id.clone(), fence);
                 }
-                self.fenced.insert(id.clone(), fence);
-                self.count_fenced();
-            }
-            Err(e) => {
-                self.actions.with_label_values(&["fence", "error"]).inc();
-                let now = std::time::Instant::now();
-                if let Some(attempts) = self.failing.failed("fence", id, &e.to_string(), now) {
-                    tracing::error!(target_id = %id, error = %e, attempts, reason = why, "cannot fence the local primary; retrying");
-                }
-            }
-        }
-    }
-
-    /// Makes a stale local Redis master a replica of `named`, then restores the setting a
-    /// fence changed.
-    async fn demote(&mut self, id: &TargetId, member: &actions::redis::Member, named: &TargetId) {
-        let Some(master) = self.redis_members.get(named) else {
-            tracing::error!(target_id = %id, named = %named, "the named master is not a configured member");
-            return;
-        };
-        match actions::redis::follow(member, master, self.timeout).await {
-            Ok(()) => {
-                self.failing.succeeded("demote", id);
-                self.memory.entry(id.clone()).or_default().demoted = true;
-                // A replica now: no longer a fenced primary (counted before the demotion).
-                let fence = self.fenced.remove(id);
-                self.count_fenced();
-                self.actions.with_label_values(&["demote", "ok"]).inc();
-                tracing::warn!(target_id = %id, master = %named, "made the stale local Redis master a replica of the named one");
-                if let Some(n) = &self.notifier {
-                    n.send(
+                (Op::Demote { to, .. }, _) => {
+                    self.memory.entry(id.clone()).or_default().demoted = true;
+                    // A replica now: no longer a fenced primary.
+                    self.fenced.remove(id);
+                    tracing::warn!(target_id = %id, master = %to, "made the stale local Redis master a replica of the named one");
+                    self.event(
                         "demoted",
-                        None,
-                        format!("failoverd made {id} a replica of {named}: the cluster names {named} master"),
-                        serde_json::json!({ "target": id, "master": named }),
+                        format!(
+                            "failoverd made {id} a replica of {to}: the cluster names {to} master"
+                        ),
+                        serde_json::json!({ "target": id, "master": to }),
                     );
                 }
-                if let Some(Fence::Redis(previous)) = fence {
-                    if let Err(e) = actions::redis::unfence(member, previous, self.timeout).await {
-                        tracing::warn!(target_id = %id, error = %e, "cannot restore min-replicas-to-write on the demoted member");
-                    }
-                }
-            }
-            Err(e) => {
-                self.actions.with_label_values(&["demote", "error"]).inc();
-                let now = std::time::Instant::now();
-                if let Some(attempts) = self.failing.failed("demote", id, &e.to_string(), now) {
-                    tracing::error!(target_id = %id, error = %e, attempts, "cannot demote the stale local Redis master; retrying");
-                }
-            }
-        }
-    }
-
-    async fn unfence(&mut self, id: &TargetId, local: &Local, fence: Fence) {
-        let result = match (local, fence) {
-            (Local::Postgres(m), _) => {
-                actions::postgres::unfence(m, &self.pg_method, self.timeout).await
-            }
-            (Local::Redis(m), Fence::Redis(previous)) => {
-                actions::redis::unfence(m, previous, self.timeout).await
-            }
-            (Local::Redis(m), Fence::Postgres) => actions::redis::unfence(m, 0, self.timeout).await,
-        };
-        match result {
-            Ok(()) => {
-                self.actions.with_label_values(&["unfence", "ok"]).inc();
-                self.failing.succeeded("unfence", id);
-                tracing::info!(target_id = %id, "lifted the fence: lease regained and the cluster still names it primary");
-                if let Some(n) = &self.notifier {
-                    n.send(
+                (Op::Unfence(_), _) => {
+                    tracing::info!(target_id = %id, "lifted the fence: lease regained and the cluster still names it primary");
+                    self.event(
                         "unfenced",
-                        None,
                         format!("failoverd lifted the fence on {id}: lease regained and the cluster still names it primary"),
                         serde_json::json!({ "target": id }),
                     );
+                    self.fenced.remove(id);
                 }
-                self.fenced.remove(id);
-                self.count_fenced();
+                (Op::Fence { .. }, Ok(None)) => {
+                    tracing::error!(target_id = %id, "a fence reported no setting to restore");
+                }
+                (_, Err(_)) => {}
             }
-            Err(e) => {
-                self.actions.with_label_values(&["unfence", "error"]).inc();
-                let now = std::time::Instant::now();
-                if let Some(attempts) = self.failing.failed("unfence", id, &e.to_string(), now) {
-                    tracing::error!(target_id = %id, error = %e, attempts, "cannot lift the fence; retrying");
+            self.count_fenced();
+            return;
+        };
+        self.actions.with_label_values(&[label, "error"]).inc();
+        let now = std::time::Instant::now();
+        if let Some(attempts) = self.failing.failed(label, id, &e.to_string(), now) {
+            match &op {
+                Op::Fence { reason } => {
+                    tracing::error!(target_id = %id, error = %e, attempts, reason, "cannot fence the local primary; retrying")
+                }
+                Op::Demote { .. } => {
+                    tracing::error!(target_id = %id, error = %e, attempts, "cannot demote the stale local Redis master; retrying")
+                }
+                Op::Unfence(_) => {
+                    tracing::error!(target_id = %id, error = %e, attempts, "cannot lift the fence; retrying")
                 }
             }
         }
+    }
+
+    fn event(&self, kind: &'static str, text: String, details: serde_json::Value) {
+        if let Some(n) = &self.notifier {
+            n.send(kind, None, text, details);
+        }
+    }
+}
+
+/// An action on one local member.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Fence it, for this reason.
+    Fence { reason: String },
+    /// Make it a replica of `master` (the named one), restoring what a fence changed.
+    Demote {
+        to: TargetId,
+        master: actions::redis::Member,
+        fence: Option<Fence>,
+    },
+    /// Lift the fence.
+    Unfence(Fence),
+}
+
+impl Op {
+    fn label(&self) -> &'static str {
+        match self {
+            Op::Fence { .. } => "fence",
+            Op::Demote { .. } => "demote",
+            Op::Unfence(_) => "unfence",
+        }
+    }
+}
+
+/// Carries `op` out on `local`; a fence returns what it set.
+async fn perform(
+    local: &Local,
+    op: &Op,
+    method: &PostgresFence,
+    timeout: Duration,
+) -> Result<Option<Fence>, ActionError> {
+    match (op, local) {
+        (Op::Fence { .. }, Local::Postgres(m)) => actions::postgres::fence(m, method, timeout)
+            .await
+            .map(|()| Some(Fence::Postgres)),
+        (Op::Fence { .. }, Local::Redis(m)) => actions::redis::fence(m, timeout)
+            .await
+            .map(|previous| Some(Fence::Redis(previous))),
+        (Op::Unfence(_), Local::Postgres(m)) => actions::postgres::unfence(m, method, timeout)
+            .await
+            .map(|()| None),
+        (Op::Unfence(fence), Local::Redis(m)) => {
+            let previous = match fence {
+                Fence::Redis(previous) => *previous,
+                Fence::Postgres => 0,
+            };
+            actions::redis::unfence(m, previous, timeout)
+                .await
+                .map(|()| None)
+        }
+        (Op::Demote { master, fence, .. }, Local::Redis(m)) => {
+            actions::redis::follow(m, master, timeout).await?;
+            if let Some(Fence::Redis(previous)) = fence {
+                if let Err(e) = actions::redis::unfence(m, *previous, timeout).await {
+                    tracing::warn!(member = %m.name, error = %e, "cannot restore min-replicas-to-write on the demoted member");
+                }
+            }
+            Ok(None)
+        }
+        (Op::Demote { .. }, Local::Postgres(m)) => Err(ActionError::Step {
+            step: "demote",
+            message: format!(
+                "{} is a Postgres member: only Redis masters are demoted",
+                m.name
+            ),
+        }),
     }
 }
 

@@ -6,7 +6,10 @@
 //! 1. A Redis master of a replication shard that the log no longer names, with the lease
 //!    settled, is made a replica of the named master (once: the probe shows the new role a
 //!    moment later). It is never fenced or unfenced meanwhile.
-//! 2. Without the lease, a writable member not fenced yet is fenced.
+//! 2. Without the lease, a member that is writable or was last seen as primary, not fenced
+//!    yet, is fenced — once this agent has been up for a lease period (a starting agent first
+//!    gets the chance to join). A member whose probe fails is tried at every check until a
+//!    fence holds: its sessions may still write while the probe cannot reach it.
 //! 3. With the lease, a Postgres member that is writable or was last seen as primary (its
 //!    probe may fail while its sessions still write) and that the log does not name while it
 //!    names another member is fenced as stale.
@@ -55,6 +58,9 @@ pub struct Lease {
     /// Held without a break for [`super::SETTLE`] with the log applied: what the log names
     /// can be acted on.
     pub settled: bool,
+    /// This agent has been up for a lease period: it had its chance to join, so a lease it
+    /// does not hold is a lease lost.
+    pub joined: bool,
 }
 
 /// A Redis Cluster node's own standing, for lifting its fence.
@@ -159,7 +165,11 @@ pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
             };
         }
     }
-    if !check.lease.valid && writable && !check.fenced {
+    if !check.lease.valid
+        && check.lease.joined
+        && (writable || memory.last_known_primary)
+        && !check.fenced
+    {
         return FenceAction::Fence(FenceReason::NoQuorum);
     }
     if check.lease.valid && (writable || memory.last_known_primary) && !check.fenced {

@@ -13,14 +13,22 @@ fn pg(name: &str) -> TargetId {
 const NO_LEASE: Lease = Lease {
     valid: false,
     settled: false,
+    joined: true,
+};
+const STARTING: Lease = Lease {
+    valid: false,
+    settled: false,
+    joined: false,
 };
 const FRESH_LEASE: Lease = Lease {
     valid: true,
     settled: false,
+    joined: true,
 };
 const SETTLED: Lease = Lease {
     valid: true,
     settled: true,
+    joined: true,
 };
 
 /// One check of `me` with a fresh memory (or `last_known_primary` set).
@@ -78,284 +86,51 @@ fn every_role_lease_and_named_primary_case() {
         })
     };
     // (kind, role, fenced, lease, named, last known primary) -> action
+    #[rustfmt::skip]
     let cases: Vec<Case> = vec![
-        // Postgres, lease lost: a writable member is fenced whatever the log says.
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            false,
-            NO_LEASE,
-            Some(&me),
-            false,
-            Fence(FenceReason::NoQuorum),
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            false,
-            NO_LEASE,
-            Some(&other),
-            false,
-            Fence(FenceReason::NoQuorum),
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            false,
-            NO_LEASE,
-            None,
-            false,
-            Fence(FenceReason::NoQuorum),
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            true,
-            NO_LEASE,
-            Some(&me),
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Replica),
-            false,
-            NO_LEASE,
-            Some(&other),
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Postgres,
-            None,
-            false,
-            NO_LEASE,
-            Some(&me),
-            true,
-            Nothing,
-        ),
+        // Postgres, lease lost: a writable member is fenced whatever the log says; so is one
+        // its probe cannot reach any more, last seen primary (its sessions may still write).
+        (Kind::Postgres, Some(Role::Primary), false, NO_LEASE, Some(&me), false, Fence(FenceReason::NoQuorum)),
+        (Kind::Postgres, Some(Role::Primary), false, NO_LEASE, Some(&other), false, Fence(FenceReason::NoQuorum)),
+        (Kind::Postgres, Some(Role::Primary), false, NO_LEASE, None, false, Fence(FenceReason::NoQuorum)),
+        (Kind::Postgres, None, false, NO_LEASE, Some(&me), true, Fence(FenceReason::NoQuorum)),
+        (Kind::Postgres, None, false, NO_LEASE, Some(&me), false, Nothing),
+        (Kind::Postgres, Some(Role::Primary), true, NO_LEASE, Some(&me), false, Nothing),
+        (Kind::Postgres, Some(Role::Replica), false, NO_LEASE, Some(&other), false, Nothing),
+        // A starting agent has a lease period to join before it fences anything.
+        (Kind::Postgres, Some(Role::Primary), false, STARTING, Some(&me), false, Nothing),
+        (Kind::Redis, Some(Role::Primary), false, STARTING, None, true, Nothing),
         // Postgres, lease held: the named primary is left alone; a primary the log does not
         // name while it names another is stale, also when its probe fails.
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            false,
-            FRESH_LEASE,
-            Some(&me),
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            false,
-            SETTLED,
-            Some(&me),
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            false,
-            FRESH_LEASE,
-            Some(&other),
-            false,
-            stale(),
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            false,
-            SETTLED,
-            Some(&other),
-            false,
-            stale(),
-        ),
-        (
-            Kind::Postgres,
-            None,
-            false,
-            SETTLED,
-            Some(&other),
-            true,
-            stale(),
-        ),
-        (
-            Kind::Postgres,
-            None,
-            false,
-            SETTLED,
-            Some(&other),
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            false,
-            SETTLED,
-            None,
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Replica),
-            false,
-            SETTLED,
-            Some(&other),
-            false,
-            Nothing,
-        ),
+        (Kind::Postgres, Some(Role::Primary), false, FRESH_LEASE, Some(&me), false, Nothing),
+        (Kind::Postgres, Some(Role::Primary), false, SETTLED, Some(&me), false, Nothing),
+        (Kind::Postgres, Some(Role::Primary), false, FRESH_LEASE, Some(&other), false, stale()),
+        (Kind::Postgres, Some(Role::Primary), false, SETTLED, Some(&other), false, stale()),
+        (Kind::Postgres, None, false, SETTLED, Some(&other), true, stale()),
+        (Kind::Postgres, None, false, SETTLED, Some(&other), false, Nothing),
+        (Kind::Postgres, Some(Role::Primary), false, SETTLED, None, false, Nothing),
+        (Kind::Postgres, Some(Role::Replica), false, SETTLED, Some(&other), false, Nothing),
         // Postgres, fenced, lease back: unfenced only once settled and named.
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            true,
-            FRESH_LEASE,
-            Some(&me),
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            true,
-            SETTLED,
-            Some(&me),
-            false,
-            Unfence,
-        ),
-        (
-            Kind::Postgres,
-            None,
-            true,
-            SETTLED,
-            Some(&me),
-            true,
-            Unfence,
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            true,
-            SETTLED,
-            Some(&other),
-            false,
-            not_named(Some(&other)),
-        ),
-        (
-            Kind::Postgres,
-            Some(Role::Primary),
-            true,
-            SETTLED,
-            None,
-            false,
-            not_named(None),
-        ),
+        (Kind::Postgres, Some(Role::Primary), true, FRESH_LEASE, Some(&me), false, Nothing),
+        (Kind::Postgres, Some(Role::Primary), true, SETTLED, Some(&me), false, Unfence),
+        (Kind::Postgres, None, true, SETTLED, Some(&me), true, Unfence),
+        (Kind::Postgres, Some(Role::Primary), true, SETTLED, Some(&other), false, not_named(Some(&other))),
+        (Kind::Postgres, Some(Role::Primary), true, SETTLED, None, false, not_named(None)),
         // Redis replication shard: a master the log no longer names is demoted once settled,
-        // never fenced as stale.
-        (
-            Kind::Redis,
-            Some(Role::Primary),
-            false,
-            SETTLED,
-            Some(&other),
-            false,
-            Demote { to: other.clone() },
-        ),
-        (
-            Kind::Redis,
-            Some(Role::Primary),
-            true,
-            SETTLED,
-            Some(&other),
-            false,
-            Demote { to: other.clone() },
-        ),
-        (
-            Kind::Redis,
-            Some(Role::Primary),
-            false,
-            FRESH_LEASE,
-            Some(&other),
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Redis,
-            Some(Role::Primary),
-            false,
-            NO_LEASE,
-            Some(&other),
-            false,
-            Fence(FenceReason::NoQuorum),
-        ),
-        (
-            Kind::Redis,
-            Some(Role::Primary),
-            false,
-            SETTLED,
-            Some(&me),
-            false,
-            Nothing,
-        ),
-        (
-            Kind::Redis,
-            Some(Role::Primary),
-            true,
-            SETTLED,
-            Some(&me),
-            false,
-            Unfence,
-        ),
-        (
-            Kind::Redis,
-            Some(Role::Replica),
-            true,
-            SETTLED,
-            Some(&other),
-            false,
-            not_named(Some(&other)),
-        ),
+        // never fenced as stale; one unreachable after its lease is gone is fenced.
+        (Kind::Redis, Some(Role::Primary), false, SETTLED, Some(&other), false, Demote { to: other.clone() }),
+        (Kind::Redis, Some(Role::Primary), true, SETTLED, Some(&other), false, Demote { to: other.clone() }),
+        (Kind::Redis, Some(Role::Primary), false, FRESH_LEASE, Some(&other), false, Nothing),
+        (Kind::Redis, Some(Role::Primary), false, NO_LEASE, Some(&other), false, Fence(FenceReason::NoQuorum)),
+        (Kind::Redis, None, false, NO_LEASE, Some(&me), true, Fence(FenceReason::NoQuorum)),
+        (Kind::Redis, Some(Role::Primary), false, SETTLED, Some(&me), false, Nothing),
+        (Kind::Redis, Some(Role::Primary), true, SETTLED, Some(&me), false, Unfence),
+        (Kind::Redis, Some(Role::Replica), true, SETTLED, Some(&other), false, not_named(Some(&other))),
         // Redis Cluster: no named primary; fenced on lease loss, unfenced by its standing.
-        (
-            Kind::RedisCluster,
-            Some(Role::Primary),
-            false,
-            NO_LEASE,
-            None,
-            false,
-            Fence(FenceReason::NoQuorum),
-        ),
-        (
-            Kind::RedisCluster,
-            Some(Role::Primary),
-            true,
-            SETTLED,
-            None,
-            false,
-            Stay(Hold::NotOwner),
-        ),
-        (
-            Kind::RedisCluster,
-            Some(Role::Replica),
-            true,
-            SETTLED,
-            None,
-            false,
-            Unfence,
-        ),
-        (
-            Kind::RedisCluster,
-            Some(Role::Primary),
-            false,
-            SETTLED,
-            None,
-            false,
-            Nothing,
-        ),
+        (Kind::RedisCluster, Some(Role::Primary), false, NO_LEASE, None, false, Fence(FenceReason::NoQuorum)),
+        (Kind::RedisCluster, Some(Role::Primary), true, SETTLED, None, false, Stay(Hold::NotOwner)),
+        (Kind::RedisCluster, Some(Role::Replica), true, SETTLED, None, false, Unfence),
+        (Kind::RedisCluster, Some(Role::Primary), false, SETTLED, None, false, Nothing),
     ];
     for (i, (kind, role, fenced, lease, named, last, want)) in cases.into_iter().enumerate() {
         let got = run(kind, role, fenced, lease, named, last);
@@ -465,14 +240,20 @@ fn any_role() -> impl Strategy<Value = Option<Role>> {
 }
 
 fn any_lease() -> impl Strategy<Value = Lease> {
-    prop_oneof![Just(NO_LEASE), Just(FRESH_LEASE), Just(SETTLED)]
+    prop_oneof![
+        Just(STARTING),
+        Just(NO_LEASE),
+        Just(FRESH_LEASE),
+        Just(SETTLED)
+    ]
 }
 
 proptest! {
     /// Whatever it knows, the fencer: never fences a member it already fenced; lifts a fence
     /// only with a settled lease; never fences the primary the log names while it holds the
     /// lease (a healed partition or a change of leader does not disrupt it); always fences a
-    /// writable member once its lease is gone; demotes only Redis replication masters.
+    /// member writable or last seen primary once its lease is gone, and nothing before it had
+    /// a lease period to join; demotes only Redis replication masters.
     #[test]
     fn the_rules_hold_in_every_state(
         kind in any_kind(),
@@ -513,8 +294,12 @@ proptest! {
         if lease.valid && named == Some(&me) {
             prop_assert!(!matches!(action, FenceAction::Fence(_)));
         }
-        if !lease.valid && role == Some(Role::Primary) && !fenced {
-            prop_assert_eq!(action, FenceAction::Fence(FenceReason::NoQuorum));
+        let was_primary = role == Some(Role::Primary) || (role.is_none() && last_known_primary);
+        if !lease.valid && lease.joined && was_primary && !fenced {
+            prop_assert_eq!(&action, &FenceAction::Fence(FenceReason::NoQuorum));
+        }
+        if !lease.joined {
+            prop_assert!(!matches!(action, FenceAction::Fence(_)), "a starting agent fenced");
         }
         match role {
             Some(Role::Primary) => prop_assert!(memory.last_known_primary),

@@ -613,5 +613,4 @@ impl TargetMetrics {
 }
 
 #[cfg(test)]
-#[path = "metrics_tests.rs"]
 mod tests;

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::candidate::Choice;
-use crate::desired::{Desired, Guard, Promotion, RedisPromotion, Trigger};
+use crate::desired::{Action, Desired, Guard, Promotion, RedisPromotion, StepState, Trigger};
 use crate::health::State;
 use crate::topology::TargetId;
 
@@ -337,8 +337,21 @@ pub fn assess(world: &World<'_>) -> Assessment {
         .map(|(name, _)| name.as_str())
         .collect();
 
-    // Region changes wait for every failover in progress (two DNS changes never overlap).
+    // A failback or a DNS repair waits for every failover in progress; draining a Down
+    // region waits only for a DNS change in progress (two never overlap), never for a
+    // datastore step: DNS moves the moment a region's verdict allows.
     let busy = !desired.running.is_empty();
+    let dns_busy = desired
+        .running
+        .iter()
+        .any(|epoch| match desired.failover(*epoch) {
+            Some(f) => f.steps.iter().any(|s| {
+                matches!(s.step.action, Action::Route53 { .. })
+                    && matches!(s.state, StepState::Pending | StepState::Running)
+            }),
+            // A running epoch without its record: assume the worst.
+            None => true,
+        });
     // A group whose promotion is in progress is left alone.
     let promoting: BTreeSet<String> = desired
         .running
@@ -372,9 +385,9 @@ pub fn assess(world: &World<'_>) -> Assessment {
         {
             continue;
         }
-        if busy {
+        if dns_busy {
             out.waiting.push(format!(
-                "region {region} is Down: waiting for the failover in progress to finish"
+                "region {region} is Down: waiting for the DNS change in progress to finish"
             ));
             continue;
         }
@@ -417,6 +430,12 @@ pub fn assess(world: &World<'_>) -> Assessment {
             if !(group.primary_down || world.cut_off.contains(region)) {
                 continue;
             }
+            if promoting_any || promoting.contains(&group.group) {
+                // Its own failover is under way: the drain goes ahead without it.
+                out.waiting
+                    .push(format!("{}: a promotion is in progress", group.group));
+                continue;
+            }
             if let Err(why) = may_replace(world, group) {
                 lease_wait = Some(why);
                 break;
@@ -443,6 +462,11 @@ pub fn assess(world: &World<'_>) -> Assessment {
             {
                 continue;
             }
+            if promoting_any || promoting.contains(&shard.group) {
+                out.waiting
+                    .push(format!("{}: a promotion is in progress", shard.group));
+                continue;
+            }
             if let Some(why) = settling(shard) {
                 out.waiting.push(why);
                 continue;
@@ -460,12 +484,9 @@ pub fn assess(world: &World<'_>) -> Assessment {
                 Err(refused) => out.refusals.push(refused),
             }
         }
-        if let Some(why) = wait {
-            out.waiting.push(why);
-            continue;
-        }
-        if let Some(why) = lease_wait {
-            // The drain alone; the promotion follows as its own decision once it may.
+        if let Some(why) = wait.or(lease_wait) {
+            // The drain alone (DNS never waits on a datastore); the promotion follows as its
+            // own decision once it may.
             out.waiting.push(why);
             proposal.promotion = None;
             proposal.followers.clear();

@@ -1,5 +1,6 @@
 //! The trigger's decisions over tables of cases.
 use super::*;
+use crate::desired::Step;
 use crate::failover::candidate::Evidence;
 
 fn id(s: &str) -> TargetId {
@@ -282,13 +283,106 @@ fn a_promotion_does_not_wait_behind_a_dns_change_but_behind_another_promotion() 
         .any(|w| w.contains("promotion is in progress")));
 }
 
+/// Records a decision of r1's drain with these steps, its epoch running.
+fn decide_with_steps(case: &mut Case, promotion: Option<Promotion>, steps: Vec<Step>) -> u64 {
+    let epoch = case.desired.epoch + 10;
+    case.desired.apply(
+        crate::desired::FailoverCommand::Decide(Box::new(crate::desired::Decision {
+            trigger: Trigger::RegionDown {
+                region: "r1".into(),
+            },
+            decided_by: "a".into(),
+            decided_at_ms: 0,
+            first_seen_ms: 0,
+            drain: vec!["r1".into()],
+            restore: vec![],
+            promotion,
+            redis: vec![],
+            refusal: None,
+            drill: None,
+            steps,
+        })),
+        epoch,
+    );
+    epoch
+}
+
+fn route53_step() -> Step {
+    Step {
+        id: "route53:weights".into(),
+        action: Action::Route53 {
+            weights: [("r1".to_owned(), 0), ("r2".to_owned(), 100)].into(),
+            writers: vec![],
+        },
+        after: vec![],
+    }
+}
+
 #[test]
-fn a_region_change_waits_for_the_failovers_in_progress() {
+fn a_region_change_waits_for_a_dns_change_in_progress() {
     let mut case = Case::new().region("r2", State::Down);
-    decide(&mut case, None);
+    decide_with_steps(&mut case, None, vec![route53_step()]);
     let a = case.assess();
     assert_eq!(a.proposal, None);
-    assert!(a.waiting[0].contains("in progress"), "{:?}", a.waiting);
+    assert!(
+        a.waiting[0].contains("DNS change in progress"),
+        "{:?}",
+        a.waiting
+    );
+}
+
+#[test]
+fn a_down_region_is_drained_while_a_datastore_step_of_another_failover_runs() {
+    // A failover whose DNS change is done but whose follow step still runs (or keeps
+    // failing): a region lost meanwhile is drained at once, its group's promotion waits.
+    let mut case =
+        Case::new()
+            .region("r1", State::Down)
+            .groups(vec![group(true, true, promote_b())]);
+    let promotion = Promotion {
+        group: "postgres/main".into(),
+        from: id("postgres/main/x"),
+        to: id("postgres/main/a"),
+        estimated_loss_bytes: 0,
+        evidence: String::new(),
+        old_primary_cut_off: false,
+        planned: false,
+    };
+    let follow = Step {
+        id: "follow:postgres/main/c".into(),
+        action: Action::FollowPostgres {
+            target: id("postgres/main/c"),
+            primary: id("postgres/main/a"),
+        },
+        after: vec![],
+    };
+    let epoch = decide_with_steps(&mut case, Some(promotion), vec![route53_step(), follow]);
+    case.desired.apply(
+        crate::desired::FailoverCommand::StepFinished {
+            epoch,
+            step: "route53:weights".into(),
+            ok: true,
+            detail: String::new(),
+            at_ms: 0,
+            give_up: false,
+            replaced_min_replicas: None,
+        },
+        epoch + 1,
+    );
+    // As if r1 had been put back in DNS since: Down again, it is to be drained again while
+    // that failover's follow step still runs.
+    case.desired.drained.clear();
+    let a = case.assess();
+    let p = a.proposal.expect("the drain");
+    assert_eq!(p.drain, ["r1"]);
+    assert_eq!(p.promotion, None, "the group's promotion is in progress");
+    assert!(
+        a.waiting
+            .iter()
+            .any(|w| w.contains("a promotion is in progress")),
+        "{:?}",
+        a.waiting
+    );
 }
 
 #[test]

@@ -5,6 +5,16 @@
 //! (including a live change without `--yes` when no terminal can confirm it); 3 the agent
 //! could not be reached or answered 5xx (no leader, no quorum); 4 a readiness drill found a
 //! region that could not be failed over.
+//!
+//! Each answer is read into the admin API's own types (`failoverd::admin`, `failoverd::api`),
+//! the ones the agent writes it from; `--json` prints it as it came. An answer that does not
+//! read (an agent of another version) is said to be so. Layout: this file holds the commands
+//! and the HTTP call; `status.rs` and `history.rs` render those answers, `ops.rs` the replies
+//! to the calls that change something and a live drill followed to its end.
+
+mod history;
+mod ops;
+mod status;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -12,8 +22,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use failoverd::admin::page::verdict_text;
-use failoverd::verdict::TargetVerdict;
+use failoverd::admin::{HistoryResponse, StatusResponse};
+use failoverd::api::{ErrorBody, Reply};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 /// Where the admin API is and how to authenticate.
@@ -183,12 +195,22 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
     match op {
         Op::Status { target } => {
             let (status, body) = call(&target, "GET", "/v1/status", None).await?;
-            Ok(answer(&target, status, &body, print_status))
+            Ok(answer::<StatusResponse>(
+                &target,
+                status,
+                &body,
+                status::print,
+            ))
         }
         Op::History { target, limit } => {
             let path = format!("/v1/history?limit={limit}");
             let (status, body) = call(&target, "GET", &path, None).await?;
-            Ok(answer(&target, status, &body, print_history))
+            Ok(answer::<HistoryResponse>(
+                &target,
+                status,
+                &body,
+                history::print,
+            ))
         }
         Op::Pause {
             target,
@@ -197,7 +219,7 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
         } => {
             let body = serde_json::json!({ "reason": reason });
             let (status, body) = call(&target, "POST", "/v1/pause", Some(body)).await?;
-            Ok(answer(&target, status, &body, print_reply))
+            Ok(answer(&target, status, &body, ops::print_reply))
         }
         Op::Resume {
             target,
@@ -206,7 +228,7 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
         } => {
             let body = serde_json::json!({ "reason": reason });
             let (status, body) = call(&target, "POST", "/v1/resume", Some(body)).await?;
-            Ok(answer(&target, status, &body, print_reply))
+            Ok(answer(&target, status, &body, ops::print_reply))
         }
         Op::Drain {
             target,
@@ -223,7 +245,7 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             let body = serde_json::json!({ "reason": reason, "dry_run": dry_run });
             let path = format!("/v1/regions/{region}/drain");
             let (status, body) = call(&target, "POST", &path, Some(body)).await?;
-            Ok(answer(&target, status, &body, print_reply))
+            Ok(answer(&target, status, &body, ops::print_reply))
         }
         Op::Restore {
             target,
@@ -235,7 +257,7 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
             let body = serde_json::json!({ "reason": reason, "dry_run": dry_run });
             let path = format!("/v1/regions/{region}/restore");
             let (status, body) = call(&target, "POST", &path, Some(body)).await?;
-            Ok(answer(&target, status, &body, print_reply))
+            Ok(answer(&target, status, &body, ops::print_reply))
         }
         Op::Drill {
             target,
@@ -260,10 +282,11 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
                 "hold_seconds": hold,
             });
             let (status, body) = call(&target, "POST", "/v1/drills", Some(body)).await?;
-            let code = answer(&target, status, &body, print_reply);
-            match body["epoch"].as_u64() {
-                Some(epoch) if wait && (200..300).contains(&status) => {
-                    follow_live_drill(&target, epoch, hold).await
+            let code = answer(&target, status, &body, ops::print_reply);
+            let epoch = decode::<Reply>(&body).ok().and_then(|r| r.epoch);
+            match epoch {
+                Some(epoch) if wait && succeeded(status) => {
+                    ops::follow_live_drill(&target, epoch, hold).await
                 }
                 _ => Ok(code),
             }
@@ -276,9 +299,11 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
         } => {
             let body = serde_json::json!({ "reason": reason, "region": region });
             let (status, body) = call(&target, "POST", "/v1/drills", Some(body)).await?;
-            let code = answer(&target, status, &body, print_drill);
+            let code = answer(&target, status, &body, ops::print_drill);
             // A drill that finds a region blocked is a finding scripts must see.
-            if (200..300).contains(&status) && body["drill"]["ready"] == false {
+            let blocked =
+                decode::<Reply>(&body).is_ok_and(|r| r.drill.is_some_and(|drill| !drill.ready));
+            if succeeded(status) && blocked {
                 return Ok(ExitCode::from(EXIT_NOT_READY));
             }
             Ok(code)
@@ -305,118 +330,9 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
                 "dry_run": dry_run,
             });
             let (status, body) = call(&target, "POST", "/v1/failover", Some(body)).await?;
-            Ok(answer(&target, status, &body, print_reply))
+            Ok(answer(&target, status, &body, ops::print_reply))
         }
     }
-}
-
-/// Follows the live drill whose drain is failover `epoch` until it is in the history, saying
-/// each phase as it begins; prints its milestones. 0 when it completed, 4 when it failed.
-async fn follow_live_drill(target: &Target, epoch: u64, hold: u32) -> anyhow::Result<ExitCode> {
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(u64::from(hold))
-        + Duration::from_secs(600);
-    let mut said = String::new();
-    loop {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the live drill did not end within {} s of its hold: see `failoverd history`",
-            600
-        );
-        // The agent asked may restart or lose its leader meanwhile: ask again until the
-        // deadline rather than give up on a drill that goes on.
-        let history = match call(target, "GET", "/v1/history?limit=50", None).await {
-            Ok((200, history)) => history,
-            Ok((status, body)) => {
-                eprintln!(
-                    "... the agent answered {status}: {}",
-                    text(&body["message"])
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            Err(e) => {
-                eprintln!("... {e:#}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let ended = history["entries"].as_array().and_then(|entries| {
-            entries
-                .iter()
-                .find(|e| e["type"] == "live_drill" && e["drain_epoch"] == epoch)
-                .cloned()
-        });
-        if let Some(record) = ended {
-            if target.json {
-                outln!("{}", serde_json::to_string_pretty(&record)?);
-            } else {
-                print_live_drill(&record);
-            }
-            return Ok(ExitCode::from(if record["outcome"] == "completed" {
-                0
-            } else {
-                EXIT_NOT_READY
-            }));
-        }
-        let Ok((200, status)) = call(target, "GET", "/v1/status", None).await else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
-        let drill = &status["failover"]["live_drill"];
-        let waiting: Vec<&str> = status["failover"]["waiting"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|w| w.as_str())
-            .filter(|w| w.starts_with("live drill"))
-            .collect();
-        let phase = match drill["restore_epoch"].as_u64() {
-            _ if drill.is_null() => "ending".to_owned(),
-            None if !waiting.is_empty() => waiting.join("; "),
-            Some(restore) => format!("restoring {} (failover {restore})", text(&drill["region"])),
-            None if status["failover"]["in_progress"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|f| f["epoch"] == epoch)) =>
-            {
-                format!("draining {} (failover {epoch})", text(&drill["region"]))
-            }
-            None => format!(
-                "{} drained: holding it out for {hold} s",
-                text(&drill["region"])
-            ),
-        };
-        if phase != said && !target.json {
-            eprintln!("... {phase}");
-            said = phase;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-fn print_live_drill(r: &Value) {
-    outln!(
-        "live drill of {}: {} - {}",
-        text(&r["region"]),
-        text(&r["outcome"]),
-        text(&r["detail"])
-    );
-    let rows: Vec<Vec<String>> = r["milestones"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            vec![
-                format!(
-                    "+{:.1} s",
-                    m["after_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
-                ),
-                text(&m["name"]),
-            ]
-        })
-        .collect();
-    outln!();
-    table(&["AFTER", "MILESTONE"], &rows);
 }
 
 /// Asks the person at the terminal to type `word`; `Some(code)` when the change must not go
@@ -477,19 +393,48 @@ async fn call(
     Ok((status, body))
 }
 
+/// Whether the API answered 2xx.
+fn succeeded(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// Reads an answer into the API's type `T`; the error says where it does not fit.
+fn decode<T: DeserializeOwned>(body: &Value) -> anyhow::Result<T> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        anyhow::anyhow!(
+            "the agent's answer does not read as failoverd {} expects ({e}): the agent may \
+             run another version; --json prints the answer as it came",
+            env!("CARGO_PKG_VERSION")
+        )
+    })
+}
+
+/// An error answer's code and message; `error` and the whole answer when it is not an
+/// [`ErrorBody`].
+fn error_parts(body: &Value) -> (String, String) {
+    match decode::<ErrorBody>(body) {
+        Ok(error) => (error.code, error.message),
+        Err(_) => ("error".to_owned(), body.to_string()),
+    }
+}
+
 /// Prints the answer (JSON, or `human` for a 2xx, or the error) and picks the exit code.
-fn answer(target: &Target, status: u16, body: &Value, human: fn(&Value)) -> ExitCode {
-    let ok = (200..300).contains(&status);
+fn answer<T: DeserializeOwned>(
+    target: &Target,
+    status: u16,
+    body: &Value,
+    human: fn(&T),
+) -> ExitCode {
     if target.json {
         outln!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
-    } else if ok {
-        human(body);
+    } else if succeeded(status) {
+        match decode::<T>(body) {
+            Ok(answer) => human(&answer),
+            Err(e) => eprintln!("failoverd: {e:#}"),
+        }
     } else {
-        eprintln!(
-            "failoverd: {status} {}: {}",
-            body["code"].as_str().unwrap_or("error"),
-            body["message"].as_str().unwrap_or(&body.to_string())
-        );
+        let (code, message) = error_parts(body);
+        eprintln!("failoverd: {status} {code}: {message}");
     }
     match status {
         200..=299 => ExitCode::SUCCESS,
@@ -498,12 +443,20 @@ fn answer(target: &Target, status: u16, body: &Value, human: fn(&Value)) -> Exit
     }
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
+/// A value as the tables show it: text as it is, nothing as `-`, an enum by its name in the
+/// API, anything else as its JSON.
+fn label<T: Serialize + ?Sized>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        Ok(Value::Null) | Err(_) => "-".into(),
+        Ok(other) => other.to_string(),
     }
+}
+
+/// Milliseconds as seconds with one decimal, `-` for none.
+fn seconds(ms: Option<u64>) -> String {
+    ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// Prints rows as columns padded to the widest cell.
@@ -525,266 +478,5 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     line(header.iter().map(|h| (*h).to_owned()).collect());
     for row in rows {
         line(row.clone());
-    }
-}
-
-fn print_status(s: &Value) {
-    let cluster = &s["cluster"];
-    let failover = &s["failover"];
-    outln!(
-        "agent {} ({}) · {} · leader {} · term {} · mode {} · epoch {} · lease {}",
-        text(&s["agent"]["id"]),
-        text(&s["agent"]["region"]),
-        text(&cluster["state"]).to_lowercase(),
-        text(&cluster["leader"]),
-        text(&cluster["term"]),
-        text(&failover["mode"]),
-        text(&failover["epoch"]),
-        if cluster["lease"]["valid"] == true {
-            "held"
-        } else {
-            "LOST"
-        }
-    );
-    let drained: Vec<String> = failover["drained"]
-        .as_array()
-        .map(|a| a.iter().map(text).collect())
-        .unwrap_or_default();
-    let verdict = &cluster["verdict"];
-    let regions: Vec<Vec<String>> = verdict["regions"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(r, state)| {
-                    vec![
-                        r.clone(),
-                        text(state),
-                        failover["weights"]
-                            .get(r)
-                            .map(text)
-                            .unwrap_or_else(|| "configured".into()),
-                        if drained.contains(r) {
-                            "drained"
-                        } else {
-                            "yes"
-                        }
-                        .into(),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if !regions.is_empty() {
-        outln!();
-        table(&["REGION", "VERDICT", "WEIGHT", "IN DNS"], &regions);
-    }
-    // Every target of the verdict (the leader's, with every agent's votes), else this
-    // agent's own.
-    let mut ids: Vec<String> = verdict["targets"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    for t in s["targets"].as_array().into_iter().flatten() {
-        let id = text(&t["id"]);
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    let here = |id: &str| {
-        s["targets"]
-            .as_array()
-            .and_then(|t| t.iter().find(|t| t["id"] == id))
-            .map(|t| text(&t["state"]))
-            .unwrap_or_else(|| "-".into())
-    };
-    let quorum = verdict["quorum"]
-        .as_u64()
-        .and_then(|q| usize::try_from(q).ok())
-        .unwrap_or(0);
-    let rows: Vec<Vec<String>> = ids
-        .iter()
-        .map(|id| {
-            let votes = &verdict["targets"][id];
-            let list = |k: &str| {
-                votes[k]
-                    .as_array()
-                    .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default()
-            };
-            // The verdict with the votes behind it; the bare state from an agent whose answer
-            // has another shape.
-            let shown = match serde_json::from_value::<TargetVerdict>(votes.clone()) {
-                Ok(v) => verdict_text(id, &v, quorum),
-                Err(_) => votes.get("state").map(text).unwrap_or_else(|| "-".into()),
-            };
-            vec![id.clone(), here(id), shown, list("up"), list("down")]
-        })
-        .collect();
-    outln!();
-    table(&["TARGET", "HERE", "VERDICT", "UP BY", "DOWN BY"], &rows);
-    for key in ["waiting", "refusals"] {
-        for line in failover[key].as_array().into_iter().flatten() {
-            outln!("{key}: {}", text(line));
-        }
-    }
-}
-
-fn print_history(h: &Value) {
-    let rows: Vec<Vec<String>> = h["entries"]
-        .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|e| match e["type"].as_str() {
-                    Some("failover") => vec![
-                        text(&e["epoch"]),
-                        "failover".into(),
-                        describe_trigger(&e["decision"]["trigger"]),
-                        text(&e["outcome"]),
-                        e["duration_ms"]
-                            .as_u64()
-                            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
-                            .unwrap_or_else(|| "-".into()),
-                    ],
-                    Some("refusal") => vec![
-                        "".into(),
-                        "refusal".into(),
-                        text(&e["reason"]),
-                        text(&e["guard"]),
-                        "".into(),
-                    ],
-                    Some("slots_moved") => vec![
-                        text(&e["epoch"]),
-                        "slots".into(),
-                        format!(
-                            "{} {} -> {}",
-                            e["slots"]
-                                .as_array()
-                                .map(|a| a.iter().map(text).collect::<Vec<_>>().join(","))
-                                .unwrap_or_default(),
-                            text(&e["from"]),
-                            text(&e["to"])
-                        ),
-                        format!("by {}", text(&e["by"])),
-                        "".into(),
-                    ],
-                    Some("live_drill") => vec![
-                        text(&e["drain_epoch"]),
-                        "live drill".into(),
-                        format!(
-                            "{} by {}: {}",
-                            text(&e["region"]),
-                            text(&e["actor"]),
-                            text(&e["reason"])
-                        ),
-                        text(&e["outcome"]),
-                        e["milestones"]
-                            .as_array()
-                            .and_then(|m| m.last())
-                            .and_then(|m| m["after_ms"].as_u64())
-                            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
-                            .unwrap_or_else(|| "-".into()),
-                    ],
-                    Some("drill") => vec![
-                        "".into(),
-                        "drill".into(),
-                        format!(
-                            "readiness, by {}: {}",
-                            text(&e["actor"]),
-                            text(&e["reason"])
-                        ),
-                        if e["ready"] == true {
-                            "ready"
-                        } else {
-                            "BLOCKED"
-                        }
-                        .into(),
-                        "".into(),
-                    ],
-                    Some("mode") => vec![
-                        "".into(),
-                        if e["paused"] == true {
-                            "pause"
-                        } else {
-                            "resume"
-                        }
-                        .into(),
-                        format!("by {}: {}", text(&e["by"]), text(&e["reason"])),
-                        "".into(),
-                        "".into(),
-                    ],
-                    _ => vec!["".into(), text(&e["type"]), "".into(), "".into(), "".into()],
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    table(&["EPOCH", "TYPE", "WHAT", "OUTCOME", "TOOK"], &rows);
-}
-
-fn describe_trigger(t: &Value) -> String {
-    match t["kind"].as_str() {
-        Some("manual") => format!(
-            "{} {} by {}: {}",
-            text(&t["action"]),
-            text(&t["region"]),
-            text(&t["actor"]),
-            text(&t["reason"])
-        ),
-        Some("region_down") => format!("region {} down", text(&t["region"])),
-        Some("primary_down") => format!("primary {} lost", text(&t["target"])),
-        Some(kind) => kind.to_owned(),
-        None => "-".into(),
-    }
-}
-
-fn print_drill(r: &Value) {
-    outln!("{}", text(&r["message"]));
-    let rows: Vec<Vec<String>> = r["drill"]["regions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|region| {
-            region["checks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| {
-                    vec![
-                        text(&region["region"]),
-                        text(&c["check"]),
-                        if c["ok"] == true { "ok" } else { "BLOCKED" }.into(),
-                        text(&c["detail"]),
-                    ]
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    outln!();
-    table(&["REGION", "CHECK", "RESULT", "DETAIL"], &rows);
-}
-
-fn print_reply(r: &Value) {
-    outln!("{}", text(&r["message"]));
-    if let Some(steps) = r["decision"]["steps"].as_array() {
-        let rows: Vec<Vec<String>> = steps
-            .iter()
-            .map(|s| {
-                let after = s["after"]
-                    .as_array()
-                    .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default();
-                vec![
-                    text(&s["id"]),
-                    if after.is_empty() { "-".into() } else { after },
-                ]
-            })
-            .collect();
-        if !rows.is_empty() {
-            outln!();
-            table(&["STEP", "AFTER"], &rows);
-        }
-    }
-    if let Some(epoch) = r["epoch"].as_u64() {
-        outln!("\nfollow it: failoverd history, or GET /v1/failovers/{epoch}");
     }
 }

@@ -7,7 +7,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An API error: HTTP status, a stable machine-readable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,19 +21,19 @@ pub struct ApiError {
 }
 
 /// The body of every error answer.
-#[derive(Serialize, schemars::JsonSchema)]
-pub struct ErrorBody<'a> {
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ErrorBody {
     /// Stable, machine-readable: scripts branch on it.
-    pub code: &'a str,
+    pub code: String,
     /// What went wrong, for people.
-    pub message: &'a str,
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            code: self.code,
-            message: &self.message,
+            code: self.code.to_owned(),
+            message: self.message,
         };
         (self.status, Json(body)).into_response()
     }
@@ -105,6 +105,7 @@ impl Request {
 }
 
 /// What the leader did with a [`Request`].
+// The CLI shows neither `dry_run` nor `mode`: they default when absent (see `crate::admin`).
 #[derive(
     Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
 )]
@@ -112,8 +113,12 @@ pub struct Reply {
     /// The failover committed (its epoch is its id), if one was.
     pub epoch: Option<u64>,
     /// Whether this was a dry run.
+    #[serde(default)]
+    #[schemars(!default)]
     pub dry_run: bool,
     /// `active` or `paused` after the request.
+    #[serde(default)]
+    #[schemars(!default)]
     pub mode: String,
     /// The decision, with its planned steps (also for a dry run).
     pub decision: Option<crate::desired::Decision>,

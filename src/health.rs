@@ -122,25 +122,41 @@ impl Health {
 }
 
 /// What the status API shows of one target.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+// The CLI shows only `id` and `state`: the other fields default when absent (see
+// `crate::admin`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct TargetView {
     /// Target id.
     pub id: TargetId,
     /// Kind of probe.
+    #[serde(default = "kind_not_given")]
+    #[schemars(!default)]
     pub kind: crate::config::TargetKind,
     /// Region of the target.
+    #[serde(default)]
+    #[schemars(!default)]
     pub region: String,
     /// Current state.
     pub state: State,
     /// Consecutive successes.
+    #[serde(default)]
+    #[schemars(!default)]
     pub successes: u32,
     /// Consecutive failures.
+    #[serde(default)]
+    #[schemars(!default)]
     pub failures: u32,
     /// Probes run so far.
+    #[serde(default)]
+    #[schemars(!default)]
     pub probes: u64,
     /// When the last probe finished (RFC 3339).
-    #[serde(serialize_with = "ser_time_opt")]
-    #[schemars(with = "Option<String>")]
+    #[serde(
+        default,
+        serialize_with = "ser_time_opt",
+        deserialize_with = "de_time_opt"
+    )]
+    #[schemars(with = "Option<String>", !default)]
     pub last_probe_at: Option<SystemTime>,
     /// The last result: an observation or an error.
     pub last: Option<LastResult>,
@@ -178,7 +194,7 @@ impl TargetView {
 }
 
 /// The last probe result.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase", tag = "outcome")]
 pub enum LastResult {
     /// The check passed.
@@ -196,14 +212,14 @@ pub enum LastResult {
 }
 
 /// A recorded change of state.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Change {
     /// State before.
     pub from: State,
     /// State after.
     pub to: State,
     /// When (RFC 3339).
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
     #[schemars(with = "String")]
     pub at: SystemTime,
     /// Why: the last error, or the number of successes.
@@ -380,6 +396,23 @@ fn ser_time_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S:
         Some(t) => ser_time(t, s),
         None => s.serialize_none(),
     }
+}
+
+fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+}
+
+fn de_time_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    text.map(|t| humantime::parse_rfc3339(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// The kind a [`TargetView`] read without one is given. Agents always write it; a trimmed
+/// answer (only what the CLI shows) does not, and the CLI does not show the kind.
+fn kind_not_given() -> crate::config::TargetKind {
+    crate::config::TargetKind::Http
 }
 
 #[cfg(test)]

@@ -5,10 +5,17 @@
 //! `admin.open_reads = false` (then they need a token too; health, readiness and the gate
 //! stay open for load balancers and Route53). Errors are JSON `{code, message}` with a
 //! stable `code`, so scripts can branch on them.
+//!
+//! The response types are the CLI's too: it reads each answer back into them. A field the CLI
+//! does not show is `#[serde(default)]`, so that it still reads an answer without that field
+//! (from an agent of another version), and `#[schemars(!default)]`, so that the OpenAPI
+//! document keeps saying the server always writes it.
 
 pub mod openapi;
 pub mod ops;
 pub mod page;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -18,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::health::{self, HealthBoard, TargetView};
 
@@ -133,18 +140,20 @@ async fn failover_by_id(
 }
 
 /// `GET /healthz`.
-#[derive(Serialize, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Liveness {
     /// Always `ok`.
-    pub status: &'static str,
+    pub status: String,
 }
 
 async fn healthz() -> Json<Liveness> {
-    Json(Liveness { status: "ok" })
+    Json(Liveness {
+        status: "ok".to_owned(),
+    })
 }
 
 /// `GET /readyz`.
-#[derive(Serialize, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Readiness {
     /// Every target probed at least once.
     pub ready: bool,
@@ -183,13 +192,17 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 /// `GET /v1/status`.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusResponse {
     /// This agent.
     pub agent: AgentInfo,
     /// Whether every target was probed at least once.
+    #[serde(default)]
+    #[schemars(!default)]
     pub ready: bool,
     /// Targets per state.
+    #[serde(default)]
+    #[schemars(!default)]
     pub summary: Summary,
     /// Every probed target.
     pub targets: Vec<TargetView>,
@@ -202,21 +215,23 @@ pub struct StatusResponse {
 
 /// The cluster part of the status: consensus's view and, on the leader, what losing each
 /// Postgres primary's region now would lead to.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClusterSection {
     /// Leader, term, members, leases and the verdict.
     #[serde(flatten)]
     pub consensus: crate::consensus::ClusterStatus,
     /// On the leader: per Postgres group, the candidate a loss of its primary's region would
     /// promote, or why it would be blocked.
+    #[serde(default)]
+    #[schemars(!default)]
     pub failover_readiness: std::collections::BTreeMap<String, crate::failover::inputs::Readiness>,
 }
 
 /// The failover part of the status.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FailoverStatus {
     /// `active` or `paused`.
-    pub mode: &'static str,
+    pub mode: String,
     /// The epoch of the latest decision.
     pub epoch: u64,
     /// Regions out of DNS.
@@ -226,14 +241,20 @@ pub struct FailoverStatus {
     /// The epoch the Route53 TXT record holds, as the log knows it.
     pub dns_epoch: Option<u64>,
     /// No automatic region change before this, Unix milliseconds.
+    #[serde(default)]
+    #[schemars(!default)]
     pub cooldown_until_ms: u64,
     /// Per Redis Cluster (`redis/<name>`): the master of each slot-range list, as last
     /// recorded.
+    #[serde(default)]
+    #[schemars(!default)]
     pub slot_owners: std::collections::BTreeMap<
         String,
         std::collections::BTreeMap<String, crate::topology::TargetId>,
     >,
     /// The failovers in progress, with their steps.
+    #[serde(default)]
+    #[schemars(!default)]
     pub in_progress: Vec<crate::desired::FailoverRecord>,
     /// The live drill in progress, if any.
     pub live_drill: Option<crate::desired::LiveDrill>,
@@ -245,7 +266,7 @@ pub struct FailoverStatus {
 
 /// `GET /v1/gate/{region}`: whether the region should receive traffic, for a Route53 health
 /// check that keeps working when Route53's control plane does not.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GateResponse {
     /// The region.
     pub region: String,
@@ -310,9 +331,11 @@ pub struct HistoryQuery {
 }
 
 /// `GET /v1/history`: failovers with their steps, refusals and mode changes, newest first.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HistoryResponse {
     /// The epoch of the latest decision.
+    #[serde(default)]
+    #[schemars(!default)]
     pub epoch: u64,
     /// Entries, newest first.
     pub entries: Vec<crate::desired::HistoryEntry>,
@@ -336,18 +359,20 @@ async fn history(
 }
 
 /// Identity of the answering agent.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentInfo {
     /// Agent id.
     pub id: String,
     /// Agent region.
     pub region: String,
     /// failoverd version.
-    pub version: &'static str,
+    #[serde(default)]
+    #[schemars(!default)]
+    pub version: String,
 }
 
 /// Count of targets per state.
-#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Up targets.
     pub up: usize,
@@ -376,7 +401,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
         agent: AgentInfo {
             id: state.agent_id.clone(),
             region: state.region.clone(),
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         },
         ready: state.board.ready(),
         summary,
@@ -389,7 +414,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
             let desired = state.consensus.desired();
             let reconciler = state.reconciler.status();
             FailoverStatus {
-                mode: if desired.paused { "paused" } else { "active" },
+                mode: if desired.paused { "paused" } else { "active" }.to_owned(),
                 epoch: desired.epoch,
                 drained: desired.drained.iter().cloned().collect(),
                 in_progress: desired.in_progress().into_iter().cloned().collect(),

@@ -104,7 +104,7 @@ pub struct ReportBook {
 }
 
 /// What the status shows of one agent's reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReportAge {
     /// The agent.
     pub agent: AgentId,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use openraft::ServerState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::reports::ReportAge;
 use super::{millis, Consensus, Member, NodeId};
@@ -64,11 +64,16 @@ impl Consensus {
 }
 
 /// The cluster as one agent sees it.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+// Fields the CLI does not show default when absent (see `crate::admin`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClusterStatus {
     /// This agent.
+    #[serde(default)]
+    #[schemars(!default)]
     pub agent: AgentId,
     /// Its node id.
+    #[serde(default)]
+    #[schemars(!default)]
     pub node_id: NodeId,
     /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
     pub state: String,
@@ -83,19 +88,25 @@ pub struct ClusterStatus {
     /// Leader: milliseconds since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
     /// Agents needed for a verdict.
+    #[serde(default)]
+    #[schemars(!default)]
     pub quorum: usize,
     /// Every member, with its latest report's age when this agent leads.
+    #[serde(default)]
+    #[schemars(!default)]
     pub members: Vec<MemberStatus>,
     /// The verdict per target and region, when this agent leads.
     pub verdict: Option<Verdict>,
     /// This agent's lease.
     pub lease: LeaseStatus,
     /// The writable member of each group, as the log names it.
+    #[serde(default)]
+    #[schemars(!default)]
     pub primaries: BTreeMap<String, TargetId>,
 }
 
 /// An agent's lease.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeaseStatus {
     /// Whether it holds it (else its local primaries are fenced).
     pub valid: bool,
@@ -103,14 +114,16 @@ pub struct LeaseStatus {
     /// message (follower).
     pub since_leader_contact_ms: Option<u64>,
     /// The lease period.
+    #[serde(default)]
+    #[schemars(!default)]
     pub ttl_ms: u64,
 }
 
 /// One member in the status.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemberStatus {
     /// Who it is.
-    #[serde(flatten)]
+    #[serde(flatten, deserialize_with = "MemberFields::deserialize")]
     pub member: Member,
     /// Its latest report, as the leader holds it.
     pub report: Option<ReportAge>,
@@ -124,8 +137,19 @@ pub struct MemberStatus {
     pub silent_since: Option<SilentSince>,
 }
 
+/// Reads a [`Member`] back: it derives only `Serialize` where it is defined, so this mirrors its
+/// fields for serde (a field added there and not here does not compile).
+#[derive(Deserialize)]
+#[serde(remote = "Member")]
+struct MemberFields {
+    agent: AgentId,
+    node_id: NodeId,
+    region: String,
+    peer_url: Option<String>,
+}
+
 /// What a leader counts a member's silence from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SilentSince {
     /// The latest contact mark the other members hold of it (it led, or followed one of

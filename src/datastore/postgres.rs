@@ -8,7 +8,9 @@ use crate::config::SecretRef;
 use crate::util::error_chain;
 
 /// Role of a Postgres server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PgRole {
     /// Accepts writes (`pg_is_in_recovery()` is false).

@@ -12,7 +12,9 @@ use crate::config::SecretRef;
 use crate::util::error_chain;
 
 /// Role of a Redis server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisRole {
     /// Accepts writes.

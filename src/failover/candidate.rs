@@ -59,7 +59,7 @@ impl Member {
 }
 
 /// Where the "how far did the old primary get" figure came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum Evidence {
     /// The furthest position a surviving replica received.
@@ -79,7 +79,7 @@ pub enum Evidence {
 }
 
 /// The decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Choice {
     /// Promote this member.

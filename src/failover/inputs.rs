@@ -35,7 +35,7 @@ pub struct TriggerInputs {
 }
 
 /// What an automatic failover of one Postgres group would do now.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Readiness {
     /// The region holding the named primary.
     pub if_region_fails: String,

@@ -19,7 +19,7 @@ use crate::util::error_chain;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Facts of a successful HTTP check.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct HttpFacts {
     /// Status code received.
     pub status: u16,

@@ -42,10 +42,14 @@ pub trait Probe: Send + Sync + 'static {
 }
 
 /// What a successful check saw.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Observation {
     /// Time the check took, in milliseconds.
-    #[serde(rename = "latency_ms", serialize_with = "crate::util::ser_millis")]
+    #[serde(
+        rename = "latency_ms",
+        serialize_with = "crate::util::ser_millis",
+        deserialize_with = "de_millis"
+    )]
     #[schemars(with = "f64")]
     pub latency: Duration,
     /// Kind-specific facts.
@@ -53,7 +57,7 @@ pub struct Observation {
 }
 
 /// Kind-specific facts of an observation.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Facts {
     /// HTTP response facts.
@@ -62,6 +66,17 @@ pub enum Facts {
     Postgres(PostgresFacts),
     /// Redis role, offsets and cluster state.
     Redis(RedisFacts),
+}
+
+/// Reads a duration written by [`crate::util::ser_millis`] (fractional milliseconds).
+fn de_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let ms = <f64 as serde::Deserialize>::deserialize(d)?;
+    if !(ms.is_finite() && ms >= 0.0) {
+        return Err(serde::de::Error::custom(format!(
+            "a duration must be a finite number of milliseconds >= 0, not {ms}"
+        )));
+    }
+    Ok(Duration::from_nanos((ms * 1e6).round() as u64))
 }
 
 /// Why a check failed. Every variant is worth retrying at the next interval; none is fatal.

@@ -44,7 +44,7 @@ SELECT application_name, client_addr, state, sync_state, sent_lsn, replay_lsn,
   FROM pg_stat_replication ORDER BY application_name";
 
 /// Facts of a successful Postgres check.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PostgresFacts {
     /// Primary or replica.
     pub role: PgRole,
@@ -69,7 +69,7 @@ pub struct PostgresFacts {
 }
 
 /// A replica's view of its upstream.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct WalReceiver {
     /// Receiver status, `streaming` when healthy.
     pub status: String,
@@ -86,7 +86,7 @@ pub struct WalReceiver {
 }
 
 /// One row of `pg_stat_replication`.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ReplicationLink {
     /// The replica's `application_name`.
     pub application_name: String,

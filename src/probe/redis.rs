@@ -20,7 +20,7 @@ pub use crate::datastore::redis::{ClusterFacts, ClusterNode, RedisRole};
 use crate::util::error_chain;
 
 /// Facts of a successful Redis check.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RedisFacts {
     /// Master or replica.
     pub role: RedisRole,
@@ -43,7 +43,7 @@ pub struct RedisFacts {
 }
 
 /// A replica as its master sees it.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RedisReplica {
     /// `ip:port`.
     pub addr: String,

@@ -37,7 +37,8 @@ pub struct LeaderView {
 impl Consensus {
     /// Whether this agent holds its lease: it leads and a quorum acknowledged a request it
     /// sent within `lease_ttl`, or it accepted one from such a leader within `lease_ttl` and
-    /// that leader heard so (see [`contact`]). A one-agent cluster is its own quorum.
+    /// that leader heard so (see [`contact`]) — whichever is later, so that becoming leader
+    /// does not drop it. A one-agent cluster is its own quorum.
     pub fn lease_valid(&self) -> bool {
         self.members.len() == 1
             || self
@@ -45,18 +46,21 @@ impl Consensus {
                 .is_some_and(|age| age < self.lease_ttl)
     }
 
-    /// Time since this agent's lease was last renewed (see [`Consensus::lease_valid`]);
-    /// `None` for a leader no quorum has acknowledged yet in its term.
+    /// Time since this agent's lease was last renewed (see [`Consensus::lease_valid`]).
     pub(super) fn lease_age(&self, now: Instant) -> Option<Duration> {
         let (state, term) = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
             (m.state, m.current_term)
         };
+        let as_follower = self.contacts.since_leader(now);
         if state == ServerState::Leader {
-            self.contacts.since_quorum(term, self.quorum, now)
+            Some(leader_lease_age(
+                self.contacts.since_quorum(term, self.quorum, now),
+                as_follower,
+            ))
         } else {
-            Some(self.contacts.since_leader(now))
+            Some(as_follower)
         }
     }
 
@@ -147,5 +151,32 @@ impl Consensus {
             primaries: self.state_machine.read(|s| s.primaries.clone()),
             cut_off,
         })
+    }
+}
+
+/// A leader's lease age: since a quorum last acknowledged it in its term, or, when that is
+/// more recent or there is none yet, since its last renewal as a follower. A follower that
+/// becomes leader keeps the lease it had: a change of leader while an agent hears from a
+/// quorum must not drop its lease (and fence its primaries) until its own first quorum
+/// acknowledgement arrives; without one, the lease runs out when it would have anyway.
+pub fn leader_lease_age(as_leader: Option<Duration>, as_follower: Duration) -> Duration {
+    as_leader.map_or(as_follower, |age| age.min(as_follower))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::leader_lease_age;
+
+    #[test]
+    fn a_new_leader_keeps_the_lease_it_had_as_a_follower() {
+        let ms = Duration::from_millis;
+        // Elected 800 ms after its last renewal as a follower, no quorum ack yet.
+        assert_eq!(leader_lease_age(None, ms(800)), ms(800));
+        // Its first quorum acknowledgement renews it.
+        assert_eq!(leader_lease_age(Some(ms(50)), ms(1_200)), ms(50));
+        // A leader cut off ages from its last quorum ack, as before.
+        assert_eq!(leader_lease_age(Some(ms(4_000)), ms(60_000)), ms(4_000));
     }
 }

@@ -1,0 +1,389 @@
+//! Agents under test: one agent in this process ([`TestAgent`]) and three `failoverd`
+//! processes forming one cluster across the test regions ([`AgentCluster`], set up by
+//! [`ClusterOptions`]), each probing one healthy API per region. Starts no datastores: tests
+//! and the lab pass the datastores' configuration in.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use failoverd::agent::Agent;
+use failoverd::config::Config;
+use failoverd::health::{HealthBoard, LastResult, State, TargetView};
+use failoverd::probe::Facts;
+use failoverd::topology::TargetId;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{FaultProxy, HttpServer, TestCerts};
+use super::process::{free_port, AgentProcess};
+use super::wait::{wait_for, wait_for_async};
+
+/// The regions of the test cluster.
+pub const REGIONS: [&str; 3] = ["eu-west-3", "eu-central-1", "us-east-1"];
+
+/// A healthy API: `GET /health` → 200.
+pub fn api_router() -> axum::Router {
+    axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }))
+}
+
+/// One healthy API ([`api_router`]) per region; the servers stop when dropped.
+pub async fn region_apis() -> anyhow::Result<(Vec<HttpServer>, [String; 3])> {
+    let mut servers = Vec::new();
+    for _ in REGIONS {
+        servers.push(HttpServer::start(api_router()).await?);
+    }
+    let urls = [0, 1, 2].map(|i| servers[i].url("/health"));
+    Ok((servers, urls))
+}
+
+/// An agent running in this process.
+pub struct TestAgent {
+    /// Its health board.
+    pub board: Arc<HealthBoard>,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), failoverd::agent::AgentError>>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestAgent {
+    /// Parses `toml` (with `{admin}` replaced by a free address) and starts the agent.
+    pub async fn start(toml: &str) -> anyhow::Result<TestAgent> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let admin = listener.local_addr()?;
+        let data_dir = tempfile::Builder::new()
+            .prefix("failoverd-agent-")
+            .tempdir()?;
+        let text = toml
+            .replace("{admin}", &admin.to_string())
+            .replace("{data_dir}", &data_dir.path().display().to_string());
+        let config = Config::from_str_with_env(&text, config::FileFormat::Toml, Vec::new())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let agent = Agent::build(config)?;
+        let board = agent.board();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(listener, None, shutdown.clone()));
+        Ok(TestAgent {
+            board,
+            admin,
+            shutdown,
+            task: Some(task),
+            _data_dir: data_dir,
+        })
+    }
+
+    /// The view of one target.
+    pub fn view(&self, id: &str) -> TargetView {
+        self.board
+            .views()
+            .into_iter()
+            .find(|v| v.id.as_str() == id)
+            .unwrap_or_else(|| panic!("no target {id}"))
+    }
+
+    /// Waits until the target is in `state`; returns how long that took.
+    pub async fn wait_state(
+        &self,
+        id: &str,
+        state: State,
+        deadline: Duration,
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        wait_for(&format!("{id} to be {state:?}"), deadline, || {
+            (self.view(id).state == state).then_some(())
+        })
+        .await
+        .with_context(|| format!("last view: {:?}", self.view(id)))?;
+        Ok(start.elapsed())
+    }
+
+    /// Waits until a successful observation of `id` satisfies `pick`.
+    pub async fn wait_facts<T>(
+        &self,
+        id: &str,
+        what: &str,
+        deadline: Duration,
+        mut pick: impl FnMut(&Facts) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        wait_for(what, deadline, || match self.view(id).last {
+            Some(LastResult::Ok { observation }) => pick(&observation.facts),
+            _ => None,
+        })
+        .await
+        .with_context(|| format!("last view of {id}: {:?}", self.view(id)))
+    }
+
+    /// GETs a path on the admin API.
+    pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(reqwest::get(format!("http://{}{path}", self.admin)).await?)
+    }
+
+    /// Stops the agent and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// The id of a target.
+    pub fn id(kind: &str, group: &str, name: &str) -> TargetId {
+        let kind = match kind {
+            "http" => failoverd::config::TargetKind::Http,
+            "postgres" => failoverd::config::TargetKind::Postgres,
+            _ => failoverd::config::TargetKind::Redis,
+        };
+        TargetId::new(kind, group, name)
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Three agents in three regions on loopback, each probing one API per region.
+pub struct AgentCluster {
+    /// The agents.
+    pub agents: Vec<AgentProcess>,
+    /// The cluster secret.
+    pub secret: String,
+    /// Fault proxies per directed peer link `(from, to)`, when asked for.
+    pub links: Vec<((usize, usize), FaultProxy)>,
+    _dir: tempfile::TempDir,
+}
+
+/// How to set up an [`AgentCluster`].
+#[derive(Default)]
+pub struct ClusterOptions<'a> {
+    /// The `[probe]` section's body.
+    pub probe: &'a str,
+    /// Extra lines for `[cluster]`.
+    pub cluster: &'a str,
+    /// Extra TOML appended to every agent's config (datastores).
+    pub extra: &'a str,
+    /// Route every peer link through a [`FaultProxy`].
+    pub proxies: bool,
+    /// Serve peer traffic over mutual TLS with these certificates.
+    pub tls: Option<&'a TestCerts>,
+    /// Latency the proxies add in each direction (with `proxies`).
+    pub link_delay: Duration,
+}
+
+impl AgentCluster {
+    /// For failure messages: the last lines each agent logged itself (without the Raft
+    /// library's), with anything it printed before its logging started.
+    pub fn logs(&self) -> String {
+        self.agents
+            .iter()
+            .map(|a| {
+                let log = a.log();
+                // Its own JSON lines, and any plain line (an error before logging started).
+                let own: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(r#""target":"failoverd"#) || !l.starts_with('{'))
+                    .collect();
+                format!(
+                    "--- {}:\n{}",
+                    a.id,
+                    own[own.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Writes the configs and starts the three agents. `apis` are the API URLs per region.
+    pub async fn start(apis: &[String; 3], probe: &str) -> anyhow::Result<AgentCluster> {
+        Self::start_with(
+            apis,
+            ClusterOptions {
+                probe,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Like [`AgentCluster::start`], with datastores, cluster settings and fault proxies.
+    pub async fn start_with(
+        apis: &[String; 3],
+        options: ClusterOptions<'_>,
+    ) -> anyhow::Result<AgentCluster> {
+        let probe = options.probe;
+        let dir = tempfile::Builder::new()
+            .prefix("failoverd-cluster-")
+            .tempdir()?;
+        let secret = format!("cluster-secret-{}", rand::random::<u32>());
+        let secret_file = dir.path().join("cluster-secret");
+        std::fs::write(&secret_file, format!("{secret}\n"))?;
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let ids: Vec<String> = REGIONS.iter().map(|r| format!("{r}-a")).collect();
+        let mut links = Vec::new();
+        if options.proxies {
+            for i in 0..3 {
+                for j in (0..3).filter(|j| *j != i) {
+                    let proxy = FaultProxy::start_with_delay(
+                        SocketAddr::from(([127, 0, 0, 1], ports[j].1)),
+                        options.link_delay,
+                    )
+                    .await?;
+                    links.push(((i, j), proxy));
+                }
+            }
+        }
+        let mut agents = Vec::new();
+        for i in 0..3 {
+            let mut cfg = format!(
+                r#"
+[agent]
+id = "{id}"
+region = "{region}"
+admin_listen = "127.0.0.1:{admin}"
+peer_listen = "127.0.0.1:{peer}"
+data_dir = "{data}"
+
+[cluster]
+secret = {{ file = "{secret}" }}
+{cluster_extra}
+
+[probe]
+{probe}
+"#,
+                id = ids[i],
+                region = REGIONS[i],
+                admin = ports[i].0,
+                peer = ports[i].1,
+                data = dir.path().join(&ids[i]).display(),
+                secret = secret_file.display(),
+                cluster_extra = options.cluster,
+            );
+            for j in (0..3).filter(|j| *j != i) {
+                let port = links
+                    .iter()
+                    .find(|(link, _)| *link == (i, j))
+                    .map(|(_, proxy)| proxy.addr.port())
+                    .unwrap_or(ports[j].1);
+                let scheme = if options.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                cfg.push_str(&format!(
+                    "\n[[peers]]\nid = \"{}\"\nregion = \"{}\"\npeer_url = \"{scheme}://127.0.0.1:{port}\"\n",
+                    ids[j], REGIONS[j]
+                ));
+            }
+            for (region, url) in REGIONS.iter().zip(apis) {
+                cfg.push_str(&format!(
+                    "\n[[regions]]\nname = \"{region}\"\n[[regions.api]]\nname = \"api\"\nurl = \"{url}\"\n"
+                ));
+            }
+            if let Some(certs) = options.tls {
+                cfg.push_str(&format!(
+                    "\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrequire_client_cert = true\n",
+                    certs.cert.display(),
+                    certs.key.display(),
+                    certs.ca.display()
+                ));
+            }
+            cfg.push_str(options.extra);
+            let config = dir.path().join(format!("{}.toml", ids[i]));
+            std::fs::write(&config, cfg)?;
+            let mut agent = AgentProcess::new(
+                ids[i].clone(),
+                SocketAddr::from(([127, 0, 0, 1], ports[i].0)),
+                SocketAddr::from(([127, 0, 0, 1], ports[i].1)),
+                config,
+                dir.path().join(format!("{}.log", ids[i])),
+            );
+            agent.spawn()?;
+            agents.push(agent);
+        }
+        Ok(AgentCluster {
+            agents,
+            secret,
+            links,
+            _dir: dir,
+        })
+    }
+
+    /// Waits until every running agent (all but `except`) names the same leader, other than
+    /// `not`, and that leader itself says it leads (a restarted agent names the leader of its
+    /// stored vote before any election); returns its id and the term.
+    pub async fn agreed_leader(
+        &self,
+        except: Option<usize>,
+        not: Option<&str>,
+        deadline: Duration,
+    ) -> anyhow::Result<(String, u64)> {
+        wait_for_async("every agent to name the same leader", deadline, || async {
+            let mut seen = None;
+            for (i, agent) in self.agents.iter().enumerate() {
+                if Some(i) == except {
+                    continue;
+                }
+                let status = agent.status().await?;
+                let leader = status["cluster"]["leader"].as_str()?.to_owned();
+                if Some(leader.as_str()) == not {
+                    return None;
+                }
+                let term = status["cluster"]["term"].as_u64()?;
+                if status["cluster"]["agent"] == leader.as_str()
+                    && status["cluster"]["state"] != "leader"
+                {
+                    return None;
+                }
+                match &seen {
+                    None => seen = Some((leader, term)),
+                    Some(s) if *s == (leader.clone(), term) => {}
+                    Some(_) => return None,
+                }
+            }
+            // The named leader must be one of the agents asked, and say so itself.
+            let (leader, _) = seen.as_ref()?;
+            let asked = self
+                .agents
+                .iter()
+                .enumerate()
+                .any(|(i, a)| Some(i) != except && &a.id == leader);
+            if !asked {
+                return None;
+            }
+            seen
+        })
+        .await
+        .with_context(|| {
+            self.agents
+                .iter()
+                .map(|a| format!("--- {}:\n{}", a.id, a.log_tail()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    /// Cuts (or heals) every peer link to and from agent `k`.
+    pub fn isolate(&self, k: usize, cut: bool) {
+        for ((from, to), proxy) in &self.links {
+            if *from == k || *to == k {
+                if cut {
+                    proxy.cut()
+                } else {
+                    proxy.heal()
+                }
+            }
+        }
+    }
+
+    /// The index of an agent by id.
+    pub fn index(&self, id: &str) -> usize {
+        self.agents
+            .iter()
+            .position(|a| a.id == id)
+            .expect("known agent")
+    }
+}

@@ -1,15 +1,17 @@
-//! HTTP and TCP stand-ins: an in-process HTTP server ([`HttpServer`]), an HTTPS server with a
-//! throw-away CA ([`HttpsServer`], [`TestCerts`]), a target that never answers ([`BlackHole`])
-//! and a proxy that cuts or delays a link ([`FaultProxy`]). They stand for the APIs the agents
-//! probe and the network between agents; none of them runs an agent.
+//! HTTP and TCP stand-ins: an in-process HTTP server ([`HttpServer`]), a webhook receiver
+//! ([`WebhookReceiver`]), an HTTPS server with a throw-away CA ([`HttpsServer`],
+//! [`TestCerts`]), a target that never answers ([`BlackHole`]) and a proxy that cuts or delays
+//! a link ([`FaultProxy`]). They stand for the APIs the agents probe, the services they call
+//! and the network between agents; none of them runs an agent.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::process::{free_port, run};
@@ -52,6 +54,56 @@ impl Drop for HttpServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A webhook receiver that keeps every JSON body POSTed to `/hook`, in arrival order.
+pub struct WebhookReceiver {
+    server: HttpServer,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl WebhookReceiver {
+    /// Starts it on a free port.
+    pub async fn start() -> anyhow::Result<WebhookReceiver> {
+        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let store = events.clone();
+        let router = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| {
+                let store = store.clone();
+                async move {
+                    if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                        store.lock().unwrap().push(v);
+                    }
+                    "ok"
+                }
+            }),
+        );
+        Ok(WebhookReceiver {
+            server: HttpServer::start(router).await?,
+            events,
+        })
+    }
+
+    /// The URL the agents post to.
+    pub fn url(&self) -> String {
+        self.server.url("/hook")
+    }
+
+    /// What it received so far, in arrival order.
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+/// The JSON body of a GET answered within 800 ms, or `None` (for conditions waited on).
+pub async fn get_json(url: &str) -> Option<Value> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .ok()?;
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// A server that accepts TCP connections and never answers: a black-holed target.

@@ -5,13 +5,14 @@
 //!
 //! One file per concern: `wait` (polling with a deadline), `process` (ports, child processes,
 //! `failoverd run`), `postgres`, `redis`, `http` (HTTP servers, certificates, fault proxies),
-//! `ministack`, `agent` (agents under test) and `config` (their configurations). Tests use
-//! what is re-exported here.
+//! `ministack`, `agent` (agents under test), `lab` (three agents with the datastores a test
+//! asks for) and `config` (agent configurations). Tests use what is re-exported here.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 mod agent;
 mod config;
 mod http;
+mod lab;
 mod ministack;
 mod postgres;
 mod process;
@@ -24,7 +25,8 @@ mod wait;
 pub use self::{
     agent::{api_router, region_apis, AgentCluster, ClusterOptions, TestAgent, REGIONS},
     config::base_config,
-    http::{BlackHole, FaultProxy, HttpServer, HttpsServer, TestCerts},
+    http::{get_json, BlackHole, FaultProxy, HttpServer, HttpsServer, TestCerts, WebhookReceiver},
+    lab::{Lab, LabOptions, PostgresLab, RedisLab, Route53Lab},
     ministack::{weighted, Ministack, RECORD, ZONE},
     postgres::{PgPair, PgServer, MONITOR_PASSWORD, MONITOR_USER, PG_BIN},
     process::{free_port, free_port_with_bus, AgentProcess},

@@ -1,6 +1,6 @@
 //! Redis on loopback: one `redis-server` ([`RedisServer`]), a master with a replica
-//! ([`RedisPair`]) and a 6-node Redis Cluster ([`RedisCluster`]). Each process is killed when
-//! its handle drops; nothing here configures an agent.
+//! ([`RedisPair`]) and a 6-node Redis Cluster ([`RedisCluster`]) with who replicates whom.
+//! Each process is killed when its handle drops; nothing here configures an agent.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -265,4 +265,60 @@ impl RedisCluster {
         .await?;
         Ok(cluster)
     }
+    /// The index in `nodes` of the replica of each master (nodes 0, 1 and 2), from one node's
+    /// `CLUSTER NODES` once it knows all three replicas (the roles spread by gossip after the
+    /// cluster is created).
+    pub async fn replicas(&self) -> anyhow::Result<[usize; 3]> {
+        let layout = wait_for_async("every replica known", Duration::from_secs(20), || async {
+            let layout =
+                parse_layout(&self.nodes[0].cmd(&["CLUSTER", "NODES"]).await.ok()?).ok()?;
+            (layout.iter().filter(|(_, _, m)| m.is_some()).count() == 3).then_some(layout)
+        })
+        .await?;
+        Ok([
+            self.replica_of(&layout, 0)?,
+            self.replica_of(&layout, 1)?,
+            self.replica_of(&layout, 2)?,
+        ])
+    }
+
+    /// The index in `nodes` of the replica of master `m`.
+    fn replica_of(&self, layout: &[NodeLine], m: usize) -> anyhow::Result<usize> {
+        let id = &layout
+            .iter()
+            .find(|(_, port, _)| *port == self.nodes[m].port)
+            .context("the master in the layout")?
+            .0;
+        let port = layout
+            .iter()
+            .find(|(_, _, master)| master.as_ref() == Some(id))
+            .context("a replica")?
+            .1;
+        self.nodes
+            .iter()
+            .position(|n| n.port == port)
+            .context("the replica among the nodes")
+    }
+}
+
+/// One line of `CLUSTER NODES`: the node's id, its port, and its master's id if it replicates.
+type NodeLine = (String, u16, Option<String>);
+
+/// The lines of `CLUSTER NODES`.
+fn parse_layout(text: &str) -> anyhow::Result<Vec<NodeLine>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields[1]
+                .split(['@', ','])
+                .next()
+                .and_then(|a| a.rsplit_once(':'))
+                .context("an address")?
+                .1
+                .parse()?;
+            let master = (fields[3] != "-").then(|| fields[3].to_owned());
+            Ok((fields[0].to_owned(), port, master))
+        })
+        .collect()
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::Value;
 use support::{
-    get_json, wait_for_async, Lab, LabOptions, Ministack, PgServer, PostgresLab, RedisLab,
-    RedisServer, Route53Lab,
+    get_json, wait_for_async, FailoverSection, Lab, LabOptions, Ministack, PgServer, PostgresLab,
+    RedisLab, RedisServer, Route53Lab,
 };
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -23,7 +23,7 @@ const GROUP: &str = "postgres/main";
 /// ready once the leader names the primary and would promote on its loss.
 async fn lab(
     max_lag: u64,
-    failover: &str,
+    failover: FailoverSection,
     slow_replica: Option<Duration>,
     writers: bool,
 ) -> anyhow::Result<Lab> {
@@ -120,7 +120,7 @@ fn steps(failover: &Value) -> Vec<Value> {
 async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() -> anyhow::Result<()>
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(1 << 20, "", None, false).await?;
+    let mut lab = lab(1 << 20, FailoverSection::default(), None, false).await?;
     // The whole region goes: its agent, API and primary.
     let killed_at = Instant::now();
     lab.cluster.agents[0].kill()?;
@@ -285,7 +285,13 @@ async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_agai
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     // The agents reach the us-east-1 replica through a proxy that delays every byte by
     // 150 ms each way, so repointing it takes seconds: the leader dies in the middle.
-    let lab = lab(1 << 20, "", Some(Duration::from_millis(150)), true).await?;
+    let lab = lab(
+        1 << 20,
+        FailoverSection::default(),
+        Some(Duration::from_millis(150)),
+        true,
+    )
+    .await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))
@@ -400,7 +406,7 @@ async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(65536, "", None, false).await?;
+    let mut lab = lab(65536, FailoverSection::default(), None, false).await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))
@@ -536,7 +542,11 @@ async fn change_by_hand(
 async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() -> anyhow::Result<()>
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(1 << 20, "cooldown = \"1s\"", None, false).await?;
+    let cooldown = FailoverSection {
+        cooldown: Some(Duration::from_secs(1)),
+        ..FailoverSection::default()
+    };
+    let mut lab = lab(1 << 20, cooldown, None, false).await?;
     // Region 1's APIs die (its primary is fine): a drain, the epoch record created.
     drop(lab.apis.remove(0));
     let first = wait_for_async("the first drain", Duration::from_secs(15), || async {
@@ -622,9 +632,12 @@ async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vetoing_pre_failover_hook_stops_an_automatic_failover() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let hook =
-        r#"pre_hook = { command = ["sh", "-c", "echo 'change freeze until 06:00' >&2; exit 1"] }"#;
-    let mut lab = lab(1 << 20, hook, None, false).await?;
+    let hook = ["sh", "-c", "echo 'change freeze until 06:00' >&2; exit 1"];
+    let vetoing = FailoverSection {
+        pre_hook_command: Some(hook.map(String::from).to_vec()),
+        ..FailoverSection::default()
+    };
+    let mut lab = lab(1 << 20, vetoing, None, false).await?;
     drop(lab.apis.remove(0));
     let refusal = wait_for_async(
         "the veto in the history",
@@ -682,7 +695,7 @@ fn unix_ms() -> u64 {
 }
 
 async fn one_region_loss() -> anyhow::Result<(Milestones, bool)> {
-    let mut lab = lab(1 << 20, "", None, false).await?;
+    let mut lab = lab(1 << 20, FailoverSection::default(), None, false).await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))

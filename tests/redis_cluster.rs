@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use failoverd::config::{ProbeConfig, ProbeOverrides};
 use serde_json::Value;
 use support::{wait_for_async, Lab, LabOptions, RedisLab, RedisServer};
 
@@ -22,13 +23,12 @@ async fn info(node: &RedisServer, section: &str) -> Option<String> {
 
 /// The Redis Cluster (masters 0 and 1 in eu-west-3 with their replicas in eu-central-1 and
 /// us-east-1; master 2 in eu-central-1 with its replica in eu-west-3), its nodes running with
-/// `node_timeout`, and three agents with `probe` as their `[probe]` section and `extra` added
-/// to their config; ready once the leader has recorded who serves which slots.
-async fn lab(node_timeout: Duration, probe: &str, extra: &str) -> anyhow::Result<Lab> {
+/// `node_timeout`, and three agents with `probe` as their `[probe]` section; ready once the
+/// leader has recorded who serves which slots.
+async fn lab(node_timeout: Duration, probe: ProbeConfig) -> anyhow::Result<Lab> {
     let lab = Lab::start(LabOptions {
         redis: Some(RedisLab::Cluster(node_timeout)),
         probe,
-        extra,
         ..Default::default()
     })
     .await?;
@@ -48,7 +48,7 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
     // Redis's default node timeout, as the README recommends: failoverd's takeover comes
     // before the survivors count the lost masters as failing, so no survivor spends the
     // rejoin delay refusing writes after it.
-    let mut lab = lab(Duration::from_secs(15), "", "").await?;
+    let mut lab = lab(Duration::from_secs(15), ProbeConfig::default()).await?;
     let [r0, r1, r2] = lab.cluster_replicas();
 
     // eu-west-3 goes: its agent, its API and its three cluster nodes.
@@ -173,12 +173,15 @@ async fn a_master_the_cluster_replaces_itself_is_left_to_it_and_the_move_is_cred
 ) -> anyhow::Result<()> {
     // The nodes notice a lost master within a second; the agents call a Redis member Down
     // only after 8 failed probes a second apart: the cluster's election comes first.
-    let mut lab = lab(
-        Duration::from_secs(1),
-        "fast_interval = \"1s\"",
-        "[probe.redis]\nfall = 8",
-    )
-    .await?;
+    let probe = ProbeConfig {
+        fast_interval: Some(Duration::from_secs(1)),
+        redis: ProbeOverrides {
+            fall: Some(8),
+            ..ProbeOverrides::default()
+        },
+        ..ProbeConfig::default()
+    };
+    let mut lab = lab(Duration::from_secs(1), probe).await?;
     let [r0, r1, r2] = lab.cluster_replicas();
     // Master 2 (eu-central-1) dies alone: two masters of three can still vote.
     lab.redis_cluster_mut().nodes[2].kill()?;

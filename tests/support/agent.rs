@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use failoverd::agent::Agent;
-use failoverd::config::Config;
+use failoverd::config::{Config, ProbeConfig, SecretRef};
 use failoverd::health::{HealthBoard, LastResult, State, TargetView};
 use failoverd::probe::Facts;
 use failoverd::topology::TargetId;
 use tokio_util::sync::CancellationToken;
 
+use super::config::{ConfigFile, HttpTarget, Peer, Region, TlsSection};
 use super::http::{FaultProxy, HttpServer, TestCerts};
 use super::process::{free_port, AgentProcess};
 use super::wait::{wait_for, wait_for_async};
@@ -49,16 +50,20 @@ pub struct TestAgent {
 }
 
 impl TestAgent {
-    /// Parses `toml` (with `{admin}` replaced by a free address) and starts the agent.
-    pub async fn start(toml: &str) -> anyhow::Result<TestAgent> {
+    /// Starts an agent on `config`, with its admin API on a free port and its data in a
+    /// temporary directory. The configuration goes through the agent's own parser.
+    pub async fn start(config: ConfigFile) -> anyhow::Result<TestAgent> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let admin = listener.local_addr()?;
         let data_dir = tempfile::Builder::new()
             .prefix("failoverd-agent-")
             .tempdir()?;
-        let text = toml
-            .replace("{admin}", &admin.to_string())
-            .replace("{data_dir}", &data_dir.path().display().to_string());
+        let text = ConfigFile {
+            admin_listen: Some(admin),
+            data_dir: Some(data_dir.path().to_owned()),
+            ..config
+        }
+        .render();
         let config = Config::from_str_with_env(&text, config::FileFormat::Toml, Vec::new())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let agent = Agent::build(config)?;
@@ -160,12 +165,11 @@ pub struct AgentCluster {
 /// How to set up an [`AgentCluster`].
 #[derive(Default)]
 pub struct ClusterOptions<'a> {
-    /// The `[probe]` section's body.
-    pub probe: &'a str,
-    /// Extra lines for `[cluster]`.
-    pub cluster: &'a str,
-    /// Extra TOML appended to every agent's config (datastores).
-    pub extra: &'a str,
+    /// What every agent's configuration shares: probe and cluster settings, datastores,
+    /// Route53, admin tokens, failover and notify settings. Each agent's id, region,
+    /// listeners, data directory, peers, cluster secret, regions and TLS are the cluster's to
+    /// set, over whatever this holds.
+    pub config: ConfigFile,
     /// Route every peer link through a [`FaultProxy`].
     pub proxies: bool,
     /// Serve peer traffic over mutual TLS with these certificates.
@@ -198,11 +202,14 @@ impl AgentCluster {
     }
 
     /// Writes the configs and starts the three agents. `apis` are the API URLs per region.
-    pub async fn start(apis: &[String; 3], probe: &str) -> anyhow::Result<AgentCluster> {
+    pub async fn start(apis: &[String; 3], probe: ProbeConfig) -> anyhow::Result<AgentCluster> {
         Self::start_with(
             apis,
             ClusterOptions {
-                probe,
+                config: ConfigFile {
+                    probe,
+                    ..ConfigFile::default()
+                },
                 ..Default::default()
             },
         )
@@ -214,7 +221,6 @@ impl AgentCluster {
         apis: &[String; 3],
         options: ClusterOptions<'_>,
     ) -> anyhow::Result<AgentCluster> {
-        let probe = options.probe;
         let dir = tempfile::Builder::new()
             .prefix("failoverd-cluster-")
             .tempdir()?;
@@ -238,62 +244,54 @@ impl AgentCluster {
         }
         let mut agents = Vec::new();
         for i in 0..3 {
-            let mut cfg = format!(
-                r#"
-[agent]
-id = "{id}"
-region = "{region}"
-admin_listen = "127.0.0.1:{admin}"
-peer_listen = "127.0.0.1:{peer}"
-data_dir = "{data}"
-
-[cluster]
-secret = {{ file = "{secret}" }}
-{cluster_extra}
-
-[probe]
-{probe}
-"#,
-                id = ids[i],
-                region = REGIONS[i],
-                admin = ports[i].0,
-                peer = ports[i].1,
-                data = dir.path().join(&ids[i]).display(),
-                secret = secret_file.display(),
-                cluster_extra = options.cluster,
-            );
-            for j in (0..3).filter(|j| *j != i) {
-                let port = links
-                    .iter()
-                    .find(|(link, _)| *link == (i, j))
-                    .map(|(_, proxy)| proxy.addr.port())
-                    .unwrap_or(ports[j].1);
-                let scheme = if options.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                cfg.push_str(&format!(
-                    "\n[[peers]]\nid = \"{}\"\nregion = \"{}\"\npeer_url = \"{scheme}://127.0.0.1:{port}\"\n",
-                    ids[j], REGIONS[j]
-                ));
-            }
-            for (region, url) in REGIONS.iter().zip(apis) {
-                cfg.push_str(&format!(
-                    "\n[[regions]]\nname = \"{region}\"\n[[regions.api]]\nname = \"api\"\nurl = \"{url}\"\n"
-                ));
-            }
-            if let Some(certs) = options.tls {
-                cfg.push_str(&format!(
-                    "\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nrequire_client_cert = true\n",
-                    certs.cert.display(),
-                    certs.key.display(),
-                    certs.ca.display()
-                ));
-            }
-            cfg.push_str(options.extra);
+            let scheme = if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let peers = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| {
+                    let port = links
+                        .iter()
+                        .find(|(link, _)| *link == (i, j))
+                        .map(|(_, proxy)| proxy.addr.port())
+                        .unwrap_or(ports[j].1);
+                    Peer {
+                        id: ids[j].clone(),
+                        region: REGIONS[j].into(),
+                        peer_url: format!("{scheme}://127.0.0.1:{port}"),
+                    }
+                })
+                .collect();
+            let regions = REGIONS
+                .iter()
+                .zip(apis)
+                .map(|(region, url)| Region {
+                    api: vec![HttpTarget::new("api", url)],
+                    ..Region::new(region)
+                })
+                .collect();
+            let tls = options.tls.map(|certs| TlsSection {
+                cert_file: certs.cert.clone(),
+                key_file: certs.key.clone(),
+                ca_file: Some(certs.ca.clone()),
+                require_client_cert: true,
+            });
+            let mut cfg = ConfigFile {
+                id: ids[i].clone(),
+                region: REGIONS[i].into(),
+                admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], ports[i].0))),
+                peer_listen: Some(SocketAddr::from(([127, 0, 0, 1], ports[i].1))),
+                data_dir: Some(dir.path().join(&ids[i])),
+                peers,
+                regions,
+                tls,
+                ..options.config.clone()
+            };
+            cfg.cluster.secret = Some(SecretRef::File(secret_file.clone()));
             let config = dir.path().join(format!("{}.toml", ids[i]));
-            std::fs::write(&config, cfg)?;
+            std::fs::write(&config, cfg.render())?;
             let mut agent = AgentProcess::new(
                 ids[i].clone(),
                 SocketAddr::from(([127, 0, 0, 1], ports[i].0)),

@@ -5,13 +5,19 @@
 //! follower, the history, the webhook's events. The lab owns everything it starts and stops
 //! it when dropped; what a test waits for before it begins is the test's to say.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use failoverd::config::{ProbeConfig, ProbeOverrides, SecretRef};
 use serde_json::Value;
 
 use super::agent::{region_apis, AgentCluster, ClusterOptions};
+use super::config::{
+    ConfigFile, FailoverSection, PostgresMember, PostgresSection, RedisMember, RedisShard,
+    WriterRecord,
+};
 use super::http::{get_json, FaultProxy, HttpServer, WebhookReceiver};
 use super::ministack::Ministack;
 use super::postgres::PgPair;
@@ -36,12 +42,10 @@ pub struct LabOptions<'a> {
     pub admin_token: Option<&'a str>,
     /// A webhook receiver the agents notify ([`Lab::events`]).
     pub webhook: bool,
-    /// The body of the agents' `[probe]` section.
-    pub probe: &'a str,
-    /// The body of the agents' `[failover]` section.
-    pub failover: &'a str,
-    /// More TOML for every agent's configuration.
-    pub extra: &'a str,
+    /// The agents' `[probe]` section.
+    pub probe: ProbeConfig,
+    /// The agents' `[failover]` section.
+    pub failover: FailoverSection,
 }
 
 /// The lab's Postgres cluster.
@@ -73,14 +77,6 @@ pub struct Route53Lab {
     pub writers: bool,
 }
 
-/// The writer records [`Route53Lab::writers`] adds.
-const WRITERS: &str = r#"
-[route53.writers."postgres/main"]
-name = "db.example.test."
-[route53.writers."redis/sessions"]
-name = "sessions.example.test."
-"#;
-
 /// Three agents and what [`LabOptions`] asked for. Dropping it stops everything.
 pub struct Lab {
     pg: Option<PgPair>,
@@ -104,15 +100,17 @@ impl Lab {
     /// agent names the same leader.
     pub async fn start(options: LabOptions<'_>) -> anyhow::Result<Lab> {
         let secrets = tempfile::tempdir()?;
-        let mut extra = String::new();
-        let mut proxy = None;
-        let node_value = |name: &str, domain: &str| {
-            if options.writer_values {
-                format!("\nwriter_value = \"{name}.{domain}.internal.\"")
-            } else {
-                String::new()
-            }
+        let mut config = ConfigFile {
+            probe: options.probe,
+            failover: options.failover,
+            ..ConfigFile::default()
         };
+        let writer_value = |name: &str, domain: &str| {
+            options
+                .writer_values
+                .then(|| format!("{name}.{domain}.internal."))
+        };
+        let mut proxy = None;
         let pg = match &options.postgres {
             None => None,
             Some(setup) => {
@@ -122,41 +120,46 @@ impl Lab {
                     .await?
                     .batch_execute(setup.setup)
                     .await?;
-                extra.push_str(&format!(
-                    "\n[postgres]\ncluster = \"main\"\nmax_lag_on_failover = {}\n\
-                     replication = {{ user = \"postgres\" }}\n",
-                    setup.max_lag
-                ));
-                let mut us_east = pg.others[0].dsn();
-                let mut slow = "";
+                let mut members = vec![
+                    PostgresMember::new("pg-eu-west-3", "eu-west-3", pg.primary.dsn()),
+                    PostgresMember::new("pg-eu-central-1", "eu-central-1", pg.replica.dsn()),
+                    PostgresMember::new("pg-us-east-1", "us-east-1", pg.others[0].dsn()),
+                ];
                 if let Some(delay) = setup.slow_replica {
                     let p = FaultProxy::start_with_delay(
-                        std::net::SocketAddr::from(([127, 0, 0, 1], pg.others[0].port)),
+                        SocketAddr::from(([127, 0, 0, 1], pg.others[0].port)),
                         delay,
                     )
                     .await?;
-                    us_east = us_east.replace(
-                        &format!("port={}", pg.others[0].port),
-                        &format!("port={}", p.addr.port()),
-                    );
                     // Its probe round trips take the delay twice. It is never the one
                     // promoted, so the slow step is always repointing it: which of two
                     // caught-up replicas wins otherwise turns on which probe last saw the
                     // primary's final WAL record (an idle primary still logs a standby
                     // snapshot every 15 s).
-                    slow = "\nno_failover = true\nprobe = { timeout = \"900ms\" }";
+                    members[2] = PostgresMember {
+                        dsn: pg.others[0].dsn().replace(
+                            &format!("port={}", pg.others[0].port),
+                            &format!("port={}", p.addr.port()),
+                        ),
+                        no_failover: true,
+                        probe: ProbeOverrides {
+                            timeout: Some(Duration::from_millis(900)),
+                            ..ProbeOverrides::default()
+                        },
+                        ..members[2].clone()
+                    };
                     proxy = Some(p);
                 }
-                for (name, region, dsn, more) in [
-                    ("pg-eu-west-3", "eu-west-3", pg.primary.dsn(), ""),
-                    ("pg-eu-central-1", "eu-central-1", pg.replica.dsn(), ""),
-                    ("pg-us-east-1", "us-east-1", us_east, slow),
-                ] {
-                    extra.push_str(&format!(
-                        "\n[[postgres.members]]\nname = \"{name}\"\nregion = \"{region}\"{}\ndsn = \"{dsn}\"{more}\n",
-                        node_value(name, "db")
-                    ));
+                for member in &mut members {
+                    member.writer_value = writer_value(&member.name, "db");
                 }
+                config.postgres = Some(PostgresSection {
+                    cluster: Some("main".into()),
+                    max_lag_on_failover: Some(setup.max_lag),
+                    replication_user: Some("postgres".into()),
+                    members,
+                    ..PostgresSection::default()
+                });
                 Some(pg)
             }
         };
@@ -166,16 +169,14 @@ impl Lab {
             None => {}
             Some(RedisLab::Pair) => {
                 let pair = RedisPair::start().await?;
-                extra.push_str("\n[[redis.shards]]\nname = \"sessions\"\nmode = \"replication\"\n");
-                for (name, region, url) in [
-                    ("r-eu-west-3", "eu-west-3", pair.master.url()),
-                    ("r-eu-central-1", "eu-central-1", pair.replica.url()),
-                ] {
-                    extra.push_str(&format!(
-                        "\n[[redis.shards.members]]\nname = \"{name}\"\nregion = \"{region}\"\nurl = \"{url}\"{}\n",
-                        node_value(name, "cache")
-                    ));
+                let mut members = vec![
+                    RedisMember::new("r-eu-west-3", "eu-west-3", pair.master.url()),
+                    RedisMember::new("r-eu-central-1", "eu-central-1", pair.replica.url()),
+                ];
+                for member in &mut members {
+                    member.writer_value = writer_value(&member.name, "cache");
                 }
+                config.redis_shards = vec![RedisShard::replication("sessions", members)];
                 redis = Some(pair);
             }
             Some(RedisLab::Cluster(node_timeout)) => {
@@ -188,17 +189,16 @@ impl Lab {
                 region[replicas[0]] = "eu-central-1";
                 region[replicas[1]] = "us-east-1";
                 region[replicas[2]] = "eu-west-3";
-                extra.push_str(&format!(
-                    "\n[[redis.shards]]\nname = \"cache\"\nmode = \"cluster\"\ncluster_node_timeout = \"{}\"\n",
-                    humantime::format_duration(node_timeout)
-                ));
-                for (i, node) in cluster.nodes.iter().enumerate() {
-                    extra.push_str(&format!(
-                        "\n[[redis.shards.members]]\nname = \"c{i}\"\nregion = \"{}\"\nurl = \"{}\"\n",
-                        region[i],
-                        node.url()
-                    ));
-                }
+                let members = cluster
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, node)| RedisMember::new(&format!("c{i}"), region[i], node.url()))
+                    .collect();
+                config.redis_shards = vec![RedisShard {
+                    cluster_node_timeout: Some(node_timeout),
+                    ..RedisShard::cluster("cache", members)
+                }];
                 redis_cluster = Some((cluster, replicas));
             }
         }
@@ -207,10 +207,19 @@ impl Lab {
             Some(route53) => {
                 let ministack = Ministack::start().await?;
                 ministack.seed_weights().await?;
-                extra.push_str(&ministack.config_section());
+                let mut section = ministack.route53();
                 if route53.writers {
-                    extra.push_str(WRITERS);
+                    for (group, name) in [
+                        ("postgres/main", "db.example.test."),
+                        ("redis/sessions", "sessions.example.test."),
+                    ] {
+                        section.writers.push(WriterRecord {
+                            group: group.into(),
+                            name: name.into(),
+                        });
+                    }
                 }
+                config.route53 = Some(section);
                 Some(ministack)
             }
         };
@@ -220,10 +229,7 @@ impl Lab {
                 let receiver = WebhookReceiver::start().await?;
                 let hook_file = secrets.path().join("webhook-url");
                 std::fs::write(&hook_file, receiver.url())?;
-                extra.push_str(&format!(
-                    "\n[notify]\nwebhook_url = {{ file = \"{}\" }}\n",
-                    hook_file.display()
-                ));
+                config.notify_webhook_url = Some(SecretRef::File(hook_file));
                 Some(receiver)
             }
         };
@@ -232,23 +238,15 @@ impl Lab {
             Some(token) => {
                 let token_file = secrets.path().join("token");
                 std::fs::write(&token_file, format!("{token}\n"))?;
-                extra.push_str(&format!(
-                    "\n[admin]\ntokens = [{{ name = \"alice\", secret = {{ file = \"{}\" }} }}]\n",
-                    token_file.display()
-                ));
+                config.admin_tokens = vec![("alice".into(), SecretRef::File(token_file.clone()))];
                 Some(token_file)
             }
         };
-        if !options.failover.is_empty() {
-            extra.push_str(&format!("\n[failover]\n{}\n", options.failover));
-        }
-        extra.push_str(options.extra);
         let (apis, urls) = region_apis().await?;
         let cluster = AgentCluster::start_with(
             &urls,
             ClusterOptions {
-                probe: options.probe,
-                extra: &extra,
+                config,
                 ..Default::default()
             },
         )

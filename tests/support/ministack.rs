@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
+use failoverd::config::SecretRef;
 
 use super::agent::REGIONS;
+use super::config::{Route53Region, Route53Section};
 use super::process::{free_port, stop_child};
 use super::wait::wait_for_async;
 
@@ -154,30 +156,30 @@ impl Ministack {
     }
 
     /// The `[route53]` section for the three test regions, record values `192.0.2.{1,2,3}`.
-    pub fn config_section(&self) -> String {
-        let mut section = format!(
-            r#"
-[route53]
-zone_id = "{zone}"
-record_name = "{RECORD}"
-record_type = "A"
-ttl = 30
-endpoint_url = "{url}"
-credentials = {{ access_key_id = {{ file = "{id}" }}, secret_access_key = {{ file = "{secret}" }} }}
-insync_timeout = "10s"
-"#,
-            zone = self.zone_id,
-            url = self.url(),
-            id = self.access_key_file.display(),
-            secret = self.secret_key_file.display(),
-        );
-        for (i, region) in REGIONS.iter().enumerate() {
-            section.push_str(&format!(
-                "\n[route53.regions.{region}]\nset_identifier = \"{region}\"\nvalue = \"192.0.2.{}\"\n",
-                i + 1
-            ));
+    pub fn route53(&self) -> Route53Section {
+        Route53Section {
+            zone_id: self.zone_id.clone(),
+            record_name: RECORD.into(),
+            record_type: Some("A".into()),
+            ttl: Some(30),
+            endpoint_url: Some(self.url()),
+            credentials: Some((
+                SecretRef::File(self.access_key_file.clone()),
+                SecretRef::File(self.secret_key_file.clone()),
+            )),
+            insync_timeout: Some(Duration::from_secs(10)),
+            regions: REGIONS
+                .iter()
+                .enumerate()
+                .map(|(i, region)| Route53Region {
+                    region: region.to_string(),
+                    set_identifier: region.to_string(),
+                    value: format!("192.0.2.{}", i + 1),
+                    gate_url: None,
+                })
+                .collect(),
+            writers: Vec::new(),
         }
-        section
     }
 
     /// Every record set of the zone (one page holds all a test makes).

@@ -6,7 +6,8 @@
 //! One file per concern: `wait` (polling with a deadline), `process` (ports, child processes,
 //! `failoverd run`), `postgres`, `redis`, `http` (HTTP servers, certificates, fault proxies),
 //! `ministack`, `agent` (agents under test), `lab` (three agents with the datastores a test
-//! asks for) and `config` (agent configurations). Tests use what is re-exported here.
+//! asks for), `config` (agent configurations, typed) and `toml` (writing them). Tests use
+//! what is re-exported here.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 mod agent;
@@ -17,6 +18,7 @@ mod ministack;
 mod postgres;
 mod process;
 mod redis;
+mod toml;
 mod wait;
 
 // Each test binary uses a different part of the harness: neither an unused item nor an
@@ -24,7 +26,11 @@ mod wait;
 #[allow(unused_imports)]
 pub use self::{
     agent::{api_router, region_apis, AgentCluster, ClusterOptions, TestAgent, REGIONS},
-    config::base_config,
+    config::{
+        probe_settings, ClusterSection, ConfigFile, FailoverSection, HttpTarget, Peer,
+        PostgresMember, PostgresSection, RedisMember, RedisShard, Region, Route53Region,
+        Route53Section, TlsSection, WriterRecord,
+    },
     http::{get_json, BlackHole, FaultProxy, HttpServer, HttpsServer, TestCerts, WebhookReceiver},
     lab::{Lab, LabOptions, PostgresLab, RedisLab, Route53Lab},
     ministack::{weighted, Ministack, RECORD, ZONE},

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{ConfigFile, HttpTarget, Peer, Region, TlsSection};
 use super::http::{FaultProxy, HttpServer, TestCerts};
-use super::process::{free_port, AgentProcess};
+use super::process::{free_ports, AgentProcess};
 use super::wait::{wait_for, wait_for_async};
 
 /// The regions of the test cluster.
@@ -227,7 +227,8 @@ impl AgentCluster {
         let secret = format!("cluster-secret-{}", rand::random::<u32>());
         let secret_file = dir.path().join("cluster-secret");
         std::fs::write(&secret_file, format!("{secret}\n"))?;
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        // Admin and peer port of each agent, six distinct ones.
+        let ports: Vec<(u16, u16)> = free_ports(6).chunks(2).map(|p| (p[0], p[1])).collect();
         let ids: Vec<String> = REGIONS.iter().map(|r| format!("{r}-a")).collect();
         let mut links = Vec::new();
         if options.proxies {

@@ -35,7 +35,7 @@ pub use self::{
     lab::{Lab, LabOptions, PostgresLab, RedisLab, Route53Lab},
     ministack::{weighted, Ministack, RECORD, ZONE},
     postgres::{PgPair, PgServer, MONITOR_PASSWORD, MONITOR_USER, PG_BIN},
-    process::{free_port, free_port_with_bus, AgentProcess},
+    process::{free_port, free_port_with_bus, free_ports, AgentProcess},
     redis::{RedisCluster, RedisPair, RedisServer},
     wait::{wait_for, wait_for_async},
 };

@@ -17,6 +17,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct free TCP ports on 127.0.0.1: each is held until all are picked, so the OS
+/// cannot hand out one port twice (as separate [`free_port`] calls may).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<StdListener> = (0..n)
+        .map(|_| StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
+}
+
 /// A free port `p` whose cluster-bus port `p + 10000` is free too (Redis Cluster needs both).
 pub fn free_port_with_bus() -> u16 {
     for _ in 0..200 {

@@ -8,201 +8,57 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::Value;
-use support::{wait_for_async, AgentCluster, ClusterOptions, Ministack, PgPair, RedisPair};
+use support::{wait_for_async, Lab, LabOptions, PostgresLab, RedisLab, Route53Lab};
 
 static ONE_LAB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const TOKEN: &str = "alice-s3cret-token";
 
-struct Lab {
-    pg: PgPair,
-    redis: RedisPair,
-    ministack: Ministack,
-    cluster: AgentCluster,
-    apis: Vec<support::HttpServer>,
-    /// A follower's admin URL: every call goes there.
-    follower: String,
-    token_file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
+/// Postgres (primary and two replicas, an `orders` table), a Redis master and replica, the
+/// Route53 records and three agents that accept alice's token; ready once the leader names
+/// the primaries, would promote a replica, and sees every datastore member Up.
 async fn lab() -> anyhow::Result<Lab> {
-    let pg = PgPair::start_with(1).await?;
-    pg.primary
-        .connect()
-        .await?
-        .batch_execute("CREATE TABLE orders (id int)")
-        .await?;
-    let redis = RedisPair::start().await?;
-    let ministack = Ministack::start().await?;
-    ministack.seed_weights().await?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n"))?;
-    let extra = format!(
-        r#"
-[admin]
-tokens = [{{ name = "alice", secret = {{ file = "{token}" }} }}]
-
-[postgres]
-cluster = "main"
-max_lag_on_failover = 65536
-replication = {{ user = "postgres" }}
-members = [
-  {{ name = "pg-eu-west-3", region = "eu-west-3", dsn = "{}" }},
-  {{ name = "pg-eu-central-1", region = "eu-central-1", dsn = "{}" }},
-  {{ name = "pg-us-east-1", region = "us-east-1", dsn = "{}" }},
-]
-
-[[redis.shards]]
-name = "sessions"
-mode = "replication"
-members = [
-  {{ name = "r-eu-west-3", region = "eu-west-3", url = "{}" }},
-  {{ name = "r-eu-central-1", region = "eu-central-1", url = "{}" }},
-]
-{route53}
-"#,
-        pg.primary.dsn(),
-        pg.replica.dsn(),
-        pg.others[0].dsn(),
-        redis.master.url(),
-        redis.replica.url(),
-        token = token_file.display(),
-        route53 = ministack.config_section(),
-    );
-    let (apis, urls) = support::region_apis().await?;
-    let cluster = AgentCluster::start_with(
-        &urls,
-        ClusterOptions {
-            extra: &extra,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let (leader, _) = cluster
-        .agreed_leader(None, None, Duration::from_secs(20))
-        .await?;
-    let k = cluster.index(&leader);
-    wait_for_async(
-        "the leader to name the primaries and see candidates",
-        Duration::from_secs(20),
-        || async {
-            let s = cluster.agents[k].status().await?;
-            s["cluster"]["primaries"]["redis/sessions"].as_str()?;
-            let choice = &s["cluster"]["failover_readiness"]["postgres/main"]["choice"];
-            (choice["decision"] == "promote").then_some(())?;
-            // Every datastore member healthy (its region's agent reports it Up, no one
-            // Down): any of them may be asked for.
-            let targets = s["cluster"]["verdict"]["targets"].as_object()?;
-            targets
-                .iter()
-                .filter(|(id, _)| !id.starts_with("http/"))
-                .all(|(_, v)| {
-                    v["up"].as_array().is_some_and(|a| !a.is_empty())
-                        && v["down"].as_array().is_some_and(|a| a.is_empty())
-                })
-                .then_some(())
-        },
-    )
-    .await?;
-    let follower = format!("http://{}", cluster.agents[(k + 1) % 3].admin);
-    Ok(Lab {
-        pg,
-        redis,
-        ministack,
-        cluster,
-        apis,
-        follower,
-        token_file,
-        _dir: dir,
+    let lab = Lab::start(LabOptions {
+        postgres: Some(PostgresLab {
+            setup: "CREATE TABLE orders (id int)",
+            max_lag: 65536,
+            slow_replica: None,
+        }),
+        redis: Some(RedisLab::Pair),
+        route53: Some(Route53Lab::default()),
+        admin_token: Some(TOKEN),
+        ..Default::default()
     })
+    .await?;
+    lab.leader_status_until("the leader to name the primaries and see candidates", |s| {
+        s["cluster"]["primaries"]["redis/sessions"].as_str()?;
+        let choice = &s["cluster"]["failover_readiness"]["postgres/main"]["choice"];
+        (choice["decision"] == "promote").then_some(())?;
+        // Every datastore member healthy (its region's agent reports it Up, no one
+        // Down): any of them may be asked for.
+        let targets = s["cluster"]["verdict"]["targets"].as_object()?;
+        targets
+            .iter()
+            .filter(|(id, _)| !id.starts_with("http/"))
+            .all(|(_, v)| {
+                v["up"].as_array().is_some_and(|a| !a.is_empty())
+                    && v["down"].as_array().is_some_and(|a| a.is_empty())
+            })
+            .then_some(())
+    })
+    .await?;
+    Ok(lab)
 }
 
-impl Lab {
-    /// Runs the CLI against the follower; returns its exit code and standard output.
-    async fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String)> {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_failoverd"))
-            .args(args)
-            .env("FAILOVERD_ADMIN", &self.follower)
-            .env("FAILOVERD_TOKEN_FILE", &self.token_file)
-            .stdin(std::process::Stdio::null())
-            .output()
+/// Commits rows `0..n` to `orders` on the primary.
+async fn write_orders(lab: &Lab, n: i32) -> anyhow::Result<()> {
+    let primary = lab.pg().primary.connect().await?;
+    for i in 0..n {
+        primary
+            .execute("INSERT INTO orders VALUES ($1)", &[&i])
             .await?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        Ok((out.status.code().unwrap_or(-1), format!("{stdout}{stderr}")))
     }
-
-    /// A raw call to the follower: status and JSON body.
-    async fn post(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        body: &str,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut request = reqwest::Client::new()
-            .post(format!("{}{path}", self.follower))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let body = serde_json::from_str(&response.text().await?).unwrap_or(Value::Null);
-        Ok((status, body))
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let response = reqwest::get(format!("{}{path}", self.follower)).await?;
-        Ok((response.status().as_u16(), response.text().await?))
-    }
-
-    /// The replicated epoch and mode, as the follower sees them.
-    async fn state(&self) -> anyhow::Result<(u64, String)> {
-        let (_, text) = self.get("/v1/status").await?;
-        let s: Value = serde_json::from_str(&text)?;
-        Ok((
-            s["failover"]["epoch"].as_u64().context("epoch")?,
-            s["failover"]["mode"].as_str().context("mode")?.to_owned(),
-        ))
-    }
-
-    /// The failover `epoch` once it has ended, within `deadline`.
-    async fn finished(&self, epoch: u64, deadline: Duration) -> anyhow::Result<Value> {
-        wait_for_async("the failover to end", deadline, || async {
-            let (status, text) = self.get(&format!("/v1/failovers/{epoch}")).await.ok()?;
-            let f: Value = serde_json::from_str(&text).ok()?;
-            (status == 200 && !f["outcome"].is_null()).then_some(f)
-        })
-        .await
-        .with_context(|| self.logs())
-    }
-
-    fn logs(&self) -> String {
-        self.cluster.logs()
-    }
-
-    /// The admin address of the agent all agree leads.
-    async fn leader_admin(&self) -> anyhow::Result<std::net::SocketAddr> {
-        let (leader, _) = self
-            .cluster
-            .agreed_leader(None, None, Duration::from_secs(10))
-            .await?;
-        Ok(self.cluster.agents[self.cluster.index(&leader)].admin)
-    }
-
-    /// Commits rows `0..n` to `orders` on the primary.
-    async fn write_orders(&self, n: i32) -> anyhow::Result<()> {
-        let primary = self.pg.primary.connect().await?;
-        for i in 0..n {
-            primary
-                .execute("INSERT INTO orders VALUES ($1)", &[&i])
-                .await?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +246,7 @@ async fn a_pause_holds_automatic_failover_until_resume() -> anyhow::Result<()> {
     assert_eq!((status, answer["code"].as_str()), (409, Some("paused")));
 
     // The primary dies while paused: the agents see it, nothing is done.
-    lab.pg.primary.kill()?;
+    lab.pg().primary.kill()?;
     wait_for_async(
         "the leader to see the primary Down and wait for the pause",
         Duration::from_secs(20),
@@ -412,7 +268,7 @@ async fn a_pause_holds_automatic_failover_until_resume() -> anyhow::Result<()> {
     .with_context(|| lab.logs())?;
     assert_eq!(lab.state().await?.0, epoch, "no decision while paused");
     assert!(
-        lab.pg
+        lab.pg()
             .replica
             .connect()
             .await?
@@ -428,7 +284,7 @@ async fn a_pause_holds_automatic_failover_until_resume() -> anyhow::Result<()> {
         "the promotion after resume",
         Duration::from_secs(20),
         || async {
-            let client = lab.pg.replica.connect().await.ok()?;
+            let client = lab.pg().replica.connect().await.ok()?;
             client
                 .batch_execute("INSERT INTO orders VALUES (2)")
                 .await
@@ -460,8 +316,8 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
     let _serial = ONE_LAB_AT_A_TIME.lock().await;
     let lab = lab().await?;
     // Writes acknowledged by the primary and the Redis master before the drain.
-    lab.write_orders(200).await?;
-    lab.redis
+    write_orders(&lab, 200).await?;
+    lab.redis()
         .master
         .cmd(&["SET", "session:42", "alive"])
         .await?;
@@ -528,7 +384,7 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
         "{promote:#}"
     );
     // Nothing lost: every acknowledged write is on the new primary, which takes writes.
-    let new_primary = lab.pg.replica.connect().await?;
+    let new_primary = lab.pg().replica.connect().await?;
     let rows: i64 = new_primary
         .query_one("SELECT count(*) FROM orders", &[])
         .await?
@@ -538,11 +394,11 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
         .batch_execute("INSERT INTO orders VALUES (1000)")
         .await?;
     assert_eq!(
-        lab.redis.replica.cmd(&["GET", "session:42"]).await?,
+        lab.redis().replica.cmd(&["GET", "session:42"]).await?,
         "alive"
     );
-    lab.redis.replica.cmd(&["SET", "session:43", "x"]).await?;
-    let (weights, _) = lab.ministack.records().await?;
+    lab.redis().replica.cmd(&["SET", "session:43", "x"]).await?;
+    let (weights, _) = lab.ministack().records().await?;
     assert_eq!(weights["eu-west-3"], 0);
     assert_eq!(weights["eu-central-1"], 100);
 
@@ -575,7 +431,7 @@ async fn a_drain_moves_the_primaries_without_losing_a_write_and_restore_brings_t
         lab.finished(epoch, Duration::from_secs(30)).await?["outcome"],
         "completed"
     );
-    let (weights, _) = lab.ministack.records().await?;
+    let (weights, _) = lab.ministack().records().await?;
     assert_eq!(weights["eu-west-3"], 100);
 
     // The status page shows the matrix with every agent's vote and the failovers.
@@ -634,8 +490,8 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
     );
 
     // Both replicas stop replaying while the primary writes on: they fall behind the guard.
-    lab.pg.pause_replay().await?;
-    lab.pg
+    lab.pg().pause_replay().await?;
+    lab.pg()
         .primary
         .connect()
         .await?
@@ -818,8 +674,8 @@ async fn a_switchover_that_cannot_catch_up_fails_and_gives_the_old_primary_back(
     let lab = lab().await?;
     // Both replicas stop replaying, a little behind: within the guard, so the drain is
     // decided, but the candidate can never replay what the fenced primary wrote.
-    lab.pg.pause_replay().await?;
-    lab.pg
+    lab.pg().pause_replay().await?;
+    lab.pg()
         .primary
         .connect()
         .await?
@@ -855,7 +711,7 @@ async fn a_switchover_that_cannot_catch_up_fails_and_gives_the_old_primary_back(
     assert_eq!(promote["state"], "failed", "{promote:#}");
     // No replica was promoted, and the old primary takes writes again: the group is never
     // left without a writable member.
-    for replica in [&lab.pg.replica, &lab.pg.others[0]] {
+    for replica in [&lab.pg().replica, &lab.pg().others[0]] {
         let in_recovery: bool = replica
             .connect()
             .await?
@@ -868,7 +724,7 @@ async fn a_switchover_that_cannot_catch_up_fails_and_gives_the_old_primary_back(
         "the old primary to take writes again",
         Duration::from_secs(15),
         || async {
-            let client = lab.pg.primary.connect().await.ok()?;
+            let client = lab.pg().primary.connect().await.ok()?;
             client
                 .batch_execute("INSERT INTO orders VALUES (4)")
                 .await
@@ -908,7 +764,7 @@ async fn schemathesis_finds_no_server_error_or_schema_violation_on_a_live_agent(
     // Bounded: a fixed number of cases per operation, one worker, a fixed seed.
     let out = tokio::process::Command::new(&bin)
         .arg("run")
-        .arg(format!("{}/v1/openapi.json", lab.follower))
+        .arg(format!("{}/v1/openapi.json", lab.follower()))
         .args(["--checks", "all", "--max-examples", "40", "--workers", "1"])
         .args(["--seed", "20261126", "--request-timeout", "25"])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
@@ -948,7 +804,7 @@ async fn a_live_drill_fails_a_region_over_and_back_in_one_call_with_its_mileston
 ) -> anyhow::Result<()> {
     let _serial = ONE_LAB_AT_A_TIME.lock().await;
     let lab = lab().await?;
-    lab.write_orders(100).await?;
+    write_orders(&lab, 100).await?;
     // The rows replayed everywhere: with equal positions the name decides, so the drain
     // promotes pg-eu-central-1 (a replica last seen ahead of the other would win instead).
     wait_for_async(
@@ -1000,8 +856,8 @@ async fn a_live_drill_fails_a_region_over_and_back_in_one_call_with_its_mileston
     let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_failoverd"))
         .args(["drill", "--live", "--region", "eu-west-3", "--hold", "3"])
         .args(["--wait", "--yes", "--reason", "quarterly drill"])
-        .env("FAILOVERD_ADMIN", &lab.follower)
-        .env("FAILOVERD_TOKEN_FILE", &lab.token_file)
+        .env("FAILOVERD_ADMIN", lab.follower())
+        .env("FAILOVERD_TOKEN_FILE", lab.token_file())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1087,7 +943,7 @@ async fn a_live_drill_fails_a_region_over_and_back_in_one_call_with_its_mileston
         after("restore decided")? >= after("drained")? + 3000,
         "held for 3 s: {drill:#}"
     );
-    let (weights, _) = lab.ministack.records().await?;
+    let (weights, _) = lab.ministack().records().await?;
     assert_eq!(weights["eu-west-3"], 100);
     let (_, text) = lab.get("/v1/status").await?;
     let status: Value = serde_json::from_str(&text)?;
@@ -1097,7 +953,7 @@ async fn a_live_drill_fails_a_region_over_and_back_in_one_call_with_its_mileston
         "postgres/main/pg-eu-central-1"
     );
     let rows: i64 = lab
-        .pg
+        .pg()
         .replica
         .connect()
         .await?
@@ -1158,7 +1014,7 @@ async fn a_live_drill_keeps_a_region_that_failed_during_the_hold_out_until_it_is
     assert!(waiting.0.contains("eu-west-3"), "{}", waiting.0);
     let drill = &waiting.1["failover"]["live_drill"];
     assert!(drill["restore_epoch"].is_null(), "not restored: {drill}");
-    let (weights, _) = lab.ministack.records().await?;
+    let (weights, _) = lab.ministack().records().await?;
     assert_eq!(weights["eu-west-3"], 0, "still out of DNS");
 
     // Back up: the drill restores it and ends.
@@ -1178,7 +1034,7 @@ async fn a_live_drill_keeps_a_region_that_failed_during_the_hold_out_until_it_is
     .await
     .with_context(|| lab.logs())?;
     assert_eq!(ended["outcome"], "completed", "{ended:#}");
-    let (weights, _) = lab.ministack.records().await?;
+    let (weights, _) = lab.ministack().records().await?;
     assert_eq!(weights["eu-west-3"], 100);
     Ok(())
 }

@@ -5,11 +5,15 @@
 mod support;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
-use support::{free_port, wait_for_async, HttpServer};
+use failoverd::config::LogFormat;
+use support::{
+    free_port, probe_settings, wait_for_async, ConfigFile, HttpServer, HttpTarget, Region,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_failoverd");
 
@@ -27,42 +31,30 @@ impl Drop for Agent {
 
 fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("failoverd.toml");
-    let data_dir = dir.path().join("data");
-    let text = text.replace("{data_dir}", &data_dir.display().to_string());
     std::fs::write(&path, text).expect("write config");
     path
 }
 
-fn agent_config(admin_port: u16, api_url: &str) -> String {
-    format!(
-        r#"
-[agent]
-id = "bin-agent"
-region = "eu-west-3"
-admin_listen = "127.0.0.1:{admin_port}"
-data_dir = "{{data_dir}}"
-log_format = "json"
-
-[probe]
-interval = "200ms"
-timeout = "100ms"
-rise = 1
-fall = 1
-
-[[regions]]
-name = "eu-west-3"
-
-[[regions.api]]
-name = "orders"
-url = "{api_url}"
-"#
-    )
+/// An agent in eu-west-3 probing one API, its state in `dir`.
+fn agent_config(dir: &tempfile::TempDir, admin_port: u16, api_url: &str) -> ConfigFile {
+    ConfigFile {
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], admin_port))),
+        data_dir: Some(dir.path().join("data")),
+        log_format: Some(LogFormat::Json),
+        probe: probe_settings(Duration::from_millis(200), Duration::from_millis(100), 1, 1),
+        regions: vec![Region::new("eu-west-3")],
+        ..ConfigFile::new("bin-agent", "eu-west-3")
+    }
+    .api("eu-west-3", HttpTarget::new("orders", api_url))
 }
 
 #[test]
 fn check_config_prints_a_summary_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &agent_config(7070, "http://127.0.0.1:1/health"));
+    let path = write_config(
+        &dir,
+        &agent_config(&dir, 7070, "http://127.0.0.1:1/health").render(),
+    );
     let out = Command::new(BIN)
         .arg("check-config")
         .arg(&path)
@@ -85,7 +77,10 @@ fn check_config_prints_a_summary_and_exits_zero() {
 #[test]
 fn a_config_file_is_named_the_same_way_on_every_command() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &agent_config(7070, "http://127.0.0.1:1/health"));
+    let path = write_config(
+        &dir,
+        &agent_config(&dir, 7070, "http://127.0.0.1:1/health").render(),
+    );
     let path = path.to_str().unwrap();
     let run = |args: &[&str], env: Option<&str>| {
         let mut command = Command::new(BIN);
@@ -145,13 +140,10 @@ fn a_config_file_is_named_the_same_way_on_every_command() {
 #[test]
 fn a_broken_config_names_every_bad_key_and_exits_two() {
     let dir = tempfile::tempdir().unwrap();
-    let broken = agent_config(7070, "ftp://example/health")
-        .replace(
-            "region = \"eu-west-3\"\nadmin",
-            "region = \"mars-1\"\nadmin",
-        )
-        .replace("timeout = \"100ms\"", "timeout = \"300ms\"");
-    let path = write_config(&dir, &broken);
+    let mut broken = agent_config(&dir, 7070, "ftp://example/health");
+    broken.region = "mars-1".into();
+    broken.probe.timeout = Some(Duration::from_millis(300));
+    let path = write_config(&dir, &broken.render());
     for args in [
         vec!["check-config"],
         vec!["check-config", "--config"],
@@ -170,8 +162,11 @@ fn a_broken_config_names_every_bad_key_and_exits_two() {
         }
     }
 
-    // A typo is an unknown key, named with its path.
-    let typo = agent_config(7070, "http://127.0.0.1:1/").replace("rise = 1", "rize = 1");
+    // A typo is an unknown key, named with its path (written as text: no configuration type
+    // has such a key).
+    let typo = agent_config(&dir, 7070, "http://127.0.0.1:1/")
+        .render()
+        .replace("rise = 1", "rize = 1");
     let path = write_config(&dir, &typo);
     let out = Command::new(BIN)
         .args(["check-config", "--json"])
@@ -194,7 +189,10 @@ async fn serves_status_and_valid_metrics_and_stops_on_sigterm() -> anyhow::Resul
         HttpServer::start(axum::Router::new().route("/health", get(|| async { "ok" }))).await?;
     let dir = tempfile::tempdir()?;
     let port = free_port();
-    let path = write_config(&dir, &agent_config(port, &api.url("/health")));
+    let path = write_config(
+        &dir,
+        &agent_config(&dir, port, &api.url("/health")).render(),
+    );
     let mut agent = Agent(
         Command::new(BIN)
             .args(["run", "--config"])

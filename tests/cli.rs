@@ -12,7 +12,7 @@ use axum::http::{Method, Uri};
 use axum::routing::get;
 use axum::Json;
 use serde_json::{json, Value};
-use support::HttpServer;
+use support::{ConfigFile, HttpServer, HttpTarget, Region};
 
 const BIN: &str = env!("CARGO_BIN_EXE_failoverd");
 
@@ -194,23 +194,18 @@ async fn a_reader_that_goes_away_ends_every_command_quietly() -> anyhow::Result<
     let (api, _) = admin().await?;
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("failoverd.toml");
-    std::fs::write(
-        &config,
-        r#"
-[agent]
-id = "a"
-region = "eu-west-3"
-admin_listen = "127.0.0.1:7070"
-data_dir = "/tmp/failoverd-cli-test"
-
-[[regions]]
-name = "eu-west-3"
-
-[[regions.api]]
-name = "orders"
-url = "http://127.0.0.1:1/health"
-"#,
-    )?;
+    let text = ConfigFile {
+        admin_listen: Some("127.0.0.1:7070".parse()?),
+        data_dir: Some("/tmp/failoverd-cli-test".into()),
+        regions: vec![Region::new("eu-west-3")],
+        ..ConfigFile::new("a", "eu-west-3")
+    }
+    .api(
+        "eu-west-3",
+        HttpTarget::new("orders", "http://127.0.0.1:1/health"),
+    )
+    .render();
+    std::fs::write(&config, text)?;
     let admin = api.url("");
     let config = config.display().to_string();
     let commands: [&[&str]; 6] = [

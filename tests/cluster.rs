@@ -5,9 +5,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{wait_for_async, AgentCluster};
+use failoverd::config::ProbeConfig;
+use support::{probe_settings, wait_for_async, AgentCluster, ConfigFile};
 
-const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
+fn probe() -> ProbeConfig {
+    probe_settings(Duration::from_millis(300), Duration::from_millis(200), 1, 2)
+}
 
 /// Three agent processes per test on two cores: one cluster at a time, so elections are
 /// timed on an unloaded machine.
@@ -17,7 +20,7 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 async fn elects_one_leader_replaces_it_within_3s_and_rejoins_with_its_term() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_servers, urls) = support::region_apis().await?;
-    let mut cluster = AgentCluster::start(&urls, PROBE).await?;
+    let mut cluster = AgentCluster::start(&urls, probe()).await?;
     let (leader, term) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
         .await?;
@@ -66,7 +69,7 @@ async fn restarting_every_agent_keeps_one_cluster_and_a_wiped_agent_rejoins() ->
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_servers, urls) = support::region_apis().await?;
-    let mut cluster = AgentCluster::start(&urls, PROBE).await?;
+    let mut cluster = AgentCluster::start(&urls, probe()).await?;
     let (_, term) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
         .await?;
@@ -153,7 +156,7 @@ async fn restarting_every_agent_keeps_one_cluster_and_a_wiped_agent_rejoins() ->
 async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (mut servers, urls) = support::region_apis().await?;
-    let cluster = AgentCluster::start(&urls, PROBE).await?;
+    let cluster = AgentCluster::start(&urls, probe()).await?;
     let (leader, _) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
         .await?;
@@ -215,7 +218,7 @@ async fn the_leader_decides_by_quorum_from_every_agents_report() -> anyhow::Resu
 async fn peer_requests_without_the_secret_or_with_garbage_are_refused() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_servers, urls) = support::region_apis().await?;
-    let cluster = AgentCluster::start(&urls, PROBE).await?;
+    let cluster = AgentCluster::start(&urls, probe()).await?;
     let (leader, term) = cluster
         .agreed_leader(None, None, Duration::from_secs(20))
         .await?;
@@ -296,7 +299,10 @@ async fn measure_leader_failover_and_report_to_verdict() -> anyhow::Result<()> {
     let mut cluster = support::AgentCluster::start_with(
         &urls,
         support::ClusterOptions {
-            probe: PROBE,
+            config: ConfigFile {
+                probe: probe(),
+                ..ConfigFile::default()
+            },
             proxies: delay_ms > 0,
             link_delay: Duration::from_millis(delay_ms),
             ..Default::default()

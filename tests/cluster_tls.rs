@@ -6,7 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{AgentCluster, ClusterOptions, TestCerts};
+use failoverd::config::ProbeConfig;
+use support::{AgentCluster, ClusterOptions, ConfigFile, TestCerts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_speak_mutual_tls_and_refuse_clients_without_a_certificate() -> anyhow::Result<()> {
@@ -15,7 +16,14 @@ async fn peers_speak_mutual_tls_and_refuse_clients_without_a_certificate() -> an
     let cluster = AgentCluster::start_with(
         &urls,
         ClusterOptions {
-            probe: "interval = \"300ms\"\ntimeout = \"200ms\"",
+            config: ConfigFile {
+                probe: ProbeConfig {
+                    interval: Some(Duration::from_millis(300)),
+                    timeout: Some(Duration::from_millis(200)),
+                    ..ProbeConfig::default()
+                },
+                ..ConfigFile::default()
+            },
             tls: Some(&certs),
             ..Default::default()
         },

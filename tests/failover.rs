@@ -4,191 +4,46 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::Value;
 use support::{
-    wait_for_async, AgentCluster, ClusterOptions, Ministack, PgPair, PgServer, RedisPair,
-    RedisServer,
+    get_json, wait_for_async, FailoverSection, Lab, LabOptions, Ministack, PgServer, PostgresLab,
+    RedisLab, RedisServer, Route53Lab,
 };
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const GROUP: &str = "postgres/main";
 
-fn datastores(pg: &PgPair, redis: &RedisPair, max_lag: u64, failover: &str) -> String {
-    format!(
-        r#"
-[postgres]
-cluster = "main"
-max_lag_on_failover = {max_lag}
-replication = {{ user = "postgres" }}
-
-[[postgres.members]]
-name = "pg-eu-west-3"
-region = "eu-west-3"
-writer_value = "pg-eu-west-3.db.internal."
-dsn = "{}"
-
-[[postgres.members]]
-name = "pg-eu-central-1"
-region = "eu-central-1"
-writer_value = "pg-eu-central-1.db.internal."
-dsn = "{}"
-
-[[postgres.members]]
-name = "pg-us-east-1"
-region = "us-east-1"
-writer_value = "pg-us-east-1.db.internal."
-dsn = "{}"
-
-[[redis.shards]]
-name = "sessions"
-mode = "replication"
-members = [
-  {{ name = "r-eu-west-3", region = "eu-west-3", url = "{}", writer_value = "r-eu-west-3.cache.internal." }},
-  {{ name = "r-eu-central-1", region = "eu-central-1", url = "{}", writer_value = "r-eu-central-1.cache.internal." }},
-]
-
-[failover]
-{failover}
-"#,
-        pg.primary.dsn(),
-        pg.replica.dsn(),
-        pg.others[0].dsn(),
-        redis.master.url(),
-        redis.replica.url(),
-    )
-}
-
-struct Lab {
-    pg: PgPair,
-    redis: RedisPair,
-    ministack: Ministack,
-    apis: Vec<support::HttpServer>,
-    cluster: AgentCluster,
-    /// What the agents' webhook received, in arrival order.
-    events: Arc<Mutex<Vec<Value>>>,
-    _webhook: support::HttpServer,
-    _proxy: Option<support::FaultProxy>,
-    _secrets: tempfile::TempDir,
-}
-
-/// A webhook receiver that keeps every JSON body it gets.
-async fn webhook() -> anyhow::Result<(support::HttpServer, Arc<Mutex<Vec<Value>>>)> {
-    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let store = events.clone();
-    let router = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: String| {
-            let store = store.clone();
-            async move {
-                if let Ok(v) = serde_json::from_str::<Value>(&body) {
-                    store.lock().unwrap().push(v);
-                }
-                "ok"
-            }
-        }),
-    );
-    Ok((support::HttpServer::start(router).await?, events))
-}
-
-/// Starts Postgres (primary + 2 replicas), ministack with the records, the region APIs and
-/// three agents, and waits until the leader names the primary and would promote on loss.
-/// The writer records the labs may ask for.
-const WRITERS: &str = r#"
-[route53.writers."postgres/main"]
-name = "db.example.test."
-[route53.writers."redis/sessions"]
-name = "sessions.example.test."
-"#;
-
+/// Postgres (primary and two replicas, `orders` with rows 1 and 2), a Redis master and
+/// replica, every member with its writer value, the Route53 records (with the writer records
+/// when `writers`), a webhook and three agents with `failover` as their `[failover]` section;
+/// ready once the leader names the primary and would promote on its loss.
 async fn lab(
     max_lag: u64,
-    failover: &str,
+    failover: FailoverSection,
     slow_replica: Option<Duration>,
     writers: bool,
 ) -> anyhow::Result<Lab> {
-    let pg = PgPair::start_with(1).await?;
-    pg.primary
-        .connect()
-        .await?
-        .batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)")
-        .await?;
-    let redis = RedisPair::start().await?;
-    let ministack = Ministack::start().await?;
-    ministack.seed_weights().await?;
-    let mut route53 = ministack.config_section();
-    if writers {
-        route53.push_str(WRITERS);
-    }
-    let mut stores = datastores(&pg, &redis, max_lag, failover);
-    // The agents may reach the us-east-1 replica through a proxy that delays every byte.
-    let mut proxy = None;
-    if let Some(delay) = slow_replica {
-        let p = support::FaultProxy::start_with_delay(
-            std::net::SocketAddr::from(([127, 0, 0, 1], pg.others[0].port)),
-            delay,
-        )
-        .await?;
-        stores = stores.replace(
-            &pg.others[0].dsn(),
-            &pg.others[0].dsn().replace(
-                &format!("port={}", pg.others[0].port),
-                &format!("port={}", p.addr.port()),
-            ),
-        );
-        // Its probe round trips take the delay twice. It is never the one promoted, so the
-        // slow step is always repointing it: which of two caught-up replicas wins otherwise
-        // turns on which probe last saw the primary's final WAL record (an idle primary
-        // still logs a standby snapshot every 15 s).
-        stores = stores.replace(
-            "name = \"pg-us-east-1\"",
-            "name = \"pg-us-east-1\"\nno_failover = true\nprobe = { timeout = \"900ms\" }",
-        );
-        proxy = Some(p);
-    }
-    let (hook_server, events) = webhook().await?;
-    let secrets = tempfile::tempdir()?;
-    let hook_file = secrets.path().join("webhook-url");
-    std::fs::write(&hook_file, hook_server.url("/hook"))?;
-    let notify = format!(
-        "\n[notify]\nwebhook_url = {{ file = \"{}\" }}\n",
-        hook_file.display()
-    );
-    let extra = format!("{stores}{route53}{notify}");
-    let (apis, urls) = support::region_apis().await?;
-    let cluster = AgentCluster::start_with(
-        &urls,
-        ClusterOptions {
-            extra: &extra,
-            ..Default::default()
-        },
-    )
+    let lab = Lab::start(LabOptions {
+        postgres: Some(PostgresLab {
+            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
+            max_lag,
+            slow_replica,
+        }),
+        redis: Some(RedisLab::Pair),
+        route53: Some(Route53Lab { writers }),
+        writer_values: true,
+        webhook: true,
+        failover,
+        ..Default::default()
+    })
     .await?;
-    let lab = Lab {
-        pg,
-        redis,
-        ministack,
-        apis,
-        cluster,
-        events,
-        _webhook: hook_server,
-        _proxy: proxy,
-        _secrets: secrets,
-    };
-    let (leader, _) = lab
-        .cluster
-        .agreed_leader(None, None, Duration::from_secs(20))
-        .await?;
-    let k = lab.cluster.index(&leader);
-    wait_for_async(
+    lab.leader_status_until(
         "the leader to name the primary and see a candidate",
-        Duration::from_secs(20),
-        || async {
-            let status = lab.cluster.agents[k].status().await?;
+        |status| {
             let named = status["cluster"]["primaries"][GROUP].as_str()?;
             status["cluster"]["primaries"]["redis/sessions"].as_str()?;
             let decision =
@@ -201,52 +56,11 @@ async fn lab(
     Ok(lab)
 }
 
-impl Lab {
-    fn logs(&self) -> String {
-        self.cluster.logs()
-    }
-
-    /// Region 1 loses its API, its Postgres primary and its Redis master.
-    fn kill_region_one_services(&mut self) -> anyhow::Result<()> {
-        drop(self.apis.remove(0));
-        self.redis.master.kill()?;
-        self.pg.primary.kill()
-    }
-
-    /// The failovers in the history (newest first), from an agent other than `except`.
-    async fn failovers(&self, except: Option<usize>) -> Option<Vec<Value>> {
-        let history = self.history(except).await?;
-        Some(
-            history["entries"]
-                .as_array()?
-                .iter()
-                .filter(|e| e["type"] == "failover")
-                .cloned()
-                .collect(),
-        )
-    }
-
-    /// The history from the first agent (other than `except`) that answers.
-    async fn history(&self, except: Option<usize>) -> Option<Value> {
-        for (i, agent) in self.cluster.agents.iter().enumerate() {
-            if except == Some(i) {
-                continue;
-            }
-            if let Some(h) = get_json(&format!("http://{}/v1/history", agent.admin)).await {
-                return Some(h);
-            }
-        }
-        None
-    }
-}
-
-async fn get_json(url: &str) -> Option<Value> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(800))
-        .build()
-        .ok()?;
-    let text = client.get(url).send().await.ok()?.text().await.ok()?;
-    serde_json::from_str(&text).ok()
+/// Region 1 loses its API, its Postgres primary and its Redis master.
+fn kill_region_one_services(lab: &mut Lab) -> anyhow::Result<()> {
+    drop(lab.apis.remove(0));
+    lab.redis_mut().master.kill()?;
+    lab.pg().primary.kill()
 }
 
 async fn accepts_writes(server: &PgServer) -> bool {
@@ -306,14 +120,14 @@ fn steps(failover: &Value) -> Vec<Value> {
 async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() -> anyhow::Result<()>
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(1 << 20, "", None, false).await?;
+    let mut lab = lab(1 << 20, FailoverSection::default(), None, false).await?;
     // The whole region goes: its agent, API and primary.
     let killed_at = Instant::now();
     lab.cluster.agents[0].kill()?;
-    lab.kill_region_one_services()?;
+    kill_region_one_services(&mut lab)?;
 
-    let new_primary = &lab.pg.replica; // eu-central-1: as caught up as us-east-1, and first by name
-    let other = &lab.pg.others[0];
+    let new_primary = &lab.pg().replica; // eu-central-1: as caught up as us-east-1, and first by name
+    let other = &lab.pg().others[0];
     // (and the Redis replica in eu-central-1 becomes master)
     let expected_stream = format!("streaming {} 2", new_primary.port);
     wait_for_async(
@@ -326,12 +140,12 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
             if receiver(other).await? != expected_stream {
                 return None;
             }
-            lab.redis
+            lab.redis()
                 .replica
                 .cmd(&["SET", "session:1", "x"])
                 .await
                 .ok()?;
-            let (weights, _) = lab.ministack.records().await.ok()?;
+            let (weights, _) = lab.ministack().records().await.ok()?;
             (weights.get("eu-west-3") == Some(&0)).then_some(())
         },
     )
@@ -385,7 +199,7 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
         }
     }
     assert_eq!(dns_epochs.len(), 1, "one DNS change: {failovers:#?}");
-    let (weights, epochs) = lab.ministack.records().await?;
+    let (weights, epochs) = lab.ministack().records().await?;
     assert_eq!(
         epochs,
         [format!("\"{}\"", dns_epochs[0])],
@@ -395,7 +209,7 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
     assert_eq!(weights["us-east-1"], 100);
     // The webhook heard each failover start and then complete, in that order.
     let events = wait_for_async("the webhook events", Duration::from_secs(10), || async {
-        let events = lab.events.lock().unwrap().clone();
+        let events = lab.events();
         let completed = events
             .iter()
             .filter(|e| e["event"] == "failover_completed")
@@ -439,21 +253,21 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
     println!("region loss to promoted, repointed and drained: {took:?}");
 
     // Region 1 comes back: its old Redis master is made a replica of the new one.
-    assert!(redis_role(&lab.redis.replica)
+    assert!(redis_role(&lab.redis().replica)
         .await
         .is_some_and(|r| r.starts_with("master")));
-    lab.redis.master.restart().await?;
+    lab.redis_mut().master.restart().await?;
     lab.cluster.agents[0].spawn()?;
-    let want = format!("slave {} up", lab.redis.replica.port);
+    let want = format!("slave {} up", lab.redis().replica.port);
     wait_for_async(
         "the old Redis master to replicate from the new one",
         Duration::from_secs(20),
-        || async { (redis_role(&lab.redis.master).await? == want).then_some(()) },
+        || async { (redis_role(&lab.redis().master).await? == want).then_some(()) },
     )
     .await
     .with_context(|| lab.logs())?;
     let refused = lab
-        .redis
+        .redis()
         .master
         .cmd(&["SET", "session:2", "y"])
         .await
@@ -471,14 +285,20 @@ async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_agai
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     // The agents reach the us-east-1 replica through a proxy that delays every byte by
     // 150 ms each way, so repointing it takes seconds: the leader dies in the middle.
-    let lab = lab(1 << 20, "", Some(Duration::from_millis(150)), true).await?;
+    let lab = lab(
+        1 << 20,
+        FailoverSection::default(),
+        Some(Duration::from_millis(150)),
+        true,
+    )
+    .await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))
         .await?;
     let k = lab.cluster.index(&leader);
     // The primary dies; its agent lives on and reports it Down.
-    lab.pg.primary.kill()?;
+    lab.pg().primary.kill()?;
     let midway = wait_for_async(
         "the promotion done while the replica is being repointed",
         Duration::from_secs(20),
@@ -554,14 +374,14 @@ async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_agai
         agents.len() == 2 && agents.contains(k_id.as_str()),
         "begun by the old leader, resumed by the new one: {follow:#}"
     );
-    assert!(accepts_writes(&lab.pg.replica).await);
+    assert!(accepts_writes(&lab.pg().replica).await);
     assert_eq!(
-        receiver(&lab.pg.others[0]).await,
-        Some(format!("streaming {} 2", lab.pg.replica.port))
+        receiver(&lab.pg().others[0]).await,
+        Some(format!("streaming {} 2", lab.pg().replica.port))
     );
     // The writer record names the new primary, set in the failover's one epoch step.
     assert_eq!(
-        lab.ministack.values("db.example.test.").await?,
+        lab.ministack().values("db.example.test.").await?,
         Some(vec!["pg-eu-central-1.db.internal.".to_string()])
     );
     let dns = after
@@ -576,7 +396,7 @@ async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_agai
     );
     let epoch = failover["epoch"].as_u64().context("epoch")?;
     assert_eq!(
-        lab.ministack.records().await?.1,
+        lab.ministack().records().await?.1,
         [format!("\"{epoch}\"")],
         "one epoch step"
     );
@@ -586,15 +406,15 @@ async fn a_leader_killed_mid_failover_is_replaced_and_no_finished_step_runs_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(65536, "", None, false).await?;
+    let mut lab = lab(65536, FailoverSection::default(), None, false).await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))
         .await?;
     let k = lab.cluster.index(&leader);
-    lab.pg.pause_replay().await?;
+    lab.pg().pause_replay().await?;
     // About 1 MB of WAL the replicas receive but do not replay.
-    lab.pg
+    lab.pg()
         .primary
         .connect()
         .await?
@@ -611,7 +431,7 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
     )
     .await
     .with_context(|| lab.logs())?;
-    lab.kill_region_one_services()?;
+    kill_region_one_services(&mut lab)?;
 
     let history = wait_for_async(
         "the refusal in the history",
@@ -662,10 +482,10 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
         "{metrics}"
     );
     // Nothing was promoted; the region was still drained from DNS.
-    assert!(in_recovery(&lab.pg.replica).await?);
-    assert!(in_recovery(&lab.pg.others[0]).await?);
+    assert!(in_recovery(&lab.pg().replica).await?);
+    assert!(in_recovery(&lab.pg().others[0]).await?);
     let drained = wait_for_async("the region drained", Duration::from_secs(10), || async {
-        let (weights, _) = lab.ministack.records().await.ok()?;
+        let (weights, _) = lab.ministack().records().await.ok()?;
         (weights.get("eu-west-3") == Some(&0)).then_some(())
     })
     .await;
@@ -722,7 +542,11 @@ async fn change_by_hand(
 async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() -> anyhow::Result<()>
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let mut lab = lab(1 << 20, "cooldown = \"1s\"", None, false).await?;
+    let cooldown = FailoverSection {
+        cooldown: Some(Duration::from_secs(1)),
+        ..FailoverSection::default()
+    };
+    let mut lab = lab(1 << 20, cooldown, None, false).await?;
     // Region 1's APIs die (its primary is fine): a drain, the epoch record created.
     drop(lab.apis.remove(0));
     let first = wait_for_async("the first drain", Duration::from_secs(15), || async {
@@ -734,10 +558,10 @@ async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() ->
     .await
     .with_context(|| lab.logs())?;
     let epoch = first["epoch"].as_u64().context("epoch")?;
-    assert_eq!(lab.ministack.records().await?.1, [format!("\"{epoch}\"")]);
+    assert_eq!(lab.ministack().records().await?.1, [format!("\"{epoch}\"")]);
 
     // Someone else moves the epoch on and sets us-east-1's weight by hand.
-    change_by_hand(&lab.ministack, epoch, epoch + 1000, "us-east-1", 7).await?;
+    change_by_hand(lab.ministack(), epoch, epoch + 1000, "us-east-1", 7).await?;
     // Region 2's APIs die: this leader's batch still expects the epoch it wrote.
     let region_two = lab.apis.remove(0);
     drop(region_two);
@@ -770,7 +594,7 @@ async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() ->
         "{detail}"
     );
     // Nothing of the batch was applied; the hand-set weight stands.
-    let (weights, epochs) = lab.ministack.records().await?;
+    let (weights, epochs) = lab.ministack().records().await?;
     assert_eq!(epochs, [format!("\"{}\"", epoch + 1000)]);
     assert_eq!(weights["eu-central-1"], 100);
     assert_eq!(weights["us-east-1"], 7);
@@ -808,9 +632,12 @@ async fn a_dns_batch_with_a_stale_epoch_is_refused_reported_and_not_retried() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vetoing_pre_failover_hook_stops_an_automatic_failover() -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let hook =
-        r#"pre_hook = { command = ["sh", "-c", "echo 'change freeze until 06:00' >&2; exit 1"] }"#;
-    let mut lab = lab(1 << 20, hook, None, false).await?;
+    let hook = ["sh", "-c", "echo 'change freeze until 06:00' >&2; exit 1"];
+    let vetoing = FailoverSection {
+        pre_hook_command: Some(hook.map(String::from).to_vec()),
+        ..FailoverSection::default()
+    };
+    let mut lab = lab(1 << 20, vetoing, None, false).await?;
     drop(lab.apis.remove(0));
     let refusal = wait_for_async(
         "the veto in the history",
@@ -835,11 +662,11 @@ async fn a_vetoing_pre_failover_hook_stops_an_automatic_failover() -> anyhow::Re
     assert_eq!(refusal["subject"], "region/eu-west-3");
     let failovers = lab.failovers(None).await.context("history")?;
     assert!(failovers.is_empty(), "no failover: {failovers:#?}");
-    let (weights, epochs) = lab.ministack.records().await?;
+    let (weights, epochs) = lab.ministack().records().await?;
     assert_eq!(weights["eu-west-3"], 100, "still in DNS");
     assert!(epochs.is_empty());
     wait_for_async("the refusal event", Duration::from_secs(5), || async {
-        let events = lab.events.lock().unwrap().clone();
+        let events = lab.events();
         events
             .iter()
             .any(|e| e["event"] == "refusal" && e["details"]["guard"] == "pre_hook")
@@ -868,7 +695,7 @@ fn unix_ms() -> u64 {
 }
 
 async fn one_region_loss() -> anyhow::Result<(Milestones, bool)> {
-    let mut lab = lab(1 << 20, "", None, false).await?;
+    let mut lab = lab(1 << 20, FailoverSection::default(), None, false).await?;
     let (leader, _) = lab
         .cluster
         .agreed_leader(None, None, Duration::from_secs(10))
@@ -876,7 +703,7 @@ async fn one_region_loss() -> anyhow::Result<(Milestones, bool)> {
     let leader_killed = leader == lab.cluster.agents[0].id;
     let killed_ms = unix_ms();
     lab.cluster.agents[0].kill()?;
-    lab.kill_region_one_services()?;
+    kill_region_one_services(&mut lab)?;
     let all_dead_ms = unix_ms().saturating_sub(killed_ms);
     if all_dead_ms > 200 {
         println!("(killing the region took {all_dead_ms} ms)");

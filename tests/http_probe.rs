@@ -6,15 +6,21 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
+use failoverd::config::ConnectionMode;
 use failoverd::health::{LastResult, State};
-use support::{base_config, BlackHole, HttpServer, TestAgent};
+use support::{probe_settings, BlackHole, ConfigFile, HttpServer, HttpTarget, TestAgent};
 
 const INTERVAL_MS: u64 = 200;
 const TIMEOUT_MS: u64 = 150;
 const FALL: u32 = 2;
 
-fn api(name: &str, url: &str, extra: &str) -> String {
-    format!("\n[[regions.api]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n")
+fn probe(fall: u32) -> failoverd::config::ProbeConfig {
+    probe_settings(
+        Duration::from_millis(INTERVAL_MS),
+        Duration::from_millis(TIMEOUT_MS),
+        1,
+        fall,
+    )
 }
 
 fn healthy_router() -> Router {
@@ -45,12 +51,13 @@ async fn a_black_holed_target_times_out_while_the_others_keep_their_cadence() ->
 {
     let server = HttpServer::start(healthy_router()).await?;
     let hole = BlackHole::start().await?;
-    let mut cfg = base_config(&format!(
-        "interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\nrise = 1\nfall = {FALL}"
-    ));
-    cfg.push_str(&api("healthy", &server.url("/health"), ""));
-    cfg.push_str(&api("hole", &format!("http://{}/health", hole.addr), ""));
-    let agent = TestAgent::start(&cfg).await?;
+    let cfg = ConfigFile::watcher(probe(FALL))
+        .api("r1", HttpTarget::new("healthy", server.url("/health")))
+        .api(
+            "r1",
+            HttpTarget::new("hole", format!("http://{}/health", hole.addr)),
+        );
+    let agent = TestAgent::start(cfg).await?;
     let healthy = "http/r1/healthy";
     let hole_id = "http/r1/hole";
 
@@ -94,39 +101,55 @@ async fn a_black_holed_target_times_out_while_the_others_keep_their_cadence() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_body_and_latency_checks_decide_health() -> anyhow::Result<()> {
     let server = HttpServer::start(healthy_router()).await?;
-    let mut cfg = base_config(&format!(
-        "interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\nrise = 1\nfall = 1"
-    ));
-    let json_ok = "json_pointer = \"/db/up\"\njson_equals = \"true\"";
-    cfg.push_str(&api("json-ok", &server.url("/health"), json_ok));
-    cfg.push_str(&api("json-bad", &server.url("/degraded"), json_ok));
-    cfg.push_str(&api(
-        "body-ok",
-        &server.url("/health"),
-        "body_contains = \"ok\"",
-    ));
-    cfg.push_str(&api("status-503", &server.url("/unavailable"), ""));
-    cfg.push_str(&api(
-        "status-503-expected",
-        &server.url("/unavailable"),
-        "expect_status = [503]",
-    ));
-    cfg.push_str(&api(
-        "too-slow",
-        &server.url("/slow"),
-        "max_latency = \"20ms\"",
-    ));
-    cfg.push_str(&api(
-        "reuse",
-        &server.url("/health"),
-        "connection = \"reuse\"\nheaders = { \"X-Probe\" = \"failoverd\" }",
-    ));
-    cfg.push_str(&api(
-        "refused",
-        &format!("http://127.0.0.1:{}/", support::free_port()),
-        "",
-    ));
-    let agent = TestAgent::start(&cfg).await?;
+    let json_ok = |name: &str, path: &str| HttpTarget {
+        json_pointer: Some("/db/up".into()),
+        json_equals: Some("true".into()),
+        ..HttpTarget::new(name, server.url(path))
+    };
+    let cfg = ConfigFile::watcher(probe(1))
+        .api("r1", json_ok("json-ok", "/health"))
+        .api("r1", json_ok("json-bad", "/degraded"))
+        .api(
+            "r1",
+            HttpTarget {
+                body_contains: Some("ok".into()),
+                ..HttpTarget::new("body-ok", server.url("/health"))
+            },
+        )
+        .api(
+            "r1",
+            HttpTarget::new("status-503", server.url("/unavailable")),
+        )
+        .api(
+            "r1",
+            HttpTarget {
+                expect_status: vec![503],
+                ..HttpTarget::new("status-503-expected", server.url("/unavailable"))
+            },
+        )
+        .api(
+            "r1",
+            HttpTarget {
+                max_latency: Some(Duration::from_millis(20)),
+                ..HttpTarget::new("too-slow", server.url("/slow"))
+            },
+        )
+        .api(
+            "r1",
+            HttpTarget {
+                connection: Some(ConnectionMode::Reuse),
+                headers: vec![("X-Probe".into(), "failoverd".into())],
+                ..HttpTarget::new("reuse", server.url("/health"))
+            },
+        )
+        .api(
+            "r1",
+            HttpTarget::new(
+                "refused",
+                format!("http://127.0.0.1:{}/", support::free_port()),
+            ),
+        );
+    let agent = TestAgent::start(cfg).await?;
     let d = Duration::from_secs(5);
     for (name, state, error) in [
         ("json-ok", State::Up, None),

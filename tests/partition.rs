@@ -7,9 +7,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{wait_for_async, AgentCluster, ClusterOptions, PgPair, RedisPair};
+use support::{
+    probe_settings, wait_for_async, AgentCluster, ClusterOptions, ClusterSection, ConfigFile,
+    PgPair, PostgresMember, PostgresSection, RedisMember, RedisPair, RedisShard,
+};
 
-const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
 const LEASE_TTL_MS: u64 = 2000;
 
 /// Tries one write on the primary over a fresh connection (fencing ends old sessions).
@@ -46,42 +48,36 @@ async fn a_cut_off_agent_fences_its_primaries_and_they_move_elsewhere() -> anyho
     let pg_password = secret_dir.path().join("pg");
     std::fs::write(&pg_password, support::MONITOR_PASSWORD)?;
     // The probing role may not fence: this test fences as the superuser (trusted on loopback).
-    let extra = format!(
-        r#"
-[postgres]
-cluster = "main"
-max_lag_on_failover = 65536
-
-[[postgres.members]]
-name = "pg-eu-west-3"
-region = "eu-west-3"
-dsn = "{}"
-
-[[postgres.members]]
-name = "pg-eu-central-1"
-region = "eu-central-1"
-dsn = "{}"
-
-[[redis.shards]]
-name = "sessions"
-mode = "replication"
-members = [
-  {{ name = "r-eu-west-3", region = "eu-west-3", url = "{}" }},
-  {{ name = "r-eu-central-1", region = "eu-central-1", url = "{}" }},
-]
-"#,
-        pg.primary.dsn(),
-        pg.replica.dsn(),
-        redis.master.url(),
-        redis.replica.url()
-    );
+    let config = ConfigFile {
+        probe: probe_settings(Duration::from_millis(300), Duration::from_millis(200), 1, 2),
+        cluster: ClusterSection {
+            lease_ttl: Some(Duration::from_millis(LEASE_TTL_MS)),
+            data_path_down_after: Some(Duration::from_secs(1)),
+            ..ClusterSection::default()
+        },
+        postgres: Some(PostgresSection {
+            cluster: Some("main".into()),
+            max_lag_on_failover: Some(65536),
+            members: vec![
+                PostgresMember::new("pg-eu-west-3", "eu-west-3", pg.primary.dsn()),
+                PostgresMember::new("pg-eu-central-1", "eu-central-1", pg.replica.dsn()),
+            ],
+            ..PostgresSection::default()
+        }),
+        redis_shards: vec![RedisShard::replication(
+            "sessions",
+            vec![
+                RedisMember::new("r-eu-west-3", "eu-west-3", redis.master.url()),
+                RedisMember::new("r-eu-central-1", "eu-central-1", redis.replica.url()),
+            ],
+        )],
+        ..ConfigFile::default()
+    };
     let (_servers, urls) = support::region_apis().await?;
     let cluster = AgentCluster::start_with(
         &urls,
         ClusterOptions {
-            probe: PROBE,
-            cluster: &format!("lease_ttl = \"{LEASE_TTL_MS}ms\"\ndata_path_down_after = \"1s\""),
-            extra: &extra,
+            config,
             proxies: true,
             ..Default::default()
         },

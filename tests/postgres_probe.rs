@@ -4,10 +4,11 @@ mod support;
 
 use std::time::Duration;
 
+use failoverd::config::SecretRef;
 use failoverd::health::State;
 use failoverd::probe::postgres::PgRole;
 use failoverd::probe::{Facts, Lsn};
-use support::{base_config, PgPair, TestAgent};
+use support::{probe_settings, ConfigFile, PgPair, PostgresMember, PostgresSection, TestAgent};
 
 const INTERVAL_MS: u64 = 300;
 const TIMEOUT_MS: u64 = 200;
@@ -15,33 +16,26 @@ const RISE: u32 = 2;
 const FALL: u32 = 2;
 
 /// A config probing both servers as the `pg_monitor` role, its password read from a file.
-fn config(pg: &PgPair, secret: &tempfile::TempDir) -> String {
+fn config(pg: &PgPair, secret: &tempfile::TempDir) -> ConfigFile {
     let password = secret.path().join("pg-password");
     std::fs::write(&password, format!("{}\n", support::MONITOR_PASSWORD)).unwrap();
-    let mut cfg = base_config(&format!(
-        "interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\nrise = {RISE}\nfall = {FALL}"
-    ));
-    cfg.push_str(&format!(
-        r#"
-[postgres]
-cluster = "main"
-password = {{ file = "{}" }}
-
-[[postgres.members]]
-name = "primary"
-region = "r1"
-dsn = "{}"
-
-[[postgres.members]]
-name = "replica"
-region = "r1"
-dsn = "{}"
-"#,
-        password.display(),
-        pg.primary.monitor_dsn(),
-        pg.replica.monitor_dsn()
-    ));
-    cfg
+    ConfigFile {
+        postgres: Some(PostgresSection {
+            cluster: Some("main".into()),
+            password: Some(SecretRef::File(password)),
+            members: vec![
+                PostgresMember::new("primary", "r1", pg.primary.monitor_dsn()),
+                PostgresMember::new("replica", "r1", pg.replica.monitor_dsn()),
+            ],
+            ..PostgresSection::default()
+        }),
+        ..ConfigFile::watcher(probe_settings(
+            Duration::from_millis(INTERVAL_MS),
+            Duration::from_millis(TIMEOUT_MS),
+            RISE,
+            FALL,
+        ))
+    }
 }
 
 async fn current_lsn(client: &tokio_postgres::Client) -> anyhow::Result<Lsn> {
@@ -66,7 +60,7 @@ fn pg(facts: &Facts) -> &failoverd::probe::PostgresFacts {
 async fn observes_roles_positions_and_the_replication_link() -> anyhow::Result<()> {
     let pair = PgPair::start().await?;
     let secret = tempfile::tempdir()?;
-    let agent = TestAgent::start(&config(&pair, &secret)).await?;
+    let agent = TestAgent::start(config(&pair, &secret)).await?;
     let up = Duration::from_secs(10);
     agent.wait_state(PRIMARY, State::Up, up).await?;
     agent.wait_state(REPLICA, State::Up, up).await?;
@@ -130,7 +124,7 @@ async fn observes_roles_positions_and_the_replication_link() -> anyhow::Result<(
 async fn a_paused_replica_shows_growing_lag() -> anyhow::Result<()> {
     let pair = PgPair::start().await?;
     let secret = tempfile::tempdir()?;
-    let agent = TestAgent::start(&config(&pair, &secret)).await?;
+    let agent = TestAgent::start(config(&pair, &secret)).await?;
     let deadline = Duration::from_secs(15);
     agent.wait_state(REPLICA, State::Up, deadline).await?;
     let primary = pair.primary.connect().await?;
@@ -212,7 +206,7 @@ async fn a_paused_replica_shows_growing_lag() -> anyhow::Result<()> {
 async fn a_killed_primary_goes_down_within_the_bound_and_comes_back() -> anyhow::Result<()> {
     let pair = PgPair::start().await?;
     let secret = tempfile::tempdir()?;
-    let agent = TestAgent::start(&config(&pair, &secret)).await?;
+    let agent = TestAgent::start(config(&pair, &secret)).await?;
     agent
         .wait_state(PRIMARY, State::Up, Duration::from_secs(10))
         .await?;

@@ -8,59 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use failoverd::config::{ProbeConfig, ProbeOverrides};
 use serde_json::Value;
-use support::{wait_for_async, AgentCluster, ClusterOptions, RedisCluster, RedisServer};
-
-/// Node ids and who replicates whom, from one node's `CLUSTER NODES`, once it knows all
-/// three replicas (the roles spread by gossip after the cluster is created).
-async fn layout(cluster: &RedisCluster) -> anyhow::Result<Vec<(String, u16, Option<String>)>> {
-    wait_for_async("every replica known", Duration::from_secs(20), || async {
-        let layout = parse_layout(&cluster.nodes[0].cmd(&["CLUSTER", "NODES"]).await.ok()?).ok()?;
-        (layout.iter().filter(|(_, _, m)| m.is_some()).count() == 3).then_some(layout)
-    })
-    .await
-}
-
-fn parse_layout(text: &str) -> anyhow::Result<Vec<(String, u16, Option<String>)>> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let port = fields[1]
-                .split(['@', ','])
-                .next()
-                .and_then(|a| a.rsplit_once(':'))
-                .context("an address")?
-                .1
-                .parse()?;
-            let master = (fields[3] != "-").then(|| fields[3].to_owned());
-            Ok((fields[0].to_owned(), port, master))
-        })
-        .collect()
-}
-
-/// The index in `cluster.nodes` of the replica of master `m`.
-fn replica_of(
-    cluster: &RedisCluster,
-    layout: &[(String, u16, Option<String>)],
-    m: usize,
-) -> anyhow::Result<usize> {
-    let id = &layout
-        .iter()
-        .find(|(_, port, _)| *port == cluster.nodes[m].port)
-        .context("the master in the layout")?
-        .0;
-    let port = layout
-        .iter()
-        .find(|(_, _, master)| master.as_ref() == Some(id))
-        .context("a replica")?
-        .1;
-    cluster
-        .nodes
-        .iter()
-        .position(|n| n.port == port)
-        .context("the replica among the nodes")
-}
+use support::{wait_for_async, Lab, LabOptions, RedisLab, RedisServer};
 
 /// `CLUSTER INFO` for `"cluster"`, else `INFO <section>`.
 async fn info(node: &RedisServer, section: &str) -> Option<String> {
@@ -71,131 +21,25 @@ async fn info(node: &RedisServer, section: &str) -> Option<String> {
     }
 }
 
-/// The cluster, the node indices of the replicas of masters 0, 1 and 2, the region APIs and
-/// three agents whose leader has recorded who serves which slots.
-struct Lab {
-    cluster: RedisCluster,
-    replicas: [usize; 3],
-    apis: Vec<support::HttpServer>,
-    agents: AgentCluster,
-}
-
-/// Masters 0 and 1 in eu-west-3 with their replicas in eu-central-1 and us-east-1; master 2
-/// in eu-central-1 with its replica in eu-west-3. The nodes run with `node_timeout`; `probe`
-/// is the agents' `[probe]` section and `extra` is added to every agent's config.
-async fn lab(node_timeout: Duration, probe: &str, extra: &str) -> anyhow::Result<Lab> {
-    let cluster = RedisCluster::start_with(node_timeout).await?;
-    let nodes = layout(&cluster).await?;
-    let replicas = [
-        replica_of(&cluster, &nodes, 0)?,
-        replica_of(&cluster, &nodes, 1)?,
-        replica_of(&cluster, &nodes, 2)?,
-    ];
-    let mut region = [""; 6];
-    region[0] = "eu-west-3";
-    region[1] = "eu-west-3";
-    region[2] = "eu-central-1";
-    region[replicas[0]] = "eu-central-1";
-    region[replicas[1]] = "us-east-1";
-    region[replicas[2]] = "eu-west-3";
-    let members: Vec<String> = (0..6)
-        .map(|i| {
-            format!(
-                r#"  {{ name = "c{i}", region = "{}", url = "{}" }},"#,
-                region[i],
-                cluster.nodes[i].url()
-            )
-        })
-        .collect();
-    let extra = format!(
-        r#"
-[[redis.shards]]
-name = "cache"
-mode = "cluster"
-cluster_node_timeout = "{}"
-members = [
-{}
-]
-{extra}
-"#,
-        humantime::format_duration(node_timeout),
-        members.join("\n")
-    );
-    let (apis, urls) = support::region_apis().await?;
-    let agents = AgentCluster::start_with(
-        &urls,
-        ClusterOptions {
-            probe,
-            extra: &extra,
-            ..Default::default()
-        },
-    )
+/// The Redis Cluster (masters 0 and 1 in eu-west-3 with their replicas in eu-central-1 and
+/// us-east-1; master 2 in eu-central-1 with its replica in eu-west-3), its nodes running with
+/// `node_timeout`, and three agents with `probe` as their `[probe]` section; ready once the
+/// leader has recorded who serves which slots.
+async fn lab(node_timeout: Duration, probe: ProbeConfig) -> anyhow::Result<Lab> {
+    let lab = Lab::start(LabOptions {
+        redis: Some(RedisLab::Cluster(node_timeout)),
+        probe,
+        ..Default::default()
+    })
     .await?;
-    let lab = Lab {
-        cluster,
-        replicas,
-        apis,
-        agents,
-    };
     // The leader knows who serves which slots before anything fails.
-    let (leader, _) = lab
-        .agents
-        .agreed_leader(None, None, Duration::from_secs(20))
-        .await?;
-    let k = lab.agents.index(&leader);
-    wait_for_async(
-        "the slot owners recorded",
-        Duration::from_secs(20),
-        || async {
-            let status = lab.agents.agents[k].status().await?;
-            let owners = status["failover"]["slot_owners"]["redis/cache"].as_object()?;
-            (owners.len() == 3).then_some(())
-        },
-    )
+    lab.leader_status_until("the slot owners recorded", |status| {
+        let owners = status["failover"]["slot_owners"]["redis/cache"].as_object()?;
+        (owners.len() == 3).then_some(())
+    })
     .await
     .with_context(|| lab.logs())?;
     Ok(lab)
-}
-
-impl Lab {
-    fn logs(&self) -> String {
-        self.agents.logs()
-    }
-
-    /// The history's slot moves and the whole history, from the first agent but `except`
-    /// that shows `count` moves.
-    async fn slot_moves(&self, except: usize, count: usize) -> anyhow::Result<(Vec<Value>, Value)> {
-        wait_for_async(
-            "the slot moves recorded",
-            Duration::from_secs(10),
-            || async {
-                for (i, agent) in self.agents.agents.iter().enumerate() {
-                    if i == except {
-                        continue;
-                    }
-                    let text = reqwest::get(format!("http://{}/v1/history", agent.admin))
-                        .await
-                        .ok()?
-                        .text()
-                        .await
-                        .ok()?;
-                    let history: Value = serde_json::from_str(&text).ok()?;
-                    let moves: Vec<Value> = history["entries"]
-                        .as_array()?
-                        .iter()
-                        .filter(|e| e["type"] == "slots_moved")
-                        .cloned()
-                        .collect();
-                    if moves.len() == count {
-                        return Some((moves, history));
-                    }
-                }
-                None
-            },
-        )
-        .await
-        .with_context(|| self.logs())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,15 +48,15 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
     // Redis's default node timeout, as the README recommends: failoverd's takeover comes
     // before the survivors count the lost masters as failing, so no survivor spends the
     // rejoin delay refusing writes after it.
-    let mut lab = lab(Duration::from_secs(15), "", "").await?;
-    let [r0, r1, r2] = lab.replicas;
+    let mut lab = lab(Duration::from_secs(15), ProbeConfig::default()).await?;
+    let [r0, r1, r2] = lab.cluster_replicas();
 
     // eu-west-3 goes: its agent, its API and its three cluster nodes.
     let killed_at = Instant::now();
-    lab.agents.agents[0].kill()?;
+    lab.cluster.agents[0].kill()?;
     drop(lab.apis.remove(0));
     for i in [0, 1, r2] {
-        lab.cluster.nodes[i].kill()?;
+        lab.redis_cluster_mut().nodes[i].kill()?;
     }
     let survivors = [r0, r1, 2];
     let served = wait_for_async(
@@ -220,11 +64,11 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
         Duration::from_secs(10),
         || async {
             for i in [r0, r1] {
-                let replication = info(&lab.cluster.nodes[i], "replication").await?;
+                let replication = info(&lab.redis_cluster().nodes[i], "replication").await?;
                 replication.contains("role:master").then_some(())?;
             }
             for i in survivors {
-                let state = info(&lab.cluster.nodes[i], "cluster").await?;
+                let state = info(&lab.redis_cluster().nodes[i], "cluster").await?;
                 (state.contains("cluster_state:ok") && state.contains("cluster_slots_ok:16384"))
                     .then_some(())?;
             }
@@ -235,10 +79,10 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
     if let Err(e) = served {
         let mut views = String::new();
         for i in survivors {
-            let state = info(&lab.cluster.nodes[i], "cluster")
+            let state = info(&lab.redis_cluster().nodes[i], "cluster")
                 .await
                 .unwrap_or_default();
-            let nodes = lab.cluster.nodes[i]
+            let nodes = lab.redis_cluster().nodes[i]
                 .cmd(&["CLUSTER", "NODES"])
                 .await
                 .unwrap_or_default();
@@ -254,7 +98,7 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
     let client = redis::cluster::ClusterClient::new(
         survivors
             .iter()
-            .map(|i| lab.cluster.nodes[*i].url())
+            .map(|i| lab.redis_cluster().nodes[*i].url())
             .collect::<Vec<_>>(),
     )?;
     let mut connection = client.get_async_connection().await?;
@@ -305,14 +149,17 @@ async fn losing_the_region_of_two_masters_moves_their_slots_to_replicas_elsewher
     );
 
     // The old master comes back and rejoins as a replica of the one that took its slots.
-    lab.cluster.nodes[0].restart().await?;
+    lab.redis_cluster_mut().nodes[0].restart().await?;
     wait_for_async(
         "the old master to rejoin as a replica",
         Duration::from_secs(20),
         || async {
-            let replication = info(&lab.cluster.nodes[0], "replication").await?;
+            let replication = info(&lab.redis_cluster().nodes[0], "replication").await?;
             (replication.contains("role:slave")
-                && replication.contains(&format!("master_port:{}", lab.cluster.nodes[r0].port)))
+                && replication.contains(&format!(
+                    "master_port:{}",
+                    lab.redis_cluster().nodes[r0].port
+                )))
             .then_some(())
         },
     )
@@ -326,24 +173,27 @@ async fn a_master_the_cluster_replaces_itself_is_left_to_it_and_the_move_is_cred
 ) -> anyhow::Result<()> {
     // The nodes notice a lost master within a second; the agents call a Redis member Down
     // only after 8 failed probes a second apart: the cluster's election comes first.
-    let mut lab = lab(
-        Duration::from_secs(1),
-        "fast_interval = \"1s\"",
-        "[probe.redis]\nfall = 8",
-    )
-    .await?;
-    let r2 = lab.replicas[2];
+    let probe = ProbeConfig {
+        fast_interval: Some(Duration::from_secs(1)),
+        redis: ProbeOverrides {
+            fall: Some(8),
+            ..ProbeOverrides::default()
+        },
+        ..ProbeConfig::default()
+    };
+    let mut lab = lab(Duration::from_secs(1), probe).await?;
+    let [r0, r1, r2] = lab.cluster_replicas();
     // Master 2 (eu-central-1) dies alone: two masters of three can still vote.
-    lab.cluster.nodes[2].kill()?;
-    let survivors = [0, 1, lab.replicas[0], lab.replicas[1], r2];
+    lab.redis_cluster_mut().nodes[2].kill()?;
+    let survivors = [0, 1, r0, r1, r2];
     wait_for_async(
         "the cluster to elect the replica of the lost master",
         Duration::from_secs(20),
         || async {
-            let replication = info(&lab.cluster.nodes[r2], "replication").await?;
+            let replication = info(&lab.redis_cluster().nodes[r2], "replication").await?;
             replication.contains("role:master").then_some(())?;
             for i in survivors {
-                let state = info(&lab.cluster.nodes[i], "cluster").await?;
+                let state = info(&lab.redis_cluster().nodes[i], "cluster").await?;
                 state.contains("cluster_state:ok").then_some(())?;
             }
             Some(())
@@ -368,7 +218,7 @@ async fn a_master_the_cluster_replaces_itself_is_left_to_it_and_the_move_is_cred
         "the agents to call the old master Down",
         Duration::from_secs(20),
         || async {
-            let status = lab.agents.agents[1].status().await?;
+            let status = lab.cluster.agents[1].status().await?;
             let target = status["targets"]
                 .as_array()?
                 .iter()

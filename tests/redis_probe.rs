@@ -7,14 +7,25 @@ use std::time::Duration;
 use failoverd::health::State;
 use failoverd::probe::redis::RedisRole;
 use failoverd::probe::{Facts, RedisFacts};
-use support::{base_config, RedisCluster, RedisPair, TestAgent};
+use support::{
+    probe_settings, ConfigFile, RedisCluster, RedisMember, RedisPair, RedisShard, TestAgent,
+};
 
 const INTERVAL_MS: u64 = 300;
 const TIMEOUT_MS: u64 = 200;
 const FALL: u32 = 2;
 
-fn probe_settings() -> String {
-    format!("interval = \"{INTERVAL_MS}ms\"\ntimeout = \"{TIMEOUT_MS}ms\"\nrise = 1\nfall = {FALL}")
+/// An agent probing `shard` every 300 ms.
+fn config(shard: RedisShard) -> ConfigFile {
+    ConfigFile {
+        redis_shards: vec![shard],
+        ..ConfigFile::watcher(probe_settings(
+            Duration::from_millis(INTERVAL_MS),
+            Duration::from_millis(TIMEOUT_MS),
+            1,
+            FALL,
+        ))
+    }
 }
 
 fn redis(facts: &Facts) -> &RedisFacts {
@@ -30,21 +41,14 @@ const REPLICA: &str = "redis/cache/replica";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observes_master_and_replica_and_a_killed_master() -> anyhow::Result<()> {
     let mut pair = RedisPair::start().await?;
-    let mut cfg = base_config(&probe_settings());
-    cfg.push_str(&format!(
-        r#"
-[[redis.shards]]
-name = "cache"
-mode = "replication"
-members = [
-  {{ name = "master", region = "r1", url = "{}" }},
-  {{ name = "replica", region = "r1", url = "{}" }},
-]
-"#,
-        pair.master.url(),
-        pair.replica.url()
+    let cfg = config(RedisShard::replication(
+        "cache",
+        vec![
+            RedisMember::new("master", "r1", pair.master.url()),
+            RedisMember::new("replica", "r1", pair.replica.url()),
+        ],
     ));
-    let agent = TestAgent::start(&cfg).await?;
+    let agent = TestAgent::start(cfg).await?;
     let deadline = Duration::from_secs(10);
     agent.wait_state(MASTER, State::Up, deadline).await?;
     agent.wait_state(REPLICA, State::Up, deadline).await?;
@@ -107,15 +111,14 @@ members = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observes_a_six_node_cluster() -> anyhow::Result<()> {
     let cluster = RedisCluster::start().await?;
-    let mut cfg = base_config(&probe_settings());
-    cfg.push_str("\n[[redis.shards]]\nname = \"rc\"\nmode = \"cluster\"\n");
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        cfg.push_str(&format!(
-            "[[redis.shards.members]]\nname = \"n{i}\"\nregion = \"r1\"\nurl = \"{}\"\n",
-            node.url()
-        ));
-    }
-    let agent = TestAgent::start(&cfg).await?;
+    let nodes = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| RedisMember::new(&format!("n{i}"), "r1", node.url()))
+        .collect();
+    let cfg = config(RedisShard::cluster("rc", nodes));
+    let agent = TestAgent::start(cfg).await?;
     let deadline = Duration::from_secs(15);
     let mut masters = 0;
     let mut replicas = 0;

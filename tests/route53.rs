@@ -4,19 +4,26 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use failoverd::actions::route53::{Route53, Route53Error};
 use failoverd::config::Config;
-use support::Ministack;
+use support::{ConfigFile, Ministack, Region, Route53Section};
+
+/// An agent in the three test regions whose `[route53]` section is `route53`.
+fn config(route53: Route53Section) -> ConfigFile {
+    ConfigFile {
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        data_dir: Some("/tmp/unused".into()),
+        regions: support::REGIONS.map(Region::new).to_vec(),
+        route53: Some(route53),
+        ..ConfigFile::new("a", "eu-west-3")
+    }
+}
 
 async fn route53(ministack: &Ministack) -> anyhow::Result<Route53> {
-    let toml = format!(
-        "[agent]\nid = \"a\"\nregion = \"eu-west-3\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/unused\"\n\
-         [[regions]]\nname = \"eu-west-3\"\n[[regions]]\nname = \"eu-central-1\"\n\
-         [[regions]]\nname = \"us-east-1\"\n{}",
-        ministack.config_section()
-    );
+    let toml = config(ministack.route53()).render();
     let config = Config::from_str_with_env(&toml, config::FileFormat::Toml, Vec::new())?;
     let r53 = config.route53.as_ref().expect("a route53 section");
     Ok(Route53::new(r53, Duration::from_secs(5)).await?)
@@ -78,14 +85,12 @@ async fn weights_move_with_the_epoch_and_a_stale_batch_changes_nothing() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_is_a_retryable_error_that_names_the_cause() -> anyhow::Result<()> {
     let ministack = Ministack::start().await?;
-    let mut config_text = ministack.config_section();
     let dead = format!("http://127.0.0.1:{}", support::free_port());
-    config_text = config_text.replace(&ministack.url(), &dead);
-    let toml = format!(
-        "[agent]\nid = \"a\"\nregion = \"eu-west-3\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/unused\"\n\
-         [[regions]]\nname = \"eu-west-3\"\n[[regions]]\nname = \"eu-central-1\"\n\
-         [[regions]]\nname = \"us-east-1\"\n{config_text}"
-    );
+    let toml = config(Route53Section {
+        endpoint_url: Some(dead),
+        ..ministack.route53()
+    })
+    .render();
     let config = Config::from_str_with_env(&toml, config::FileFormat::Toml, Vec::new())?;
     let r53 = Route53::new(config.route53.as_ref().unwrap(), Duration::from_secs(2)).await?;
     let error = r53.view().await.expect_err("nothing listens there");
@@ -99,22 +104,15 @@ async fn an_unreachable_api_is_a_retryable_error_that_names_the_cause() -> anyho
 
 /// The config text with a gate URL on every region's record.
 fn with_gates(ministack: &Ministack) -> String {
-    let mut section = ministack.config_section();
-    for (i, region) in support::REGIONS.iter().enumerate() {
-        let value = format!("value = \"192.0.2.{}\"\n", i + 1);
-        section = section.replace(
-            &value,
-            &format!(
-                "{value}gate_url = \"http://127.0.0.1:{}/v1/gate/{region}\"\n",
-                9000 + i
-            ),
-        );
+    let mut section = ministack.route53();
+    for (i, record) in section.regions.iter_mut().enumerate() {
+        record.gate_url = Some(format!(
+            "http://127.0.0.1:{}/v1/gate/{}",
+            9000 + i,
+            record.region
+        ));
     }
-    format!(
-        "[agent]\nid = \"a\"\nregion = \"eu-west-3\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/unused\"\n\
-         [[regions]]\nname = \"eu-west-3\"\n[[regions]]\nname = \"eu-central-1\"\n\
-         [[regions]]\nname = \"us-east-1\"\n{section}"
-    )
+    config(section).render()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,16 @@ mod support;
 
 use std::time::Duration;
 
+use failoverd::config::{ProbeConfig, SecretRef};
 use failoverd::health::{LastResult, State};
-use support::{base_config, free_port, HttpsServer, PgPair, RedisServer, TestAgent, TestCerts};
+use support::{
+    free_port, probe_settings, ConfigFile, HttpTarget, HttpsServer, PgPair, PostgresMember,
+    PostgresSection, RedisMember, RedisServer, RedisShard, TestAgent, TestCerts,
+};
 
-const PROBE: &str = "interval = \"300ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 1";
+fn probe() -> ProbeConfig {
+    probe_settings(Duration::from_millis(300), Duration::from_millis(250), 1, 1)
+}
 
 fn last_error(agent: &TestAgent, id: &str) -> String {
     match agent.view(id).last {
@@ -29,17 +35,23 @@ async fn https_targets_verify_certificates_against_the_configured_ca() -> anyhow
     let certs = TestCerts::generate()?;
     let server = HttpsServer::start(&certs).await?;
     let url = format!("https://127.0.0.1:{}/health", server.port);
-    let mut cfg = base_config(PROBE);
-    for (name, extra) in [
-        ("with-ca", format!("ca_file = \"{}\"", certs.ca.display())),
-        ("system-roots", String::new()),
-        ("no-verify", "tls_verify = false".to_owned()),
-    ] {
-        cfg.push_str(&format!(
-            "\n[[regions.api]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n"
-        ));
-    }
-    let agent = TestAgent::start(&cfg).await?;
+    let cfg = ConfigFile::watcher(probe())
+        .api(
+            "r1",
+            HttpTarget {
+                ca_file: Some(certs.ca.clone()),
+                ..HttpTarget::new("with-ca", &url)
+            },
+        )
+        .api("r1", HttpTarget::new("system-roots", &url))
+        .api(
+            "r1",
+            HttpTarget {
+                tls_verify: Some(false),
+                ..HttpTarget::new("no-verify", &url)
+            },
+        );
+    let agent = TestAgent::start(cfg).await?;
     let d = Duration::from_secs(10);
     agent.wait_state("http/r1/with-ca", State::Up, d).await?;
     agent.wait_state("http/r1/no-verify", State::Up, d).await?;
@@ -83,36 +95,37 @@ async fn redis_over_tls_with_auth_from_a_secret_file() -> anyhow::Result<()> {
     let secret = dir.path().join("redis-password");
     std::fs::write(&secret, password)?;
 
-    let mut cfg = base_config(PROBE);
-    let shard = |name: &str, password: &str, ca: Option<&std::path::Path>, url: &str| {
-        let ca = ca
-            .map(|p| format!("ca_file = \"{}\"\n", p.display()))
-            .unwrap_or_default();
-        format!(
-            "\n[[redis.shards]]\nname = \"{name}\"\nmode = \"replication\"\npassword = {password}\n{ca}\
-             members = [{{ name = \"m\", region = \"r1\", url = \"{url}\" }}]\n"
-        )
+    let shard =
+        |name: &str, password: SecretRef, ca: Option<&std::path::Path>, url: String| RedisShard {
+            password: Some(password),
+            ca_file: ca.map(|p| p.to_owned()),
+            ..RedisShard::replication(name, vec![RedisMember::new("m", "r1", url)])
+        };
+    let file = SecretRef::File(secret);
+    let cfg = ConfigFile {
+        redis_shards: vec![
+            shard("tls-ca", file.clone(), Some(&certs.ca), server.url()),
+            shard("tls-no-ca", file.clone(), None, server.url()),
+            shard(
+                "tls-insecure",
+                file,
+                None,
+                format!("{}/#insecure", server.url()),
+            ),
+            shard(
+                "wrong-password",
+                SecretRef::Env("FAILOVERD_TEST_WRONG_REDIS_PASSWORD".into()),
+                Some(&certs.ca),
+                server.url(),
+            ),
+        ],
+        ..ConfigFile::watcher(probe())
     };
-    let file = format!("{{ file = \"{}\" }}", secret.display());
-    cfg.push_str(&shard("tls-ca", &file, Some(&certs.ca), &server.url()));
-    cfg.push_str(&shard("tls-no-ca", &file, None, &server.url()));
-    cfg.push_str(&shard(
-        "tls-insecure",
-        &file,
-        None,
-        &format!("{}/#insecure", server.url()),
-    ));
-    cfg.push_str(&shard(
-        "wrong-password",
-        "{ env = \"FAILOVERD_TEST_WRONG_REDIS_PASSWORD\" }",
-        Some(&certs.ca),
-        &server.url(),
-    ));
     std::env::set_var(
         "FAILOVERD_TEST_WRONG_REDIS_PASSWORD",
         "not-the-password-5c2e",
     );
-    let agent = TestAgent::start(&cfg).await?;
+    let agent = TestAgent::start(cfg).await?;
     let d = Duration::from_secs(10);
     agent.wait_state("redis/tls-ca/m", State::Up, d).await?;
     agent
@@ -144,27 +157,21 @@ async fn postgres_password_comes_from_a_secret_and_a_wrong_one_is_reported() -> 
     let pair = PgPair::start().await?;
     std::env::set_var("FAILOVERD_TEST_PG_PASSWORD", support::MONITOR_PASSWORD);
     std::env::set_var("FAILOVERD_TEST_PG_WRONG", "wrong-pg-password-1b7");
-    let mut cfg = base_config(PROBE);
-    cfg.push_str(&format!(
-        r#"
-[postgres]
-password = {{ env = "FAILOVERD_TEST_PG_PASSWORD" }}
-
-[[postgres.members]]
-name = "good"
-region = "r1"
-dsn = "{}"
-
-[[postgres.members]]
-name = "wrong"
-region = "r1"
-dsn = "{}"
-password = {{ env = "FAILOVERD_TEST_PG_WRONG" }}
-"#,
-        pair.primary.monitor_dsn(),
-        pair.primary.monitor_dsn()
-    ));
-    let agent = TestAgent::start(&cfg).await?;
+    let cfg = ConfigFile {
+        postgres: Some(PostgresSection {
+            password: Some(SecretRef::Env("FAILOVERD_TEST_PG_PASSWORD".into())),
+            members: vec![
+                PostgresMember::new("good", "r1", pair.primary.monitor_dsn()),
+                PostgresMember {
+                    password: Some(SecretRef::Env("FAILOVERD_TEST_PG_WRONG".into())),
+                    ..PostgresMember::new("wrong", "r1", pair.primary.monitor_dsn())
+                },
+            ],
+            ..PostgresSection::default()
+        }),
+        ..ConfigFile::watcher(probe())
+    };
+    let agent = TestAgent::start(cfg).await?;
     let d = Duration::from_secs(10);
     agent.wait_state("postgres/main/good", State::Up, d).await?;
     agent
@@ -189,26 +196,19 @@ async fn postgres_with_sslmode_require_verifies_the_server_against_the_ca() -> a
     pair.primary.enable_ssl(&certs)?;
     std::env::set_var("FAILOVERD_TEST_PG_TLS_PASSWORD", support::MONITOR_PASSWORD);
     let dsn = format!("{} sslmode=require", pair.primary.monitor_dsn());
-    let member = |name: &str| {
-        format!("\n[[postgres.members]]\nname = \"{name}\"\nregion = \"r1\"\ndsn = \"{dsn}\"\n")
-    };
-    let shared = |cluster: &str, ca: Option<&std::path::Path>| {
-        let ca = ca
-            .map(|p| format!("ca_file = \"{}\"\n", p.display()))
-            .unwrap_or_default();
-        format!(
-            "\n[postgres]\ncluster = \"{cluster}\"\n{ca}password = {{ env = \"FAILOVERD_TEST_PG_TLS_PASSWORD\" }}\n"
-        )
-    };
     // Two agents: one trusts the test CA, one only the public roots.
-    let mut with_ca = base_config(PROBE);
-    with_ca.push_str(&shared("main", Some(&certs.ca)));
-    with_ca.push_str(&member("tls"));
-    let mut without_ca = base_config(PROBE);
-    without_ca.push_str(&shared("main", None));
-    without_ca.push_str(&member("tls"));
-    let trusting = TestAgent::start(&with_ca).await?;
-    let doubting = TestAgent::start(&without_ca).await?;
+    let agent = |ca: Option<&std::path::Path>| ConfigFile {
+        postgres: Some(PostgresSection {
+            cluster: Some("main".into()),
+            ca_file: ca.map(|p| p.to_owned()),
+            password: Some(SecretRef::Env("FAILOVERD_TEST_PG_TLS_PASSWORD".into())),
+            members: vec![PostgresMember::new("tls", "r1", dsn.clone())],
+            ..PostgresSection::default()
+        }),
+        ..ConfigFile::watcher(probe())
+    };
+    let trusting = TestAgent::start(agent(Some(&certs.ca))).await?;
+    let doubting = TestAgent::start(agent(None)).await?;
     let d = Duration::from_secs(10);
     trusting
         .wait_state("postgres/main/tls", State::Up, d)

@@ -7,9 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{wait_for_async, AgentCluster, ClusterOptions};
-
-const PROBE: &str = "interval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 2";
+use support::{probe_settings, wait_for_async, AgentCluster, ClusterOptions, ConfigFile};
 
 /// How long the agent stays cut off: many election timeouts (300 to 450 ms, plus openraft's
 /// leader lease once a vote is committed), as the fault lasts, not as a wait for a condition.
@@ -22,7 +20,10 @@ async fn a_cut_off_agent_keeps_its_term_and_the_leader_stays_when_it_returns() -
     let cluster = AgentCluster::start_with(
         &urls,
         ClusterOptions {
-            probe: PROBE,
+            config: ConfigFile {
+                probe: probe_settings(Duration::from_millis(300), Duration::from_millis(200), 1, 2),
+                ..ConfigFile::default()
+            },
             proxies: true,
             ..Default::default()
         },

@@ -236,26 +236,7 @@ fn paused_in_progress_and_cooldown_hold_automation_back() {
 }
 
 fn decide(case: &mut Case, promotion: Option<Promotion>) -> u64 {
-    let epoch = case.desired.epoch + 10;
-    case.desired.apply(
-        crate::desired::FailoverCommand::Decide(Box::new(crate::desired::Decision {
-            trigger: Trigger::RegionDown {
-                region: "r1".into(),
-            },
-            decided_by: "a".into(),
-            decided_at_ms: 0,
-            first_seen_ms: 0,
-            drain: vec!["r1".into()],
-            restore: vec![],
-            promotion,
-            redis: vec![],
-            refusal: None,
-            drill: None,
-            steps: vec![],
-        })),
-        epoch,
-    );
-    epoch
+    decide_with_steps(case, promotion, vec![])
 }
 
 #[test]

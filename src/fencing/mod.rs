@@ -360,10 +360,18 @@ impl Fencer {
                     (id, op, result)
                 });
             }
-            while let Some(done) = tasks.join_next().await {
+            loop {
+                let done = tokio::select! {
+                    // Dropping the set aborts what still runs.
+                    _ = shutdown.cancelled() => return,
+                    done = tasks.join_next() => done,
+                };
                 match done {
-                    Ok((id, op, result)) => self.record(&id, op, result),
-                    Err(e) => tracing::error!(error = %e, "a fence task ended without an answer"),
+                    None => break,
+                    Some(Ok((id, op, result))) => self.record(&id, op, result),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "a fence task ended without an answer")
+                    }
                 }
             }
         }

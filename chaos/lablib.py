@@ -4,7 +4,12 @@ Per region (eu-west-3, eu-central-1, us-east-1), on its own loopback address 127
 an API (chaos/api.py, writing through the current Postgres primary), a Postgres 15 member
 (primary in eu-west-3, streaming replicas in the other two), Redis (shard `sessions`: master
 eu-west-3, replica eu-central-1; shard `carts`: master eu-central-1, replica us-east-1) and a
-failoverd agent. Plus ministack serving the hosted zone `lab.example.` with one weighted
+failoverd agent. Postgres and Redis also listen on a second address per region, 127.0.2.N,
+for the region's own clients and the checker: `Lab.partition_datastores(region)` cuts the
+first (what the agents, the APIs and the replicas use) with an iptables chain of the lab's
+own and leaves the second open. `FAILOVERD_LAB_SYNC=1` runs the datastores so that a primary
+cut off from every replica cannot acknowledge a write by itself (`SYNC_STANDBYS`,
+`SYNC_REDIS_REPLICAS`). Plus ministack serving the hosted zone `lab.example.` with one weighted
 record per region, and chaos/links.py carrying the traffic between regions (agents' peer
 links and their probes of other regions' APIs) with about 20 ms of latency within Europe and
 80 ms to us-east-1.
@@ -18,6 +23,7 @@ is named, the logs are shown and everything started so far is stopped.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -47,6 +53,16 @@ REGIONS = ["eu-west-3", "eu-central-1", "us-east-1"]
 PG_PRIMARY_REGION = "eu-west-3"
 # The Redis shards: (name, master's region, replica's region).
 REDIS_SHARDS = (("sessions", "eu-west-3", "eu-central-1"), ("carts", "eu-central-1", "us-east-1"))
+# Sync mode (FAILOVERD_LAB_SYNC=1): a third member per Redis shard, so that a master keeps a
+# replica in another region whichever region is lost, and every member refuses writes once it
+# has heard from no replica for `min-replicas-max-lag` seconds.
+SYNC_REDIS_REPLICAS = {"sessions": "us-east-1", "carts": "eu-west-3"}
+SYNC_REDIS_OPTIONS = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "2")
+# Sync mode: every Postgres member's commits wait for one other member (a primary never counts
+# itself, so the same setting holds whichever member is primary). A member's name is its
+# cluster_name, which is the application_name its WAL receiver (and failoverd's follow step)
+# announces.
+SYNC_STANDBYS = "ANY 1 (" + ", ".join(f'"pg-{r}"' for r in REGIONS) + ")"
 ZONE = "lab.example."
 RECORD = "app.lab.example."
 R53 = "{https://route53.amazonaws.com/doc/2013-04-01/}"
@@ -80,7 +96,19 @@ def latency_ms(a: str, b: str) -> int:
 
 
 def address(region: str) -> str:
+    """Where `region`'s processes listen, and what the agents, APIs and replicas connect to."""
     return f"127.0.1.{REGIONS.index(region) + 1}"
+
+
+def client_address(region: str) -> str:
+    """A second address of `region`'s Postgres and Redis, for the region's own clients and
+    the checker: `Lab.partition_datastores` leaves it open."""
+    return f"127.0.2.{REGIONS.index(region) + 1}"
+
+
+def sync_mode() -> bool:
+    """Whether a lab started now runs its datastores synchronously (FAILOVERD_LAB_SYNC=1)."""
+    return os.environ.get("FAILOVERD_LAB_SYNC", "") not in ("", "0")
 
 
 _GIVEN: set[int] = set()
@@ -96,6 +124,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         if port not in _GIVEN:
             _GIVEN.add(port)
             return port
+
+
+def free_port_on(*hosts: str) -> int:
+    """A port free on every one of `hosts` now (a datastore listens on two addresses)."""
+    for _ in range(100):
+        port = free_port(hosts[0])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free on all of {', '.join(hosts)} in 100 tries")
 
 
 def say(message: str) -> None:
@@ -172,6 +214,9 @@ def check_packages() -> None:
         missing.append("postgresql-15")
     if os.getuid() == 0 and not shutil.which("runuser"):
         missing.append("util-linux")
+    # For Lab.partition_datastores (root only: without root a lab runs, but cannot cut them).
+    if os.getuid() == 0 and not shutil.which("iptables"):
+        missing.append("iptables")
     try:
         subprocess.run([sys.executable, "-c", "import venv, ensurepip"], check=True,
                        capture_output=True)
@@ -332,6 +377,12 @@ class LabState:
     links: Links | None = None
     token_file: str | None = None
     agents: dict[str, Agent] = field(default_factory=dict)
+    # Whether the datastores run synchronously (FAILOVERD_LAB_SYNC=1 when the lab started).
+    sync: bool = False
+    # The lab's own iptables chain (hooked into INPUT), once a datastore partition made it,
+    # and the regions whose datastores it cuts now: `Lab.stop` removes it.
+    firewall_chain: str | None = None
+    partitioned: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         raw = asdict(self)
@@ -355,6 +406,9 @@ class LabState:
             links=Links(**links) if links else None,
             token_file=raw.get("token_file"),
             agents={r: Agent(**a) for r, a in raw.get("agents", {}).items()},
+            sync=bool(raw.get("sync", False)),
+            firewall_chain=raw.get("firewall_chain"),
+            partitioned=list(raw.get("partitioned", [])),
         )
 
 
@@ -409,10 +463,14 @@ class Lab:
     def route53(self) -> Route53:
         return Route53(self.ministack.url, self.ministack.zone_id)
 
-    def pg_conninfo(self, region: str | None = None, **extra: object) -> str:
-        """A member's connection string, or (no region) the multi-host one the APIs use."""
+    def pg_conninfo(self, region: str | None = None, client: bool = False,
+                    **extra: object) -> str:
+        """A member's connection string, or (no region) the multi-host one the APIs use;
+        `client`: through the members' client addresses, which a datastore partition leaves
+        open (the checker's view)."""
         regions = [region] if region else REGIONS
-        hosts = ",".join(address(r) for r in regions)
+        where = client_address if client else address
+        hosts = ",".join(where(r) for r in regions)
         ports = ",".join(str(self.state.postgres[r].port) for r in regions)
         info = f"host={hosts} port={ports} user=postgres dbname=lab connect_timeout=1"
         if not region:
@@ -420,6 +478,18 @@ class Lab:
         for key, value in extra.items():
             info += f" {key}={value}"
         return info
+
+    def redis_address(self, name: str, client: bool = False) -> tuple[str, int]:
+        """(host, port) of Redis member `name` (`{shard}-{region}`); `client`: on its client
+        address, which a datastore partition leaves open."""
+        member = self.state.redis[name]
+        return (client_address if client else address)(member.region), member.port
+
+    def redis_layout(self) -> list[tuple[str, str, list[str]]]:
+        """(shard, master's region, replicas' regions) of each Redis shard at bring-up."""
+        return [(shard, master, [replica] + ([SYNC_REDIS_REPLICAS[shard]] if self.state.sync
+                                             else []))
+                for shard, master, replica in REDIS_SHARDS]
 
     def status(self, region: str | None = None) -> Any:
         """`/v1/status` of the agent in `region`, or of the first that answers."""
@@ -537,8 +607,9 @@ class Lab:
     def kill_region(self, region: str) -> None:
         """A region lost at once: SIGKILL of its API, Postgres, Redis and agent, all sent
         before waiting for any of them to go."""
-        keys = [k for k in (f"api:{region}", f"redis:sessions-{region}", f"agent:{region}")
-                if self.state.pids.get(k)]
+        keys = [k for k in (f"api:{region}", f"agent:{region}") if self.state.pids.get(k)]
+        keys += [f"redis:{name}" for name, m in self.state.redis.items()
+                 if m.region == region and self.state.pids.get(f"redis:{name}")]
         pids = [self.state.pids[k] for k in keys] + [self.postmaster_pid(region)]
         for pid in pids:
             try:
@@ -556,14 +627,93 @@ class Lab:
 
     def start_api(self, region: str) -> None:
         api = self.state.apis[region]
+        # tcp_user_timeout: a connection whose packets a datastore partition drops fails
+        # after 2 s instead of the kernel's quarter of an hour of retransmissions (the API
+        # writes under a lock: one hung connection would hold every write of the region).
         self.spawn(f"api:{region}", [self.state.python, os.path.join(CHAOS, "api.py"),
                                      region, address(region), str(api.port),
-                                     self.pg_conninfo()], f"api-{region}.log")
+                                     self.pg_conninfo(tcp_user_timeout=2000)],
+                   f"api-{region}.log")
+
+    # --- datastore partitions -------------------------------------------------------------
+
+    def datastore_ports(self, region: str) -> list[int]:
+        """The ports of `region`'s Postgres member and Redis members."""
+        return [self.state.postgres[region].port] + [
+            m.port for m in self.state.redis.values() if m.region == region]
+
+    def _partition_rules(self, region: str) -> list[list[str]]:
+        """The two rules of `region`'s datastore partition: TCP to its datastores' ports on
+        address(region), and from them, dropped (both ways, so that a replication stream
+        already established carries nothing either way). client_address(region) is left
+        alone."""
+        ports = ",".join(str(p) for p in self.datastore_ports(region))
+        comment = ["-m", "comment", "--comment", f"failoverd lab: {region}'s datastores"]
+        return [
+            ["-p", "tcp", "-d", address(region), "-m", "multiport", "--dports", ports,
+             *comment, "-j", "DROP"],
+            ["-p", "tcp", "-s", address(region), "-m", "multiport", "--sports", ports,
+             *comment, "-j", "DROP"],
+        ]
+
+    def partition_datastores(self, region: str) -> None:
+        """Cuts `region`'s Postgres and Redis off from everyone who reaches them at
+        address(region) (agents, APIs, replicas), while the region's clients still reach
+        them at client_address(region). Needs root; `heal_datastores` undoes it and
+        `stop` removes whatever is left."""
+        if os.getuid() != 0 or not shutil.which("iptables"):
+            raise RuntimeError("a datastore partition needs root and iptables")
+        if region in self.state.partitioned:
+            return
+        chain = self.state.firewall_chain
+        if chain is None:
+            # Recorded before it exists, so that a failure halfway still gets it removed.
+            chain = self.state.firewall_chain = firewall_chain_name(self.dir)
+            self.save()
+            _iptables("-N", chain)
+            _iptables("-I", "INPUT", "1", "-i", "lo", "-j", chain)
+        for rule in self._partition_rules(region):
+            _iptables("-A", chain, *rule)
+        self.state.partitioned.append(region)
+        self.save()
+
+    def heal_datastores(self, region: str) -> None:
+        """Undoes `partition_datastores(region)`; the chain goes once nothing is cut."""
+        chain = self.state.firewall_chain
+        if chain is not None:
+            for rule in self._partition_rules(region):
+                _iptables_delete(chain, rule)
+        if region in self.state.partitioned:
+            self.state.partitioned.remove(region)
+            self.save()
+        if not self.state.partitioned:
+            self.remove_firewall()
+
+    def remove_firewall(self) -> None:
+        """Unhooks and deletes the lab's iptables chain, if it made one; idempotent."""
+        chain = self.state.firewall_chain
+        if chain is None:
+            return
+        _iptables_delete("INPUT", ["-i", "lo", "-j", chain])
+        for args in (("-F", chain), ("-X", chain)):
+            done = subprocess.run(["iptables", "-w", "5", *args], capture_output=True,
+                                  text=True)
+            if done.returncode != 0 and "No chain" not in done.stderr + done.stdout:
+                raise RuntimeError(f"iptables {' '.join(args)}: {done.stderr.strip()}")
+        self.state.firewall_chain = None
+        self.state.partitioned = []
+        if os.path.isdir(self.dir):
+            self.save()
 
     # --- teardown -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stops every process the lab started, then removes its directory."""
+        """Stops every process the lab started and removes its iptables chain, then its
+        directory."""
+        try:
+            self.remove_firewall()
+        except (OSError, RuntimeError) as e:
+            say(f"could not remove the lab's iptables chain {self.state.firewall_chain}: {e}")
         pids = self.state.pids
         for key in sorted(pids, key=lambda k: not k.startswith("agent")):
             try:
@@ -615,7 +765,8 @@ class Lab:
         announce(2, "building failoverd")
         binary = failoverd_binary()
         lab = cls(LabState(dir=_make_lab_dir(directory), python=python,
-                           token=secrets.token_hex(16), created=time.time(), bin=binary))
+                           token=secrets.token_hex(16), created=time.time(), bin=binary,
+                           sync=sync_mode()))
         lab.save()
         inputs = BringUpInputs(ministack_bin=ministack_bin, automatic=automatic)
         for number, step in enumerate(BRING_UP, start=3):
@@ -652,7 +803,8 @@ class Lab:
         every other region (pg_basebackup), each started and streaming."""
         for region in REGIONS:
             self.state.postgres[region] = PostgresMember(
-                port=free_port(address(region)), data=os.path.join(self.dir, f"pg-{region}"))
+                port=free_port_on(address(region), client_address(region)),
+                data=os.path.join(self.dir, f"pg-{region}"))
         self.save()
         self._init_postgres(PG_PRIMARY_REGION)
         self._configure_postgres(PG_PRIMARY_REGION)
@@ -663,7 +815,29 @@ class Lab:
                 self._clone_postgres(region, PG_PRIMARY_REGION)
                 self._configure_postgres(region)
                 self._start_postgres_member(region)
+        if self.state.sync:
+            self._make_postgres_synchronous()
 
+    def _make_postgres_synchronous(self) -> None:
+        """Sync mode: SYNC_STANDBYS in every member's postgresql.conf (set once the
+        replicas stream: the database and table were created without waiting for one),
+        reloaded, until the primary names a synchronous standby."""
+        for region in REGIONS:
+            member = self.state.postgres[region]
+            with open(os.path.join(member.data, "postgresql.conf"), "a") as f:
+                f.write(f"synchronous_standby_names = '{SYNC_STANDBYS}'\n"
+                        "synchronous_commit = on\n")
+            subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", member.data, "reload"]),
+                           check=True, capture_output=True)
+
+        def quorum() -> bool:
+            answer = subprocess.run(
+                ["psql", self.pg_conninfo(PG_PRIMARY_REGION), "-Atc",
+                 "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN "
+                 "('sync', 'quorum')"], capture_output=True, text=True)
+            return answer.stdout.strip() not in ("", "0")
+
+        wait_until("a synchronous standby", 20, quorum, 0.2)
     def _init_postgres(self, region: str) -> None:
         member = self.state.postgres[region]
         subprocess.run(
@@ -676,12 +850,13 @@ class Lab:
         with open(os.path.join(member.data, "postgresql.conf"), "a") as f:
             f.write(f"""
 port = {member.port}
-listen_addresses = '{address(region)}'
+listen_addresses = '{address(region)},{client_address(region)}'
 unix_socket_directories = '{self.dir}'
 wal_level = replica
 max_wal_senders = 10
 hot_standby = on
 wal_sender_timeout = 5s
+wal_receiver_timeout = 5s
 wal_receiver_status_interval = 1s
 wal_keep_size = 256MB
 cluster_name = 'pg-{region}'
@@ -718,17 +893,20 @@ fsync = off
             check=True, capture_output=True)
 
     def _start_redis(self) -> None:
-        """A master and a replica per shard (REDIS_SHARDS), until each answers PING."""
-        for shard, master, replica in REDIS_SHARDS:
-            for role, region in (("master", master), ("replica", replica)):
-                port = free_port(address(region))
+        """A master and its replicas per shard (`redis_layout`), until each answers PING."""
+        for shard, master, replicas in self.redis_layout():
+            for region in [master, *replicas]:
+                port = free_port_on(address(region), client_address(region))
                 name = f"{shard}-{region}"
                 self.state.redis[name] = RedisMember(
                     shard=shard, region=region, port=port, url=f"redis://{address(region)}:{port}")
                 argv = ["redis-server", "--port", str(port), "--bind", address(region),
-                        "--save", "", "--appendonly", "no", "--protected-mode", "no",
-                        "--dir", self.dir, "--repl-diskless-sync-delay", "0"]
-                if role == "replica":
+                        client_address(region), "--save", "", "--appendonly", "no",
+                        "--protected-mode", "no", "--dir", self.dir,
+                        "--repl-diskless-sync-delay", "0"]
+                if self.state.sync:
+                    argv += SYNC_REDIS_OPTIONS
+                if region != master:
                     argv += ["--replicaof", address(master),
                              str(self.state.redis[f"{shard}-{master}"].port)]
                 self.spawn(f"redis:{name}", argv, f"redis-{name}.log")
@@ -914,8 +1092,9 @@ value = "192.0.2.{i + 1}"
             status = self.status(self.leader_region())
             cluster = status["cluster"]
             targets = (cluster.get("verdict") or {}).get("targets", {})
-            # 3 APIs, 3 Postgres members, 4 Redis members: each reported Up, Down by none.
-            if len(targets) < 10:
+            # 3 APIs, 3 Postgres members, 4 Redis members (6 in sync mode): each reported Up,
+            # Down by none.
+            if len(targets) < len(REGIONS) * 2 + len(self.state.redis):
                 raise AssertionError(f"the leader has a verdict on {len(targets)} targets")
             bad = [k for k, v in targets.items() if not v.get("up") or v.get("down")]
             bad += [k for k, v in targets.items() if k.startswith("http/") and v["state"] != "up"]
@@ -979,6 +1158,29 @@ BRING_UP = (
         lambda lab, _: lab.wait_healthy(60),
     ),
 )
+
+
+def firewall_chain_name(directory: str) -> str:
+    """The iptables chain of the lab in `directory`: its basename, for a person who finds
+    it, and a digest of its path, so two labs never share one (at most 28 characters, the
+    limit of a chain name)."""
+    path = os.path.abspath(directory)
+    base = "".join(c for c in os.path.basename(path) if c.isalnum() or c in "-_.")
+    return f"fo-{base[-17:]}-{hashlib.sha1(path.encode()).hexdigest()[:6]}"
+
+
+def _iptables(*args: str) -> None:
+    done = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"iptables {' '.join(args)}: {done.stderr.strip()}")
+
+
+def _iptables_delete(chain: str, rule: list[str]) -> None:
+    """Deletes every copy of `rule` from `chain` (none left is fine)."""
+    for _ in range(10):
+        done = subprocess.run(["iptables", "-w", "5", "-D", chain, *rule], capture_output=True)
+        if done.returncode != 0:
+            return
 
 
 def _make_lab_dir(directory: str | None) -> str:

@@ -1,9 +1,12 @@
 """What every drill does: bring up a lab of its own, run the workload, inject one fault, wait
 for what must follow (bounded), check the invariants, print one result line, tear down.
 
-Invariants, for every drill: no moment with two writable Postgres members, no acknowledged
-write lost, no failover that the fault does not explain. A drill that expects a failover also
-needs it completed and writes flowing again within the platform's 30 s.
+Invariants, for every drill: no moment with two Postgres members committing writes, no
+acknowledged write lost, no failover that the fault does not explain. A drill that expects a
+failover also needs it completed and writes flowing again within the platform's 30 s. A drill
+with an in-region writer (`region_writer`) also fails when its region's old primary
+acknowledged a write after another member took writes (overlap: split brain as the region's
+clients see it), and, in sync mode, when one of its acknowledged writes was lost.
 
 Options: --json FILE (write the result there), --keep (leave the lab up on failure, to look).
 """
@@ -32,10 +35,12 @@ Trigger = dict[str, Any]
 
 @dataclass
 class Context:
-    """What a drill's fault function gets: the lab, the workload and a place for notes."""
+    """What a drill's fault function gets: the lab, the workload (and the in-region writer,
+    if the drill runs one) and a place for notes."""
 
     lab: lablib.Lab
     load: wl.Workload
+    writer: wl.RegionWriter | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     # When the fault was injected: monotonic seconds, and wall-clock milliseconds (as the
@@ -75,6 +80,16 @@ def trigger_text(trigger: Trigger) -> str:
     return str(kind)
 
 
+def redis_promoted_at(ctx: Context, shard: str, old: str) -> float | None:
+    """When (monotonic seconds) a member of `shard` other than `old` was first promoted since
+    the fault, as the leader's history records the promotion step's end; None if none was."""
+    finished = [st["finished_ms"] for f in ctx.failovers() for st in f["steps"]
+                if st["id"].startswith("redis-promote:") and st["state"] == "succeeded"
+                and st.get("finished_ms") and f"redis/{shard}/" in st["id"]
+                and not st["id"].endswith(f"/{old}")]
+    return ctx.fault_at + (min(finished) - ctx.fault_ms) / 1000 if finished else None
+
+
 def run(
     name: str,
     inject: Callable[[Context], None],
@@ -82,10 +97,14 @@ def run(
     explained: Callable[[Trigger], object],
     check: Callable[[Context], None] | None = None,
     description: str = "",
+    region_writer: str | None = None,
 ) -> None:
     """Runs drill `name`. `inject(ctx)` injects the fault and waits for what must follow;
-    `explained(trigger)` says whether a failover's trigger is one the fault explains;
-    `check(ctx)` adds drill-specific checks after the workload stopped."""
+    `expect_failover`: whether one must complete (and writes be back within RTO_LIMIT_S);
+    without it a failover may still happen, if `explained(trigger)` says the fault explains
+    its trigger. `check(ctx)` adds drill-specific checks after the workload stopped.
+    `region_writer`: a region whose in-region writer (`workload.RegionWriter`) runs from
+    before the fault."""
     parser = argparse.ArgumentParser(prog=f"chaos/drills/{name}", description=description)
     parser.add_argument("--json", help="write the result as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="leave the lab up on failure")
@@ -104,11 +123,14 @@ def run(
     lab = lablib.Lab.start(progress=progress)
     load = wl.Workload(lab)
     watch = wl.SplitBrainWatch(lab)
-    ctx = Context(lab, load)
-    result: dict[str, Any] = {"drill": name}
+    writer = wl.RegionWriter(lab, region_writer) if region_writer else None
+    ctx = Context(lab, load, writer)
+    result: dict[str, Any] = {"drill": name, "sync": lab.state.sync}
     try:
         load.start()
         watch.start()
+        if writer:
+            writer.start()
         progress("workload running; waiting for a steady state")
         ctx.fault_at = time.monotonic()
         lablib.wait_until("steady writes", 30, lambda: load.succeeding(started, 3), 0.2)
@@ -118,6 +140,8 @@ def run(
         inject(ctx)
         load.stop()
         watch.stop()
+        if writer:
+            writer.stop()
         result.update(wl.report(lab, load, watch, ctx.fault_at))
         failovers = ctx.failovers()
         false = [f for f in failovers if not explained(f["decision"]["trigger"])]
@@ -158,6 +182,19 @@ def run(
                     f"{result['lost_seqs']}")
         ctx.require(not false, "failovers the fault does not explain: " + ", ".join(
             trigger_text(f["decision"]["trigger"]) for f in false))
+        if writer:
+            local = result["local"] = wl.local_report(
+                lab, writer, load, ctx.fault_at,
+                redis_promoted_at(ctx, "sessions", writer.redis_member))
+            for store in ("postgres", "redis"):
+                s = local[store]
+                ctx.require(s["overlap"] == 0, (
+                    f"split brain: {writer.region}'s {store} acknowledged {s['overlap']} "
+                    f"in-region writes after {s['final_primary']} took writes "
+                    f"(at {s['other_took_writes_at_s']} s; overlap {s['overlap_window_s']} s)"))
+                ctx.require(not lab.state.sync or s["lost"] == 0, (
+                    f"{s['lost']} acknowledged in-region {store} writes lost in sync mode "
+                    f"(between {s['lost_window_s']} s)"))
         if check:
             check(ctx)
     # The drill's boundary: whatever went wrong (a deadline passed, an agent answered
@@ -170,6 +207,8 @@ def run(
     finally:
         load.stop()
         watch.stop()
+        if writer:
+            writer.stop()
         result["notes"] = ctx.notes
         result["violations"] = ctx.violations
         result["passed"] = not ctx.violations
@@ -195,6 +234,18 @@ def run(
         if promoted:
             line += f"  promoted {max(promoted)} s"
         line += f"  done {m.get('done', '-')} s"
+    if "local" in result:
+        local = result["local"]
+        line += f"  sync {'on' if result['sync'] else 'off'}"
+        for store in ("postgres", "redis"):
+            s = local[store]
+            line += (f"  local {store}: ok {s['acked']} hung {s['hung']} failed {s['failed']}"
+                     f" lost {s['lost']}")
+            if s["lost_window_s"]:
+                line += f" ({s['lost_window_s'][0]}..{s['lost_window_s'][1]} s)"
+            line += f" overlap {s['overlap']}"
+        if result["sync"]:
+            line += f"  hung-commit samples {result.get('hung_commit_samples', '-')}"
     for key, value in ctx.notes.items():
         line += f"  {key} {value}"
     if ctx.violations:

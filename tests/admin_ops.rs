@@ -478,8 +478,66 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
     let _serial = ONE_LAB_AT_A_TIME.lock().await;
     let lab = lab().await?;
     let (epoch, _) = lab.state().await?;
+    // Asynchronous replication: a partition of the primaries' region could leave them taking
+    // writes, which the drill says (exit code 4) and the leader exports.
+    let (code, out) = lab.cli(&["drill", "--reason", "before sync"]).await?;
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("a partition of eu-west-3 could leave two writable primaries"),
+        "{out}"
+    );
+    let leader = lab.leader_admin().await?;
+    let exposed = fetch_text(format!("http://{leader}/metrics"))
+        .await
+        .context("the leader's metrics")?;
+    assert!(
+        exposed.contains(r#"failoverd_split_brain_exposed{group="postgres/main"} 1"#),
+        "{exposed}"
+    );
+
+    // Commits wait for a replica outside the region, the Redis master for one replica: cut
+    // off, both refuse writes by themselves.
+    let pg = lab.pg();
+    let standbys: Vec<String> = std::iter::once(&pg.replica)
+        .chain(&pg.others)
+        .map(|r| format!("\"{}\"", r.name))
+        .collect();
+    pg.primary
+        .connect()
+        .await?
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'; SELECT pg_reload_conf()",
+            standbys.join(", ")
+        ))
+        .await?;
+    lab.redis()
+        .master
+        .cmd(&["CONFIG", "SET", "min-replicas-max-lag", "10"])
+        .await?;
+    lab.redis()
+        .master
+        .cmd(&["CONFIG", "SET", "min-replicas-to-write", "1"])
+        .await?;
+    wait_for_async(
+        "the leader to see both groups fence themselves",
+        Duration::from_secs(20),
+        || async {
+            let text = fetch_text(format!("http://{leader}/metrics")).await?;
+            (text.contains(r#"failoverd_split_brain_exposed{group="postgres/main"} 0"#)
+                && text.contains(r#"failoverd_split_brain_exposed{group="redis/sessions"} 0"#))
+            .then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
     let (code, out) = lab.cli(&["drill", "--reason", "weekly check"]).await?;
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "a partition of eu-west-3 leaves postgres/main/pg-eu-west-3 unable to take writes"
+        ),
+        "{out}"
+    );
     assert!(
         out.contains("every region could be failed over now"),
         "{out}"
@@ -553,10 +611,17 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
         .iter()
         .filter(|e| e["type"] == "drill")
         .collect();
-    assert_eq!(drills.len(), 2, "{history:#}");
+    assert_eq!(drills.len(), 3, "{history:#}");
     assert_eq!(drills[0]["actor"], "alice");
-    assert_eq!(drills[0]["ready"], false);
-    assert_eq!(drills[1]["ready"], true);
+    assert_eq!(
+        [
+            &drills[0]["ready"],
+            &drills[1]["ready"],
+            &drills[2]["ready"]
+        ],
+        [false, true, false],
+        "newest first: paused replay, weekly check, before sync"
+    );
     Ok(())
 }
 

@@ -279,6 +279,13 @@ async fn a_cut_off_agent_fences_its_primaries_and_they_move_elsewhere() -> anyho
         failover["decision"]["promotion"]["old_primary_cut_off"],
         true
     );
+    // The leader reached the old primary and saw it fenced: not assumed.
+    let fence = failover["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["action"] == "fence_postgres"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(fence["fence"], "confirmed", "{fence:#}");
     let promoted_at = cut_at.elapsed();
     assert!(
         promoted_at >= Duration::from_millis(LEASE_TTL_MS),

@@ -103,6 +103,7 @@ fn targets() -> Vec<TargetView> {
                     sender_host: Some("pg-b".into()),
                     sender_port: Some(5432),
                 }),
+                acks: None,
                 replicas: vec![ReplicationLink {
                     application_name: "pg-c".into(),
                     client_addr: Some("10.0.0.3".into()),
@@ -121,6 +122,7 @@ fn targets() -> Vec<TargetView> {
             "sessions",
             State::Up,
             ok(Facts::Redis(RedisFacts {
+                acks: None,
                 role: RedisRole::Master,
                 master_host: None,
                 master_port: None,
@@ -168,6 +170,8 @@ fn decision() -> Decision {
             estimated_loss_bytes: 0,
             evidence: "replica received 16/B374D848".into(),
             old_primary_cut_off: true,
+            self_fencing: None,
+            forced: false,
             planned: false,
         }),
         redis: vec![],
@@ -210,6 +214,7 @@ fn failover_record(outcome: Option<Outcome>) -> FailoverRecord {
                 finished_ms: Some(1_500),
                 detail: Some("done".into()),
                 replaced_min_replicas: None,
+                fence: None,
             })
             .collect(),
         decision,
@@ -328,6 +333,10 @@ fn status() -> StatusResponse {
                                 lsn: "16/B374D848".into(),
                             },
                         },
+                        fences_itself: true,
+                        if_partitioned: "pg-c needs 1 replica acknowledgement(s) per write and \
+                                         none can still give one"
+                            .into(),
                     },
                 ),
                 (
@@ -338,6 +347,8 @@ fn status() -> StatusResponse {
                             reason: "no healthy replica".into(),
                             guard: Guard::NoCandidate,
                         },
+                        fences_itself: false,
+                        if_partitioned: "pg-x acknowledges a write without any replica".into(),
                     },
                 ),
             ]),

@@ -32,6 +32,8 @@ pub struct LeaderView {
     pub primaries: BTreeMap<String, TargetId>,
     /// Regions whose agents have all been silent for `lease_ttl` plus the fence margin.
     pub cut_off: std::collections::BTreeSet<String>,
+    /// The acknowledgement rule each member was last seen with as primary or master.
+    pub acks: BTreeMap<TargetId, crate::datastore::acks::Acks>,
 }
 
 impl Consensus {
@@ -150,6 +152,7 @@ impl Consensus {
             cluster_ids: self.reports.cluster_ids(),
             primaries: self.state_machine.read(|s| s.primaries.clone()),
             cut_off,
+            acks: self.reports.acks(),
         })
     }
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::datastore::acks::Acks;
+
 use crate::health::State;
 use crate::topology::TargetId;
 use crate::verdict::{AgentId, ReportView};
@@ -50,6 +52,12 @@ pub struct RedisOffset {
     pub master: bool,
     /// Its replication offset.
     pub offset: u64,
+    /// How many replicas must acknowledge a write (master); absent from older agents.
+    #[serde(default)]
+    pub acks: Option<Acks>,
+    /// Its link to its master is up (replica); absent from older agents.
+    #[serde(default)]
+    pub link_up: Option<bool>,
 }
 
 /// A Postgres member's WAL positions as last observed.
@@ -66,6 +74,12 @@ pub struct Position {
     /// Replay paused on purpose (replica); absent in reports of older agents.
     #[serde(default)]
     pub replay_paused: bool,
+    /// How many standbys must confirm a commit (primary); absent from older agents.
+    #[serde(default)]
+    pub acks: Option<Acks>,
+    /// Its WAL receiver streams (replica); absent from older agents.
+    #[serde(default)]
+    pub streaming: Option<bool>,
 }
 
 /// Why a report was not taken.
@@ -101,6 +115,10 @@ pub struct ReportBook {
     /// `stale_after`: how far a primary that died got is exactly what the data-loss guard
     /// needs once its reports have gone stale. Forgotten when it reports as a replica.
     primary_high: Mutex<BTreeMap<TargetId, crate::probe::Lsn>>,
+    /// The acknowledgement rule each member was last seen with as primary or master, kept
+    /// past `stale_after` like `primary_high`: whether a primary cut off from everyone fences
+    /// itself depends on it. Forgotten when it reports as a replica.
+    primary_acks: Mutex<BTreeMap<TargetId, Acks>>,
 }
 
 /// What the status shows of one agent's reports.
@@ -121,6 +139,7 @@ impl ReportBook {
             agents,
             latest: Mutex::new(BTreeMap::new()),
             primary_high: Mutex::new(BTreeMap::new()),
+            primary_acks: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -151,6 +170,25 @@ impl ReportBook {
                         *entry = (*entry).max(lsn);
                     }
                     (false, None) => {}
+                }
+            }
+        }
+        {
+            let mut acks = self.primary_acks.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = report
+                .positions
+                .iter()
+                .map(|(t, p)| (t, !p.replica, &p.acks))
+                .chain(report.offsets.iter().map(|(t, o)| (t, o.master, &o.acks)));
+            for (target, primary, rule) in seen {
+                match (primary, rule) {
+                    (true, Some(rule)) => {
+                        acks.insert(target.clone(), rule.clone());
+                    }
+                    (true, None) => {}
+                    (false, _) => {
+                        acks.remove(target);
+                    }
                 }
             }
         }
@@ -230,9 +268,20 @@ impl ReportBook {
                 receive_lsn: None,
                 primary_lsn: Some(*lsn),
                 replay_paused: false,
+                acks: None,
+                streaming: None,
             });
         }
         positions
+    }
+
+    /// The acknowledgement rule each member was last seen with as primary or master, however
+    /// old the report.
+    pub fn acks(&self) -> BTreeMap<TargetId, Acks> {
+        self.primary_acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The freshest reported Redis offsets, from reports younger than `stale_after`.
@@ -303,6 +352,10 @@ impl ReportBook {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.primary_acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The contacts an agent sent in its latest report, if that report arrived at `since` or
@@ -340,6 +393,8 @@ pub(super) fn offset_of(view: &crate::health::TargetView) -> Option<RedisOffset>
     Some(RedisOffset {
         master: r.role == crate::probe::redis::RedisRole::Master,
         offset: r.repl_offset,
+        acks: r.acks.clone(),
+        link_up: r.master_link_up,
     })
 }
 
@@ -354,6 +409,12 @@ pub(super) fn position_of(view: &crate::health::TargetView) -> Option<Position> 
         receive_lsn: pg.receive_lsn,
         primary_lsn: pg.current_lsn,
         replay_paused: pg.replay_paused == Some(true),
+        acks: pg.acks.clone(),
+        streaming: (pg.role == crate::probe::postgres::PgRole::Replica).then(|| {
+            pg.wal_receiver
+                .as_ref()
+                .is_some_and(|w| w.status == "streaming")
+        }),
     })
 }
 
@@ -456,6 +517,8 @@ mod tests {
             receive_lsn: replica.then_some(Lsn(lsn)),
             primary_lsn: (!replica).then_some(Lsn(lsn)),
             replay_paused: false,
+            acks: None,
+            streaming: None,
         };
         let t0 = Instant::now();
         let mut a = report("a", 1, 1);
@@ -478,5 +541,68 @@ mod tests {
         book.record(a, t0 + Duration::from_secs(11)).unwrap();
         let now = book.positions(t0 + Duration::from_secs(20), stale);
         assert!(!now.contains_key(&primary));
+    }
+
+    #[test]
+    fn a_primary_keeps_its_acknowledgement_rule_until_seen_as_a_replica() {
+        use crate::config::TargetKind;
+        use crate::probe::Lsn;
+        let book = ReportBook::new(vec!["a".into()]);
+        let primary = TargetId::new(TargetKind::Postgres, "main", "pg1");
+        let master = TargetId::new(TargetKind::Redis, "s", "r1");
+        let rule = Acks::postgres("ANY 1 (pg2, pg3)", "on", 2);
+        let t0 = Instant::now();
+        let mut a = report("a", 1, 1);
+        a.positions.insert(
+            primary.clone(),
+            Position {
+                replica: false,
+                replay_lsn: None,
+                receive_lsn: None,
+                primary_lsn: Some(Lsn(1)),
+                replay_paused: false,
+                acks: Some(rule.clone()),
+                streaming: None,
+            },
+        );
+        a.offsets.insert(
+            master.clone(),
+            RedisOffset {
+                master: true,
+                offset: 5,
+                acks: Some(Acks::redis(1, 10, 1)),
+                link_up: None,
+            },
+        );
+        book.record(a, t0).unwrap();
+        // A later report without the rule (CONFIG refused) keeps the last one seen.
+        let mut a = report("a", 1, 2);
+        a.offsets.insert(
+            master.clone(),
+            RedisOffset {
+                master: true,
+                offset: 6,
+                acks: None,
+                link_up: None,
+            },
+        );
+        book.record(a, t0).unwrap();
+        let acks = book.acks();
+        assert_eq!(acks.get(&primary), Some(&rule));
+        assert_eq!(acks.get(&master).map(|a| a.required), Some(1));
+        let mut a = report("a", 1, 3);
+        a.offsets.insert(
+            master.clone(),
+            RedisOffset {
+                master: false,
+                offset: 7,
+                acks: None,
+                link_up: Some(true),
+            },
+        );
+        book.record(a, t0).unwrap();
+        assert!(!book.acks().contains_key(&master), "forgotten as a replica");
+        book.clear();
+        assert!(book.acks().is_empty());
     }
 }

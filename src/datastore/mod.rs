@@ -4,6 +4,7 @@
 //! Below both [`crate::probe`] and [`crate::actions`]: it knows nothing of probing, health or
 //! failover, only how to reach a member and read what it says.
 
+pub mod acks;
 pub mod postgres;
 pub mod redis;
 

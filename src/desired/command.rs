@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::decision::{Action, Decision, DrillPart, Guard, SlotMove, Step, Trigger};
+use super::decision::{Action, Decision, DrillPart, FenceProof, Guard, SlotMove, Step, Trigger};
 use super::drill::{DrillReport, LiveDrill, LiveDrillRecord};
 use crate::topology::TargetId;
 
@@ -60,6 +60,9 @@ pub struct StepRecord {
     /// switchover does not happen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_min_replicas: Option<u32>,
+    /// A fence: on what grounds it let the promotion go ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceProof>,
 }
 
 /// How a failover ended.
@@ -173,6 +176,9 @@ pub enum FailoverCommand {
         /// A Redis fence: the `min-replicas-to-write` it replaced.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaced_min_replicas: Option<u32>,
+        /// A fence: on what grounds it let the promotion go ahead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<FenceProof>,
     },
     /// The failover is over; cooldown starts.
     Finish {
@@ -368,6 +374,7 @@ impl Desired {
                         finished_ms: None,
                         detail: None,
                         replaced_min_replicas: None,
+                        fence: None,
                     })
                     .collect();
                 self.running.insert(index);
@@ -405,6 +412,7 @@ impl Desired {
                 at_ms,
                 give_up,
                 replaced_min_replicas,
+                fence,
             } => {
                 let mut wrote_dns = None;
                 let mut refused_dns = None;
@@ -422,6 +430,7 @@ impl Desired {
                         record.finished_ms = Some(at_ms);
                         record.detail = Some(detail);
                         record.replaced_min_replicas = replaced_min_replicas;
+                        record.fence = fence;
                         if let Action::Route53 { weights, .. } = &record.step.action {
                             if ok {
                                 wrote_dns = Some(weights.clone());

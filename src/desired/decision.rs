@@ -150,6 +150,16 @@ pub struct Promotion {
     /// fenced for real, or found not listening, before the promotion.
     #[serde(default)]
     pub old_primary_cut_off: bool,
+    /// Why the old primary refuses writes by itself once cut off (its acknowledgement rule
+    /// needs replicas it cannot reach), when it does: only then may an unreachable old
+    /// primary of a cut-off region be promoted around automatically (see
+    /// [`FenceProof::ByLease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_fencing: Option<String>,
+    /// An operator forced the failover: an unreachable old primary of a cut-off region is
+    /// promoted around even when nothing says it fences itself (see [`FenceProof::Forced`]).
+    #[serde(default)]
+    pub forced: bool,
     /// A planned switchover: the candidate replays everything the fenced old primary wrote
     /// before it is promoted (zero data loss), or the promotion fails.
     #[serde(default)]
@@ -172,6 +182,12 @@ pub struct RedisPromotion {
     /// The old master's region was cut off (see [`Promotion::old_primary_cut_off`]).
     #[serde(default)]
     pub old_master_cut_off: bool,
+    /// See [`Promotion::self_fencing`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_fencing: Option<String>,
+    /// See [`Promotion::forced`].
+    #[serde(default)]
+    pub forced: bool,
     /// Redis Cluster: the slot ranges that move (empty for a replication shard).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<String>,
@@ -304,6 +320,30 @@ pub fn describe(decision: &Decision) -> String {
         parts.push(r.clone());
     }
     parts.join("; ")
+}
+
+/// On what grounds a fence step let the promotion go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceProof {
+    /// Seen: the member answered fenced, or nothing listens on its port.
+    Confirmed,
+    /// Assumed: unreachable, its region's agents have been silent past their lease, and its
+    /// acknowledgement rule needs replicas it can no longer reach, so it refuses writes.
+    ByLease,
+    /// Assumed because an operator forced the failover of its cut-off region.
+    Forced,
+}
+
+impl FenceProof {
+    /// As serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FenceProof::Confirmed => "confirmed",
+            FenceProof::ByLease => "by_lease",
+            FenceProof::Forced => "forced",
+        }
+    }
 }
 
 /// The guard that stopped an automatic action: a metric label, a refusal's key and an

@@ -38,6 +38,8 @@ fn decision() -> Decision {
             estimated_loss_bytes: 0,
             evidence: String::new(),
             old_primary_cut_off: true,
+            self_fencing: None,
+            forced: false,
             planned: false,
         }),
         refusal: None,
@@ -88,6 +90,7 @@ fn finished(step: &str, ok: bool) -> FailoverCommand {
         at_ms: 1_200,
         give_up: false,
         replaced_min_replicas: None,
+        fence: None,
     }
 }
 
@@ -142,6 +145,7 @@ fn a_live_drill_is_held_in_the_state_and_its_milestones_follow_the_steps() {
                 at_ms: 1_100 + 100 * i as u64,
                 give_up: false,
                 replaced_min_replicas: None,
+                fence: None,
             },
             9 + i as u64,
         );

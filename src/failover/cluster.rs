@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::fence_rule::SelfFencing;
 use super::trigger::RedisGroup;
 use crate::desired::{Action, Desired, HistoryEntry, MovedBy, SlotMove, StepState};
 use crate::probe::redis::{ClusterFacts, ClusterNode};
@@ -121,7 +122,7 @@ pub fn masters(view: &ClusterView<'_>) -> Masters {
             out.unknown.push(node.addr.clone());
         }
     }
-    for master in serving {
+    for master in serving.iter().copied() {
         let Some(config) = resolve(view, master) else {
             continue;
         };
@@ -141,7 +142,31 @@ pub fn masters(view: &ClusterView<'_>) -> Masters {
             .collect();
         replicas.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.target.cmp(&b.0.target)));
         let h = health(&config.target);
+        // A master that cannot reach a majority of the cluster's masters stops taking writes
+        // after cluster-node-timeout: so does one in a region holding a minority of them.
+        let elsewhere = serving
+            .iter()
+            .filter(|n| resolve(view, n).is_some_and(|c| c.region != config.region))
+            .count();
+        let self_fencing = if elsewhere * 2 > serving.len() {
+            SelfFencing::Holds(format!(
+                "{} is a Redis Cluster master and {elsewhere} of the {} masters are outside \
+                 region {}: cut off from them it stops taking writes after \
+                 cluster-node-timeout",
+                config.target,
+                serving.len(),
+                config.region
+            ))
+        } else {
+            SelfFencing::Missing(format!(
+                "region {} holds at least half of the Redis Cluster's masters: cut off, {} may \
+                 keep taking writes",
+                config.region, config.target
+            ))
+        };
         out.groups.push(RedisGroup {
+            if_partitioned: self_fencing.clone(),
+            self_fencing,
             group: format!("redis/{}[{}]", view.name, slots.join(",")),
             master: config.target.clone(),
             master_region: config.region.clone(),
@@ -388,6 +413,8 @@ mod tests {
                 offset: 0,
                 followers: vec![],
                 old_master_cut_off: true,
+                self_fencing: None,
+                forced: false,
                 slots: vec!["0-5460".into()],
                 planned: false,
             }],
@@ -418,6 +445,7 @@ mod tests {
                 at_ms: 4,
                 give_up: false,
                 replaced_min_replicas: None,
+                fence: None,
             },
             6,
         );

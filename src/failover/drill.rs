@@ -4,8 +4,10 @@
 //! epoch record the log last wrote. Pure: the runtime reads Route53 and hands in what it saw.
 
 use super::candidate::Choice;
+use super::fence_rule::SelfFencing;
 use super::inputs::TriggerInputs;
 use crate::desired::{Desired, DrillCheck, DrillRegion, DrillReport};
+use crate::topology::TargetId;
 
 /// The Route53 check of a drill: `seen` is the epoch the TXT record holds (or why it could not
 /// be read), `logged` the one the log last wrote.
@@ -107,6 +109,39 @@ pub fn report(
                     detail: reason,
                 },
             });
+        }
+        let partition = |group: &str, member: &TargetId, fencing: &SelfFencing| match fencing {
+            SelfFencing::Holds(why) => DrillCheck {
+                check: format!("{group} partition"),
+                ok: true,
+                detail: format!(
+                    "a partition of {region} leaves {member} unable to take writes: {why}"
+                ),
+            },
+            SelfFencing::Missing(why) => DrillCheck {
+                check: format!("{group} partition"),
+                ok: false,
+                detail: format!(
+                    "a partition of {region} could leave two writable primaries: {why}; an \
+                     unreachable {member} is not promoted around automatically (configure \
+                     synchronous_standby_names or min-replicas-to-write over replicas outside \
+                     {region}, see docs/safety.md)"
+                ),
+            },
+        };
+        for group in inputs.groups.iter().filter(|g| &g.primary_region == region) {
+            checks.push(partition(
+                &group.group,
+                &group.primary,
+                &group.if_partitioned,
+            ));
+        }
+        for shard in inputs.redis.iter().filter(|s| &s.master_region == region) {
+            checks.push(partition(
+                &shard.group,
+                &shard.master,
+                &shard.if_partitioned,
+            ));
         }
         for shard in inputs.redis.iter().filter(|s| &s.master_region == region) {
             checks.push(match &shard.candidate {

@@ -146,6 +146,8 @@ impl Scene {
                 receive_lsn: None,
                 primary_lsn: Some(Lsn(self.primary_lsn)),
                 replay_paused: false,
+                acks: None,
+                streaming: None,
             },
         );
         for (r, received) in ["r2", "r3"].into_iter().zip(self.received) {
@@ -157,6 +159,8 @@ impl Scene {
                     receive_lsn: Some(Lsn(received)),
                     primary_lsn: None,
                     replay_paused: false,
+                    acks: None,
+                    streaming: None,
                 },
             );
         }
@@ -167,6 +171,7 @@ impl Scene {
                 regions,
             },
             positions,
+            acks: BTreeMap::new(),
             offsets: BTreeMap::new(),
             clusters: BTreeMap::new(),
             cluster_ids: BTreeMap::new(),
@@ -525,6 +530,7 @@ fn steps_start_when_ready_and_a_failover_ends_when_nothing_more_can_run() {
                 at_ms: 9,
                 give_up: false,
                 replaced_min_replicas: None,
+                fence: None,
             },
             4,
         );

@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::candidate::Choice;
+use super::fence_rule::{self, Replica, SelfFencing};
 use crate::config::{Config, TargetKind};
-use crate::consensus::reports::{Position, RedisOffset};
+use crate::consensus::reports::Position;
 use crate::consensus::LeaderView;
 use crate::health::State;
 use crate::topology::{TargetId, TargetSpec, Topology};
@@ -41,6 +42,13 @@ pub struct Readiness {
     pub if_region_fails: String,
     /// The candidate, or why promotion would be blocked.
     pub choice: Choice,
+    /// A partition of that region leaves the primary unable to take writes (it fences
+    /// itself), so an unreachable primary there may be promoted around automatically.
+    #[serde(default)]
+    pub fences_itself: bool,
+    /// Why it does, or why a partition could leave two writable primaries.
+    #[serde(default)]
+    pub if_partitioned: String,
 }
 
 /// The members as the configuration has them: what the inputs need besides the view.
@@ -172,15 +180,20 @@ impl Roster {
     /// now: the candidate and its estimated loss, or why it would be blocked.
     pub fn readiness(&self, view: &LeaderView) -> BTreeMap<String, Readiness> {
         let mut readiness = BTreeMap::new();
-        for (group, _, region) in self.named_pg_groups(&view.primaries) {
+        for (group, primary, region) in self.named_pg_groups(&view.primaries) {
             let members = self.candidate_members(&group, &view.verdict, &view.positions);
             let choice =
                 super::candidate::choose(&members, &region, self.max_lag_on_failover, false);
+            let fencing = self.pg_self_fencing(view, &group, &primary, &region, true);
             readiness.insert(
                 group,
                 Readiness {
                     if_region_fails: region,
                     choice,
+                    fences_itself: fencing.holds().is_some(),
+                    if_partitioned: match fencing {
+                        SelfFencing::Holds(why) | SelfFencing::Missing(why) => why,
+                    },
                 },
             );
         }
@@ -226,7 +239,11 @@ impl Roster {
             // No region is excluded when only the primary is lost.
             let local_choice =
                 super::candidate::choose(&members, "", self.max_lag_on_failover, false);
+            let self_fencing = self.pg_self_fencing(view, &group, &primary, &region, false);
+            let if_partitioned = self.pg_self_fencing(view, &group, &primary, &region, true);
             groups.push(super::trigger::Group {
+                self_fencing,
+                if_partitioned,
                 followers: members
                     .iter()
                     .filter(|m| m.region != region && m.healthy && m.replica)
@@ -246,7 +263,7 @@ impl Roster {
                 choice,
             });
         }
-        let mut redis = self.redis_groups(verdict, &view.offsets, &view.primaries);
+        let mut redis = self.redis_groups(view);
         let (masters, slot_owners) = self.cluster_masters(view);
         redis.extend(masters);
         TriggerInputs {
@@ -258,13 +275,94 @@ impl Roster {
         }
     }
 
-    /// Redis replication shards with a named master, with their candidates.
-    fn redis_groups(
+    /// Whether `group`'s primary refuses writes by itself once cut off from the leader: its
+    /// acknowledgement rule as last seen, over the group's other members as their own agents
+    /// report them now — or, `partitioned`, as a partition of its region would leave them
+    /// (every replica elsewhere detached), which is what the readiness drill asks.
+    fn pg_self_fencing(
         &self,
-        verdict: &Verdict,
-        offsets: &BTreeMap<TargetId, RedisOffset>,
-        named: &BTreeMap<String, TargetId>,
-    ) -> Vec<super::trigger::RedisGroup> {
+        view: &LeaderView,
+        group: &str,
+        primary: &TargetId,
+        region: &str,
+        partitioned: bool,
+    ) -> SelfFencing {
+        let replicas: Vec<Replica> = self
+            .pg_members
+            .iter()
+            .filter(|(t, ..)| t != primary && self.group_of(t) == Some(group))
+            .map(|(t, r, ..)| Replica {
+                name: member_name(t).to_owned(),
+                region: r.clone(),
+                attached: if partitioned && r != region {
+                    Some(false)
+                } else {
+                    view.positions.get(t).and_then(|p| {
+                        if p.replica {
+                            p.streaming
+                        } else {
+                            Some(false)
+                        }
+                    })
+                },
+            })
+            .collect();
+        fence_rule::self_fencing(
+            member_name(primary),
+            region,
+            view.acks.get(primary),
+            &replicas,
+        )
+    }
+
+    /// [`Roster::pg_self_fencing`] for a Redis shard's master.
+    fn redis_self_fencing(
+        &self,
+        view: &LeaderView,
+        group: &str,
+        master: &TargetId,
+        region: &str,
+        partitioned: bool,
+    ) -> SelfFencing {
+        let replicas: Vec<Replica> = self
+            .groups
+            .iter()
+            .filter(|(t, g)| g == group && t != master)
+            .map(|(t, _)| {
+                let r = self.region_of(t);
+                Replica {
+                    name: member_name(t).to_owned(),
+                    attached: if partitioned && r != region {
+                        Some(false)
+                    } else {
+                        view.offsets
+                            .get(t)
+                            .and_then(|o| if o.master { Some(false) } else { o.link_up })
+                    },
+                    region: r,
+                }
+            })
+            .collect();
+        fence_rule::self_fencing(
+            member_name(master),
+            region,
+            view.acks.get(master),
+            &replicas,
+        )
+    }
+
+    /// A target's region.
+    fn region_of(&self, target: &TargetId) -> String {
+        self.targets
+            .iter()
+            .find(|(id, ..)| id == target)
+            .map(|(_, region, _)| region.clone())
+            .unwrap_or_default()
+    }
+
+    /// Redis replication shards with a named master, with their candidates.
+    fn redis_groups(&self, view: &LeaderView) -> Vec<super::trigger::RedisGroup> {
+        let (verdict, offsets, named) = (&view.verdict, &view.offsets, &view.primaries);
         let mut shards = Vec::new();
         let groups: std::collections::BTreeSet<&str> = self
             .groups
@@ -276,13 +374,7 @@ impl Roster {
             let Some(master) = named.get(group) else {
                 continue;
             };
-            let region_of = |t: &TargetId| {
-                self.targets
-                    .iter()
-                    .find(|(id, ..)| id == t)
-                    .map(|(_, region, _)| region.clone())
-                    .unwrap_or_default()
-            };
+            let region_of = |t: &TargetId| self.region_of(t);
             let master_region = region_of(master);
             let healthy = |t: &TargetId| {
                 verdict
@@ -309,6 +401,8 @@ impl Roster {
                 .collect();
             let master_verdict = verdict.targets.get(master);
             shards.push(super::trigger::RedisGroup {
+                self_fencing: self.redis_self_fencing(view, group, master, &master_region, false),
+                if_partitioned: self.redis_self_fencing(view, group, master, &master_region, true),
                 group: group.to_owned(),
                 master: master.clone(),
                 master_down: master_verdict.is_some_and(|v| v.state == State::Down),
@@ -395,6 +489,11 @@ impl Roster {
         }
         (groups, owners)
     }
+}
+
+/// A member's name: the last part of its id.
+fn member_name(target: &TargetId) -> &str {
+    target.as_str().rsplit('/').next().unwrap_or_default()
 }
 
 /// The nodes of each configured Redis Cluster, with twice its node timeout in milliseconds.

@@ -172,6 +172,8 @@ pub fn propose(
                     estimated_loss_bytes,
                     evidence: serde_json::to_string(&evidence).unwrap_or_default(),
                     old_primary_cut_off: cut_off && !planned,
+                    self_fencing: group.self_fencing.holds().map(str::to_owned),
+                    forced: !planned,
                     planned,
                 });
             }
@@ -203,6 +205,8 @@ pub fn propose(
             to: target,
             offset,
             old_master_cut_off: cut_off && !planned,
+            self_fencing: shard.self_fencing.holds().map(str::to_owned),
+            forced: !planned,
             slots: shard.slots.clone(),
             planned,
         });
@@ -222,6 +226,8 @@ mod tests {
     use super::*;
     use crate::config::TargetKind;
     use crate::desired::Guard;
+
+    use crate::failover::fence_rule::SelfFencing;
 
     fn pg(n: &str) -> TargetId {
         TargetId::new(TargetKind::Postgres, "main", n)
@@ -248,6 +254,8 @@ mod tests {
                 guard: Guard::NoCandidate,
             },
             local_followers: vec![],
+            self_fencing: SelfFencing::default(),
+            if_partitioned: SelfFencing::default(),
         }
     }
 
@@ -319,7 +327,9 @@ mod tests {
             allow_data_loss: false,
         };
         let p = run(op.clone(), &Desired::default(), promote("c")).unwrap();
-        assert!(!p.promotion.unwrap().planned);
+        let promotion = p.promotion.unwrap();
+        assert!(!promotion.planned);
+        assert!(promotion.forced, "an operator's failover is forced");
         let e = run(
             op,
             &Desired::default(),

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod drill;
 pub mod engine;
 pub mod executor;
+pub mod fence_rule;
 pub mod hook;
 pub mod inputs;
 pub mod manual;

@@ -160,6 +160,8 @@ mod tests {
             estimated_loss_bytes: 0,
             evidence: "replica received".into(),
             old_primary_cut_off: true,
+            self_fencing: None,
+            forced: false,
             planned: false,
         }
     }
@@ -201,6 +203,7 @@ mod tests {
                     finished_ms: None,
                     detail: None,
                     replaced_min_replicas: None,
+                    fence: None,
                 })
                 .collect(),
             outcome: None,
@@ -260,6 +263,8 @@ mod tests {
                 "r3",
             )],
             old_master_cut_off: true,
+            self_fencing: None,
+            forced: false,
             slots: vec![],
             planned: false,
         };
@@ -311,6 +316,8 @@ mod tests {
             offset: 7,
             followers: vec![],
             old_master_cut_off: true,
+            self_fencing: None,
+            forced: false,
             slots: vec![slots.into()],
             planned: false,
         };

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
+use super::fence_rule::{may_promote_around, Reach, Wait};
 use crate::actions::route53::{Route53, Route53Error};
 use crate::actions::{self, ActionError};
 use crate::config::{PostgresFence, ReplicationConfig, SecretRef};
 use crate::datastore::redis::RedisRole;
-use crate::desired::{Action, Decision, FailoverRecord, Step, WriterRecord};
+use crate::desired::{Action, Decision, FailoverRecord, FenceProof, Step, WriterRecord};
 use crate::topology::TargetId;
 
 /// Connecting to an old primary to fence it gives up after this: a dead or cut-off primary
@@ -69,6 +70,8 @@ pub struct Done {
     /// A Redis fence: the `min-replicas-to-write` it replaced (restored if a planned
     /// switchover does not happen).
     pub replaced_min_replicas: Option<u32>,
+    /// A fence: on what grounds it let the promotion go ahead.
+    pub fence: Option<FenceProof>,
 }
 
 impl From<String> for Done {
@@ -76,6 +79,7 @@ impl From<String> for Done {
         Done {
             detail,
             replaced_min_replicas: None,
+            fence: None,
         }
     }
 }
@@ -135,16 +139,23 @@ impl Steps {
         let detail = match &step.action {
             Action::FencePostgres { target } => {
                 let member = self.member(target)?;
-                let cut_off = decision
+                let grounds = decision
                     .promotion
                     .as_ref()
-                    .is_some_and(|p| p.old_primary_cut_off);
+                    .map(|p| Grounds {
+                        region_cut_off: p.old_primary_cut_off,
+                        self_fencing: p.self_fencing.as_deref(),
+                        forced: p.forced,
+                    })
+                    .unwrap_or_default();
                 let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
-                fence_outcome(
-                    &member.name,
-                    actions::postgres::fence(member, &self.fence_method, reach).await,
-                    cut_off,
-                )
+                let result = actions::postgres::fence(member, &self.fence_method, reach).await;
+                let (detail, proof) = fence_outcome(&member.name, result, &grounds)?;
+                return Ok(Done {
+                    detail,
+                    replaced_min_replicas: None,
+                    fence: Some(proof),
+                });
             }
             Action::PromotePostgres { target } => {
                 let member = self.member(target)?;
@@ -212,21 +223,28 @@ impl Steps {
             }
             Action::FenceRedis { target } => {
                 let member = self.redis_member(target)?;
-                let cut_off = decision
+                let grounds = decision
                     .redis
                     .iter()
-                    .any(|r| &r.from == target && r.old_master_cut_off);
+                    .find(|r| &r.from == target)
+                    .map(|r| Grounds {
+                        region_cut_off: r.old_master_cut_off,
+                        self_fencing: r.self_fencing.as_deref(),
+                        forced: r.forced,
+                    })
+                    .unwrap_or_default();
                 let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
                 let fenced = actions::redis::fence(member, reach).await;
                 // The value to restore if a planned switchover does not happen.
                 let previous = fenced.as_ref().ok().copied();
-                let detail = fence_outcome(&member.name, fenced.map(|_| ()), cut_off)?;
+                let (detail, proof) = fence_outcome(&member.name, fenced.map(|_| ()), &grounds)?;
                 return Ok(Done {
                     detail: match previous {
                         Some(p) => format!("{detail} (min-replicas-to-write was {p})"),
                         None => detail,
                     },
                     replaced_min_replicas: previous,
+                    fence: Some(proof),
                 });
             }
             Action::PromoteRedis { target } => {
@@ -469,24 +487,71 @@ impl Steps {
 fn fence_outcome(
     name: &str,
     result: Result<(), ActionError>,
-    cut_off: bool,
-) -> Result<String, StepError> {
-    match result {
-        Ok(()) => Ok(format!("{name} fenced")),
+    grounds: &Grounds<'_>,
+) -> Result<(String, FenceProof), StepError> {
+    let (reach, seen) = match &result {
+        Ok(()) => (Reach::Fenced, format!("{name} fenced")),
         // Nothing listens on its port: no one can write to it.
-        Err(ActionError::Connect(e)) if refused(&e) => Ok(format!(
-            "{name} not listening ({e}): nothing can write to it"
+        Err(ActionError::Connect(e)) if refused(e) => (
+            Reach::NotListening,
+            format!("{name} not listening ({e}): nothing can write to it"),
+        ),
+        Err(e @ (ActionError::Connect(_) | ActionError::Timeout(_))) => {
+            (Reach::Unreachable, format!("{name} unreachable ({e})"))
+        }
+        Err(e) => (
+            Reach::Failed,
+            format!("{name} answered but is not fenced: {e}"),
+        ),
+    };
+    match may_promote_around(
+        reach,
+        grounds.region_cut_off,
+        grounds.self_fencing,
+        grounds.forced,
+    ) {
+        Ok(FenceProof::Confirmed) => Ok((format!("{seen} [confirmed]"), FenceProof::Confirmed)),
+        Ok(FenceProof::ByLease) => Ok((
+            format!(
+                "{seen}; its region's agents have been silent past their lease and it fences \
+                 itself: {} [by_lease]",
+                grounds.self_fencing.unwrap_or_default()
+            ),
+            FenceProof::ByLease,
         )),
-        Err(ActionError::Connect(_) | ActionError::Timeout(_)) if cut_off => Ok(format!(
-            "{name} unreachable: its region's agents fenced it when their leases ran out"
+        Ok(FenceProof::Forced) => Ok((
+            format!(
+                "{seen}; its region is cut off and an operator forced the failover: counted as \
+                 fenced without proof [forced]"
+            ),
+            FenceProof::Forced,
         )),
         // Reachable but not fenced, or perhaps alive and unreachable from here while its own
         // agent holds its lease: promoting would risk two writable primaries.
-        Err(e) => Err(StepError {
-            message: format!("{name} could not be fenced and may still take writes: {e}"),
+        Err(Wait::NotFenced | Wait::Unreachable) => Err(StepError {
+            message: format!("{seen}; it may still take writes"),
             retryable: true,
         }),
+        Err(Wait::SplitBrainRisk) => Err(fatal(format!(
+            "{seen}: its region is cut off and nothing confirmed it fenced — its agent may be \
+             cut off from it while clients in its region still write to it, and nothing says it \
+             refuses writes by itself (no acknowledgement rule needing replicas outside its \
+             region; `failoverd drill` says why): a partition of its region could leave two \
+             writable primaries, so it is not promoted around automatically. Retried while the \
+             region stays cut off; an operator who knows it is down may force the failover"
+        ))),
     }
+}
+
+/// What a fence step may count on besides what it sees.
+#[derive(Debug, Clone, Copy, Default)]
+struct Grounds<'a> {
+    /// The old primary's region is cut off.
+    region_cut_off: bool,
+    /// Why it fences itself, if it does.
+    self_fencing: Option<&'a str>,
+    /// An operator forced the failover.
+    forced: bool,
 }
 
 /// Whether a connection error says that nothing listens (the server is down), as opposed to

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::candidate::Choice;
+use super::fence_rule::SelfFencing;
 use crate::desired::{Action, Desired, Guard, Promotion, RedisPromotion, StepState, Trigger};
 use crate::health::State;
 use crate::topology::TargetId;
@@ -44,6 +45,12 @@ pub struct Group {
     pub local_choice: Choice,
     /// Replicas of every region that are Up, for a promotion by `local_choice`.
     pub local_followers: Vec<TargetId>,
+    /// Whether the primary refuses writes by itself once cut off (see
+    /// [`super::fence_rule`]).
+    pub self_fencing: SelfFencing,
+    /// The same, were its region partitioned from the others now (the readiness drill's
+    /// question).
+    pub if_partitioned: SelfFencing,
 }
 
 /// A Redis replication shard with a named master, or one master of a Redis Cluster (with
@@ -78,6 +85,11 @@ pub struct RedisGroup {
     pub cluster_grace_ms: u64,
     /// When the leader first saw the master lost, Unix milliseconds.
     pub lost_since_ms: Option<u64>,
+    /// Whether the master refuses writes by itself once cut off (see
+    /// [`super::fence_rule`]).
+    pub self_fencing: SelfFencing,
+    /// The same, were its region partitioned from the others now.
+    pub if_partitioned: SelfFencing,
 }
 
 /// Everything the trigger looks at.
@@ -180,6 +192,8 @@ fn promote(
                 estimated_loss_bytes: *estimated_loss_bytes,
                 evidence: serde_json::to_string(evidence).unwrap_or_default(),
                 old_primary_cut_off: cut_off,
+                self_fencing: group.self_fencing.holds().map(str::to_owned),
+                forced: false,
                 planned: false,
             },
             followers.iter().filter(|f| *f != target).cloned().collect(),
@@ -224,6 +238,8 @@ fn promote_redis(
             offset: *offset,
             followers: followers.iter().filter(|f| *f != to).cloned().collect(),
             old_master_cut_off: cut_off,
+            self_fencing: shard.self_fencing.holds().map(str::to_owned),
+            forced: false,
             slots: shard.slots.clone(),
             planned: false,
         }),

@@ -27,6 +27,8 @@ fn group(primary_down: bool, home_says_down: bool, choice: Choice) -> Group {
             id("postgres/main/b"),
             id("postgres/main/c"),
         ],
+        self_fencing: SelfFencing::default(),
+        if_partitioned: SelfFencing::default(),
     }
 }
 
@@ -327,6 +329,8 @@ fn a_down_region_is_drained_while_a_datastore_step_of_another_failover_runs() {
         estimated_loss_bytes: 0,
         evidence: String::new(),
         old_primary_cut_off: false,
+        self_fencing: None,
+        forced: false,
         planned: false,
     };
     let follow = Step {
@@ -347,6 +351,7 @@ fn a_down_region_is_drained_while_a_datastore_step_of_another_failover_runs() {
             at_ms: 0,
             give_up: false,
             replaced_min_replicas: None,
+            fence: None,
         },
         epoch + 1,
     );
@@ -654,4 +659,27 @@ fn weights_follow_drains_and_restores() {
     assert_eq!(w["r1"], 0);
     assert_eq!(w["r2"], 100);
     assert_eq!(w["r3"], 0);
+}
+
+#[test]
+fn a_decision_carries_whether_the_old_primary_fences_itself() {
+    // The fence step promotes around an unreachable old primary only on these grounds.
+    let mut fencing = group(true, false, promote_b());
+    fencing.self_fencing = SelfFencing::Holds("needs 1 of none".into());
+    for (g, expected) in [
+        (group(true, false, promote_b()), None),
+        (fencing, Some("needs 1 of none")),
+    ] {
+        let p = Case::new()
+            .region("r1", State::Down)
+            .cut("r1")
+            .groups(vec![g])
+            .assess()
+            .proposal
+            .expect("a decision");
+        let promotion = p.promotion.expect("a promotion");
+        assert!(promotion.old_primary_cut_off);
+        assert_eq!(promotion.self_fencing.as_deref(), expected);
+        assert!(!promotion.forced, "the trigger never forces");
+    }
 }

@@ -22,6 +22,7 @@ use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 
 use super::{Facts, Lsn, Observation, Probe, ProbeError};
 use crate::config::SecretRef;
+use crate::datastore::acks::Acks;
 use crate::datastore::postgres::connect_watched;
 pub use crate::datastore::postgres::PgRole;
 use crate::util::error_chain;
@@ -35,7 +36,9 @@ SELECT pg_is_in_recovery(),
        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
   (SELECT timeline_id FROM pg_control_checkpoint()),
   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END,
-  CASE WHEN pg_is_in_recovery() THEN greatest(0, extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())) END;
+  CASE WHEN pg_is_in_recovery() THEN greatest(0, extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())) END,
+  current_setting('synchronous_standby_names'),
+  current_setting('synchronous_commit');
 SELECT status, received_tli, flushed_lsn, greatest(0, extract(epoch FROM clock_timestamp() - last_msg_receipt_time)),
   sender_host, sender_port
   FROM pg_stat_wal_receiver;
@@ -66,6 +69,10 @@ pub struct PostgresFacts {
     pub wal_receiver: Option<WalReceiver>,
     /// Replicas streaming from this server (`pg_stat_replication`).
     pub replicas: Vec<ReplicationLink>,
+    /// How many standbys must confirm a commit (primary): `synchronous_standby_names` under
+    /// the server's `synchronous_commit`.
+    #[serde(default)]
+    pub acks: Option<Acks>,
 }
 
 /// A replica's view of its upstream.
@@ -235,6 +242,8 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
     let checkpoint_timeline: Option<u32> = num(row, 5);
     let replay_paused = text(row, 6).map(|t| t == "t");
     let since_replay: Option<f64> = num(row, 7);
+    let standby_names = text(row, 8);
+    let synchronous_commit = text(row, 9);
 
     let wal_receiver = stmts
         .get(1)
@@ -247,7 +256,7 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
             sender_host: text(r, 4).map(str::to_owned),
             sender_port: num(r, 5),
         });
-    let replicas = stmts
+    let replicas: Vec<ReplicationLink> = stmts
         .get(2)
         .map(|rows| {
             rows.iter()
@@ -291,7 +300,16 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
             None,
         )
     };
+    let acks = match (role, standby_names, synchronous_commit) {
+        (PgRole::Primary, Some(names), Some(commit)) => Some(Acks::postgres(
+            names,
+            commit,
+            u32::try_from(replicas.len()).unwrap_or(u32::MAX),
+        )),
+        _ => None,
+    };
     Ok(PostgresFacts {
+        acks,
         role,
         timeline,
         current_lsn,

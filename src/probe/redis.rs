@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{Facts, Observation, Probe, ProbeError};
 use crate::config::{RedisMode, SecretRef};
+use crate::datastore::acks::Acks;
 use crate::datastore::redis::{connect, info_fields, parse_cluster};
 pub use crate::datastore::redis::{ClusterFacts, ClusterNode, RedisRole};
 use crate::util::error_chain;
@@ -40,6 +41,10 @@ pub struct RedisFacts {
     pub replicas: Vec<RedisReplica>,
     /// Cluster state (cluster mode).
     pub cluster: Option<ClusterFacts>,
+    /// How many replicas must acknowledge a write (master): `min-replicas-to-write` and
+    /// `min-replicas-max-lag`; absent when `CONFIG GET` is not allowed.
+    #[serde(default)]
+    pub acks: Option<Acks>,
 }
 
 /// A replica as its master sees it.
@@ -128,7 +133,7 @@ impl Probe for RedisProbe {
         let request = |e: redis::RedisError| ProbeError::Request(error_chain(&e));
         let mut pipe = redis::pipe();
         pipe.cmd("PING").cmd("INFO").arg("replication");
-        let (facts, pong) = match self.mode {
+        let (mut facts, pong) = match self.mode {
             RedisMode::Replication => {
                 let (pong, info): (String, String) =
                     pipe.query_async(&mut connection).await.map_err(request)?;
@@ -145,12 +150,38 @@ impl Probe for RedisProbe {
         if pong != "PONG" {
             return Err(ProbeError::Protocol(format!("PING answered {pong:?}")));
         }
+        if facts.role == RedisRole::Master {
+            // Apart from the pipeline: a server that forbids CONFIG is still healthy.
+            let settings: Result<Vec<String>, _> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("min-replicas-*")
+                .query_async(&mut connection)
+                .await;
+            facts.acks = settings
+                .ok()
+                .and_then(|s| acks_of(&s, facts.connected_replicas));
+        }
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
         Ok(Observation {
             latency: start.elapsed(),
             facts: Facts::Redis(facts),
         })
     }
+}
+
+/// The acknowledgement rule in a `CONFIG GET min-replicas-*` answer (name, value, ...).
+fn acks_of(settings: &[String], connected: u32) -> Option<Acks> {
+    let value = |name: &str| -> Option<u32> {
+        settings
+            .chunks(2)
+            .find(|pair| pair[0] == name)
+            .and_then(|pair| pair.get(1)?.parse().ok())
+    };
+    Some(Acks::redis(
+        value("min-replicas-to-write")?,
+        value("min-replicas-max-lag")?,
+        connected,
+    ))
 }
 
 fn parse_replication(info: &str, cluster: Option<ClusterFacts>) -> Result<RedisFacts, ProbeError> {
@@ -165,6 +196,7 @@ fn parse_replication(info: &str, cluster: Option<ClusterFacts>) -> Result<RedisF
         connected_replicas: 0,
         replicas: Vec::new(),
         cluster,
+        acks: None,
     };
     for (key, value) in info_fields(info) {
         match key {
@@ -216,6 +248,28 @@ fn parse_replication(info: &str, cluster: Option<ClusterFacts>) -> Result<RedisF
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_acknowledgement_rule_from_config_get() {
+        let answer = |pairs: &[&str]| pairs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let acks = acks_of(
+            &answer(&["min-replicas-max-lag", "10", "min-replicas-to-write", "1"]),
+            2,
+        );
+        assert_eq!(acks.map(|a| (a.required, a.connected)), Some((1, 2)));
+        assert_eq!(
+            acks_of(&answer(&["min-replicas-to-write", "1"]), 2),
+            None,
+            "a missing setting is no rule"
+        );
+        assert_eq!(
+            acks_of(
+                &answer(&["min-replicas-to-write", "x", "min-replicas-max-lag", "1"]),
+                0
+            ),
+            None
+        );
+    }
 
     #[test]
     fn parses_a_master_with_two_replicas() {

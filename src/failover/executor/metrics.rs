@@ -19,6 +19,9 @@ pub(super) struct Metrics {
     pub(super) paused: IntGauge,
     /// Whether automatic promotion would be blocked now, per group (leader only).
     pub(super) blocked: prometheus::IntGaugeVec,
+    /// Whether a partition of the primary's region could leave two writable primaries, per
+    /// group (leader only).
+    pub(super) exposed: prometheus::IntGaugeVec,
 }
 
 /// Every trigger label: their counters start at 0, so that alerts on
@@ -124,6 +127,16 @@ impl Metrics {
                     Opts::new(
                         "failoverd_failover_blocked",
                         "Leader: 1 when losing the primary's region now would not allow an automatic promotion (see the status for why).",
+                    ),
+                    &["group"],
+                )?,
+            )?,
+            exposed: reg(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "failoverd_split_brain_exposed",
+                        "Leader: 1 when a partition of the primary's region could leave it taking writes (nothing makes it refuse writes by itself), so an unreachable primary there is not promoted around automatically.",
                     ),
                     &["group"],
                 )?,

@@ -206,12 +206,28 @@ impl Reconciler {
     }
 
     /// On the leader: what losing each Postgres primary's region now would lead to (also
-    /// sets `failoverd_failover_blocked`); empty elsewhere.
+    /// sets `failoverd_failover_blocked` and `failoverd_split_brain_exposed`); empty
+    /// elsewhere.
     pub fn readiness(&self) -> BTreeMap<String, Readiness> {
         let Some(view) = self.consensus.leader_view() else {
             return BTreeMap::new();
         };
-        let readiness = self.engine().settings().roster.readiness(&view);
+        let (readiness, inputs) = {
+            let engine = self.engine();
+            let roster = &engine.settings().roster;
+            (roster.readiness(&view), roster.trigger_inputs(&view))
+        };
+        let exposure = inputs
+            .groups
+            .iter()
+            .map(|g| (&g.group, &g.if_partitioned))
+            .chain(inputs.redis.iter().map(|r| (&r.group, &r.if_partitioned)));
+        for (group, fencing) in exposure {
+            self.metrics
+                .exposed
+                .with_label_values(&[group])
+                .set(i64::from(fencing.holds().is_none()));
+        }
         for (group, r) in &readiness {
             self.metrics
                 .blocked
@@ -569,8 +585,14 @@ impl Reconciler {
                 weights: d.dns_weights.clone(),
             });
             let result = self.steps.execute(epoch, step, decision, &dns).await;
-            let (ok, detail, give_up, replaced_min_replicas) = match result {
-                Ok(done) => (true, done.detail, false, done.replaced_min_replicas),
+            let (ok, detail, give_up, replaced_min_replicas, fence) = match result {
+                Ok(done) => (
+                    true,
+                    done.detail,
+                    false,
+                    done.replaced_min_replicas,
+                    done.fence,
+                ),
                 Err(e) if e.retryable && number < self.attempts => {
                     self.metrics
                         .steps
@@ -585,6 +607,7 @@ impl Reconciler {
                     false,
                     format!("after {number} attempt(s): {}", e.message),
                     !e.retryable,
+                    None,
                     None,
                 ),
             };
@@ -605,6 +628,7 @@ impl Reconciler {
                 at_ms: now_ms(),
                 give_up,
                 replaced_min_replicas,
+                fence,
             });
             let committed = match self.consensus.submit(finished).await {
                 Ok(committed) => committed,

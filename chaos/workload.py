@@ -451,7 +451,8 @@ def present_rows(lab: lablib.Lab) -> set[int]:
 
 def redis_roles(lab: lablib.Lab, shard: str) -> dict[str, str]:
     """What each member of `shard` says it is (ROLE, through client addresses): `master`,
-    `slave of <port>`, or the error."""
+    `slave of <member>`, or the error."""
+    names = {m.port: n for n, m in lab.state.redis.items()}
     roles = {}
     for name, member in lab.state.redis.items():
         if member.shard != shard:
@@ -462,7 +463,8 @@ def redis_roles(lab: lablib.Lab, shard: str) -> dict[str, str]:
                 role = client.call("ROLE")
             finally:
                 client.close()
-            roles[name] = "master" if role[0] == "master" else f"{role[0]} of {role[2]}"
+            roles[name] = ("master" if role[0] == "master" else
+                           f"{role[0]} of {names.get(int(role[2]), role[2])}")
         except (OSError, RedisError, IndexError, TypeError) as e:
             roles[name] = f"no answer: {e}"
     return roles

@@ -495,21 +495,18 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
         "{exposed}"
     );
 
-    // Commits wait for a replica outside the region, the Redis master for one replica: cut
-    // off, both refuse writes by themselves.
-    let pg = lab.pg();
-    let standbys: Vec<String> = std::iter::once(&pg.replica)
-        .chain(&pg.others)
-        .map(|r| format!("\"{}\"", r.name))
-        .collect();
-    pg.primary
-        .connect()
-        .await?
-        .batch_execute(&format!(
-            "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'; SELECT pg_reload_conf()",
-            standbys.join(", ")
-        ))
+    // Commits wait for a replica (the replicas are all outside the region; their
+    // application_name is not their member name, so `*`), the Redis master for one replica:
+    // cut off, both refuse writes by themselves.
+    let primary = lab.pg().primary.connect().await?;
+    // (The test servers run synchronous_commit = off, under which no commit waits.)
+    primary
+        .batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (*)'")
         .await?;
+    primary
+        .batch_execute("ALTER SYSTEM SET synchronous_commit = on")
+        .await?;
+    primary.batch_execute("SELECT pg_reload_conf()").await?;
     lab.redis()
         .master
         .cmd(&["CONFIG", "SET", "min-replicas-max-lag", "10"])

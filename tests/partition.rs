@@ -282,7 +282,7 @@ async fn a_cut_off_agent_fences_its_primaries_and_they_move_elsewhere() -> anyho
     // The leader reached the old primary and saw it fenced: not assumed.
     let fence = failover["steps"]
         .as_array()
-        .and_then(|s| s.iter().find(|s| s["action"] == "fence_postgres"))
+        .and_then(|s| s.iter().find(|s| s["action"]["action"] == "fence_postgres"))
         .cloned()
         .unwrap_or_default();
     assert_eq!(fence["fence"], "confirmed", "{fence:#}");

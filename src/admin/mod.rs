@@ -182,6 +182,9 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<Readiness>
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    // The readiness gauges (failoverd_failover_blocked, failoverd_split_brain_exposed) are
+    // what the leader sees now, not at the last status request.
+    state.reconciler.readiness();
     (
         [(
             header::CONTENT_TYPE,

@@ -903,7 +903,11 @@ fsync = off
                 argv = ["redis-server", "--port", str(port), "--bind", address(region),
                         client_address(region), "--save", "", "--appendonly", "no",
                         "--protected-mode", "no", "--dir", self.dir,
-                        "--repl-diskless-sync-delay", "0"]
+                        "--repl-diskless-sync-delay", "0",
+                        # A replica notices a cut link after 5 s, as Postgres's replicas do
+                        # (wal_receiver_timeout): the leader counts on it before promoting
+                        # around a master it cannot reach (docs/safety.md).
+                        "--repl-timeout", "5"]
                 if self.state.sync:
                     argv += SYNC_REDIS_OPTIONS
                 if region != master:

@@ -233,11 +233,14 @@ pub async fn promote(member: &Member, timeout: Duration) -> Result<Promoted, Act
             }
         }
         // A real (catalog) write: fails on a server still in recovery or read-only (a fence
-        // left behind would show here).
+        // left behind would show here). Committed locally: under synchronous replication no
+        // standby follows the new primary yet (they are repointed after this step), and a
+        // commit waiting for one would hang.
         run(
             &client,
             "accept writes",
-            "BEGIN; CREATE TEMP TABLE failoverd_write_check (x int) ON COMMIT DROP; COMMIT",
+            "BEGIN; SET LOCAL synchronous_commit = local; \
+             CREATE TEMP TABLE failoverd_write_check (x int) ON COMMIT DROP; COMMIT",
         )
         .await?;
         let timeline = query_text(

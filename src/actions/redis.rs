@@ -170,9 +170,20 @@ fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// What [`promote`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    /// Its replication offset.
+    pub offset: u64,
+    /// The write check got `NOREPLICAS`: its `min-replicas-to-write` needs a replica to
+    /// follow it before it takes writes.
+    pub waits_for_replicas: bool,
+}
+
 /// Makes a replica the master (`REPLICAOF NO ONE`), checks its role and that a write is
-/// taken. Idempotent: a member already master is only checked. Returns its offset.
-pub async fn promote(member: &Member, timeout: Duration) -> Result<u64, ActionError> {
+/// taken (or refused only for want of replicas). Idempotent: a member already master is only
+/// checked.
+pub async fn promote(member: &Member, timeout: Duration) -> Result<Promoted, ActionError> {
     super::bounded(timeout, async {
         let info = info_replication(member, timeout).await?;
         if field(&info, "role") != Some("master") {
@@ -186,19 +197,30 @@ pub async fn promote(member: &Member, timeout: Duration) -> Result<u64, ActionEr
             });
         }
         clear_fence(member, timeout).await?;
-        command(
+        let check = command(
             member,
             timeout,
             &["SET", "failoverd:write-check", "1", "PX", "60000"],
         )
-        .await
-        .map_err(|e| ActionError::Step {
-            step: "accept writes",
-            message: e.to_string(),
-        })?;
-        Ok(field(&info, "master_repl_offset")
-            .and_then(|o| o.parse().ok())
-            .unwrap_or(0))
+        .await;
+        let waits_for_replicas = match check {
+            Ok(_) => false,
+            // min-replicas-to-write as configured, and no replica follows it yet (they are
+            // repointed after this step): it takes writes once one does.
+            Err(e) if e.to_string().contains("NOREPLICAS") => true,
+            Err(e) => {
+                return Err(ActionError::Step {
+                    step: "accept writes",
+                    message: e.to_string(),
+                })
+            }
+        };
+        Ok(Promoted {
+            offset: field(&info, "master_repl_offset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0),
+            waits_for_replicas,
+        })
     })
     .await
 }

@@ -171,6 +171,7 @@ fn decision() -> Decision {
             evidence: "replica received 16/B374D848".into(),
             old_primary_cut_off: true,
             self_fencing: None,
+            exposed: None,
             forced: false,
             planned: false,
         }),

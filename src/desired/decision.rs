@@ -156,6 +156,10 @@ pub struct Promotion {
     /// [`FenceProof::ByLease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_fencing: Option<String>,
+    /// Otherwise, why the old primary may keep taking writes once cut off: what the fence
+    /// step says when it cannot reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed: Option<String>,
     /// An operator forced the failover: an unreachable old primary of a cut-off region is
     /// promoted around even when nothing says it fences itself (see [`FenceProof::Forced`]).
     #[serde(default)]
@@ -185,6 +189,9 @@ pub struct RedisPromotion {
     /// See [`Promotion::self_fencing`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_fencing: Option<String>,
+    /// See [`Promotion::exposed`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed: Option<String>,
     /// See [`Promotion::forced`].
     #[serde(default)]
     pub forced: bool,

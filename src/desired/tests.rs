@@ -39,6 +39,7 @@ fn decision() -> Decision {
             evidence: String::new(),
             old_primary_cut_off: true,
             self_fencing: None,
+            exposed: None,
             forced: false,
             planned: false,
         }),

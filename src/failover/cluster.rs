@@ -414,6 +414,7 @@ mod tests {
                 followers: vec![],
                 old_master_cut_off: true,
                 self_fencing: None,
+                exposed: None,
                 forced: false,
                 slots: vec!["0-5460".into()],
                 planned: false,

@@ -55,6 +55,14 @@ impl SelfFencing {
             SelfFencing::Missing(_) => None,
         }
     }
+
+    /// The reason, when it does not hold.
+    pub fn missing(&self) -> Option<&str> {
+        match self {
+            SelfFencing::Holds(_) => None,
+            SelfFencing::Missing(why) => Some(why),
+        }
+    }
 }
 
 /// Whether `member` (of `region`, with acknowledgement rule `acks` as last seen) can
@@ -86,7 +94,8 @@ pub fn self_fencing(
     let mut unknown = 0u32;
     match &acks.names {
         Some(names) => {
-            for name in names {
+            // A primary is never its own standby: the same rule may stand on every member.
+            for name in names.iter().filter(|n| !n.eq_ignore_ascii_case(member)) {
                 match replicas.iter().find(|r| r.name.eq_ignore_ascii_case(name)) {
                     Some(r) if !may_ack(r) => {}
                     Some(r) => may.push(r.name.clone()),
@@ -260,6 +269,12 @@ mod tests {
             ),
             ("an unknown name", Some(pg("ANY 1 (b, x)")), &away, false),
             ("FIRST 1 over detached", Some(pg("b, c")), &away, true),
+            (
+                "the primary's own name",
+                Some(pg("ANY 1 (a, b, c)")),
+                &away,
+                true,
+            ),
             ("any standby, all detached", Some(pg("*")), &away, true),
             (
                 "any standby, one more connected than configured",

@@ -173,6 +173,7 @@ pub fn propose(
                     evidence: serde_json::to_string(&evidence).unwrap_or_default(),
                     old_primary_cut_off: cut_off && !planned,
                     self_fencing: group.self_fencing.holds().map(str::to_owned),
+                    exposed: group.self_fencing.missing().map(str::to_owned),
                     forced: !planned,
                     planned,
                 });
@@ -206,6 +207,7 @@ pub fn propose(
             offset,
             old_master_cut_off: cut_off && !planned,
             self_fencing: shard.self_fencing.holds().map(str::to_owned),
+            exposed: shard.self_fencing.missing().map(str::to_owned),
             forced: !planned,
             slots: shard.slots.clone(),
             planned,

@@ -161,6 +161,7 @@ mod tests {
             evidence: "replica received".into(),
             old_primary_cut_off: true,
             self_fencing: None,
+            exposed: None,
             forced: false,
             planned: false,
         }
@@ -264,6 +265,7 @@ mod tests {
             )],
             old_master_cut_off: true,
             self_fencing: None,
+            exposed: None,
             forced: false,
             slots: vec![],
             planned: false,
@@ -317,6 +319,7 @@ mod tests {
             followers: vec![],
             old_master_cut_off: true,
             self_fencing: None,
+            exposed: None,
             forced: false,
             slots: vec![slots.into()],
             planned: false,

@@ -145,6 +145,7 @@ impl Steps {
                     .map(|p| Grounds {
                         region_cut_off: p.old_primary_cut_off,
                         self_fencing: p.self_fencing.as_deref(),
+                        exposed: p.exposed.as_deref(),
                         forced: p.forced,
                     })
                     .unwrap_or_default();
@@ -230,6 +231,7 @@ impl Steps {
                     .map(|r| Grounds {
                         region_cut_off: r.old_master_cut_off,
                         self_fencing: r.self_fencing.as_deref(),
+                        exposed: r.exposed.as_deref(),
                         forced: r.forced,
                     })
                     .unwrap_or_default();
@@ -253,10 +255,16 @@ impl Steps {
                     let old = self.redis_member(&r.from)?;
                     actions::redis::catch_up(member, old, self.step_timeout).await?;
                 }
-                let offset = actions::redis::promote(member, self.step_timeout).await?;
+                let promoted = actions::redis::promote(member, self.step_timeout).await?;
                 Ok(format!(
-                    "{} is master at offset {offset} and takes writes",
-                    member.name
+                    "{} is master at offset {} and {}",
+                    member.name,
+                    promoted.offset,
+                    if promoted.waits_for_replicas {
+                        "takes writes once a replica follows it (min-replicas-to-write)"
+                    } else {
+                        "takes writes"
+                    }
                 ))
             }
             Action::TakeoverRedisCluster {
@@ -535,10 +543,12 @@ fn fence_outcome(
         Err(Wait::SplitBrainRisk) => Err(fatal(format!(
             "{seen}: its region is cut off and nothing confirmed it fenced — its agent may be \
              cut off from it while clients in its region still write to it, and nothing says it \
-             refuses writes by itself (no acknowledgement rule needing replicas outside its \
-             region; `failoverd drill` says why): a partition of its region could leave two \
-             writable primaries, so it is not promoted around automatically. Retried while the \
-             region stays cut off; an operator who knows it is down may force the failover"
+             refuses writes by itself ({}): a partition of its region could leave two writable \
+             primaries, so it is not promoted around automatically. Retried while the region \
+             stays cut off; an operator who knows it is down may force the failover",
+            grounds
+                .exposed
+                .unwrap_or("its acknowledgement rule is not known")
         ))),
     }
 }
@@ -550,6 +560,8 @@ struct Grounds<'a> {
     region_cut_off: bool,
     /// Why it fences itself, if it does.
     self_fencing: Option<&'a str>,
+    /// Otherwise why it may not.
+    exposed: Option<&'a str>,
     /// An operator forced the failover.
     forced: bool,
 }

@@ -330,6 +330,7 @@ fn a_down_region_is_drained_while_a_datastore_step_of_another_failover_runs() {
         evidence: String::new(),
         old_primary_cut_off: false,
         self_fencing: None,
+        exposed: None,
         forced: false,
         planned: false,
     };

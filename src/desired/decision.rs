@@ -340,6 +340,9 @@ pub enum FenceProof {
     ByLease,
     /// Assumed because an operator forced the failover of its cut-off region.
     Forced,
+    /// Not fenced and not promoted around (a failed fence step): unreachable in a cut-off
+    /// region, and nothing says it refuses writes by itself.
+    Unconfirmed,
 }
 
 impl FenceProof {
@@ -349,6 +352,7 @@ impl FenceProof {
             FenceProof::Confirmed => "confirmed",
             FenceProof::ByLease => "by_lease",
             FenceProof::Forced => "forced",
+            FenceProof::Unconfirmed => "unconfirmed",
         }
     }
 }

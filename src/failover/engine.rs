@@ -341,6 +341,19 @@ impl Engine {
                 self.first_seen.remove(&key);
             }
         }
+        for (region, _) in &self.settings.regions {
+            let key = format!("cut_off/{region}");
+            if inputs.cut_off.contains(region) {
+                self.first_seen.entry(key).or_insert(now.wall_ms);
+            } else {
+                self.first_seen.remove(&key);
+            }
+        }
+        let cut_off_since: BTreeMap<String, u64> = inputs
+            .cut_off
+            .iter()
+            .filter_map(|r| Some((r.clone(), *self.first_seen.get(&format!("cut_off/{r}"))?)))
+            .collect();
         for shard in &mut inputs.redis {
             shard.lost_since_ms = self
                 .first_seen
@@ -354,6 +367,7 @@ impl Engine {
             region_state: &inputs.verdict.regions,
             region_up_for: &up_for,
             cut_off: &inputs.cut_off,
+            cut_off_since: &cut_off_since,
             groups: &inputs.groups,
             redis: &inputs.redis,
             auto_failback: self.settings.auto_failback,

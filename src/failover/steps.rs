@@ -30,6 +30,9 @@ pub struct StepError {
     pub message: String,
     /// Whether another attempt may help.
     pub retryable: bool,
+    /// A fence step that found the old primary unreachable in a cut-off region with nothing
+    /// saying it fences itself: [`FenceProof::Unconfirmed`].
+    pub fence: Option<FenceProof>,
 }
 
 impl From<ActionError> for StepError {
@@ -37,6 +40,7 @@ impl From<ActionError> for StepError {
         StepError {
             message: e.to_string(),
             retryable: true,
+            fence: None,
         }
     }
 }
@@ -51,7 +55,11 @@ impl From<Route53Error> for StepError {
             ),
             _ => e.to_string(),
         };
-        StepError { message, retryable }
+        StepError {
+            message,
+            retryable,
+            fence: None,
+        }
     }
 }
 
@@ -59,6 +67,7 @@ fn fatal(message: impl Into<String>) -> StepError {
     StepError {
         message: message.into(),
         retryable: false,
+        fence: None,
     }
 }
 
@@ -539,17 +548,22 @@ fn fence_outcome(
         Err(Wait::NotFenced | Wait::Unreachable) => Err(StepError {
             message: format!("{seen}; it may still take writes"),
             retryable: true,
+            fence: None,
         }),
-        Err(Wait::SplitBrainRisk) => Err(fatal(format!(
-            "{seen}: its region is cut off and nothing confirmed it fenced — its agent may be \
+        Ok(FenceProof::Unconfirmed) | Err(Wait::SplitBrainRisk) => Err(StepError {
+            fence: Some(FenceProof::Unconfirmed),
+            ..fatal(format!(
+                "{seen}: its region is cut off and nothing confirmed it fenced — its agent may be \
              cut off from it while clients in its region still write to it, and nothing says it \
              refuses writes by itself ({}): a partition of its region could leave two writable \
-             primaries, so it is not promoted around automatically. Retried while the region \
-             stays cut off; an operator who knows it is down may force the failover",
-            grounds
-                .exposed
-                .unwrap_or("its acknowledgement rule is not known")
-        ))),
+             primaries, so it is not promoted around automatically. The leader waits until it \
+             fences itself or can be reached (trying again every 30 s); an operator who knows it \
+             is down may force the failover",
+                grounds
+                    .exposed
+                    .unwrap_or("its acknowledgement rule is not known")
+            ))
+        }),
     }
 }
 

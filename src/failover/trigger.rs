@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use super::candidate::Choice;
 use super::fence_rule::SelfFencing;
-use crate::desired::{Action, Desired, Guard, Promotion, RedisPromotion, StepState, Trigger};
+use crate::desired::{
+    Action, Desired, FenceProof, Guard, Promotion, RedisPromotion, StepState, Trigger,
+};
 use crate::health::State;
 use crate::topology::TargetId;
 
@@ -107,6 +109,8 @@ pub struct World<'a> {
     pub region_up_for: &'a BTreeMap<String, Duration>,
     /// Regions whose agents have all been silent for `lease_ttl`: they fenced themselves.
     pub cut_off: &'a BTreeSet<String>,
+    /// Since when this leader has seen each of them cut off (Unix ms).
+    pub cut_off_since: &'a BTreeMap<String, u64>,
     /// Postgres groups with a named primary.
     pub groups: &'a [Group],
     /// Redis replication shards with a named master.
@@ -205,6 +209,99 @@ fn promote(
             reason: format!("{choice}"),
         }),
     }
+}
+
+/// After a fence step found an old primary unreachable and unconfirmed, a new attempt to
+/// replace it waits this long, unless its group starts fencing itself first.
+pub const UNCONFIRMED_RETRY_MS: u64 = 30_000;
+
+/// When a fence step of a failed failover last found `from` (of `group`) unreachable and
+/// unconfirmed (Unix ms).
+fn unconfirmed_at(desired: &Desired, group: &str, from: &TargetId) -> Option<u64> {
+    desired
+        .history
+        .iter()
+        .filter_map(|e| match e {
+            crate::desired::HistoryEntry::Failover(f) => Some(f),
+            _ => None,
+        })
+        .filter(|f| {
+            f.decision
+                .promotion
+                .iter()
+                .any(|p| p.group == group && &p.from == from)
+                || f.decision
+                    .redis
+                    .iter()
+                    .any(|r| r.group == group && &r.from == from)
+        })
+        .flat_map(|f| &f.steps)
+        .filter(|s| s.fence == Some(FenceProof::Unconfirmed))
+        .filter_map(|s| s.finished_ms)
+        .max()
+}
+
+/// An old primary of a cut-off region that a fence step already found unreachable and
+/// unconfirmed since the region was cut off is not tried again until its group fences itself
+/// (then at once) or [`UNCONFIRMED_RETRY_MS`] has passed (it may be reachable again);
+/// `Err` says so.
+fn unconfirmed_wait(
+    world: &World<'_>,
+    group: &str,
+    from: &TargetId,
+    region: &str,
+    fencing: &SelfFencing,
+) -> Result<(), String> {
+    let Some(since) = world.cut_off_since.get(region) else {
+        return Ok(());
+    };
+    match (fencing, unconfirmed_at(world.desired, group, from)) {
+        (SelfFencing::Missing(why), Some(at))
+            if at >= *since && world.now_ms < at.saturating_add(UNCONFIRMED_RETRY_MS) =>
+        {
+            Err(format!(
+                "{group}: {from} in cut-off region {region} could not be reached and nothing \
+                 confirmed it fenced; a partition could leave two writable primaries ({why}). \
+                 Waiting until it fences itself or can be reached (next try at {} Unix ms); \
+                 `failoverd failover --from {region}` forces it",
+                at.saturating_add(UNCONFIRMED_RETRY_MS)
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// [`retry_wait`], except that a failover that failed only because it could not confirm
+/// `from` fenced does not hold back its group's promotion once the group fences itself.
+fn retry_wait_for(
+    world: &World<'_>,
+    group: &str,
+    from: &TargetId,
+    fencing: &SelfFencing,
+) -> Result<(), String> {
+    let last_failed = world.desired.last_failed_ms;
+    let unconfirmed = unconfirmed_at(world.desired, group, from);
+    if fencing.holds().is_some() && unconfirmed.is_some_and(|at| at <= last_failed) {
+        // That failure was this group's unconfirmed fence (it ended the failover).
+        let cleared = world
+            .desired
+            .history
+            .iter()
+            .filter_map(|e| match e {
+                crate::desired::HistoryEntry::Failover(f) => Some(f),
+                _ => None,
+            })
+            .filter(|f| f.finished_ms == Some(last_failed))
+            .all(|f| {
+                f.steps.iter().all(|s| {
+                    s.state != StepState::Failed || s.fence == Some(FenceProof::Unconfirmed)
+                })
+            });
+        if cleared {
+            return Ok(());
+        }
+    }
+    retry_wait(world)
 }
 
 /// Whether the group's primary may be replaced now; `Err` says what is awaited.
@@ -454,11 +551,21 @@ pub fn assess(world: &World<'_>) -> Assessment {
                     .push(format!("{}: a promotion is in progress", group.group));
                 continue;
             }
-            if let Err(why) = may_replace(world, group) {
+            if let Err(why) = may_replace(world, group).and_then(|()| {
+                unconfirmed_wait(
+                    world,
+                    &group.group,
+                    &group.primary,
+                    region,
+                    &group.self_fencing,
+                )
+            }) {
                 lease_wait = Some(why);
                 break;
             }
-            if let Err(why) = retry_wait(world) {
+            if let Err(why) =
+                retry_wait_for(world, &group.group, &group.primary, &group.self_fencing)
+            {
                 wait = Some(why);
                 break;
             }
@@ -489,11 +596,21 @@ pub fn assess(world: &World<'_>) -> Assessment {
                 out.waiting.push(why);
                 continue;
             }
-            if let Err(why) = may_replace_redis(world, shard) {
+            if let Err(why) = may_replace_redis(world, shard).and_then(|()| {
+                unconfirmed_wait(
+                    world,
+                    &shard.group,
+                    &shard.master,
+                    region,
+                    &shard.self_fencing,
+                )
+            }) {
                 lease_wait = Some(why);
                 break;
             }
-            if let Err(why) = retry_wait(world) {
+            if let Err(why) =
+                retry_wait_for(world, &shard.group, &shard.master, &shard.self_fencing)
+            {
                 wait = Some(why);
                 break;
             }
@@ -533,11 +650,19 @@ pub fn assess(world: &World<'_>) -> Assessment {
                 .push(format!("{}: a promotion is in progress", group.group));
             continue;
         }
-        if let Err(why) = may_replace(world, group) {
+        if let Err(why) = may_replace(world, group).and_then(|()| {
+            unconfirmed_wait(
+                world,
+                &group.group,
+                &group.primary,
+                &group.primary_region,
+                &group.self_fencing,
+            )
+        }) {
             out.waiting.push(why);
             continue;
         }
-        if let Err(why) = retry_wait(world) {
+        if let Err(why) = retry_wait_for(world, &group.group, &group.primary, &group.self_fencing) {
             out.waiting.push(why);
             continue;
         }
@@ -579,7 +704,18 @@ pub fn assess(world: &World<'_>) -> Assessment {
             out.waiting.push(why);
             continue;
         }
-        if let Err(why) = may_replace_redis(world, shard).and_then(|()| retry_wait(world)) {
+        if let Err(why) = may_replace_redis(world, shard)
+            .and_then(|()| {
+                unconfirmed_wait(
+                    world,
+                    &shard.group,
+                    &shard.master,
+                    &shard.master_region,
+                    &shard.self_fencing,
+                )
+            })
+            .and_then(|()| retry_wait_for(world, &shard.group, &shard.master, &shard.self_fencing))
+        {
             out.waiting.push(why);
             continue;
         }

@@ -1,6 +1,6 @@
 //! The trigger's decisions over tables of cases.
 use super::*;
-use crate::desired::Step;
+use crate::desired::{FenceProof, Step};
 use crate::failover::candidate::Evidence;
 
 fn id(s: &str) -> TargetId {
@@ -63,6 +63,7 @@ struct Case {
     route53: bool,
     automatic: bool,
     now_ms: u64,
+    cut_since: BTreeMap<String, u64>,
 }
 
 impl Case {
@@ -80,6 +81,7 @@ impl Case {
             route53: true,
             automatic: true,
             now_ms: 1_000_000,
+            cut_since: BTreeMap::new(),
         }
     }
     fn region(mut self, r: &str, s: State) -> Case {
@@ -96,7 +98,17 @@ impl Case {
     }
     fn assess(&self) -> Assessment {
         let regions = regions();
+        // Cut off a minute ago, unless said otherwise.
+        let cut_off_since: BTreeMap<String, u64> = self
+            .cut_off
+            .iter()
+            .map(|r| {
+                let since = self.cut_since.get(r).copied();
+                (r.clone(), since.unwrap_or(self.now_ms - 60_000))
+            })
+            .collect();
         assess(&World {
+            cut_off_since: &cut_off_since,
             now_ms: self.now_ms,
             desired: &self.desired,
             regions: &regions,
@@ -683,4 +695,85 @@ fn a_decision_carries_whether_the_old_primary_fences_itself() {
         assert_eq!(promotion.self_fencing.as_deref(), expected);
         assert!(!promotion.forced, "the trigger never forces");
     }
+}
+
+/// Records a failover of `postgres/main` away from `a` whose fence step found it unreachable
+/// and unconfirmed at `at_ms`, ended `failed` then.
+fn unconfirmed_failover(case: &mut Case, at_ms: u64) {
+    let promotion = match promote(&case.groups[0], true, true) {
+        Ok((p, _)) => p,
+        Err(r) => panic!("{r:?}"),
+    };
+    let fence = Step {
+        id: "fence:postgres/main/a".into(),
+        action: Action::FencePostgres {
+            target: id("postgres/main/a"),
+        },
+        after: vec![],
+    };
+    let epoch = decide_with_steps(case, Some(promotion), vec![fence]);
+    case.desired.apply(
+        crate::desired::FailoverCommand::StepFinished {
+            epoch,
+            step: "fence:postgres/main/a".into(),
+            ok: false,
+            detail: "a unreachable".into(),
+            at_ms,
+            give_up: true,
+            replaced_min_replicas: None,
+            fence: Some(FenceProof::Unconfirmed),
+        },
+        epoch + 1,
+    );
+    case.desired.apply(
+        crate::desired::FailoverCommand::Finish {
+            epoch,
+            outcome: crate::desired::Outcome::Failed,
+            at_ms,
+            cooldown_until_ms: 0,
+        },
+        epoch + 2,
+    );
+}
+
+#[test]
+fn an_unconfirmed_old_primary_is_not_tried_again_until_its_group_fences_itself() {
+    let mut case = Case::new()
+        .cut("r1")
+        .groups(vec![group(true, false, promote_b())]);
+    let at = case.now_ms - 1_000;
+    unconfirmed_failover(&mut case, at);
+    assert_eq!(case.desired.last_failed_ms, at);
+    let a = case.assess();
+    assert_eq!(a.proposal, None, "not tried again at once");
+    assert!(
+        a.waiting
+            .iter()
+            .any(|w| w.contains("could not be reached and nothing confirmed it fenced")),
+        "{:?}",
+        a.waiting
+    );
+
+    // Its replicas' links go down: it fences itself, and the promotion goes ahead at once,
+    // without the retry wait after a failed failover.
+    case.groups[0].self_fencing = SelfFencing::Holds("needs 1 of none".into());
+    let p = case.assess().proposal.expect("the promotion");
+    let promotion = p.promotion.expect("a promotion");
+    assert_eq!(promotion.self_fencing.as_deref(), Some("needs 1 of none"));
+}
+
+#[test]
+fn an_unconfirmed_old_primary_is_tried_again_later_or_after_a_new_cut() {
+    let mut case = Case::new()
+        .cut("r1")
+        .groups(vec![group(true, false, promote_b())]);
+    let at = case.now_ms - 1_000;
+    unconfirmed_failover(&mut case, at);
+    // It may be reachable again: tried again after UNCONFIRMED_RETRY_MS.
+    case.now_ms = at + UNCONFIRMED_RETRY_MS;
+    assert!(case.assess().proposal.is_some(), "tried again later");
+    // A region cut off again since that attempt: tried at once (after the retry wait).
+    case.now_ms = at + RETRY_AFTER_MS;
+    case.cut_since.insert("r1".into(), at + 500);
+    assert!(case.assess().proposal.is_some(), "a new cut, a new try");
 }

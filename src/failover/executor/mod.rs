@@ -608,7 +608,7 @@ impl Reconciler {
                     format!("after {number} attempt(s): {}", e.message),
                     !e.retryable,
                     None,
-                    None,
+                    e.fence,
                 ),
             };
             self.metrics

@@ -5,10 +5,12 @@
 //! thousands of targets (and several agents) evenly over time instead of probing in bursts;
 //! after that the cadence is exact. While a target's state is in question — a failure of an
 //! Up target, a success of a Down one, an Unknown target, or a replica whose replication link
-//! was just lost, for `fall` probes — the next probe follows `fast_interval` after the end of
-//! the last one instead (HAProxy's `fastinter`); once settled, the cadence resumes from
-//! there. So a dead target is Down within one interval plus (fall − 1) × (fast interval +
-//! timeout), and a replica's lost link is seen `fall` times within half a second. A probe
+//! was just lost, for `fall` probes — the next probe starts `fast_interval` after the start of
+//! the last one instead, at once if that one took longer (HAProxy's `fastinter`); once
+//! settled, the cadence resumes from there. So a dead target is Down within one interval plus
+//! (fall − 1) × max(fast interval, timeout) — a black-holed one, whose probes time out, within
+//! one interval plus (fall − 1) × timeout — and a replica's lost link is seen `fall` times
+//! within half a second. A probe
 //! that holds a connection open (Postgres) is also run at once when the server closes it, so
 //! a crashed server's first failed probe does not wait for the tick: Down within
 //! (fall − 1) × fast interval. Such wake-ups come at most once per fast interval.
@@ -57,11 +59,14 @@ impl<P: Probe> ProbeTask<P> {
         let mut link_down = 0u32;
         let closed = self.probe.closed();
         let mut last_woken: Option<Instant> = None;
+        let mut last_started = Instant::now();
         loop {
             let woken = if fast {
+                // A fast interval from the start of the last probe: one that timed out has
+                // waited long enough already.
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(self.settings.fast_interval) => false,
+                    _ = tokio::time::sleep_until(last_started + self.settings.fast_interval) => false,
                     _ = server_closed(&closed) => true,
                 }
             } else {
@@ -83,6 +88,7 @@ impl<P: Probe> ProbeTask<P> {
                 last_woken = Some(Instant::now());
             }
             let started = Instant::now();
+            last_started = started;
             // Boxed: the probe's future (an HTTP client's is kilobytes) lives only while it
             // runs, instead of inside every target's task for the agent's whole life.
             let check = Box::pin(tokio::time::timeout(
@@ -323,6 +329,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_black_holed_target_is_down_within_an_interval_and_its_timeouts() {
+        let t = target("api", one_second_fall_three());
+        let board = Arc::new(HealthBoard::new(std::slice::from_ref(&t)));
+        let metrics = ProbeMetrics::new(&prometheus::Registry::new()).unwrap();
+        let shutdown = CancellationToken::new();
+        let (calls, handle) = spawn(&t, &board, &metrics, true, &shutdown);
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let first = Instant::now();
+        while board.state(&t.id) != Some(State::Down) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Three timeouts back to back (fall 3), not a fast interval after each on top of it
+        // (that would be 2 s).
+        let took = first.elapsed();
+        assert!(
+            took <= Duration::from_millis(1_520),
+            "Down {took:?} after the first probe started"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        shutdown.cancel();
+        handle.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_hung_target_times_out_without_delaying_the_others() {
         let settings = ProbeSettings {
             interval: Duration::from_secs(1),
@@ -345,11 +377,12 @@ mod tests {
         let ok = ok_calls.load(Ordering::SeqCst);
         let hung_count = hung_calls.load(Ordering::SeqCst);
         assert!((10..=11).contains(&ok), "healthy target probed {ok} times");
-        // The hung one: its first probe times out at phase + 0.5 s, the second starts 250 ms
-        // later and times out at phase + 1.25 s (Down, fall 2), then one per second from
-        // there: 10 probes, or 9 when the phase was above 0.8 s.
+        // The hung one: its first probe times out at phase + 0.5 s, the second starts at once
+        // (a fast interval from the start of the first has passed) and times out at phase +
+        // 1 s (Down, fall 2), then one per second from there: 10 probes, or 11 when the phase
+        // was below 50 ms.
         assert!(
-            (9..=10).contains(&hung_count),
+            (10..=11).contains(&hung_count),
             "hung probe restarts each interval: {hung_count}"
         );
         assert_eq!(board.state(&hung.id), Some(State::Down));

@@ -7,11 +7,12 @@
 //! cut off from, and the region's agent may be cut off from its datastores too, so its
 //! lease-loss fence is not a fact anybody saw. The leader promotes around such a primary only
 //!
-//! - when its region is cut off (every agent of it silent for `lease_ttl` plus the fence
-//!   margin) **and** the group fences itself: the primary's acknowledgement rule
+//! - when the group fences itself: the primary's acknowledgement rule
 //!   (`synchronous_standby_names`, `min-replicas-to-write`), as last seen, needs more replicas
 //!   than can still reach it — replicas outside its region whose own agents report their link
-//!   down do not count; recorded `by_lease`;
+//!   down do not count, those of its own region always do — so it cannot acknowledge a write,
+//!   whether or not its region's agents still hold their leases; recorded `by_lease` (assumed,
+//!   with the reason);
 //! - or when an operator forced the failover of a cut-off region; recorded `forced`.
 //!
 //! Otherwise it waits, and says that a partition of the region could leave two writable
@@ -183,8 +184,9 @@ pub fn may_promote_around(
     match reach {
         Reach::Fenced | Reach::NotListening => Ok(FenceProof::Confirmed),
         Reach::Failed => Err(Wait::NotFenced),
-        Reach::Unreachable if !cut_off => Err(Wait::Unreachable),
+        // It cannot acknowledge a write, whoever holds a lease.
         Reach::Unreachable if self_fencing.is_some() => Ok(FenceProof::ByLease),
+        Reach::Unreachable if !cut_off => Err(Wait::Unreachable),
         Reach::Unreachable if forced => Ok(FenceProof::Forced),
         Reach::Unreachable => Err(Wait::SplitBrainRisk),
     }
@@ -335,8 +337,8 @@ mod tests {
                         let expected = match reach {
                             Reach::Fenced | Reach::NotListening => Ok(Confirmed),
                             Reach::Failed => Err(Wait::NotFenced),
-                            Reach::Unreachable if !cut_off => Err(Wait::Unreachable),
                             Reach::Unreachable if self_fencing.is_some() => Ok(ByLease),
+                            Reach::Unreachable if !cut_off => Err(Wait::Unreachable),
                             Reach::Unreachable if forced => Ok(Forced),
                             Reach::Unreachable => Err(Wait::SplitBrainRisk),
                         };
@@ -385,7 +387,7 @@ mod tests {
             prop_assert_eq!(fencing.holds().is_some(), required > 0 && may < required);
             let got = may_promote_around(reach, cut_off, fencing.holds(), forced);
             if got.is_ok() && !matches!(reach, Reach::Fenced | Reach::NotListening) {
-                prop_assert!(cut_off && (fencing.holds().is_some() || forced));
+                prop_assert!(fencing.holds().is_some() || (cut_off && forced));
             }
         }
     }

@@ -305,8 +305,14 @@ fn retry_wait_for(
 }
 
 /// Whether the group's primary may be replaced now; `Err` says what is awaited.
+///
+/// A primary Down by verdict whose group fences itself need not wait for its agents' leases:
+/// it cannot acknowledge a write however alive it is (see [`super::fence_rule`]).
 fn may_replace(world: &World<'_>, group: &Group) -> Result<(), String> {
-    if world.cut_off.contains(&group.primary_region) || group.home_says_down {
+    if world.cut_off.contains(&group.primary_region)
+        || group.home_says_down
+        || (group.primary_down && group.self_fencing.holds().is_some())
+    {
         Ok(())
     } else {
         Err(format!(
@@ -376,7 +382,10 @@ fn may_replace_redis(world: &World<'_>, shard: &RedisGroup) -> Result<(), String
             ));
         }
     }
-    if world.cut_off.contains(&shard.master_region) || shard.home_says_down {
+    if world.cut_off.contains(&shard.master_region)
+        || shard.home_says_down
+        || (shard.master_down && shard.self_fencing.holds().is_some())
+    {
         Ok(())
     } else {
         Err(format!(

@@ -777,3 +777,25 @@ fn an_unconfirmed_old_primary_is_tried_again_later_or_after_a_new_cut() {
     case.cut_since.insert("r1".into(), at + 500);
     assert!(case.assess().proposal.is_some(), "a new cut, a new try");
 }
+
+#[test]
+fn a_lost_primary_that_fences_itself_need_not_wait_for_its_agents_lease() {
+    // Its region Down, its agent silent but not yet for lease_ttl: it waits...
+    let case = Case::new()
+        .region("r1", State::Down)
+        .groups(vec![group(true, false, promote_b())]);
+    let p = case.assess().proposal.expect("the drain");
+    assert_eq!(p.promotion, None, "waits for the lease");
+    // ...unless it cannot acknowledge a write by itself.
+    let mut fencing = group(true, false, promote_b());
+    fencing.self_fencing = SelfFencing::Holds("needs 1 of none".into());
+    let p = Case::new()
+        .region("r1", State::Down)
+        .groups(vec![fencing])
+        .assess()
+        .proposal
+        .expect("a decision");
+    let promotion = p.promotion.expect("promoted at once");
+    assert_eq!(promotion.self_fencing.as_deref(), Some("needs 1 of none"));
+    assert!(!promotion.old_primary_cut_off);
+}

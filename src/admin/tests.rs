@@ -13,9 +13,9 @@ use crate::config::TargetKind;
 use crate::consensus::reports::ReportAge;
 use crate::consensus::{ClusterStatus, LeaseStatus, Member, MemberStatus, SilentSince};
 use crate::desired::{
-    Action, Attempt, Decision, DrillCheck, DrillRegion, DrillReport, FailoverRecord, Guard,
-    HistoryEntry, LiveDrill, LiveDrillRecord, Milestone, MovedBy, Outcome, Promotion, Refusal,
-    SlotMove, Step, StepRecord, StepState, Trigger,
+    Action, Attempt, CheckScope, Decision, DrillCheck, DrillRegion, DrillReport, FailoverRecord,
+    Guard, HistoryEntry, LiveDrill, LiveDrillRecord, Milestone, MovedBy, Outcome, Promotion,
+    Refusal, SlotMove, Step, StepRecord, StepState, Trigger,
 };
 use crate::failover::candidate::{Choice, Evidence};
 use crate::failover::inputs;
@@ -387,6 +387,7 @@ fn history() -> HistoryResponse {
                 check: "postgres/main".into(),
                 ok: false,
                 detail: "blocked because no healthy replica".into(),
+                scope: CheckScope::Any,
             }],
         }],
     };

@@ -14,6 +14,23 @@ pub struct DrillCheck {
     pub ok: bool,
     /// The candidate, the figure, or what blocks.
     pub detail: String,
+    /// Which failovers it matters to.
+    #[serde(default)]
+    pub scope: CheckScope,
+}
+
+/// Which failovers a readiness check matters to.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckScope {
+    /// Every failover of the region, a live drill's switchover included.
+    #[default]
+    Any,
+    /// Only a failover that cannot reach the old primary (a partition): a planned
+    /// switchover, which fences it for real, does not need it.
+    Unreachable,
 }
 
 /// A readiness drill's findings for one region: what failing it over would meet.

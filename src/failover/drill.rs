@@ -6,7 +6,7 @@
 use super::candidate::Choice;
 use super::fence_rule::SelfFencing;
 use super::inputs::TriggerInputs;
-use crate::desired::{Desired, DrillCheck, DrillRegion, DrillReport};
+use crate::desired::{CheckScope, Desired, DrillCheck, DrillRegion, DrillReport};
 use crate::topology::TargetId;
 
 /// The Route53 check of a drill: `seen` is the epoch the TXT record holds (or why it could not
@@ -21,6 +21,7 @@ pub fn route53_check(seen: Result<Option<u64>, String>, logged: Option<u64>) -> 
                 "answers; the epoch record holds {}, as the log last wrote",
                 shown(epoch)
             ),
+            scope: CheckScope::Any,
         },
         Ok(epoch) => DrillCheck {
             check: "route53".into(),
@@ -31,11 +32,13 @@ pub fn route53_check(seen: Result<Option<u64>, String>, logged: Option<u64>) -> 
                 shown(epoch),
                 shown(logged)
             ),
+            scope: CheckScope::Any,
         },
         Err(e) => DrillCheck {
             check: "route53".into(),
             ok: false,
             detail: format!("cannot read the records: {e}"),
+            scope: CheckScope::Any,
         },
     }
 }
@@ -88,6 +91,7 @@ pub fn report(
             } else {
                 "draining it would leave no region in DNS".into()
             },
+            scope: CheckScope::Any,
         });
         for group in inputs.groups.iter().filter(|g| &g.primary_region == region) {
             let choice = choose(&group.group, region);
@@ -102,11 +106,13 @@ pub fn report(
                     detail: format!(
                         "would promote {target} (estimated loss {estimated_loss_bytes} bytes)"
                     ),
+                    scope: CheckScope::Any,
                 },
                 Choice::Blocked { reason, .. } => DrillCheck {
                     check: group.group.clone(),
                     ok: false,
                     detail: reason,
+                    scope: CheckScope::Any,
                 },
             });
         }
@@ -117,6 +123,7 @@ pub fn report(
                 detail: format!(
                     "a partition of {region} leaves {member} unable to take writes: {why}"
                 ),
+                scope: CheckScope::Unreachable,
             },
             SelfFencing::Missing(why) => DrillCheck {
                 check: format!("{group} partition"),
@@ -127,6 +134,7 @@ pub fn report(
                      synchronous_standby_names or min-replicas-to-write over replicas outside \
                      {region}, see docs/safety.md)"
                 ),
+                scope: CheckScope::Unreachable,
             },
         };
         for group in inputs.groups.iter().filter(|g| &g.primary_region == region) {
@@ -149,11 +157,13 @@ pub fn report(
                     check: shard.group.clone(),
                     ok: true,
                     detail: format!("would promote {target} (offset {offset})"),
+                    scope: CheckScope::Any,
                 },
                 None => DrillCheck {
                     check: shard.group.clone(),
                     ok: false,
                     detail: format!("no healthy, linked replica outside region {region}"),
+                    scope: CheckScope::Any,
                 },
             });
         }

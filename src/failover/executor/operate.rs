@@ -4,7 +4,9 @@
 
 use super::{command, Reconciler};
 use crate::consensus::LeaderView;
-use crate::desired::{describe, Decision, Desired, DrillPart, FailoverCommand, LiveDrill};
+use crate::desired::{
+    describe, CheckScope, Decision, Desired, DrillPart, FailoverCommand, LiveDrill,
+};
 use crate::failover::manual::{self, ErrorKind, OpError};
 use crate::util::now_ms;
 
@@ -176,14 +178,16 @@ impl Reconciler {
         let report = self
             .drill(actor.clone(), reason.clone(), Some(&region))
             .await?;
-        if !report.ready {
-            let blocked: Vec<String> = report
-                .regions
-                .iter()
-                .flat_map(|r| r.checks.iter())
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.check, c.detail))
-                .collect();
+        // A live drill is a planned switchover: it reaches and fences the old primary, so
+        // what a partition would leave does not hold it back.
+        let blocked: Vec<String> = report
+            .regions
+            .iter()
+            .flat_map(|r| r.checks.iter())
+            .filter(|c| !c.ok && c.scope == CheckScope::Any)
+            .map(|c| format!("{}: {}", c.check, c.detail))
+            .collect();
+        if !blocked.is_empty() {
             return Err(OpError::new(
                 ErrorKind::Refused,
                 "drill_blocked",

@@ -662,12 +662,12 @@ async fn the_status_page_shows_the_live_verdicts_in_a_browser() -> anyhow::Resul
         .await?;
     let k = lab.cluster.index(&leader);
     wait_for_async(
-        "the API Down by verdict",
+        "the API Down by verdict, with every agent's vote",
         Duration::from_secs(20),
         || async {
             let s = lab.cluster.agents[k].status().await?;
-            (s["cluster"]["verdict"]["targets"]["http/eu-west-3/api"]["state"] == "down")
-                .then_some(())
+            let api = &s["cluster"]["verdict"]["targets"]["http/eu-west-3/api"];
+            (api["state"] == "down" && api["down"].as_array()?.len() == 3).then_some(())
         },
     )
     .await

@@ -804,3 +804,87 @@ async fn measure_region_loss_milestones() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A commit on `server` returns within 2 s (a synchronous commit waits for its standby).
+async fn commits_within(server: &PgServer) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), accepts_writes(server))
+        .await
+        .unwrap_or(false)
+}
+
+/// `SHOW synchronous_standby_names` of a member.
+async fn standby_names(server: &PgServer) -> Option<String> {
+    let client = server.connect().await.ok()?;
+    let row = client
+        .query_one("SHOW synchronous_standby_names", &[])
+        .await
+        .ok()?;
+    Some(row.get(0))
+}
+
+/// With `[postgres.synchronous]` and `[redis.self_fencing]`, failoverd makes the primary wait
+/// for a replica of another region and the Redis master for its replica, and the leader
+/// counts on them to fence themselves; after region one is lost, the new primary waits for the
+/// members outside its own region and commits (its remaining replica confirms), and the new
+/// Redis master, alone, takes writes (relaxed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut lab = Lab::start(LabOptions {
+        postgres: Some(PostgresLab {
+            setup: "CREATE TABLE orders (id int)",
+            max_lag: 1 << 20,
+            slow_replica: None,
+        }),
+        redis: Some(RedisLab::Pair),
+        self_fencing: true,
+        ..Default::default()
+    })
+    .await?;
+    let first = r#"ANY 1 ("pg-eu-central-1", "pg-us-east-1")"#;
+    wait_for_async(
+        "the primary's quorum rule and the master's min-replicas",
+        Duration::from_secs(20),
+        || async {
+            let names = standby_names(&lab.pg().primary).await?;
+            let master = &lab.redis().master;
+            let to_write = master.config("min-replicas-to-write").await.ok()?;
+            let lag = master.config("min-replicas-max-lag").await.ok()?;
+            (names == first && to_write == "1" && lag == "2").then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    lab.leader_status_until(
+        "the leader to count on the group fencing itself",
+        |status| {
+            let readiness = &status["cluster"]["failover_readiness"][GROUP];
+            (readiness["fences_itself"] == true).then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert!(
+        commits_within(&lab.pg().primary).await,
+        "a commit is confirmed"
+    );
+
+    kill_region_one_services(&mut lab)?;
+    let new_primary = &lab.pg().replica; // eu-central-1
+    let second = r#"ANY 1 ("pg-eu-west-3", "pg-us-east-1")"#;
+    wait_for_async(
+        "the new primary's quorum rule, a confirmed commit, a Redis write",
+        Duration::from_secs(30),
+        || async {
+            if standby_names(new_primary).await? != second || !commits_within(new_primary).await {
+                return None;
+            }
+            let replica = &lab.redis().replica;
+            (replica.config("min-replicas-to-write").await.ok()? == "0").then_some(())?;
+            replica.cmd(&["SET", "session:1", "x"]).await.ok()
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    Ok(())
+}

@@ -79,6 +79,46 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Sets the member's `synchronous_standby_names` to `value` (with `ALTER SYSTEM`, then a
+/// reload); a `synchronous_commit` of `off` or `local`, which would not wait for the standbys,
+/// is set to `on`.
+pub async fn set_standby_names(
+    member: &Member,
+    value: &str,
+    timeout: Duration,
+) -> Result<(), ActionError> {
+    super::bounded(timeout, async {
+        let client = connect(member, timeout).await?;
+        run(
+            &client,
+            "set synchronous_standby_names",
+            &format!(
+                "ALTER SYSTEM SET synchronous_standby_names = '{}'",
+                value.replace('\'', "''")
+            ),
+        )
+        .await?;
+        let commit: String = client
+            .query_one("SELECT current_setting('synchronous_commit')", &[])
+            .await
+            .map_err(|e| ActionError::Step {
+                step: "read synchronous_commit",
+                message: error_chain(&e),
+            })?
+            .get(0);
+        if matches!(commit.as_str(), "off" | "local") {
+            run(
+                &client,
+                "set synchronous_commit",
+                "ALTER SYSTEM SET synchronous_commit = 'on'",
+            )
+            .await?;
+        }
+        run(&client, "reload", "SELECT pg_reload_conf()").await
+    })
+    .await
+}
+
 /// Makes the member refuse writes. Client sessions are ended so that none keeps writing
 /// under the old setting; WAL senders are left alone, so replicas keep streaming what was
 /// written before.

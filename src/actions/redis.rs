@@ -95,13 +95,17 @@ pub async fn fence(member: &Member, timeout: Duration) -> Result<u32, ActionErro
     } else {
         previous
     };
-    // The check is off while min-replicas-max-lag is 0; make sure it is on.
-    command(
-        member,
-        timeout,
-        &["CONFIG", "SET", "min-replicas-max-lag", "10"],
-    )
-    .await?;
+    // The check is off while min-replicas-max-lag is 0; make sure it is on (an operator's
+    // value, or the one failoverd keeps, stays).
+    let lag = command(member, timeout, &["CONFIG", "GET", "min-replicas-max-lag"]).await?;
+    if config_value(&lag).is_none_or(|l| l == 0) {
+        command(
+            member,
+            timeout,
+            &["CONFIG", "SET", "min-replicas-max-lag", "10"],
+        )
+        .await?;
+    }
     command(
         member,
         timeout,
@@ -130,6 +134,41 @@ pub async fn unfence(member: &Member, previous: u32, timeout: Duration) -> Resul
     )
     .await
     .map(|_| ())
+}
+
+/// Sets the master's `min-replicas-max-lag` and `min-replicas-to-write`, unless it is fenced
+/// (its `min-replicas-to-write` out of reach): a fence is lifted only by a failover's own
+/// steps.
+pub async fn set_min_replicas(
+    member: &Member,
+    to_write: u32,
+    max_lag_s: u32,
+    timeout: Duration,
+) -> Result<(), ActionError> {
+    super::bounded(timeout, async {
+        let now = command(member, timeout, &["CONFIG", "GET", "min-replicas-to-write"]).await?;
+        if config_value(&now).is_some_and(|v| v >= FENCE_MIN_REPLICAS) {
+            return Err(ActionError::Step {
+                step: "set min-replicas-to-write",
+                message: format!("{} is fenced: left as it is", member.name),
+            });
+        }
+        command(
+            member,
+            timeout,
+            &[
+                "CONFIG",
+                "SET",
+                "min-replicas-max-lag",
+                &max_lag_s.to_string(),
+                "min-replicas-to-write",
+                &to_write.to_string(),
+            ],
+        )
+        .await
+        .map(|_| ())
+    })
+    .await
 }
 
 /// The value of a `CONFIG GET` answer (`[name, value]` or a map).

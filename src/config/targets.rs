@@ -107,8 +107,81 @@ pub struct PostgresConfig {
     /// How replicas connect to a newly promoted primary (`primary_conninfo`).
     #[serde(default)]
     pub replication: ReplicationConfig,
+    /// Synchronous quorum commit kept by failoverd on whichever member is primary.
+    #[serde(default)]
+    pub synchronous: SynchronousConfig,
     /// The members: one primary and its streaming replicas.
     pub members: Vec<PostgresMemberConfig>,
+}
+
+/// Whether failoverd keeps the primary's `synchronous_standby_names`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynchronousMode {
+    /// failoverd leaves `synchronous_standby_names` as the operator set it.
+    #[default]
+    Off,
+    /// `ANY <count> (<members outside the primary's region>)`, kept right across failovers.
+    Quorum,
+}
+
+/// `[postgres.synchronous]`: a primary that needs an acknowledgement from a replica in
+/// another region for every commit cannot acknowledge a write once a partition cuts its
+/// region off: it fences itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynchronousConfig {
+    /// `off` (default) or `quorum`.
+    #[serde(default)]
+    pub mode: SynchronousMode,
+    /// How many replicas outside the primary's region confirm each commit (default 1).
+    #[serde(default = "default_sync_count")]
+    pub count: u32,
+    /// When fewer replicas outside the primary's region stream than `count`, ask for as many
+    /// as stream (none: asynchronous) so that writes keep flowing — the primary then no
+    /// longer fences itself (default false: commits wait).
+    #[serde(default)]
+    pub relax: bool,
+}
+
+impl Default for SynchronousConfig {
+    fn default() -> Self {
+        SynchronousConfig {
+            mode: SynchronousMode::Off,
+            count: default_sync_count(),
+            relax: false,
+        }
+    }
+}
+
+fn default_sync_count() -> u32 {
+    1
+}
+
+/// `[redis.self_fencing]`: `min-replicas-to-write` / `min-replicas-max-lag` kept by failoverd
+/// on every replication shard's master, so that a master cut off from the replicas outside its
+/// region refuses writes by itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSelfFencing {
+    /// How many replicas outside the master's region must be attached for a write (default
+    /// 1); the master's `min-replicas-to-write` is this plus its attached replicas in its own
+    /// region.
+    #[serde(default = "default_sync_count")]
+    pub replicas: u32,
+    /// `min-replicas-max-lag` (default 10 s, whole seconds): a master stops counting a
+    /// replica this long after its last acknowledgement, so it fences itself this long after
+    /// a cut.
+    #[serde(default = "default_redis_max_lag", with = "humantime_serde")]
+    pub max_lag: Duration,
+    /// When fewer replicas outside the master's region are attached than `replicas`, ask for
+    /// as many as are (default false: writes are refused).
+    #[serde(default)]
+    pub relax: bool,
+}
+
+fn default_redis_max_lag() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The credentials replicas stream with, written into their `primary_conninfo` when they
@@ -188,6 +261,9 @@ pub struct PostgresMemberConfig {
 pub struct RedisConfig {
     /// Password for every member that sets none of its own.
     pub password: Option<SecretRef>,
+    /// Self-fencing kept on replication shards' masters (absent: failoverd leaves
+    /// `min-replicas-to-write` as the operator set it).
+    pub self_fencing: Option<RedisSelfFencing>,
     /// The shards.
     #[serde(default)]
     pub shards: Vec<RedisShardConfig>,
@@ -416,11 +492,49 @@ pub(super) fn validate_postgres(
         }
         v.target_probe(&key, TargetKind::Postgres, &m.probe, probe);
     }
+    if pg.synchronous.mode == SynchronousMode::Quorum {
+        validate_synchronous(v, pg);
+    }
     if !pg.members.is_empty() && pg.members.iter().all(|m| m.no_failover) {
         v.push(
             "postgres.members",
             "every member has no_failover = true: no member could ever be promoted",
         );
+    }
+}
+
+/// Checks `[postgres.synchronous]`: a count of at least 1, and — unless `relax` — enough
+/// members outside every region a primary could be in to confirm its commits.
+fn validate_synchronous(v: &mut Validator, pg: &PostgresConfig) {
+    let count = pg.synchronous.count;
+    if count == 0 {
+        v.push(
+            "postgres.synchronous.count",
+            "must be at least 1 (use mode = \"off\" for asynchronous replication)",
+        );
+        return;
+    }
+    if pg.synchronous.relax {
+        return;
+    }
+    for m in pg.members.iter().filter(|m| !m.no_failover) {
+        let outside = pg
+            .members
+            .iter()
+            .filter(|o| o.region != m.region && !o.no_failover)
+            .count();
+        if outside < count as usize {
+            v.push(
+                "postgres.synchronous.count",
+                format!(
+                    "{count} replica(s) outside region {:?} must confirm each commit while {} is \
+                     primary, but only {outside} member(s) that may be promoted run elsewhere: \
+                     every write would wait (add members, lower count or set relax = true)",
+                    m.region, m.name
+                ),
+            );
+            return;
+        }
     }
 }
 
@@ -461,6 +575,20 @@ pub(super) fn validate_redis(
 ) {
     if let Some(secret) = &redis.password {
         v.secret("redis.password", secret);
+    }
+    if let Some(sf) = &redis.self_fencing {
+        if sf.replicas == 0 {
+            v.push(
+                "redis.self_fencing.replicas",
+                "must be at least 1 (remove [redis.self_fencing] to leave masters as they are)",
+            );
+        }
+        if sf.max_lag.as_secs() == 0 || sf.max_lag.subsec_nanos() != 0 {
+            v.push(
+                "redis.self_fencing.max_lag",
+                "must be a whole number of seconds, at least 1s (Redis counts it in seconds)",
+            );
+        }
     }
     let mut shard_names = HashSet::new();
     for (i, shard) in redis.shards.iter().enumerate() {

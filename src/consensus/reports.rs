@@ -58,6 +58,9 @@ pub struct RedisOffset {
     /// Its link to its master is up (replica); absent from older agents.
     #[serde(default)]
     pub link_up: Option<bool>,
+    /// How long its link to its master has been down, in seconds (replica, link down).
+    #[serde(default)]
+    pub link_down_s: Option<u64>,
 }
 
 /// A Postgres member's WAL positions as last observed.
@@ -395,6 +398,9 @@ pub(super) fn offset_of(view: &crate::health::TargetView) -> Option<RedisOffset>
         offset: r.repl_offset,
         acks: r.acks.clone(),
         link_up: r.master_link_up,
+        link_down_s: r
+            .master_link_down_seconds
+            .and_then(|s| u64::try_from(s).ok()),
     })
 }
 
@@ -572,6 +578,7 @@ mod tests {
                 offset: 5,
                 acks: Some(Acks::redis(1, 10, 1)),
                 link_up: None,
+                link_down_s: None,
             },
         );
         book.record(a, t0).unwrap();
@@ -584,6 +591,7 @@ mod tests {
                 offset: 6,
                 acks: None,
                 link_up: None,
+                link_down_s: None,
             },
         );
         book.record(a, t0).unwrap();
@@ -598,6 +606,7 @@ mod tests {
                 offset: 7,
                 acks: None,
                 link_up: Some(true),
+                link_down_s: None,
             },
         );
         book.record(a, t0).unwrap();

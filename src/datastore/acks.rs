@@ -19,6 +19,10 @@ pub struct Acks {
     pub names: Option<Vec<String>>,
     /// Replicas connected to the primary when it was observed.
     pub connected: u32,
+    /// Seconds a replica still counts after its last acknowledgement (Redis's
+    /// `min-replicas-max-lag`; 0 for Postgres, whose commit waits for the standby itself).
+    #[serde(default)]
+    pub lag_s: u32,
 }
 
 impl Acks {
@@ -35,11 +39,13 @@ impl Acks {
                 required,
                 names,
                 connected,
+                lag_s: 0,
             },
             _ => Acks {
                 required: 0,
                 names: None,
                 connected,
+                lag_s: 0,
             },
         }
     }
@@ -55,6 +61,7 @@ impl Acks {
             },
             names: None,
             connected,
+            lag_s: min_replicas_max_lag,
         }
     }
 }

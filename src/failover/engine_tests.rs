@@ -54,6 +54,8 @@ fn settings(pre_hook: bool) -> Settings {
             .collect(),
         clusters: BTreeMap::new(),
         max_lag_on_failover: 1_000,
+        synchronous: None,
+        redis_self_fencing: None,
     };
     Settings {
         agent_id: agent("r2"),
@@ -585,4 +587,52 @@ proptest! {
             }
         }
     }
+}
+
+/// With `[postgres.synchronous] mode = "quorum"`, the leader asks the named primary to wait
+/// for one replica of another region — and nothing more once it runs that rule; relaxed, it
+/// goes asynchronous when no replica elsewhere streams; never for a member that is a replica.
+#[test]
+fn the_leader_keeps_the_quorum_rule_on_the_primary() {
+    use crate::datastore::acks::Acks;
+    use crate::failover::quorum::{Policy, Tune};
+    let mut roster = settings(false).roster;
+    let mut view = Scene::healthy().view();
+    assert!(roster.tunes(&view).is_empty(), "off: nothing kept");
+
+    roster.synchronous = Some(Policy {
+        count: 1,
+        relax: false,
+    });
+    for r in ["r2", "r3"] {
+        view.positions.get_mut(&pg(r)).unwrap().streaming = Some(true);
+    }
+    let want = Tune::Standbys {
+        target: pg("r1"),
+        value: r#"ANY 1 ("pg-r2", "pg-r3")"#.to_owned(),
+    };
+    assert_eq!(roster.tunes(&view), vec![want.clone()]);
+    // A primary already running it is left alone, whatever the order and case of the names.
+    view.acks
+        .insert(pg("r1"), Acks::postgres("ANY 1 (PG-R3, pg-r2)", "on", 2));
+    assert!(roster.tunes(&view).is_empty());
+    // Nobody elsewhere streams: strict keeps the rule (commits wait), relaxed drops it.
+    for r in ["r2", "r3"] {
+        view.positions.get_mut(&pg(r)).unwrap().streaming = Some(false);
+    }
+    assert!(roster.tunes(&view).is_empty());
+    roster.synchronous = Some(Policy {
+        count: 1,
+        relax: true,
+    });
+    assert_eq!(
+        roster.tunes(&view),
+        vec![Tune::Standbys {
+            target: pg("r1"),
+            value: String::new(),
+        }]
+    );
+    // The named primary reports as a replica (a failover is under way): not touched.
+    view.positions.get_mut(&pg("r1")).unwrap().replica = true;
+    assert!(roster.tunes(&view).is_empty());
 }

@@ -377,7 +377,7 @@ mod tests {
             replicas in prop::collection::vec(arb_replica(), 0..4),
             forced in any::<bool>(),
         ) {
-            let acks = Acks { required, names: None, connected };
+            let acks = Acks { required, names: None, connected, lag_s: 0 };
             let fencing = self_fencing("a", "r1", Some(&acks), &replicas);
             let may = replicas
                 .iter()

@@ -11,9 +11,11 @@ use serde::Serialize;
 
 use super::candidate::Choice;
 use super::fence_rule::{self, Replica, SelfFencing};
-use crate::config::{Config, TargetKind};
-use crate::consensus::reports::Position;
+use super::quorum;
+use crate::config::{Config, SynchronousMode, TargetKind};
+use crate::consensus::reports::{Position, RedisOffset};
 use crate::consensus::LeaderView;
+use crate::datastore::acks::Acks;
 use crate::health::State;
 use crate::topology::{TargetId, TargetSpec, Topology};
 use crate::verdict::{AgentId, Verdict};
@@ -67,6 +69,10 @@ pub struct Roster {
     pub(super) clusters: BTreeMap<String, (Vec<super::cluster::Node>, u64)>,
     /// The data-loss guard, in bytes.
     pub(super) max_lag_on_failover: u64,
+    /// `[postgres.synchronous]` when its mode is `quorum`.
+    pub(super) synchronous: Option<quorum::Policy>,
+    /// `[redis.self_fencing]`: its policy and `min-replicas-max-lag` in seconds.
+    pub(super) redis_self_fencing: Option<(quorum::Policy, u32)>,
 }
 
 impl Roster {
@@ -106,7 +112,106 @@ impl Roster {
                 .as_ref()
                 .map(|p| p.max_lag_on_failover)
                 .unwrap_or(crate::config::DEFAULT_MAX_LAG_ON_FAILOVER),
+            synchronous: config
+                .postgres
+                .as_ref()
+                .filter(|p| p.synchronous.mode == SynchronousMode::Quorum)
+                .map(|p| quorum::Policy {
+                    count: p.synchronous.count,
+                    relax: p.synchronous.relax,
+                }),
+            redis_self_fencing: config.redis.self_fencing.as_ref().map(|r| {
+                (
+                    quorum::Policy {
+                        count: r.replicas,
+                        relax: r.relax,
+                    },
+                    u32::try_from(r.max_lag.as_secs()).unwrap_or(u32::MAX),
+                )
+            }),
         }
+    }
+
+    /// The changes of acknowledgement rule that the configured self-fencing needs now: for
+    /// each group whose primary reports as primary, the rule [`quorum`] derives from its
+    /// members, when the primary runs another one. A Redis master that is fenced
+    /// (`min-replicas-to-write` set out of reach) or whose rule cannot be read is left alone.
+    pub fn tunes(&self, view: &LeaderView) -> Vec<quorum::Tune> {
+        let mut tunes = Vec::new();
+        if let Some(policy) = self.synchronous {
+            for (group, primary, region) in self.named_pg_groups(&view.primaries) {
+                if view.positions.get(&primary).is_none_or(|p| p.replica) {
+                    continue;
+                }
+                let members: Vec<quorum::Member> = self
+                    .pg_members
+                    .iter()
+                    .filter(|(t, ..)| *t != primary && self.group_of(t) == Some(group.as_str()))
+                    .map(|(t, r, _, no_failover)| quorum::Member {
+                        name: member_name(t).to_owned(),
+                        region: r.clone(),
+                        eligible: !no_failover,
+                        attached: view
+                            .positions
+                            .get(t)
+                            .is_some_and(|p| p.replica && p.streaming == Some(true)),
+                    })
+                    .collect();
+                let value = quorum::standby_names(policy, &region, &members);
+                let want = Acks::postgres(&value, "on", 0);
+                if view
+                    .acks
+                    .get(&primary)
+                    .is_none_or(|seen| !quorum::same_rule(seen, &want))
+                {
+                    tunes.push(quorum::Tune::Standbys {
+                        target: primary,
+                        value,
+                    });
+                }
+            }
+        }
+        if let Some((policy, max_lag_s)) = self.redis_self_fencing {
+            for (group, master) in &view.primaries {
+                // Replication shards only: a cluster's masters are no group here.
+                if !group.starts_with("redis/") || !self.groups.iter().any(|(_, g)| g == group) {
+                    continue;
+                }
+                if view.offsets.get(master).is_none_or(|o| !o.master) {
+                    continue;
+                }
+                let Some(seen) = view.acks.get(master) else {
+                    continue;
+                };
+                if seen.required >= crate::actions::redis::FENCE_MIN_REPLICAS {
+                    continue;
+                }
+                let region = self.region_of(master);
+                let members: Vec<quorum::Member> = self
+                    .groups
+                    .iter()
+                    .filter(|(t, g)| g == group && t != master)
+                    .map(|(t, _)| quorum::Member {
+                        name: member_name(t).to_owned(),
+                        region: self.region_of(t),
+                        eligible: true,
+                        attached: view
+                            .offsets
+                            .get(t)
+                            .is_some_and(|o| !o.master && o.link_up == Some(true)),
+                    })
+                    .collect();
+                let to_write = quorum::min_replicas(policy, &region, &members);
+                if !quorum::same_rule(seen, &Acks::redis(to_write, max_lag_s, 0)) {
+                    tunes.push(quorum::Tune::MinReplicas {
+                        target: master.clone(),
+                        to_write,
+                        max_lag_s,
+                    });
+                }
+            }
+        }
+        tunes
     }
 
     /// Whether `agent` is one of `region`'s agents.
@@ -324,6 +429,8 @@ impl Roster {
         region: &str,
         partitioned: bool,
     ) -> SelfFencing {
+        let acks = view.acks.get(master);
+        let lag_s = acks.map_or(0, |a| a.lag_s);
         let replicas: Vec<Replica> = self
             .groups
             .iter()
@@ -335,20 +442,13 @@ impl Roster {
                     attached: if partitioned && r != region {
                         Some(false)
                     } else {
-                        view.offsets
-                            .get(t)
-                            .and_then(|o| if o.master { Some(false) } else { o.link_up })
+                        view.offsets.get(t).and_then(|o| redis_attached(o, lag_s))
                     },
                     region: r,
                 }
             })
             .collect();
-        fence_rule::self_fencing(
-            member_name(master),
-            region,
-            view.acks.get(master),
-            &replicas,
-        )
+        fence_rule::self_fencing(member_name(master), region, acks, &replicas)
     }
 
     /// A target's region.
@@ -530,4 +630,62 @@ fn cluster_nodes(
         out.insert(shard.name.clone(), (nodes, grace));
     }
     out
+}
+
+/// Whether a Redis replica may still count for its master's `min-replicas-to-write`, from its
+/// own agent's report: a master counts a replica until `lag_s` seconds (its
+/// `min-replicas-max-lag`) after the replica's last acknowledgement, so a link the replica
+/// reports down counts as attached until it has been down longer than that. A member that
+/// answers as master acknowledges nothing.
+pub(super) fn redis_attached(offset: &RedisOffset, lag_s: u32) -> Option<bool> {
+    if offset.master {
+        return Some(false);
+    }
+    match offset.link_up? {
+        true => Some(true),
+        false if lag_s == 0 => Some(false),
+        false => Some(
+            offset
+                .link_down_s
+                .is_none_or(|down| down <= u64::from(lag_s)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(link_up: Option<bool>, link_down_s: Option<u64>) -> RedisOffset {
+        RedisOffset {
+            master: false,
+            offset: 1,
+            acks: None,
+            link_up,
+            link_down_s,
+        }
+    }
+
+    /// A Redis master keeps counting a replica for `min-replicas-max-lag` after it last heard
+    /// from it: a link reported down counts as gone only once it has been down longer.
+    #[test]
+    fn a_redis_replica_counts_until_its_link_has_been_down_longer_than_the_lag() {
+        assert_eq!(redis_attached(&replica(Some(true), None), 2), Some(true));
+        assert_eq!(
+            redis_attached(&replica(Some(false), Some(2)), 2),
+            Some(true)
+        );
+        assert_eq!(
+            redis_attached(&replica(Some(false), Some(3)), 2),
+            Some(false)
+        );
+        assert_eq!(redis_attached(&replica(Some(false), None), 2), Some(true));
+        assert_eq!(redis_attached(&replica(Some(false), None), 0), Some(false));
+        assert_eq!(redis_attached(&replica(None, None), 2), None);
+        let master = RedisOffset {
+            master: true,
+            ..replica(None, None)
+        };
+        assert_eq!(redis_attached(&master, 2), Some(false));
+    }
 }

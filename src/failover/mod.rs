@@ -7,7 +7,9 @@
 //! what the replicated log makes of decisions and step records; [`executor`] runs on the
 //! leader, commits decisions (after the optional [`hook`] approves) and carries out their
 //! steps with [`crate::actions`]; [`manual`] (pure) turns an operator's drain, restore or
-//! forced failover into a decision.
+//! forced failover into a decision; [`quorum`] (pure) is the acknowledgement rule kept on
+//! each primary so that it fences itself, and [`fence_rule`] (pure) whether the leader may
+//! promote around an old primary it could not fence.
 
 pub mod candidate;
 pub mod cluster;
@@ -19,5 +21,6 @@ pub mod hook;
 pub mod inputs;
 pub mod manual;
 pub mod plan;
+pub mod quorum;
 pub mod steps;
 pub mod trigger;

@@ -46,6 +46,8 @@ pub struct ConfigFile {
     pub postgres: Option<PostgresSection>,
     /// `[[redis.shards]]`.
     pub redis_shards: Vec<RedisShard>,
+    /// `[redis.self_fencing]`: `replicas`, `max_lag`, `relax`.
+    pub redis_self_fencing: Option<(u32, Duration, bool)>,
     /// `[route53]`.
     pub route53: Option<Route53Section>,
     /// `[tls]`.
@@ -148,6 +150,8 @@ pub struct PostgresSection {
     pub max_lag_on_failover: Option<u64>,
     /// `replication.user`.
     pub replication_user: Option<String>,
+    /// `[postgres.synchronous]` with `mode = "quorum"`: `count`, `relax`.
+    pub synchronous: Option<(u32, bool)>,
     /// `[[postgres.members]]`.
     pub members: Vec<PostgresMember>,
 }
@@ -437,6 +441,15 @@ impl ConfigFile {
         for shard in &self.redis_shards {
             write_redis_shard(&mut doc, shard);
         }
+        if let Some((replicas, max_lag, relax)) = self.redis_self_fencing {
+            doc.table(
+                &["redis", "self_fencing"],
+                Entries::default()
+                    .set("replicas", replicas)
+                    .set("max_lag", max_lag)
+                    .set("relax", relax),
+            );
+        }
         if let Some(route53) = &self.route53 {
             write_route53(&mut doc, route53);
         }
@@ -533,6 +546,15 @@ fn write_postgres(doc: &mut Document, pg: &PostgresSection) {
                 .opt("password", m.password.as_ref())
                 .opt("no_failover", m.no_failover.then_some(true))
                 .opt("probe", (!probe.is_empty()).then_some(probe)),
+        );
+    }
+    if let Some((count, relax)) = pg.synchronous {
+        doc.table(
+            &["postgres", "synchronous"],
+            Entries::default()
+                .set("mode", "quorum")
+                .set("count", count)
+                .set("relax", relax),
         );
     }
 }

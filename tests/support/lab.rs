@@ -46,6 +46,10 @@ pub struct LabOptions<'a> {
     pub probe: ProbeConfig,
     /// The agents' `[failover]` section.
     pub failover: FailoverSection,
+    /// failoverd keeps the datastores self-fencing: `[postgres.synchronous]` quorum of one
+    /// (strict), `[redis.self_fencing]` one replica with a 2 s lag (relaxed: the pair's last
+    /// member takes writes alone).
+    pub self_fencing: bool,
 }
 
 /// The lab's Postgres cluster.
@@ -114,7 +118,8 @@ impl Lab {
         let pg = match &options.postgres {
             None => None,
             Some(setup) => {
-                let pg = PgPair::start_with(1).await?;
+                let pg = PgPair::start_named("pg-eu-west-3", "pg-eu-central-1", &["pg-us-east-1"])
+                    .await?;
                 pg.primary
                     .connect()
                     .await?
@@ -157,6 +162,7 @@ impl Lab {
                     cluster: Some("main".into()),
                     max_lag_on_failover: Some(setup.max_lag),
                     replication_user: Some("postgres".into()),
+                    synchronous: options.self_fencing.then_some((1, false)),
                     members,
                     ..PostgresSection::default()
                 });
@@ -177,6 +183,10 @@ impl Lab {
                     member.writer_value = writer_value(&member.name, "cache");
                 }
                 config.redis_shards = vec![RedisShard::replication("sessions", members)];
+                config.redis_self_fencing =
+                    options
+                        .self_fencing
+                        .then_some((1, Duration::from_secs(2), true));
                 redis = Some(pair);
             }
             Some(RedisLab::Cluster(node_timeout)) => {

@@ -233,11 +233,25 @@ impl PgPair {
 
     /// Like [`PgPair::start`], with `extra_replicas` more replicas of the primary.
     pub async fn start_with(extra_replicas: usize) -> anyhow::Result<PgPair> {
+        let others: Vec<String> = (0..extra_replicas)
+            .map(|i| format!("pg-replica-{}", i + 2))
+            .collect();
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        Self::start_named("pg-primary", "pg-replica", &others).await
+    }
+
+    /// Like [`PgPair::start_with`], each server with its name (its `cluster_name`, which it
+    /// streams under as `application_name`).
+    pub async fn start_named(
+        primary_name: &str,
+        replica_name: &str,
+        other_names: &[&str],
+    ) -> anyhow::Result<PgPair> {
         let dir = pg_tempdir()?;
         let primary = PgServer {
             port: free_port(),
             data: dir.path().join("primary"),
-            name: "pg-primary".into(),
+            name: primary_name.into(),
             log: dir.path().join("primary.log"),
         };
         run(
@@ -311,10 +325,10 @@ impl PgPair {
             replica.start()?;
             Ok(replica)
         };
-        let replica = base_backup("pg-replica")?;
+        let replica = base_backup(replica_name)?;
         let mut others = Vec::new();
-        for i in 0..extra_replicas {
-            others.push(base_backup(&format!("pg-replica-{}", i + 2))?);
+        for name in other_names {
+            others.push(base_backup(name)?);
         }
         let pair = PgPair {
             primary,

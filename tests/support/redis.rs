@@ -140,6 +140,18 @@ impl RedisServer {
         })
     }
 
+    /// A setting, as `CONFIG GET` answers it (empty when unknown).
+    pub async fn config(&self, name: &str) -> anyhow::Result<String> {
+        let client = redis::Client::open(self.harness_url())?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let mut answer: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(&mut c)
+            .await?;
+        Ok(answer.remove(name).unwrap_or_default())
+    }
+
     /// Directory for its files.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -232,7 +232,37 @@ url = "https://api2.us-east-1.example.com/healthz""#,
             "postgres.replication.user",
             "must not be empty",
         ),
+        Case::alone(
+            "synchronous quorum asks for at least one confirmation",
+            &[After(
+                r#"cluster = "main""#,
+                r#"synchronous = { mode = "quorum", count = 0 }"#,
+            )],
+            "postgres.synchronous.count",
+            "must be at least 1",
+        ),
+        Case::alone(
+            "a strict synchronous quorum can be met from every region",
+            &[After(
+                r#"cluster = "main""#,
+                r#"synchronous = { mode = "quorum", count = 3 }"#,
+            )],
+            "postgres.synchronous.count",
+            "only 2 member(s) that may be promoted run elsewhere",
+        ),
         // Redis.
+        Case::alone(
+            "Redis self-fencing asks for at least one replica",
+            &[Prepend("[redis.self_fencing]\nreplicas = 0")],
+            "redis.self_fencing.replicas",
+            "must be at least 1",
+        ),
+        Case::alone(
+            "Redis self-fencing's lag is whole seconds",
+            &[Prepend("[redis.self_fencing]\nmax_lag = \"1500ms\"")],
+            "redis.self_fencing.max_lag",
+            "whole number of seconds",
+        ),
         Case::alone(
             "a Redis shard's password is readable",
             &[After(

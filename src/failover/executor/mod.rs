@@ -89,7 +89,14 @@ pub struct Reconciler {
     /// could otherwise both pass the last-region guard, or a forced failover race an
     /// automatic one.
     deciding: tokio::sync::Mutex<()>,
+    /// When each primary's acknowledgement rule was last changed (or tried): it is not
+    /// changed again before the probes can have shown the new one.
+    tuned: Mutex<HashMap<TargetId, Instant>>,
 }
+
+/// How long after changing a primary's acknowledgement rule the leader waits before changing
+/// it again: a probe interval or two for the new rule to show.
+const TUNE_SETTLE: Duration = Duration::from_secs(3);
 
 /// The time now, for the engine.
 fn now() -> Now {
@@ -198,6 +205,7 @@ impl Reconciler {
             notifier,
             pre_hook: config.failover.pre_hook.clone(),
             deciding: tokio::sync::Mutex::new(()),
+            tuned: Mutex::new(HashMap::new()),
         })
     }
 
@@ -313,9 +321,71 @@ impl Reconciler {
             let view = self.consensus.leader_view();
             let effects = self.engine().tick(&desired, view.as_ref(), now());
             self.carry_out(&desired, effects).await;
+            // The rule that makes each primary fence itself, kept while automation runs and no
+            // failover is moving a primary.
+            if let Some(view) = view.as_ref().filter(|_| !paused) {
+                if desired.in_progress().is_empty() {
+                    self.tune(view);
+                }
+            }
         }
         for (_, task) in running.drain() {
             task.abort();
+        }
+    }
+
+    /// Changes each primary's acknowledgement rule that differs from the one configured
+    /// ([`super::quorum`]), at most once per [`TUNE_SETTLE`] per primary, each in a task of
+    /// its own bounded by `failover.step_timeout`.
+    fn tune(&self, view: &crate::consensus::LeaderView) {
+        let tunes = self.engine().settings().roster.tunes(view);
+        let mut tuned = self.tuned.lock().unwrap_or_else(|p| p.into_inner());
+        tuned.retain(|_, at| at.elapsed() < TUNE_SETTLE);
+        for tune in tunes {
+            if tuned.contains_key(tune.target()) {
+                continue;
+            }
+            tuned.insert(tune.target().clone(), Instant::now());
+            let (pg, redis) = (
+                self.steps.pg.get(tune.target()).cloned(),
+                self.steps.redis.get(tune.target()).cloned(),
+            );
+            let timeout = self.steps.step_timeout;
+            tokio::spawn(async move {
+                let (what, outcome) = match (&tune, pg, redis) {
+                    (super::quorum::Tune::Standbys { value, .. }, Some(member), _) => (
+                        format!("synchronous_standby_names = '{value}'"),
+                        actions::postgres::set_standby_names(&member, value, timeout).await,
+                    ),
+                    (
+                        super::quorum::Tune::MinReplicas {
+                            to_write,
+                            max_lag_s,
+                            ..
+                        },
+                        _,
+                        Some(member),
+                    ) => (
+                        format!(
+                            "min-replicas-to-write {to_write}, min-replicas-max-lag {max_lag_s}"
+                        ),
+                        actions::redis::set_min_replicas(&member, *to_write, *max_lag_s, timeout)
+                            .await,
+                    ),
+                    _ => return,
+                };
+                match outcome {
+                    Ok(()) => tracing::info!(
+                        member = %tune.target(),
+                        "self-fencing: set {what}"
+                    ),
+                    Err(e) => tracing::warn!(
+                        member = %tune.target(),
+                        error = %e,
+                        "self-fencing: could not set {what}"
+                    ),
+                }
+            });
         }
     }
 

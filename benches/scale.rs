@@ -84,6 +84,7 @@ fn measure(agents: usize, targets: usize, iterations: u32) -> Row {
             accepted_from_ms_ago: [(names[1 % agents].clone(), 40)].into(),
             acked_by_ms_ago: names.iter().map(|n| (n.clone(), 3_600_000)).collect(),
         }),
+        log_version: failoverd::consensus::types::LOG_VERSION,
     };
 
     let sample = report(&names[0], 1);

@@ -7,9 +7,9 @@ eu-west-3, replica eu-central-1; shard `carts`: master eu-central-1, replica us-
 failoverd agent. Postgres and Redis also listen on a second address per region, 127.0.2.N,
 for the region's own clients and the checker: `Lab.partition_datastores(region)` cuts the
 first (what the agents, the APIs and the replicas use) with an iptables chain of the lab's
-own and leaves the second open. `FAILOVERD_LAB_SYNC=1` runs the datastores so that a primary
-cut off from every replica cannot acknowledge a write by itself (`SYNC_STANDBYS`,
-`SYNC_REDIS_REPLICAS`). Plus ministack serving the hosted zone `lab.example.` with one weighted
+own and leaves the second open. `FAILOVERD_LAB_SYNC=1` has the agents keep every primary
+fencing itself, so that one cut off from every replica elsewhere cannot acknowledge a write
+(`SYNC_CONFIG`, `SYNC_REDIS_REPLICAS`). Plus ministack serving the hosted zone `lab.example.` with one weighted
 record per region, and chaos/links.py carrying the traffic between regions (agents' peer
 links and their probes of other regions' APIs) with about 20 ms of latency within Europe and
 80 ms to us-east-1.
@@ -54,15 +54,21 @@ PG_PRIMARY_REGION = "eu-west-3"
 # The Redis shards: (name, master's region, replica's region).
 REDIS_SHARDS = (("sessions", "eu-west-3", "eu-central-1"), ("carts", "eu-central-1", "us-east-1"))
 # Sync mode (FAILOVERD_LAB_SYNC=1): a third member per Redis shard, so that a master keeps a
-# replica in another region whichever region is lost, and every member refuses writes once it
-# has heard from no replica for `min-replicas-max-lag` seconds.
+# replica in another region whichever region is lost. The agents keep every primary fencing
+# itself (SYNC_CONFIG): a Postgres primary's commits wait for one member of another region (a
+# member's name is its cluster_name, the application_name its WAL receiver and failoverd's
+# follow step announce), a Redis master refuses writes once it has heard from no replica of
+# another region for 2 s.
 SYNC_REDIS_REPLICAS = {"sessions": "us-east-1", "carts": "eu-west-3"}
-SYNC_REDIS_OPTIONS = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "2")
-# Sync mode: every Postgres member's commits wait for one other member (a primary never counts
-# itself, so the same setting holds whichever member is primary). A member's name is its
-# cluster_name, which is the application_name its WAL receiver (and failoverd's follow step)
-# announces.
-SYNC_STANDBYS = "ANY 1 (" + ", ".join(f'"pg-{r}"' for r in REGIONS) + ")"
+SYNC_CONFIG = """
+[postgres.synchronous]
+mode = "quorum"
+count = 1
+
+[redis.self_fencing]
+replicas = 1
+max_lag = "2s"
+"""
 ZONE = "lab.example."
 RECORD = "app.lab.example."
 R53 = "{https://route53.amazonaws.com/doc/2013-04-01/}"
@@ -815,29 +821,7 @@ class Lab:
                 self._clone_postgres(region, PG_PRIMARY_REGION)
                 self._configure_postgres(region)
                 self._start_postgres_member(region)
-        if self.state.sync:
-            self._make_postgres_synchronous()
 
-    def _make_postgres_synchronous(self) -> None:
-        """Sync mode: SYNC_STANDBYS in every member's postgresql.conf (set once the
-        replicas stream: the database and table were created without waiting for one),
-        reloaded, until the primary names a synchronous standby."""
-        for region in REGIONS:
-            member = self.state.postgres[region]
-            with open(os.path.join(member.data, "postgresql.conf"), "a") as f:
-                f.write(f"synchronous_standby_names = '{SYNC_STANDBYS}'\n"
-                        "synchronous_commit = on\n")
-            subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", member.data, "reload"]),
-                           check=True, capture_output=True)
-
-        def quorum() -> bool:
-            answer = subprocess.run(
-                ["psql", self.pg_conninfo(PG_PRIMARY_REGION), "-Atc",
-                 "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN "
-                 "('sync', 'quorum')"], capture_output=True, text=True)
-            return answer.stdout.strip() not in ("", "0")
-
-        wait_until("a synchronous standby", 20, quorum, 0.2)
     def _init_postgres(self, region: str) -> None:
         member = self.state.postgres[region]
         subprocess.run(
@@ -908,8 +892,6 @@ fsync = off
                         # (wal_receiver_timeout): the leader counts on it before promoting
                         # around a master it cannot reach (docs/safety.md).
                         "--repl-timeout", "5"]
-                if self.state.sync:
-                    argv += SYNC_REDIS_OPTIONS
                 if region != master:
                     argv += ["--replicaof", address(master),
                              str(self.state.redis[f"{shard}-{master}"].port)]
@@ -1067,6 +1049,8 @@ name = "{name}"
 region = "{redis.region}"
 url = "{redis.url}"
 """)
+        if state.sync:
+            lines.append(SYNC_CONFIG)
         credentials = (
             f'{{ access_key_id = {{ file = "{d}/aws-access-key-id" }}, '
             f'secret_access_key = {{ file = "{d}/aws-secret-access-key" }} }}'
@@ -1108,9 +1092,24 @@ value = "192.0.2.{i + 1}"
                 cluster.get("primaries", {}))
             if missing:
                 raise AssertionError(f"no primary named for {', '.join(sorted(missing))}")
-            choice = cluster["failover_readiness"].get("postgres/main", {}).get("choice", {})
+            readiness = cluster["failover_readiness"].get("postgres/main", {})
+            choice = readiness.get("choice", {})
             if choice.get("decision") != "promote":
                 raise AssertionError(f"no Postgres candidate: {choice}")
+            if self.state.sync:
+                # The agents have made every primary fence itself.
+                if not readiness.get("fences_itself"):
+                    raise AssertionError("the Postgres primary does not fence itself yet: "
+                                         f"{readiness.get('if_partitioned')}")
+                for group in ("redis/sessions", "redis/carts"):
+                    name = cluster["primaries"][group].rsplit("/", 1)[-1]
+                    host, port = self.redis_address(name)
+                    answer = subprocess.run(
+                        ["redis-cli", "-h", host, "-p", str(port), "CONFIG", "GET",
+                         "min-replicas-to-write"], capture_output=True, text=True)
+                    lines = answer.stdout.split()
+                    if len(lines) < 2 or lines[1] in ("", "0"):
+                        raise AssertionError(f"{name} does not fence itself yet")
             return True
 
         wait_until("a healthy lab", deadline_s, healthy, 0.5)

@@ -90,6 +90,7 @@ impl Consensus {
             contact: Some(self.contacts.report(Instant::now(), |node| {
                 self.agent_of(Some(node)).map(str::to_owned)
             })),
+            log_version: super::types::LOG_VERSION,
         };
         if leader == self.me.node_id {
             if let Err(e) = self.reports.record(report, Instant::now()) {

@@ -152,7 +152,12 @@ impl Consensus {
             cluster_ids: self.reports.cluster_ids(),
             primaries: self.state_machine.read(|s| s.primaries.clone()),
             cut_off,
-            acks: self.reports.acks(),
+            // What the log holds, overlaid with what this leader saw itself.
+            acks: {
+                let mut acks = self.state_machine.read(|s| s.rules.clone());
+                acks.extend(self.reports.acks());
+                acks
+            },
         })
     }
 }

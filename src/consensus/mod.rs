@@ -554,6 +554,36 @@ impl Consensus {
         }
     }
 
+    /// As leader: records in the log each primary's acknowledgement rule that differs from
+    /// the one the log holds, and forgets the rule of a member now seen as a replica — once
+    /// every agent applies such entries.
+    async fn record_rules(&self) {
+        if !self.reports.all_apply(types::LOG_VERSION) {
+            return;
+        }
+        let held = self.state_machine.read(|s| s.rules.clone());
+        let seen = self.reports.acks();
+        let replicas = self.reports.replicas(Instant::now(), self.stale_after);
+        let changes = seen
+            .into_iter()
+            .filter(|(target, acks)| held.get(target) != Some(acks))
+            .map(|(target, acks)| (target, Some(acks)))
+            .chain(
+                held.keys()
+                    .filter(|t| replicas.contains(*t))
+                    .map(|t| (t.clone(), None)),
+            );
+        for (target, acks) in changes {
+            let command = types::Command::PrimaryRule {
+                target: target.clone(),
+                acks,
+            };
+            if let Err(e) = self.raft.client_write(command).await {
+                tracing::warn!(target = %target, error = %e, "cannot record the primary's rule");
+            }
+        }
+    }
+
     /// Sends this agent's report to the leader every interval and keeps the metrics current,
     /// until `shutdown`; then stops the Raft node.
     pub async fn run(self: Arc<Self>, board: Arc<HealthBoard>, shutdown: CancellationToken) {
@@ -598,6 +628,7 @@ impl Consensus {
                     self.send_report(&board, seq, leader).await;
                     if leader == Some(self.me.node_id) {
                         self.name_primaries().await;
+                        self.record_rules().await;
                     }
                     verdict_exported = self.export_verdict(verdict_exported);
                     let now = Instant::now();

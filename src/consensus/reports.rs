@@ -4,7 +4,7 @@
 //! clock when it arrives, so no agent's wall clock matters. Sequence numbers discard reports
 //! that arrive out of order; a new `boot` id (a restarted agent) starts a new sequence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,10 @@ pub struct Report {
     /// renewed its lease (absent from agents that predate them).
     #[serde(default)]
     pub contact: Option<super::contact::ContactReport>,
+    /// The log entries it applies ([`super::types::LOG_VERSION`]; 0 from agents that predate
+    /// it).
+    #[serde(default)]
+    pub log_version: u32,
 }
 
 /// A Redis member's replication state as last observed.
@@ -287,6 +291,34 @@ impl ReportBook {
             .clone()
     }
 
+    /// Whether every configured agent's latest report says it applies log entries of
+    /// `version`.
+    pub fn all_apply(&self, version: u32) -> bool {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        self.agents.iter().all(|a| {
+            latest
+                .get(a)
+                .is_some_and(|held| held.report.log_version >= version)
+        })
+    }
+
+    /// The members whose latest fresh report shows them as a replica.
+    pub fn replicas(&self, now: Instant, stale_after: Duration) -> BTreeSet<TargetId> {
+        let positions = self.positions(now, stale_after);
+        let offsets = self.offsets(now, stale_after);
+        positions
+            .into_iter()
+            .filter(|(_, p)| p.replica)
+            .map(|(t, _)| t)
+            .chain(
+                offsets
+                    .into_iter()
+                    .filter(|(_, o)| !o.master)
+                    .map(|(t, _)| t),
+            )
+            .collect()
+    }
+
     /// The freshest reported Redis offsets, from reports younger than `stale_after`.
     pub fn offsets(&self, now: Instant, stale_after: Duration) -> BTreeMap<TargetId, RedisOffset> {
         self.freshest(now, stale_after, |r| &r.offsets)
@@ -439,7 +471,38 @@ mod tests {
             offsets: BTreeMap::new(),
             clusters: BTreeMap::new(),
             contact: None,
+            log_version: 0,
         }
+    }
+
+    /// An entry of a newer kind is proposed only once every configured agent said it applies
+    /// it: one silent agent, or one whose latest report predates it, holds it back.
+    #[test]
+    fn the_log_version_of_the_cluster_is_its_oldest_agents() {
+        let book = ReportBook::new(vec!["a".into(), "b".into()]);
+        let now = Instant::now();
+        assert!(!book.all_apply(1), "nobody reported");
+        book.record(
+            Report {
+                log_version: 1,
+                ..report("a", 1, 1)
+            },
+            now,
+        )
+        .unwrap();
+        assert!(!book.all_apply(1), "b never reported");
+        book.record(report("b", 1, 1), now).unwrap();
+        assert!(!book.all_apply(1), "b predates it");
+        book.record(
+            Report {
+                log_version: 1,
+                ..report("b", 1, 2)
+            },
+            now,
+        )
+        .unwrap();
+        assert!(book.all_apply(1));
+        assert!(!book.all_apply(2));
     }
 
     #[test]

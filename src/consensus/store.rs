@@ -253,6 +253,9 @@ pub struct MachineState {
     /// Desired state (drains, weights, epoch, mode, cooldown) and the failover history.
     #[serde(default)]
     pub failover: crate::desired::Desired,
+    /// The acknowledgement rule each primary or master was last seen running.
+    #[serde(default)]
+    pub rules: std::collections::BTreeMap<crate::topology::TargetId, crate::datastore::acks::Acks>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -384,6 +387,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         super::types::Command::NamePrimary { group, target } => {
                             s.primaries.insert(group, target);
                         }
+                        super::types::Command::PrimaryRule { target, acks } => match acks {
+                            Some(acks) => {
+                                s.rules.insert(target, acks);
+                            }
+                            None => {
+                                s.rules.remove(&target);
+                            }
+                        },
                         super::types::Command::Failover(command) => {
                             for (group, target) in s.failover.apply(*command, entry.log_id.index) {
                                 s.primaries.insert(group, target);

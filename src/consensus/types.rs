@@ -21,7 +21,22 @@ pub enum Command {
     },
     /// A failover decision, a step record, a refusal or a mode change.
     Failover(Box<crate::desired::FailoverCommand>),
+    /// The acknowledgement rule a primary or master was last seen running (`None`: it was
+    /// seen as a replica since), so that a leader elected after its agent went silent still
+    /// knows whether it fences itself. Proposed only once every agent applies it
+    /// ([`LOG_VERSION`]).
+    PrimaryRule {
+        /// The member.
+        target: crate::topology::TargetId,
+        /// Its rule.
+        acks: Option<crate::datastore::acks::Acks>,
+    },
 }
+
+/// The log entries this agent applies: 1 adds [`Command::PrimaryRule`]. Each report carries
+/// it, and the leader proposes an entry of a newer kind only once every agent's latest report
+/// shows it can apply it (a rolling upgrade never stalls the log).
+pub const LOG_VERSION: u32 = 1;
 
 /// What applying a command returned.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -306,12 +306,14 @@ fn retry_wait_for(
 
 /// Whether the group's primary may be replaced now; `Err` says what is awaited.
 ///
-/// A primary Down by verdict whose group fences itself need not wait for its agents' leases:
-/// it cannot acknowledge a write however alive it is (see [`super::fence_rule`]).
+/// A primary Down by verdict, or in a region Down by verdict, whose group fences itself need
+/// not wait for its agents' leases: it cannot acknowledge a write however alive it is (see
+/// [`super::fence_rule`]).
 fn may_replace(world: &World<'_>, group: &Group) -> Result<(), String> {
+    let lost = group.primary_down || region_down(world, &group.primary_region);
     if world.cut_off.contains(&group.primary_region)
         || group.home_says_down
-        || (group.primary_down && group.self_fencing.holds().is_some())
+        || (lost && group.self_fencing.holds().is_some())
     {
         Ok(())
     } else {
@@ -321,6 +323,11 @@ fn may_replace(world: &World<'_>, group: &Group) -> Result<(), String> {
             group.group, group.primary, group.primary_region
         ))
     }
+}
+
+/// Whether `region` is Down by verdict (its APIs lost by a quorum of votes).
+fn region_down(world: &World<'_>, region: &str) -> bool {
+    world.region_state.get(region) == Some(&State::Down)
 }
 
 /// The Redis promotion for `shard`, or the refusal.
@@ -382,9 +389,10 @@ fn may_replace_redis(world: &World<'_>, shard: &RedisGroup) -> Result<(), String
             ));
         }
     }
+    let lost = shard.master_down || region_down(world, &shard.master_region);
     if world.cut_off.contains(&shard.master_region)
         || shard.home_says_down
-        || (shard.master_down && shard.self_fencing.holds().is_some())
+        || (lost && shard.self_fencing.holds().is_some())
     {
         Ok(())
     } else {
@@ -550,8 +558,12 @@ pub fn assess(world: &World<'_>) -> Assessment {
         let mut lease_wait = None;
         for group in world.groups.iter().filter(|g| &g.primary_region == region) {
             // A healthy primary in a region whose APIs are down keeps serving the others;
-            // it moves when it is lost itself or its region is cut off.
-            if !(group.primary_down || world.cut_off.contains(region)) {
+            // it moves when it is lost itself, its region is cut off, or it fences itself
+            // (then it serves nobody).
+            if !(group.primary_down
+                || world.cut_off.contains(region)
+                || group.self_fencing.holds().is_some())
+            {
                 continue;
             }
             if promoting_any || promoting.contains(&group.group) {
@@ -592,7 +604,9 @@ pub fn assess(world: &World<'_>) -> Assessment {
         for shard in world.redis.iter().filter(|s| &s.master_region == region) {
             if wait.is_some()
                 || lease_wait.is_some()
-                || !(shard.master_down || world.cut_off.contains(region))
+                || !(shard.master_down
+                    || world.cut_off.contains(region)
+                    || shard.self_fencing.holds().is_some())
             {
                 continue;
             }
@@ -614,8 +628,10 @@ pub fn assess(world: &World<'_>) -> Assessment {
                     &shard.self_fencing,
                 )
             }) {
-                lease_wait = Some(why);
-                break;
+                // The primary's promotion does not wait for it: the master moves in a
+                // decision of its own once it may.
+                out.waiting.push(why);
+                continue;
             }
             if let Err(why) =
                 retry_wait_for(world, &shard.group, &shard.master, &shard.self_fencing)
@@ -651,7 +667,8 @@ pub fn assess(world: &World<'_>) -> Assessment {
         let region_lost = cut_off
             || desired.drained.contains(&group.primary_region)
             || world.region_state.get(&group.primary_region) == Some(&State::Down);
-        if !(group.primary_down || cut_off) {
+        if !(group.primary_down || cut_off || (region_lost && group.self_fencing.holds().is_some()))
+        {
             continue;
         }
         if promoting_any || promoting.contains(&group.group) {
@@ -701,7 +718,8 @@ pub fn assess(world: &World<'_>) -> Assessment {
         let region_lost = cut_off
             || desired.drained.contains(&shard.master_region)
             || world.region_state.get(&shard.master_region) == Some(&State::Down);
-        if !(shard.master_down || cut_off) {
+        if !(shard.master_down || cut_off || (region_lost && shard.self_fencing.holds().is_some()))
+        {
             continue;
         }
         if promoting_any || promoting.contains(&shard.group) {

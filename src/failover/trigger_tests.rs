@@ -799,3 +799,30 @@ fn a_lost_primary_that_fences_itself_need_not_wait_for_its_agents_lease() {
     assert_eq!(promotion.self_fencing.as_deref(), Some("needs 1 of none"));
     assert!(!promotion.old_primary_cut_off);
 }
+
+#[test]
+fn a_lost_region_whose_primaries_fence_themselves_is_failed_over_without_the_lease() {
+    // The region's APIs are Down by the others' votes and its agent is silent for less than
+    // lease_ttl; only its own agent probes its primary (no verdict on it). Its group fences
+    // itself (no replica elsewhere is attached), so it serves nobody: it moves now. A Redis
+    // master that does not fence itself yet stays, and holds nothing back.
+    let mut g = group(false, false, promote_b());
+    g.self_fencing = SelfFencing::Holds("needs 1 of none".into());
+    let mut case = Case::new().region("r1", State::Down).groups(vec![g]);
+    case.redis = vec![shard(false, false)];
+    let a = case.assess();
+    let p = a.proposal.unwrap();
+    assert_eq!(p.drain, ["r1"]);
+    let promotion = p
+        .promotion
+        .expect("promoted around the self-fenced primary");
+    assert_eq!(promotion.self_fencing.as_deref(), Some("needs 1 of none"));
+    assert!(p.redis.is_empty(), "{:?}", p.redis);
+
+    // The same region with a primary that does not fence itself: drained only.
+    let a = Case::new()
+        .region("r1", State::Down)
+        .groups(vec![group(false, false, promote_b())])
+        .assess();
+    assert_eq!(a.proposal.unwrap().promotion, None);
+}

@@ -1097,19 +1097,16 @@ value = "192.0.2.{i + 1}"
             if choice.get("decision") != "promote":
                 raise AssertionError(f"no Postgres candidate: {choice}")
             if self.state.sync:
-                # The agents have made every primary fence itself.
+                # The agents have made every primary fence itself, and the log holds it (what
+                # a leader elected after a fault judges by).
                 if not readiness.get("fences_itself"):
                     raise AssertionError("the Postgres primary does not fence itself yet: "
                                          f"{readiness.get('if_partitioned')}")
-                for group in ("redis/sessions", "redis/carts"):
-                    name = cluster["primaries"][group].rsplit("/", 1)[-1]
-                    host, port = self.redis_address(name)
-                    answer = subprocess.run(
-                        ["redis-cli", "-h", host, "-p", str(port), "CONFIG", "GET",
-                         "min-replicas-to-write"], capture_output=True, text=True)
-                    lines = answer.stdout.split()
-                    if len(lines) < 2 or lines[1] in ("", "0"):
-                        raise AssertionError(f"{name} does not fence itself yet")
+                rules = cluster.get("primary_rules") or {}
+                for group, target in cluster["primaries"].items():
+                    if (rules.get(target) or {}).get("required", 0) < 1:
+                        raise AssertionError(f"the log holds no self-fencing rule for {group}'s "
+                                             f"{target}: {rules.get(target)}")
             return True
 
         wait_until("a healthy lab", deadline_s, healthy, 0.5)

@@ -320,6 +320,10 @@ fn status() -> StatusResponse {
                     "postgres/main".into(),
                     id(TargetKind::Postgres, "main", "pg-c"),
                 )]),
+                primary_rules: BTreeMap::from([(
+                    id(TargetKind::Postgres, "main", "pg-c"),
+                    crate::datastore::acks::Acks::postgres("ANY 1 (pg-a, pg-b)", "on", 2),
+                )]),
             },
             failover_readiness: BTreeMap::from([
                 (

@@ -59,6 +59,7 @@ impl Consensus {
                 ttl_ms: millis(self.lease_ttl),
             },
             primaries: self.state_machine.read(|s| s.primaries.clone()),
+            primary_rules: self.state_machine.read(|s| s.rules.clone()),
         }
     }
 }
@@ -103,6 +104,11 @@ pub struct ClusterStatus {
     #[serde(default)]
     #[schemars(!default)]
     pub primaries: BTreeMap<String, TargetId>,
+    /// The acknowledgement rule each primary or master was last seen running, as the log
+    /// holds it (what a new leader judges self-fencing by).
+    #[serde(default)]
+    #[schemars(!default)]
+    pub primary_rules: BTreeMap<TargetId, crate::datastore::acks::Acks>,
 }
 
 /// An agent's lease.

@@ -68,6 +68,10 @@ pub struct Settings {
     pub cooldown: Duration,
     /// A pre-failover hook is configured.
     pub pre_hook: bool,
+    /// After a region stops being cut off, how long its agents' word that their own
+    /// primaries are Down is not acted on: what they saw while cut off from them may be only
+    /// their own isolation, and their probes need this long to see the members again.
+    pub rejoin_grace: Duration,
 }
 
 /// What the runtime is asked to do.
@@ -135,6 +139,8 @@ pub struct Engine {
     up_since: BTreeMap<String, Instant>,
     /// When the hook last vetoed each trigger.
     vetoed: BTreeMap<String, Instant>,
+    /// When each region stopped being cut off, for `rejoin_grace`.
+    returned: BTreeMap<String, Instant>,
 }
 
 /// The key of a trigger, for first-seen times and vetoes.
@@ -210,6 +216,7 @@ impl Engine {
         Engine {
             settings,
             first_seen: BTreeMap::new(),
+            returned: BTreeMap::new(),
             up_since: BTreeMap::new(),
             vetoed: BTreeMap::new(),
         }
@@ -323,6 +330,32 @@ impl Engine {
             } else {
                 self.first_seen.remove(&key);
             }
+        }
+        for (region, _) in &self.settings.regions {
+            if inputs.cut_off.contains(region) {
+                self.returned.remove(region);
+            } else if self.first_seen.contains_key(&format!("cut_off/{region}")) {
+                self.returned.insert(region.clone(), now.mono);
+            }
+        }
+        let grace = self.settings.rejoin_grace;
+        self.returned
+            .retain(|_, at| now.mono.saturating_duration_since(*at) < grace);
+        for group in inputs
+            .groups
+            .iter_mut()
+            .filter(|g| self.returned.contains_key(&g.primary_region))
+        {
+            group.primary_down = false;
+            group.home_says_down = false;
+        }
+        for shard in inputs
+            .redis
+            .iter_mut()
+            .filter(|s| self.returned.contains_key(&s.master_region))
+        {
+            shard.master_down = false;
+            shard.home_says_down = false;
         }
         let lost: Vec<(String, bool)> = inputs
             .groups

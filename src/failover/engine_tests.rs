@@ -69,6 +69,7 @@ fn settings(pre_hook: bool) -> Settings {
         hold_down: Duration::from_secs(30),
         cooldown: Duration::from_secs(300),
         pre_hook,
+        rejoin_grace: Duration::from_secs(3),
     }
 }
 
@@ -635,4 +636,36 @@ fn the_leader_keeps_the_quorum_rule_on_the_primary() {
     // The named primary reports as a replica (a failover is under way): not touched.
     view.positions.get_mut(&pg("r1")).unwrap().replica = true;
     assert!(roster.tunes(&view).is_empty());
+}
+
+/// Right after a partition of r1 heals, r1's agent still says what it saw while cut off:
+/// its primary Down. The leader does not act on that for `rejoin_grace` (its probes need that
+/// long to see the member again); a primary still Down after it is replaced.
+#[test]
+fn a_region_back_from_a_partition_is_not_believed_about_its_primary_at_once() {
+    let base = Instant::now();
+    let mut engine = Engine::new(settings(false));
+    let desired = Desired::default();
+    let cut = Scene {
+        cut_off: ["r1".to_owned()].into(),
+        ..Scene::healthy()
+    };
+    engine.tick(&desired, Some(&cut.view()), at(base, 0));
+
+    let back = Scene {
+        down: [pg("r1")].into(),
+        ..Scene::healthy()
+    };
+    let mut view = back.view();
+    view.verdict.targets.get_mut(&pg("r1")).unwrap().state = State::Down;
+    let effects = engine.tick(&desired, Some(&view), at(base, 100));
+    assert!(
+        decided(&effects).is_none_or(|d| d.promotion.is_none()),
+        "{effects:?}"
+    );
+    let effects = engine.tick(&desired, Some(&view), at(base, 2_900));
+    assert!(decided(&effects).is_none_or(|d| d.promotion.is_none()));
+    let effects = engine.tick(&desired, Some(&view), at(base, 3_200));
+    let decision = decided(&effects).expect("a decision once the grace is over");
+    assert!(decision.promotion.is_some(), "{decision:?}");
 }

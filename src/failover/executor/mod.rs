@@ -98,6 +98,21 @@ pub struct Reconciler {
 /// it again: a probe interval or two for the new rule to show.
 const TUNE_SETTLE: Duration = Duration::from_secs(3);
 
+/// How long a region's agents need after a partition heals to see their own datastores
+/// again: the slowest datastore probe's `interval × rise + timeout`, plus a report.
+fn rejoin_grace(config: &Config) -> Duration {
+    use crate::config::{ProbeOverrides, TargetKind};
+    [TargetKind::Postgres, TargetKind::Redis]
+        .into_iter()
+        .map(|kind| {
+            let (p, _) = config.probe.resolve(kind, &ProbeOverrides::default(), "");
+            p.interval.saturating_mul(p.rise).saturating_add(p.timeout)
+        })
+        .max()
+        .unwrap_or_default()
+        .saturating_add(Duration::from_secs(1))
+}
+
 /// The time now, for the engine.
 fn now() -> Now {
     Now {
@@ -164,6 +179,7 @@ impl Reconciler {
             hold_down: config.failover.failback_hold_down(),
             cooldown: config.failover.cooldown(),
             pre_hook: config.failover.pre_hook.is_some(),
+            rejoin_grace: rejoin_grace(config),
         });
         let steps = Steps {
             regions,

@@ -868,6 +868,43 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
         commits_within(&lab.pg().primary).await,
         "a commit is confirmed"
     );
+    // The role endpoints: eu-central-1's agent sees its member streaming and knows the primary
+    // from the log; a name that is no member is a JSON 404.
+    let paris = lab.cluster.agents[0].admin;
+    let frankfurt = lab.cluster.agents[1].admin;
+    let role = |agent: std::net::SocketAddr, path: &str| {
+        let url = format!("http://{agent}/v1/members/{path}");
+        async move {
+            let answer = reqwest::get(&url).await.ok()?;
+            let code = answer.status().as_u16();
+            let text = answer.text().await.ok()?;
+            Some((code, serde_json::from_str::<Value>(&text).ok()?))
+        }
+    };
+    wait_for_async(
+        "eu-central-1's member to answer as a replica",
+        Duration::from_secs(10),
+        || role(frankfurt, "pg-eu-central-1/replica"),
+    )
+    .await
+    .and_then(|(code, body)| {
+        anyhow::ensure!(code == 200 && body["observed"] == true, "{code} {body}");
+        Ok(())
+    })?;
+    let (code, body) = role(frankfurt, "pg-eu-west-3/primary")
+        .await
+        .context("answer")?;
+    assert_eq!(
+        (code, &body["observed"]),
+        (200, &Value::Bool(false)),
+        "{body}"
+    );
+    let (code, body) = role(paris, "pg-eu-west-3/replica")
+        .await
+        .context("answer")?;
+    assert_eq!(code, 503, "{body}");
+    let (code, body) = role(paris, "nobody/primary").await.context("answer")?;
+    assert_eq!((code, body["code"].as_str()), (404, Some("unknown_member")));
 
     kill_region_one_services(&mut lab)?;
     let new_primary = &lab.pg().replica; // eu-central-1
@@ -886,5 +923,20 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
     )
     .await
     .with_context(|| lab.logs())?;
+    // The new primary answers as such where it is probed; the old one, down, nowhere.
+    wait_for_async(
+        "the new primary's role endpoint",
+        Duration::from_secs(10),
+        || async {
+            let (code, body) = role(frankfurt, "pg-eu-central-1/primary").await?;
+            (code == 200 && body["observed"] == true).then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    let (code, body) = role(paris, "pg-eu-west-3/primary")
+        .await
+        .context("answer")?;
+    assert_eq!(code, 503, "{body}");
     Ok(())
 }

@@ -14,6 +14,7 @@
 pub mod openapi;
 pub mod ops;
 pub mod page;
+pub mod roles;
 #[cfg(test)]
 mod tests;
 
@@ -82,6 +83,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/gate/{region}", get(gate))
+        .route("/v1/members/{name}/{role}", get(member_role))
         .route("/v1/openapi.json", get(openapi))
         .merge(reads)
         .merge(writes)
@@ -321,6 +323,83 @@ async fn gate(
         Json(GateResponse {
             region,
             in_service,
+            reasons,
+        }),
+    ))
+}
+
+/// `GET /v1/members/{name}/primary` and `/replica`: whether the member has that role, from
+/// this agent's view ([`roles`]), 200 or 503. Unauthenticated like the gate: load balancers
+/// and poolers poll it.
+async fn member_role(
+    State(state): State<AdminState>,
+    axum::extract::Path((name, role)): axum::extract::Path<(String, String)>,
+) -> Result<(StatusCode, Json<roles::RoleResponse>), ApiError> {
+    let role = match role.as_str() {
+        "primary" => roles::Role::Primary,
+        "replica" => roles::Role::Replica,
+        _ => {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "unknown_role",
+                message: format!("no role {role:?}: ask for primary or replica"),
+            })
+        }
+    };
+    let found: Vec<(&crate::topology::TargetId, &str)> = state
+        .targets
+        .iter()
+        .map(|(t, _)| t)
+        .filter(|t| t.as_str().rsplit('/').next() == Some(name.as_str()))
+        .filter_map(|t| Some((t, state.consensus.group_of(t)?)))
+        .collect();
+    let (target, group) = match found.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "unknown_member",
+                message: format!(
+                    "no Postgres member or Redis replication member {name:?} in the \
+                     configuration"
+                ),
+            })
+        }
+        _ => {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "ambiguous_member",
+                message: format!("{name:?} names a member of several groups"),
+            })
+        }
+    };
+    let observed = state
+        .board
+        .views()
+        .into_iter()
+        .find(|v| &v.id == target)
+        .map(|v| roles::Observed {
+            up: v.state == crate::health::State::Up,
+            role: v.role(),
+            streaming: crate::consensus::reports::position_of(&v)
+                .and_then(|p| p.streaming)
+                .or_else(|| crate::consensus::reports::offset_of(&v).and_then(|o| o.link_up)),
+        });
+    let named = state.consensus.named_primary(group).as_ref() == Some(target);
+    let reasons = roles::judge(&name, role, state.consensus.lease_valid(), named, observed);
+    let ok = reasons.is_empty();
+    Ok((
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(roles::RoleResponse {
+            member: name,
+            group: group.to_owned(),
+            role,
+            ok,
+            observed: observed.is_some(),
             reasons,
         }),
     ))

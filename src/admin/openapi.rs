@@ -10,6 +10,7 @@ use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
 use super::ops::{DrillBody, FailoverBody, ReasonBody, RegionBody};
+use super::roles::RoleResponse;
 use super::{ErrorBody, GateResponse, HistoryResponse, Liveness, Readiness, StatusResponse};
 use crate::desired::FailoverRecord;
 use crate::failover::manual::Reply;
@@ -152,6 +153,39 @@ pub fn document(open_reads: bool) -> Value {
                     (200, "in service", Body::Json(gate.clone())),
                     (503, "out of service, with the reasons", Body::Json(gate)),
                     err(404, "`unknown_region`"),
+                ]
+            },
+        },
+        Operation {
+            method: "get",
+            path: "/v1/members/{name}/{role}",
+            id: "member_role",
+            summary: "Whether a datastore member is the primary or a streaming replica, from this \
+                      agent's view (for load balancers and poolers)",
+            secured: false,
+            parameters: vec![
+                path_param(
+                    "name",
+                    "A Postgres member or Redis replication member",
+                    json!({"type": "string", "minLength": 1}),
+                ),
+                path_param(
+                    "role",
+                    "The role asked about",
+                    json!({"type": "string", "enum": ["primary", "replica"]}),
+                ),
+            ],
+            request: None,
+            responses: {
+                let role = responses.subschema_for::<RoleResponse>().to_value();
+                vec![
+                    (200, "it has the role", Body::Json(role.clone())),
+                    (503, "it has not, with the reasons", Body::Json(role)),
+                    err(404, "`unknown_member` or `unknown_role`"),
+                    err(
+                        409,
+                        "`ambiguous_member`: the name is a member of several groups",
+                    ),
                 ]
             },
         },
@@ -418,6 +452,7 @@ mod tests {
             ("/v1/regions/{name}/drain", "post"),
             ("/v1/regions/{name}/restore", "post"),
             ("/v1/gate/{region}", "get"),
+            ("/v1/members/{name}/{role}", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),
             ("/metrics", "get"),

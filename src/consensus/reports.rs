@@ -421,7 +421,7 @@ pub(super) fn cluster_of(
 }
 
 /// The replication offset a Redis member's last successful observation showed.
-pub(super) fn offset_of(view: &crate::health::TargetView) -> Option<RedisOffset> {
+pub(crate) fn offset_of(view: &crate::health::TargetView) -> Option<RedisOffset> {
     let crate::probe::Facts::Redis(r) = view.facts()? else {
         return None;
     };
@@ -437,7 +437,7 @@ pub(super) fn offset_of(view: &crate::health::TargetView) -> Option<RedisOffset>
 }
 
 /// The WAL positions a Postgres member's last successful observation showed.
-pub(super) fn position_of(view: &crate::health::TargetView) -> Option<Position> {
+pub(crate) fn position_of(view: &crate::health::TargetView) -> Option<Position> {
     let crate::probe::Facts::Postgres(pg) = view.facts()? else {
         return None;
     };

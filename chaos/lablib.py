@@ -9,10 +9,10 @@ for the region's own clients and the checker: `Lab.partition_datastores(region)`
 first (what the agents, the APIs and the replicas use) with an iptables chain of the lab's
 own and leaves the second open. `FAILOVERD_LAB_SYNC=1` has the agents keep every primary
 fencing itself, so that one cut off from every replica elsewhere cannot acknowledge a write
-(`SYNC_CONFIG`, `SYNC_REDIS_REPLICAS`). Plus ministack serving the hosted zone `lab.example.` with one weighted
-record per region, and chaos/links.py carrying the traffic between regions (agents' peer
-links and their probes of other regions' APIs) with about 20 ms of latency within Europe and
-80 ms to us-east-1.
+(`SYNC_CONFIG`, `SYNC_REDIS_REPLICAS`). Plus ministack serving the hosted zone `lab.example.`
+with one weighted record per region, and chaos/links.py carrying the traffic between regions
+(agents' peer links and their probes of other regions' APIs) with about 20 ms of latency
+within Europe and 80 ms to us-east-1.
 
 Everything lives under one directory; `lab.json` there names every process, port and file
 (a `LabState`, saved after every change), so another command (a drill, `chaos/lab down`) can

@@ -495,8 +495,8 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
         "{exposed}"
     );
 
-    // Commits wait for a replica (the replicas are all outside the region; their
-    // application_name is not their member name, so `*`), the Redis master for one replica:
+    // Commits wait for a replica (`*`: the replicas are all outside the region), the Redis
+    // master for one replica:
     // cut off, both refuse writes by themselves.
     let primary = lab.pg().primary.connect().await?;
     // (The test servers run synchronous_commit = off, under which no commit waits.)
@@ -544,13 +544,17 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
         "{out}"
     );
 
-    // Both replicas stop replaying while the primary writes on: they fall behind the guard.
-    lab.pg().pause_replay().await?;
+    // Both replicas stop streaming while the primary writes on: they fall behind the guard.
+    // (Committed locally: no standby streams to confirm it.)
+    lab.pg().stop_streaming().await?;
     lab.pg()
         .primary
         .connect()
         .await?
-        .batch_execute("INSERT INTO orders SELECT g FROM generate_series(1, 20000) g")
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = local; \
+             INSERT INTO orders SELECT g FROM generate_series(1, 20000) g; COMMIT",
+        )
         .await?;
     wait_for_async(
         "the leader to see the replicas behind",
@@ -569,7 +573,12 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
     .await
     .with_context(|| lab.logs())?;
     let (code, out) = lab
-        .cli(&["drill", "--reason", "after the replay pause", "--json"])
+        .cli(&[
+            "drill",
+            "--reason",
+            "after the replicas stopped streaming",
+            "--json",
+        ])
         .await?;
     assert_eq!(code, 4, "a blocked region is exit code 4: {out}");
     let reply: Value = serde_json::from_str(&out)?;
@@ -617,7 +626,7 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
             &drills[2]["ready"]
         ],
         [false, true, false],
-        "newest first: paused replay, weekly check, before sync"
+        "newest first: replicas stopped, weekly check, before sync"
     );
     Ok(())
 }
@@ -734,9 +743,9 @@ async fn a_switchover_that_cannot_catch_up_fails_and_gives_the_old_primary_back(
 ) -> anyhow::Result<()> {
     let _serial = ONE_LAB_AT_A_TIME.lock().await;
     let lab = lab().await?;
-    // Both replicas stop replaying, a little behind: within the guard, so the drain is
-    // decided, but the candidate can never replay what the fenced primary wrote.
-    lab.pg().pause_replay().await?;
+    // Both replicas stop streaming, a little behind: within the guard, so the drain is
+    // decided, but the candidate can never catch up with what the fenced primary wrote.
+    lab.pg().stop_streaming().await?;
     lab.pg()
         .primary
         .connect()

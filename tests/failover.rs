@@ -412,8 +412,8 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
         .agreed_leader(None, None, Duration::from_secs(10))
         .await?;
     let k = lab.cluster.index(&leader);
-    lab.pg().pause_replay().await?;
-    // About 1 MB of WAL the replicas receive but do not replay.
+    lab.pg().stop_streaming().await?;
+    // About 1 MB of WAL the replicas do not receive.
     lab.pg()
         .primary
         .connect()
@@ -810,6 +810,82 @@ async fn commits_within(server: &PgServer) -> bool {
     tokio::time::timeout(Duration::from_secs(2), accepts_writes(server))
         .await
         .unwrap_or(false)
+}
+
+/// Replay paused on every replica with 3 MB received but not replayed: promotion replays it
+/// all, so the guard (1 MiB) lets the automatic promotion through with an estimated loss of 0,
+/// says which position it measured from, and not one acknowledged row is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replay_is_no_loss_and_does_not_block_the_promotion() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut lab = lab(1 << 20, FailoverSection::default(), None, false).await?;
+    lab.pg().pause_replay().await?;
+    lab.pg()
+        .primary
+        .connect()
+        .await?
+        .batch_execute("INSERT INTO orders SELECT g FROM generate_series(10, 60009) g")
+        .await?;
+    let (leader, _) = lab
+        .cluster
+        .agreed_leader(None, None, Duration::from_secs(10))
+        .await?;
+    let k = lab.cluster.index(&leader);
+    let choice = wait_for_async(
+        "the leader to see the WAL received and promotion lossless",
+        Duration::from_secs(20),
+        || async {
+            let status = lab.cluster.agents[k].status().await?;
+            let choice = status["cluster"]["failover_readiness"][GROUP]["choice"].clone();
+            let paused = choice["measured_from"]
+                .as_str()
+                .is_some_and(|m| m.contains("replay paused"));
+            (choice["decision"] == "promote" && choice["estimated_loss_bytes"] == 0 && paused)
+                .then_some(choice)
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(
+        choice["target"], "postgres/main/pg-eu-central-1",
+        "{choice:#}"
+    );
+
+    kill_region_one_services(&mut lab)?;
+    let new_primary = &lab.pg().replica; // eu-central-1
+    let rows = wait_for_async(
+        "the promotion, every acknowledged row on the new primary",
+        Duration::from_secs(30),
+        || async {
+            if !accepts_writes(new_primary).await {
+                return None;
+            }
+            let row = new_primary
+                .connect()
+                .await
+                .ok()?
+                .query_one("SELECT count(*) FROM orders WHERE id >= 10", &[])
+                .await
+                .ok()?;
+            Some(row.get::<_, i64>(0))
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(rows, 60_000, "acknowledged rows lost");
+    let failovers = lab.failovers(Some(0)).await.context("the history")?;
+    let promotion = failovers
+        .iter()
+        .find_map(|f| f["decision"]["promotion"].as_object())
+        .context("a promotion")?;
+    assert_eq!(promotion["estimated_loss_bytes"], 0, "{promotion:#?}");
+    assert!(
+        promotion["evidence"]
+            .as_str()
+            .is_some_and(|e| e.contains("replay paused")),
+        "{promotion:#?}"
+    );
+    Ok(())
 }
 
 /// `SHOW synchronous_standby_names` of a member.

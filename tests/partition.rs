@@ -136,11 +136,9 @@ async fn a_cut_off_agent_fences_its_primaries_and_they_move_elsewhere() -> anyho
     .await?;
     assert_eq!(ready["if_region_fails"], "eu-west-3");
     assert_eq!(ready["choice"]["target"], "postgres/main/pg-eu-central-1");
-    // With replay paused beyond max_lag_on_failover, automatic promotion would be refused.
-    let replica = pg.replica.connect().await?;
-    replica
-        .batch_execute("SELECT pg_wal_replay_pause()")
-        .await?;
+    // With a replica that stopped streaming beyond max_lag_on_failover, automatic promotion
+    // would be refused.
+    let conninfo = pg.replica.stop_streaming().await?;
     pg.primary
         .connect()
         .await?
@@ -160,9 +158,7 @@ async fn a_cut_off_agent_fences_its_primaries_and_they_move_elsewhere() -> anyho
         .text()
         .await?;
     assert!(metrics.contains(r#"failoverd_failover_blocked{group="postgres/main"} 1"#));
-    replica
-        .batch_execute("SELECT pg_wal_replay_resume()")
-        .await?;
+    pg.replica.stream_with(&conninfo).await?;
     wait_for_async(
         "readiness to promote again",
         Duration::from_secs(20),

@@ -337,6 +337,7 @@ fn status() -> StatusResponse {
                                 target: id(TargetKind::Postgres, "main", "pg-a"),
                                 lsn: "16/B374D848".into(),
                             },
+                            measured_from: "postgres/main/pg-a received 16/B374D848".into(),
                         },
                         fences_itself: true,
                         if_partitioned: "pg-c needs 1 replica acknowledgement(s) per write and \

@@ -2,11 +2,11 @@
 //!
 //! Eligible: healthy, outside the failed region, not `no_failover`, and a replica. Among them
 //! the one that will hold the most once promoted wins — promotion replays everything a
-//! replica has received and flushed, so that is its received position (or its replay
-//! position if further), but only its replay position while its replay is paused on purpose
-//! (promotion would end the pause and replay what it was held back from) — then the further
-//! replay position (less to replay before it serves), then the higher priority, then the
-//! name (so the choice is deterministic). With synchronous replication this is the replica
+//! replica has received and flushed, whether its replay was paused or not (a promotion ends
+//! the pause: PostgreSQL's `pg_promote` and recovery pause), so that is its received position
+//! (or its replay position if further) — then the further replay position (less to replay
+//! before it serves), then the higher priority, then the name (so the choice is
+//! deterministic). With synchronous replication this is the replica
 //! that has every acknowledged commit. The data-loss estimate is measured from that same
 //! position against the best surviving evidence of how far the old primary got — the
 //! furthest position any replica received, or the primary's own last observed position if
@@ -48,12 +48,23 @@ pub struct Member {
 
 impl Member {
     /// How far it will be once promoted: what it has received and flushed (promotion
-    /// replays it all), or only what it has replayed while its replay is paused.
+    /// replays it all, even while replay is paused), or what it replayed if further.
     pub fn promotable_lsn(&self) -> Option<Lsn> {
-        if self.replay_paused {
-            self.replay_lsn
+        self.replay_lsn.max(self.receive_lsn)
+    }
+
+    /// Which of its positions [`Member::promotable_lsn`] is, for people.
+    pub fn promotable_from(&self) -> String {
+        let lsn = self.promotable_lsn().unwrap_or(Lsn(0));
+        let paused = if self.replay_paused {
+            ", replay paused: promotion replays it all"
         } else {
-            self.replay_lsn.max(self.receive_lsn)
+            ""
+        };
+        if self.receive_lsn.is_some_and(|r| Some(r) >= self.replay_lsn) {
+            format!("{} received {lsn}{paused}", self.target)
+        } else {
+            format!("{} replayed {lsn}{paused}", self.target)
         }
     }
 }
@@ -78,6 +89,17 @@ pub enum Evidence {
     },
 }
 
+/// What a promotion's estimate was measured against and from, as the history keeps it: the
+/// evidence as JSON, then the candidate's position.
+pub fn evidence_text(evidence: &Evidence, measured_from: &str) -> String {
+    let against = serde_json::to_string(evidence).unwrap_or_default();
+    if measured_from.is_empty() {
+        against
+    } else {
+        format!("{against}; from {measured_from}")
+    }
+}
+
 /// The decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]
@@ -90,6 +112,10 @@ pub enum Choice {
         estimated_loss_bytes: u64,
         /// What the estimate is measured against.
         evidence: Evidence,
+        /// The candidate's position it is measured from (what it received: promotion replays
+        /// all of it, paused or not).
+        #[serde(default)]
+        measured_from: String,
     },
     /// Nothing may be promoted automatically.
     Blocked {
@@ -192,8 +218,7 @@ pub fn choose(
         (None, None) => unreachable!("a candidate has a replay position"),
     };
     // Measured from what it will hold once promoted: WAL it received but has not replayed yet
-    // is replayed on promotion (time, not loss); a replica whose replay is paused counts only
-    // what it replayed.
+    // is replayed on promotion (time, not loss), paused or not.
     let promotable = best.promotable_lsn().unwrap_or(Lsn(0));
     let loss = reference.bytes_since(promotable);
     if loss > max_lag && !allow_data_loss {
@@ -213,6 +238,7 @@ pub fn choose(
         target: best.target.clone(),
         estimated_loss_bytes: loss,
         evidence,
+        measured_from: best.promotable_from(),
     }
 }
 
@@ -358,20 +384,20 @@ mod tests {
                 Some(("postgres/main/iad", 0)),
             ),
             (
-                "replay paused: only what it replayed counts",
+                "replay paused: what it received still counts (promotion replays it all)",
                 vec![p(), paused(replica("fra", "r2", 100, 1000, 100))],
                 500,
-                None,
+                Some(("postgres/main/fra", 0)),
             ),
             (
-                "replay paused: ranked by what it replayed",
+                "replay paused: ranked by what it received",
                 vec![
                     p(),
                     paused(replica("fra", "r2", 700, 1000, 100)),
                     replica("iad", "r3", 900, 900, 100),
                 ],
                 1 << 20,
-                Some(("postgres/main/iad", 100)),
+                Some(("postgres/main/fra", 0)),
             ),
         ];
         for (name, members, max_lag, expected) in cases {
@@ -383,25 +409,41 @@ mod tests {
     #[test]
     fn the_estimate_uses_the_best_surviving_evidence_and_says_which() {
         // The dead primary was last seen at 1000, but a replica received up to 1200 after that
-        // observation: 1200 is the better evidence of how far the primary got, even from a
-        // replica whose replay is paused (and which therefore ranks by its replay, 1000).
+        // observation: 1200 is the better evidence of how far the primary got.
         let members = vec![
             primary("par", "r1", 1000),
             replica("fra", "r2", 1100, 1100, 100),
-            paused(replica("iad", "r3", 1000, 1200, 100)),
+            replica("iad", "r3", 1000, 1150, 100),
+            paused(replica("bos", "r3", 900, 1200, 100)),
         ];
+        let mut members = members;
+        members[3].no_failover = true;
         let choice = choose(&members, "r1", 1 << 20, false);
-        // fra will hold more once promoted and wins, 100 bytes behind iad's evidence.
+        // iad will hold the most of the eligible once promoted, 50 bytes behind bos's evidence
+        // (a paused replica's received WAL is evidence too).
         assert_eq!(
             choice,
             Choice::Promote {
-                target: id("fra"),
-                estimated_loss_bytes: 100,
+                target: id("iad"),
+                estimated_loss_bytes: 50,
                 evidence: Evidence::ReplicaReceived {
-                    target: id("iad"),
+                    target: id("bos"),
                     lsn: Lsn(1200).to_string()
                 },
+                measured_from: format!("{} received {}", id("iad"), Lsn(1150)),
             }
+        );
+        // A paused candidate says so.
+        let members = vec![
+            primary("par", "r1", 1000),
+            paused(replica("fra", "r2", 100, 1000, 100)),
+        ];
+        let Choice::Promote { measured_from, .. } = choose(&members, "r1", 500, false) else {
+            panic!("promotes");
+        };
+        assert!(
+            measured_from.ends_with("replay paused: promotion replays it all"),
+            "{measured_from}"
         );
     }
 

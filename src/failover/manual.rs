@@ -158,6 +158,7 @@ pub fn propose(
                 target,
                 estimated_loss_bytes,
                 evidence,
+                measured_from,
             } => {
                 proposal.followers = group
                     .followers
@@ -170,7 +171,7 @@ pub fn propose(
                     from: group.primary.clone(),
                     to: target,
                     estimated_loss_bytes,
-                    evidence: serde_json::to_string(&evidence).unwrap_or_default(),
+                    evidence: super::candidate::evidence_text(&evidence, &measured_from),
                     old_primary_cut_off: cut_off && !planned,
                     self_fencing: group.self_fencing.holds().map(str::to_owned),
                     exposed: group.self_fencing.missing().map(str::to_owned),
@@ -269,6 +270,7 @@ mod tests {
                 target: pg(to),
                 lsn: "0/0".into(),
             },
+            measured_from: String::new(),
         }
     }
 

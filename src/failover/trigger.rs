@@ -188,13 +188,14 @@ fn promote(
             target,
             estimated_loss_bytes,
             evidence,
+            measured_from,
         } => Ok((
             Promotion {
                 group: group.group.clone(),
                 from: group.primary.clone(),
                 to: target.clone(),
                 estimated_loss_bytes: *estimated_loss_bytes,
-                evidence: serde_json::to_string(evidence).unwrap_or_default(),
+                evidence: super::candidate::evidence_text(evidence, measured_from),
                 old_primary_cut_off: cut_off,
                 self_fencing: group.self_fencing.holds().map(str::to_owned),
                 exposed: group.self_fencing.missing().map(str::to_owned),

@@ -40,6 +40,7 @@ fn promote_b() -> Choice {
             target: id("postgres/main/b"),
             lsn: "0/3000000".into(),
         },
+        measured_from: String::new(),
     }
 }
 
@@ -393,6 +394,7 @@ fn a_lost_primary_in_a_serving_region_may_be_replaced_by_a_replica_of_its_region
             target: id("postgres/main/a2"),
             lsn: "0/3000000".into(),
         },
+        measured_from: String::new(),
     };
     let mut g = group(true, true, promote_b());
     g.local_choice = local;

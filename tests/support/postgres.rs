@@ -162,6 +162,47 @@ impl PgServer {
         Ok(())
     }
 
+    /// A replica stops streaming: its `primary_conninfo` emptied and reloaded, so its WAL
+    /// receiver stops and it receives nothing more. Returns the `primary_conninfo` it had.
+    pub async fn stop_streaming(&self) -> anyhow::Result<String> {
+        let client = self.connect().await?;
+        let info: String = client
+            .query_one("SELECT current_setting('primary_conninfo')", &[])
+            .await?
+            .get(0);
+        client
+            .batch_execute("ALTER SYSTEM SET primary_conninfo = ''")
+            .await?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        wait_for_async(
+            "the WAL receiver to stop",
+            Duration::from_secs(10),
+            || async {
+                let row = client
+                    .query_one("SELECT count(*) FROM pg_stat_wal_receiver", &[])
+                    .await
+                    .ok()?;
+                (row.get::<_, i64>(0) == 0).then_some(())
+            },
+        )
+        .await?;
+        Ok(info)
+    }
+
+    /// A replica streams again with `primary_conninfo` (what [`PgServer::stop_streaming`]
+    /// returned).
+    pub async fn stream_with(&self, primary_conninfo: &str) -> anyhow::Result<()> {
+        let client = self.connect().await?;
+        client
+            .batch_execute(&format!(
+                "ALTER SYSTEM SET primary_conninfo = '{}'",
+                primary_conninfo.replace('\'', "''")
+            ))
+            .await?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        Ok(())
+    }
+
     /// Connects as superuser.
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
         let (client, conn) = tokio_postgres::connect(&self.dsn(), tokio_postgres::NoTls)
@@ -224,6 +265,17 @@ impl PgPair {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Stops every replica's WAL receiver ([`PgServer::stop_streaming`]): they receive
+    /// nothing more, so they fall truly behind (unlike a paused replay, which a promotion
+    /// catches up). Returns each one's `primary_conninfo`, for [`PgServer::stream_with`].
+    pub async fn stop_streaming(&self) -> anyhow::Result<Vec<String>> {
+        let mut infos = Vec::new();
+        for replica in std::iter::once(&self.replica).chain(&self.others) {
+            infos.push(replica.stop_streaming().await?);
+        }
+        Ok(infos)
     }
 
     /// initdb, start the primary, base-backup the replica, start it, wait until it streams.

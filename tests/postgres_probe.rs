@@ -153,9 +153,11 @@ async fn a_paused_replica_shows_growing_lag() -> anyhow::Result<()> {
     primary.batch_execute(insert).await?;
     let first_bytes = first.replay_lag_bytes.unwrap();
     let second = agent
-        .wait_facts(REPLICA, "more lag after the second write", deadline, |f| {
+        .wait_facts(REPLICA, "more lag, in bytes and seconds", deadline, |f| {
+            // The seconds count from the last replayed commit: a probe in the same instant
+            // as that commit reads 0.
             let p = pg(f);
-            (p.replay_lag_bytes? > first_bytes).then(|| p.clone())
+            (p.replay_lag_bytes? > first_bytes && p.replay_lag_seconds? > 0.0).then(|| p.clone())
         })
         .await?;
     assert!(

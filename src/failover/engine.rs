@@ -232,6 +232,7 @@ impl Engine {
     pub fn forget(&mut self) {
         self.first_seen.clear();
         self.up_since.clear();
+        self.returned.clear();
     }
 
     /// What the trigger reads from `view`.

@@ -267,6 +267,36 @@ impl PgPair {
         Ok(())
     }
 
+    /// Waits until every replica has received (flushed) the primary's WAL up to its flush
+    /// position now, whatever it has replayed.
+    pub async fn wait_received(&self, deadline: Duration) -> anyhow::Result<()> {
+        let primary = self.primary.connect().await?;
+        let target: String = primary
+            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+            .await?
+            .get(0);
+        for replica in std::iter::once(&self.replica).chain(&self.others) {
+            let client = replica.connect().await?;
+            wait_for_async(
+                "a replica to receive the primary's WAL",
+                deadline,
+                || async {
+                    client
+                        .query_one(
+                            "SELECT pg_last_wal_receive_lsn() >= $1::text::pg_lsn",
+                            &[&target],
+                        )
+                        .await
+                        .ok()
+                        .and_then(|row| row.get::<_, Option<bool>>(0))
+                        .filter(|received| *received)
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Stops every replica's WAL receiver ([`PgServer::stop_streaming`]): they receive
     /// nothing more, so they fall truly behind (unlike a paused replay, which a promotion
     /// catches up). Returns each one's `primary_conninfo`, for [`PgServer::stream_with`].

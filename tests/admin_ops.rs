@@ -544,9 +544,9 @@ async fn a_readiness_drill_reports_replicas_that_could_not_take_over() -> anyhow
         "{out}"
     );
 
-    // Both replicas stop streaming while the primary writes on: they fall behind the guard.
+    // Both replicas' links stall while the primary writes on: they fall behind the guard.
     // (Committed locally: no standby streams to confirm it.)
-    lab.pg().stop_streaming().await?;
+    lab.pg().stall_receivers().await?;
     lab.pg()
         .primary
         .connect()
@@ -743,9 +743,9 @@ async fn a_switchover_that_cannot_catch_up_fails_and_gives_the_old_primary_back(
 ) -> anyhow::Result<()> {
     let _serial = ONE_LAB_AT_A_TIME.lock().await;
     let lab = lab().await?;
-    // Both replicas stop streaming, a little behind: within the guard, so the drain is
+    // Both replicas' links stall, a little behind: within the guard, so the drain is
     // decided, but the candidate can never catch up with what the fenced primary wrote.
-    lab.pg().stop_streaming().await?;
+    lab.pg().stall_receivers().await?;
     lab.pg()
         .primary
         .connect()

@@ -412,7 +412,7 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
         .agreed_leader(None, None, Duration::from_secs(10))
         .await?;
     let k = lab.cluster.index(&leader);
-    lab.pg().stop_streaming().await?;
+    lab.pg().stall_receivers().await?;
     // About 1 MB of WAL the replicas do not receive.
     lab.pg()
         .primary

@@ -136,9 +136,9 @@ async fn a_cut_off_agent_fences_its_primaries_and_they_move_elsewhere() -> anyho
     .await?;
     assert_eq!(ready["if_region_fails"], "eu-west-3");
     assert_eq!(ready["choice"]["target"], "postgres/main/pg-eu-central-1");
-    // With a replica that stopped streaming beyond max_lag_on_failover, automatic promotion
+    // With a replica whose link stalled beyond max_lag_on_failover, automatic promotion
     // would be refused.
-    let conninfo = pg.replica.stop_streaming().await?;
+    pg.replica.stall_receiver().await?;
     pg.primary
         .connect()
         .await?
@@ -158,7 +158,7 @@ async fn a_cut_off_agent_fences_its_primaries_and_they_move_elsewhere() -> anyho
         .text()
         .await?;
     assert!(metrics.contains(r#"failoverd_failover_blocked{group="postgres/main"} 1"#));
-    pg.replica.stream_with(&conninfo).await?;
+    pg.replica.resume_receiver()?;
     wait_for_async(
         "readiness to promote again",
         Duration::from_secs(20),

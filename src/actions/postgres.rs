@@ -332,6 +332,59 @@ pub async fn follow(
     .await
 }
 
+/// The replication slot the replica streams through (`primary_slot_name`), if it uses one.
+pub async fn primary_slot_name(
+    member: &Member,
+    timeout: Duration,
+) -> Result<Option<String>, ActionError> {
+    super::bounded(timeout, async {
+        let client = connect(member, timeout).await?;
+        let name = query_text(
+            &client,
+            "read primary_slot_name",
+            "SELECT current_setting('primary_slot_name')",
+        )
+        .await?;
+        Ok(name.filter(|n| !n.is_empty()))
+    })
+    .await
+}
+
+/// Makes the physical replication slot `name` on `primary`, reserving WAL from now, unless it
+/// exists. Returns whether it made it.
+pub async fn ensure_slot(
+    primary: &Member,
+    name: &str,
+    timeout: Duration,
+) -> Result<bool, ActionError> {
+    // The names Postgres accepts; checked here as the name goes into the statement.
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(ActionError::Step {
+            step: "create slot",
+            message: format!("{name:?} is not a valid replication slot name"),
+        });
+    }
+    super::bounded(timeout, async {
+        let client = connect(primary, timeout).await?;
+        let made = query_text(
+            &client,
+            "create slot",
+            &format!(
+                "SELECT count(pg_create_physical_replication_slot('{name}', true))::text \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}')"
+            ),
+        )
+        .await?;
+        Ok(made.as_deref() == Some("1"))
+    })
+    .await
+}
+
 /// Waits until the replica streams from `port` on `timeline` (the check after [`follow`]).
 pub async fn await_streaming(
     member: &Member,

@@ -230,6 +230,11 @@ pub struct ClusterSection {
     #[serde(default)]
     #[schemars(!default)]
     pub failover_readiness: std::collections::BTreeMap<String, crate::failover::inputs::Readiness>,
+    /// On the leader: per Postgres group, each member against the primary (role, state,
+    /// timeline, lag, slot) and how many replicas stream from it.
+    #[serde(default)]
+    #[schemars(!default)]
+    pub redundancy: std::collections::BTreeMap<String, crate::failover::heal::Group>,
 }
 
 /// The failover part of the status.
@@ -491,6 +496,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusResponse> {
         cluster: ClusterSection {
             consensus: cluster,
             failover_readiness: state.reconciler.readiness(),
+            redundancy: state.reconciler.redundancy(),
         },
         failover: {
             let desired = state.consensus.desired();

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::TargetKind;
+use crate::failover::heal;
 use crate::consensus::reports::ReportAge;
 use crate::consensus::{ClusterStatus, LeaseStatus, Member, MemberStatus, SilentSince};
 use crate::desired::{
@@ -114,6 +115,8 @@ fn targets() -> Vec<TargetView> {
                     lag_bytes: Some(0),
                     replay_lag_seconds: None,
                 }],
+                slot_name: Some("pg_a".into()),
+                slots: vec![],
             })),
         ),
         view(
@@ -358,6 +361,54 @@ fn status() -> StatusResponse {
                     },
                 ),
             ]),
+            redundancy: BTreeMap::from([(
+                "postgres/main".into(),
+                heal::Group {
+                    group: "postgres/main".into(),
+                    primary: id(TargetKind::Postgres, "main", "pg-c"),
+                    replicas: 2,
+                    streaming: 1,
+                    members: vec![
+                        heal::Member {
+                            member: id(TargetKind::Postgres, "main", "pg-c"),
+                            region: "us-east-1".into(),
+                            role: heal::Role::Primary,
+                            state: heal::MemberState::Serving,
+                            timeline: Some(3),
+                            lag_bytes: None,
+                            slot: None,
+                            why: None,
+                            healing: None,
+                        },
+                        heal::Member {
+                            member: id(TargetKind::Postgres, "main", "pg-a"),
+                            region: "eu-west-3".into(),
+                            role: heal::Role::Replica,
+                            state: heal::MemberState::NotStreaming,
+                            timeline: Some(2),
+                            lag_bytes: Some(2_120),
+                            slot: Some("pg_a".into()),
+                            why: Some("streams timeline 2, the primary is on 3".into()),
+                            healing: Some(heal::Healing {
+                                since_ms: 4_000,
+                                attempts: 2,
+                                last_error: Some("replica not streaming".into()),
+                            }),
+                        },
+                        heal::Member {
+                            member: id(TargetKind::Postgres, "main", "pg-b"),
+                            region: "eu-central-1".into(),
+                            role: heal::Role::Replica,
+                            state: heal::MemberState::Streaming,
+                            timeline: Some(3),
+                            lag_bytes: Some(0),
+                            slot: Some("pg_b".into()),
+                            why: None,
+                            healing: None,
+                        },
+                    ],
+                },
+            )]),
         },
         failover: FailoverStatus {
             mode: "active".into(),

@@ -1,5 +1,6 @@
 //! `failoverd status`: the agent's line, the regions with their verdict, weight and place in
-//! DNS, and every target with this agent's view and the verdict with the votes behind it.
+//! DNS, every target with this agent's view and the verdict with the votes behind it, and
+//! (from the leader) each Postgres group's members against its primary.
 
 use failoverd::admin::page::verdict_text;
 use failoverd::admin::StatusResponse;
@@ -80,6 +81,62 @@ pub(super) fn print(s: &StatusResponse) {
         .collect();
     outln!();
     table(&["TARGET", "HERE", "VERDICT", "UP BY", "DOWN BY"], &rows);
+    for g in s.cluster.redundancy.values() {
+        outln!();
+        outln!(
+            "{}: {} of {} replicas streaming from {}",
+            g.group,
+            g.streaming,
+            g.replicas,
+            g.primary
+        );
+        let rows: Vec<Vec<String>> = g
+            .members
+            .iter()
+            .map(|m| {
+                let note = match (&m.why, &m.healing) {
+                    (Some(why), Some(h)) => format!(
+                        "{why}; repointed {} time(s){}",
+                        h.attempts,
+                        h.last_error
+                            .as_ref()
+                            .map(|e| format!(", last: {e}"))
+                            .unwrap_or_default()
+                    ),
+                    (Some(why), None) => why.clone(),
+                    _ => String::new(),
+                };
+                vec![
+                    m.member
+                        .as_str()
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    m.region.clone(),
+                    label(&m.role),
+                    label(&m.state),
+                    m.timeline.map_or_else(|| "-".into(), |t| t.to_string()),
+                    m.lag_bytes.map_or_else(|| "-".into(), |b| b.to_string()),
+                    m.slot.clone().unwrap_or_else(|| "-".into()),
+                    note,
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "MEMBER",
+                "REGION",
+                "ROLE",
+                "STATE",
+                "TL",
+                "LAG BYTES",
+                "SLOT",
+                "NOTE",
+            ],
+            &rows,
+        );
+    }
     for line in &failover.waiting {
         outln!("waiting: {line}");
     }

@@ -57,8 +57,8 @@ pub use secret::{Secret, SecretError, SecretRef};
 pub use targets::{
     ConnectionMode, HttpTargetConfig, PostgresConfig, PostgresFence, PostgresMemberConfig,
     RedisConfig, RedisMemberConfig, RedisMode, RedisSelfFencing, RedisShardConfig, RegionConfig,
-    ReplicationConfig, SynchronousConfig, SynchronousMode, DEFAULT_CLUSTER_NODE_TIMEOUT,
-    DEFAULT_MAX_LAG_ON_FAILOVER, DEFAULT_PG_PRIORITY, MAX_WEIGHT,
+    ReplicationConfig, ReplicationSlots, SynchronousConfig, SynchronousMode,
+    DEFAULT_CLUSTER_NODE_TIMEOUT, DEFAULT_MAX_LAG_ON_FAILOVER, DEFAULT_PG_PRIORITY, MAX_WEIGHT,
 };
 
 /// The whole configuration of one agent, as written in the file.

@@ -110,8 +110,23 @@ pub struct PostgresConfig {
     /// Synchronous quorum commit kept by failoverd on whichever member is primary.
     #[serde(default)]
     pub synchronous: SynchronousConfig,
+    /// Replication slots on a new primary for the replicas that follow it (default `auto`).
+    #[serde(default)]
+    pub replication_slots: ReplicationSlots,
     /// The members: one primary and its streaming replicas.
     pub members: Vec<PostgresMemberConfig>,
+}
+
+/// Whether failoverd manages the replication slots replicas stream through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationSlots {
+    /// A replica that streams through a slot (`primary_slot_name`) gets a slot of that name
+    /// on each new primary, made before it is pointed there.
+    #[default]
+    Auto,
+    /// failoverd makes no slot: replicas that use one need it made by someone else.
+    Off,
 }
 
 /// Whether failoverd keeps the primary's `synchronous_standby_names`.

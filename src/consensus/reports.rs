@@ -68,7 +68,7 @@ pub struct RedisOffset {
 }
 
 /// A Postgres member's WAL positions as last observed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     /// In recovery.
     pub replica: bool,
@@ -87,6 +87,18 @@ pub struct Position {
     /// Its WAL receiver streams (replica); absent from older agents.
     #[serde(default)]
     pub streaming: Option<bool>,
+    /// Timeline: of its WAL (primary), of the WAL it receives (replica).
+    #[serde(default)]
+    pub timeline: Option<u32>,
+    /// The `application_name` of each replica streaming from it (primary).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followers: Vec<String>,
+    /// The replication slot it streams through (replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_name: Option<String>,
+    /// Its physical replication slots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<crate::probe::postgres::Slot>,
 }
 
 /// Why a report was not taken.
@@ -270,13 +282,8 @@ impl ReportBook {
         let high = self.primary_high.lock().unwrap_or_else(|p| p.into_inner());
         for (target, lsn) in high.iter() {
             positions.entry(target.clone()).or_insert(Position {
-                replica: false,
-                replay_lsn: None,
-                receive_lsn: None,
                 primary_lsn: Some(*lsn),
-                replay_paused: false,
-                acks: None,
-                streaming: None,
+                ..Default::default()
             });
         }
         positions
@@ -453,6 +460,15 @@ pub(crate) fn position_of(view: &crate::health::TargetView) -> Option<Position> 
                 .as_ref()
                 .is_some_and(|w| w.status == "streaming")
         }),
+        timeline: pg.timeline,
+        followers: pg
+            .replicas
+            .iter()
+            .filter(|r| matches!(r.state.as_deref(), Some("streaming" | "catchup")))
+            .map(|r| r.application_name.clone())
+            .collect(),
+        slot_name: pg.slot_name.clone(),
+        slots: pg.slots.clone(),
     })
 }
 
@@ -588,6 +604,7 @@ mod tests {
             replay_paused: false,
             acks: None,
             streaming: None,
+            ..Default::default()
         };
         let t0 = Instant::now();
         let mut a = report("a", 1, 1);
@@ -632,6 +649,7 @@ mod tests {
                 replay_paused: false,
                 acks: Some(rule.clone()),
                 streaming: None,
+                ..Default::default()
             },
         );
         a.offsets.insert(

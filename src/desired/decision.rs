@@ -121,6 +121,17 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// It points a replica at a new primary or master: nothing waits on it, and the
+    /// failover has served writes whether or not it succeeds.
+    pub fn repoints_a_replica(&self) -> bool {
+        matches!(
+            self,
+            Action::FollowPostgres { .. } | Action::FollowRedis { .. }
+        )
+    }
+}
+
 /// A step of a plan: an action and the steps it waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Step {

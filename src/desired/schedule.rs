@@ -63,9 +63,26 @@ pub fn settled(record: &FailoverRecord) -> Option<Outcome> {
     if open {
         return None;
     }
-    if record.steps.iter().all(|s| s.state == StepState::Succeeded) {
+    // Writes are served once every step but the repointing of replicas succeeded: a replica
+    // that did not follow leaves the group short of redundancy, which the healer keeps
+    // working on, not a failed failover.
+    if record
+        .steps
+        .iter()
+        .all(|s| s.state == StepState::Succeeded || s.step.action.repoints_a_replica())
+    {
         Some(Outcome::Completed)
     } else {
         Some(Outcome::Failed)
     }
+}
+
+/// The replicas of `record` whose repointing failed: left to the healer.
+pub fn unfollowed(record: &FailoverRecord) -> Vec<&str> {
+    record
+        .steps
+        .iter()
+        .filter(|s| s.state == StepState::Failed && s.step.action.repoints_a_replica())
+        .map(|s| s.step.id.as_str())
+        .collect()
 }

@@ -151,6 +151,7 @@ impl Scene {
                 replay_paused: false,
                 acks: None,
                 streaming: None,
+                ..Default::default()
             },
         );
         for (r, received) in ["r2", "r3"].into_iter().zip(self.received) {
@@ -164,6 +165,7 @@ impl Scene {
                     replay_paused: false,
                     acks: None,
                     streaming: None,
+                    ..Default::default()
                 },
             );
         }

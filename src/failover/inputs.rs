@@ -220,6 +220,15 @@ impl Roster {
     }
 
     /// The group of a datastore target.
+    /// The Postgres members of `group` with their regions, in configuration order.
+    pub(super) fn pg_group_members(&self, group: &str) -> Vec<(TargetId, String)> {
+        self.pg_members
+            .iter()
+            .filter(|(t, ..)| self.group_of(t) == Some(group))
+            .map(|(t, region, ..)| (t.clone(), region.clone()))
+            .collect()
+    }
+
     fn group_of(&self, target: &TargetId) -> Option<&str> {
         self.groups
             .iter()
@@ -261,7 +270,7 @@ impl Roster {
     }
 
     /// Postgres groups with their named primary and its region.
-    fn named_pg_groups(
+    pub(super) fn named_pg_groups(
         &self,
         named: &BTreeMap<String, TargetId>,
     ) -> Vec<(String, TargetId, String)> {

@@ -9,7 +9,8 @@
 //! steps with [`crate::actions`]; [`manual`] (pure) turns an operator's drain, restore or
 //! forced failover into a decision; [`quorum`] (pure) is the acknowledgement rule kept on
 //! each primary so that it fences itself, and [`fence_rule`] (pure) whether the leader may
-//! promote around an old primary it could not fence.
+//! promote around an old primary it could not fence; [`heal`] (pure) how redundant each
+//! group is against its primary and which replicas the healer repoints.
 
 pub mod candidate;
 pub mod cluster;
@@ -17,6 +18,7 @@ pub mod drill;
 pub mod engine;
 pub mod executor;
 pub mod fence_rule;
+pub mod heal;
 pub mod hook;
 pub mod inputs;
 pub mod manual;

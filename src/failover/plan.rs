@@ -143,8 +143,8 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::desired::{
-        ready_steps, ready_steps_after, settled, Attempt, FailoverRecord, Outcome, StepRecord,
-        StepState,
+        ready_steps, ready_steps_after, settled, unfollowed, Attempt, FailoverRecord, Outcome,
+        StepRecord, StepState,
     };
 
     fn id(s: &str) -> TargetId {
@@ -457,7 +457,15 @@ mod tests {
         assert_eq!(settled(&r), None, "the DNS step is still running");
         let r = record(steps.clone(), &[Failed, Pending, Pending, Succeeded]);
         assert_eq!(settled(&r), Some(Outcome::Failed));
-        let r = record(steps, &[Succeeded, Succeeded, Succeeded, Succeeded]);
+        let r = record(steps.clone(), &[Succeeded, Succeeded, Succeeded, Succeeded]);
         assert_eq!(settled(&r), Some(Outcome::Completed));
+        // Promoted and DNS moved, the replica did not follow: writes are served, the
+        // failover is complete and the replica is left to the healer.
+        let r = record(steps.clone(), &[Succeeded, Succeeded, Failed, Succeeded]);
+        assert_eq!(settled(&r), Some(Outcome::Completed));
+        assert_eq!(unfollowed(&r), ["follow:postgres/main/c"]);
+        let r = record(steps, &[Succeeded, Failed, Pending, Succeeded]);
+        assert_eq!(settled(&r), Some(Outcome::Failed), "the promotion failed");
+        assert!(unfollowed(&r).is_empty());
     }
 }

@@ -14,7 +14,7 @@ use prometheus::IntCounter;
 use super::fence_rule::{may_promote_around, Reach, Wait};
 use crate::actions::route53::{Route53, Route53Error};
 use crate::actions::{self, ActionError};
-use crate::config::{PostgresFence, ReplicationConfig, SecretRef};
+use crate::config::{PostgresFence, ReplicationConfig, ReplicationSlots, SecretRef};
 use crate::datastore::redis::RedisRole;
 use crate::desired::{Action, Decision, FailoverRecord, FenceProof, Step, WriterRecord};
 use crate::topology::TargetId;
@@ -114,6 +114,8 @@ pub struct Steps {
     pub fence_method: PostgresFence,
     /// How replicas connect to a new primary.
     pub replication: ReplicationConfig,
+    /// Whether a new primary gets the slots its replicas stream through.
+    pub slots: ReplicationSlots,
     /// The Route53 client, when configured.
     pub route53: Option<Route53>,
     /// `failover.step_timeout`.
@@ -125,6 +127,56 @@ pub struct Steps {
 }
 
 impl Steps {
+    /// Points replica `target` at `primary` and waits until it streams on the primary's
+    /// timeline. A replica that streams through a slot gets one of that name on the primary
+    /// first (`postgres.replication_slots = "auto"`). Idempotent: the step, and the healer
+    /// until the replica streams.
+    pub async fn follow_postgres(
+        &self,
+        target: &TargetId,
+        primary: &TargetId,
+    ) -> Result<String, StepError> {
+        let member = self.member(target)?;
+        let new_primary = self.member(primary)?;
+        let timeline = actions::postgres::timeline(new_primary, self.step_timeout).await?;
+        let slot = match self.slots {
+            ReplicationSlots::Off => None,
+            ReplicationSlots::Auto => {
+                actions::postgres::primary_slot_name(member, self.step_timeout).await?
+            }
+        };
+        let mut through = String::new();
+        if let Some(slot) = &slot {
+            let made = actions::postgres::ensure_slot(new_primary, slot, self.step_timeout).await?;
+            through = format!(" through slot {slot}{}", if made { " (made)" } else { "" });
+        }
+        let (host, port) = actions::postgres::address(new_primary)?;
+        let password = match &self.replication.password {
+            Some(secret) => Some(load(secret)?),
+            None => None,
+        };
+        let port_text = port.to_string();
+        let mut pairs = vec![
+            ("host", host.as_str()),
+            ("port", port_text.as_str()),
+            ("user", self.replication.user.as_str()),
+            ("application_name", member.name.as_str()),
+        ];
+        if let Some(p) = &password {
+            pairs.push(("password", p.expose()));
+        }
+        if let Some(mode) = &self.replication.sslmode {
+            pairs.push(("sslmode", mode.as_str()));
+        }
+        let conninfo = actions::postgres::conninfo(&pairs);
+        actions::postgres::follow(member, &conninfo, self.step_timeout).await?;
+        actions::postgres::await_streaming(member, port, timeline, self.step_timeout).await?;
+        Ok(format!(
+            "{} streams from {} on timeline {timeline}{through}",
+            member.name, new_primary.name
+        ))
+    }
+
     fn redis_member(&self, target: &TargetId) -> Result<&actions::redis::Member, StepError> {
         self.redis
             .get(target)
@@ -198,35 +250,7 @@ impl Steps {
                 })
             }
             Action::FollowPostgres { target, primary } => {
-                let member = self.member(target)?;
-                let new_primary = self.member(primary)?;
-                let timeline = actions::postgres::timeline(new_primary, self.step_timeout).await?;
-                let (host, port) = actions::postgres::address(new_primary)?;
-                let password = match &self.replication.password {
-                    Some(secret) => Some(load(secret)?),
-                    None => None,
-                };
-                let port_text = port.to_string();
-                let mut pairs = vec![
-                    ("host", host.as_str()),
-                    ("port", port_text.as_str()),
-                    ("user", self.replication.user.as_str()),
-                    ("application_name", member.name.as_str()),
-                ];
-                if let Some(p) = &password {
-                    pairs.push(("password", p.expose()));
-                }
-                if let Some(mode) = &self.replication.sslmode {
-                    pairs.push(("sslmode", mode.as_str()));
-                }
-                let conninfo = actions::postgres::conninfo(&pairs);
-                actions::postgres::follow(member, &conninfo, self.step_timeout).await?;
-                actions::postgres::await_streaming(member, port, timeline, self.step_timeout)
-                    .await?;
-                Ok(format!(
-                    "{} streams from {} on timeline {timeline}",
-                    member.name, new_primary.name
-                ))
+                self.follow_postgres(target, primary).await
             }
             Action::Route53 { weights, writers } => {
                 self.route53_step(epoch, weights, writers, dns).await

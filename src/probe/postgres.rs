@@ -38,13 +38,15 @@ SELECT pg_is_in_recovery(),
   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END,
   CASE WHEN pg_is_in_recovery() THEN greatest(0, extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())) END,
   current_setting('synchronous_standby_names'),
-  current_setting('synchronous_commit');
+  current_setting('synchronous_commit'),
+  current_setting('primary_slot_name');
 SELECT status, received_tli, flushed_lsn, greatest(0, extract(epoch FROM clock_timestamp() - last_msg_receipt_time)),
   sender_host, sender_port
   FROM pg_stat_wal_receiver;
 SELECT application_name, client_addr, state, sync_state, sent_lsn, replay_lsn,
   extract(epoch FROM replay_lag)
-  FROM pg_stat_replication ORDER BY application_name";
+  FROM pg_stat_replication ORDER BY application_name;
+SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name";
 
 /// Facts of a successful Postgres check.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -73,6 +75,21 @@ pub struct PostgresFacts {
     /// the server's `synchronous_commit`.
     #[serde(default)]
     pub acks: Option<Acks>,
+    /// The replication slot it streams through (replica, `primary_slot_name`), if any.
+    #[serde(default)]
+    pub slot_name: Option<String>,
+    /// Its physical replication slots (`pg_replication_slots`).
+    #[serde(default)]
+    pub slots: Vec<Slot>,
+}
+
+/// A physical replication slot on a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Slot {
+    /// Its name.
+    pub name: String,
+    /// A WAL receiver streams through it now.
+    pub active: bool,
 }
 
 /// A replica's view of its upstream.
@@ -244,6 +261,9 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
     let since_replay: Option<f64> = num(row, 7);
     let standby_names = text(row, 8);
     let synchronous_commit = text(row, 9);
+    let slot_name = text(row, 10)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned);
 
     let wal_receiver = stmts
         .get(1)
@@ -272,6 +292,19 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
                         lag_bytes: current_lsn.zip(replay).map(|(c, r)| c.bytes_since(r)),
                         replay_lag_seconds: num(r, 6),
                     }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let slots: Vec<Slot> = stmts
+        .get(3)
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| {
+                    Some(Slot {
+                        name: text(r, 0)?.to_owned(),
+                        active: text(r, 1) == Some("t"),
+                    })
                 })
                 .collect()
         })
@@ -320,5 +353,7 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
         replay_paused,
         wal_receiver,
         replicas,
+        slot_name: slot_name.filter(|_| in_recovery),
+        slots,
     })
 }

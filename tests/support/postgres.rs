@@ -56,6 +56,8 @@ pub struct PgServer {
     /// Its name (also its `cluster_name`, so it appears as `application_name` upstream).
     pub name: String,
     log: PathBuf,
+    /// WAL receivers stopped by [`PgServer::stall_receiver`], continued when it stops.
+    stalled: std::sync::Mutex<Vec<i32>>,
 }
 
 impl PgServer {
@@ -162,44 +164,32 @@ impl PgServer {
         Ok(())
     }
 
-    /// A replica stops streaming: its `primary_conninfo` emptied and reloaded, so its WAL
-    /// receiver stops and it receives nothing more. Returns the `primary_conninfo` it had.
-    pub async fn stop_streaming(&self) -> anyhow::Result<String> {
+    /// A replica's link to its primary stalls: its WAL receiver is stopped (SIGSTOP), so it
+    /// receives nothing more while it still shows as streaming — a stuck network, which
+    /// failoverd must not mistake for a replica to repoint. [`PgServer::resume_receiver`]
+    /// (or stopping the server) continues it.
+    pub async fn stall_receiver(&self) -> anyhow::Result<()> {
         let client = self.connect().await?;
-        let info: String = client
-            .query_one("SELECT current_setting('primary_conninfo')", &[])
-            .await?
+        let pid: i32 = client
+            .query_one("SELECT pid FROM pg_stat_wal_receiver", &[])
+            .await
+            .context("no WAL receiver")?
             .get(0);
-        client
-            .batch_execute("ALTER SYSTEM SET primary_conninfo = ''")
-            .await?;
-        client.batch_execute("SELECT pg_reload_conf()").await?;
-        wait_for_async(
-            "the WAL receiver to stop",
-            Duration::from_secs(10),
-            || async {
-                let row = client
-                    .query_one("SELECT count(*) FROM pg_stat_wal_receiver", &[])
-                    .await
-                    .ok()?;
-                (row.get::<_, i64>(0) == 0).then_some(())
-            },
-        )
-        .await?;
-        Ok(info)
+        signal(pid, "-STOP")?;
+        self.stalled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(pid);
+        Ok(())
     }
 
-    /// A replica streams again with `primary_conninfo` (what [`PgServer::stop_streaming`]
-    /// returned).
-    pub async fn stream_with(&self, primary_conninfo: &str) -> anyhow::Result<()> {
-        let client = self.connect().await?;
-        client
-            .batch_execute(&format!(
-                "ALTER SYSTEM SET primary_conninfo = '{}'",
-                primary_conninfo.replace('\'', "''")
-            ))
-            .await?;
-        client.batch_execute("SELECT pg_reload_conf()").await?;
+    /// Continues the WAL receiver [`PgServer::stall_receiver`] stopped. Its connection may
+    /// have been dropped by the primary meanwhile: it reconnects.
+    pub fn resume_receiver(&self) -> anyhow::Result<()> {
+        let pids = std::mem::take(&mut *self.stalled.lock().unwrap_or_else(|p| p.into_inner()));
+        for pid in pids {
+            signal(pid, "-CONT")?;
+        }
         Ok(())
     }
 
@@ -216,6 +206,7 @@ impl PgServer {
     }
 
     fn stop_now(&self) {
+        let _continued = self.resume_receiver();
         if self.data.join("postmaster.pid").exists() {
             let stopped = pg_command("pg_ctl")
                 .arg("-D")
@@ -240,6 +231,18 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop_now();
     }
+}
+
+fn signal(pid: i32, signal: &str) -> anyhow::Result<()> {
+    run(
+        Command::new("kill").args([signal, &pid.to_string()]),
+        "signal the WAL receiver",
+    )
+}
+
+/// The replication slot a replica named `name` streams through: its name with `-` as `_`.
+pub fn slot_name(name: &str) -> String {
+    name.replace('-', "_")
 }
 
 /// A Postgres 15 primary with one streaming replica.
@@ -297,15 +300,14 @@ impl PgPair {
         Ok(())
     }
 
-    /// Stops every replica's WAL receiver ([`PgServer::stop_streaming`]): they receive
+    /// Stalls every replica's WAL receiver ([`PgServer::stall_receiver`]): they receive
     /// nothing more, so they fall truly behind (unlike a paused replay, which a promotion
-    /// catches up). Returns each one's `primary_conninfo`, for [`PgServer::stream_with`].
-    pub async fn stop_streaming(&self) -> anyhow::Result<Vec<String>> {
-        let mut infos = Vec::new();
+    /// catches up).
+    pub async fn stall_receivers(&self) -> anyhow::Result<()> {
         for replica in std::iter::once(&self.replica).chain(&self.others) {
-            infos.push(replica.stop_streaming().await?);
+            replica.stall_receiver().await?;
         }
-        Ok(infos)
+        Ok(())
     }
 
     /// initdb, start the primary, base-backup the replica, start it, wait until it streams.
@@ -323,7 +325,8 @@ impl PgPair {
     }
 
     /// Like [`PgPair::start_with`], each server with its name (its `cluster_name`, which it
-    /// streams under as `application_name`).
+    /// streams under as `application_name`). Each replica streams through a replication slot
+    /// named after it ([`slot_name`]).
     pub async fn start_named(
         primary_name: &str,
         replica_name: &str,
@@ -335,6 +338,7 @@ impl PgPair {
             data: dir.path().join("primary"),
             name: primary_name.into(),
             log: dir.path().join("primary.log"),
+            stalled: Default::default(),
         };
         run(
             pg_command("initdb").arg("-D").arg(&primary.data).args([
@@ -379,6 +383,7 @@ impl PgPair {
                 data: dir.path().join(name),
                 name: name.into(),
                 log: dir.path().join(format!("{name}.log")),
+                stalled: Default::default(),
             };
             run(
                 pg_command("pg_basebackup")
@@ -393,6 +398,9 @@ impl PgPair {
                         "fast",
                         "--no-sync",
                     ])
+                    // Through a slot of its own, as real deployments stream (`-R` writes
+                    // primary_slot_name).
+                    .args(["-C", "-S", &slot_name(name)])
                     .arg("-D")
                     .arg(&replica.data),
                 "pg_basebackup",

@@ -1,5 +1,5 @@
 //! The failover metrics: decisions by trigger, refusals by guard, steps by action and result,
-//! durations, Route53 drift, the epoch, the mode and per-group readiness.
+//! durations, Route53 drift, the epoch, the mode, per-group readiness and redundancy.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -22,6 +22,12 @@ pub(super) struct Metrics {
     /// Whether a partition of the primary's region could leave two writable primaries, per
     /// group (leader only).
     pub(super) exposed: prometheus::IntGaugeVec,
+    /// Members that could stream from the primary, per group (leader only).
+    pub(super) replicas: prometheus::IntGaugeVec,
+    /// Members that stream from the primary, per group (leader only).
+    pub(super) streaming: prometheus::IntGaugeVec,
+    /// Replicas the healer pointed at their primary, by result.
+    pub(super) heals: IntCounterVec,
 }
 
 /// Every trigger label: their counters start at 0, so that alerts on
@@ -41,6 +47,9 @@ impl Metrics {
         }
         for guard in crate::desired::Guard::ALL {
             metrics.refusals.with_label_values(&[guard.as_str()]);
+        }
+        for result in ["ok", "failed"] {
+            metrics.heals.with_label_values(&[result]);
         }
         for action in ACTIONS {
             for result in ["ok", "retry", "failed"] {
@@ -139,6 +148,36 @@ impl Metrics {
                         "Leader: 1 when a partition of the primary's region could leave it taking writes (nothing makes it refuse writes by itself), so an unreachable primary there is not promoted around automatically.",
                     ),
                     &["group"],
+                )?,
+            )?,
+            replicas: reg(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "failoverd_postgres_replicas",
+                        "Leader: members of the group other than its primary, which should all stream from it.",
+                    ),
+                    &["group"],
+                )?,
+            )?,
+            streaming: reg(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "failoverd_postgres_replicas_streaming",
+                        "Leader: members of the group streaming from its primary; below failoverd_postgres_replicas the group is short of redundancy.",
+                    ),
+                    &["group"],
+                )?,
+            )?,
+            heals: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "failoverd_heal_attempts_total",
+                        "Replicas the leader pointed at their group's primary after finding them not streaming from it, by result.",
+                    ),
+                    &["result"],
                 )?,
             )?,
             paused: reg(

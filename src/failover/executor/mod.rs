@@ -46,6 +46,7 @@ use crate::util::now_ms;
 /// How often the reconciler looks.
 pub const TICK: Duration = Duration::from_millis(100);
 
+mod heal;
 mod metrics;
 mod operate;
 
@@ -92,6 +93,8 @@ pub struct Reconciler {
     /// When each primary's acknowledgement rule was last changed (or tried): it is not
     /// changed again before the probes can have shown the new one.
     tuned: Mutex<HashMap<TargetId, Instant>>,
+    /// The replicas being pointed at their primary, and each group's redundancy.
+    healer: Mutex<heal::Healer>,
 }
 
 /// How long after changing a primary's acknowledgement rule the leader waits before changing
@@ -203,6 +206,11 @@ impl Reconciler {
                 .as_ref()
                 .map(|p| p.replication.clone())
                 .unwrap_or_default(),
+            slots: config
+                .postgres
+                .as_ref()
+                .map(|p| p.replication_slots)
+                .unwrap_or_default(),
             route53,
             step_timeout,
             drift: metrics.drift.clone(),
@@ -222,6 +230,7 @@ impl Reconciler {
             pre_hook: config.failover.pre_hook.clone(),
             deciding: tokio::sync::Mutex::new(()),
             tuned: Mutex::new(HashMap::new()),
+            healer: Mutex::new(heal::Healer::default()),
         })
     }
 
@@ -301,6 +310,10 @@ impl Reconciler {
                     .clear();
                 *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
                     ReconcilerStatus::default();
+                self.healer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
                 continue;
             }
             let desired = self.consensus.desired();
@@ -339,10 +352,14 @@ impl Reconciler {
             self.carry_out(&desired, effects).await;
             // The rule that makes each primary fence itself, kept while automation runs and no
             // failover is moving a primary.
-            if let Some(view) = view.as_ref().filter(|_| !paused) {
-                if desired.in_progress().is_empty() {
+            let quiet = !paused && desired.in_progress().is_empty();
+            if let Some(view) = view.as_ref() {
+                if quiet {
                     self.tune(view);
                 }
+                // Replicas that do not stream from their primary are repointed under the
+                // same conditions; the redundancy is looked at always.
+                self.heal(view, quiet);
             }
         }
         for (_, task) in running.drain() {
@@ -603,15 +620,26 @@ impl Reconciler {
             .map(|s| format!("{}: {}", s.step.id, s.detail.clone().unwrap_or_default()))
             .collect();
         let (event, text) = match outcome {
-            Outcome::Completed => (
-                "failover_completed",
-                format!(
-                    "failover {} completed in {:.1} s: {}",
-                    record.epoch,
-                    took as f64 / 1000.0,
-                    describe(&record.decision)
-                ),
-            ),
+            Outcome::Completed => {
+                let unfollowed = crate::desired::unfollowed(record);
+                let healing = if unfollowed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; not following yet, left to the healer: {}",
+                        unfollowed.join(", ")
+                    )
+                };
+                (
+                    "failover_completed",
+                    format!(
+                        "failover {} completed in {:.1} s: {}{healing}",
+                        record.epoch,
+                        took as f64 / 1000.0,
+                        describe(&record.decision)
+                    ),
+                )
+            }
             Outcome::Failed => (
                 "failover_failed",
                 format!(

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::Value;
 use support::{
-    get_json, wait_for_async, FailoverSection, Lab, LabOptions, Ministack, PgServer, PostgresLab,
-    RedisLab, RedisServer, Route53Lab,
+    get_json, slot_name, wait_for_async, FailoverSection, Lab, LabOptions, Ministack, PgServer,
+    PostgresLab, RedisLab, RedisServer, Route53Lab,
 };
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -226,9 +226,14 @@ async fn losing_region_one_promotes_the_best_replica_and_drains_it_within_10s() 
         let (started, completed) = (at("failover_started"), at("failover_completed"));
         assert!(started.is_some() && started < completed, "{events:#?}");
     }
-    assert!(events.iter().all(|e| e["text"]
-        .as_str()
-        .is_some_and(|t| t.starts_with("failover "))));
+    assert!(events
+        .iter()
+        .filter(|e| e["event"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("failover_")))
+        .all(|e| e["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("failover "))));
     // The data-plane gate agrees with the weights.
     let gate = |region: &str| format!("http://{}/v1/gate/{region}", lab.cluster.agents[1].admin);
     let drained = reqwest::get(gate("eu-west-3")).await?;
@@ -432,6 +437,10 @@ async fn a_replica_too_far_behind_is_not_promoted_and_the_refusal_is_shown() -> 
     .await
     .with_context(|| lab.logs())?;
     kill_region_one_services(&mut lab)?;
+    // The stalled receivers die with their primary, with what they had not read: the
+    // replicas stay behind, and their links vote the primary Down. (A stalled receiver still
+    // shows as streaming, and votes its primary Up.)
+    lab.pg().kill_receivers()?;
 
     let history = wait_for_async(
         "the refusal in the history",
@@ -1045,5 +1054,162 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
         .await
         .context("answer")?;
     assert_eq!(code, 503, "{body}");
+    Ok(())
+}
+
+/// `slot active` of each physical slot on a member.
+async fn slots(server: &PgServer) -> anyhow::Result<Vec<(String, bool)>> {
+    let rows = server
+        .connect()
+        .await?
+        .query(
+            "SELECT slot_name::text, active FROM pg_replication_slots ORDER BY 1",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A group's redundancy as the status shows it: `(primary, streaming, replicas, each member's
+/// name and state)`.
+type Redundancy = (String, u64, u64, Vec<(String, String)>);
+
+/// The leader's redundancy of the group.
+fn redundancy(status: &Value) -> Option<Redundancy> {
+    let g = &status["cluster"]["redundancy"][GROUP];
+    let members = g["members"]
+        .as_array()?
+        .iter()
+        .map(|m| {
+            let name = m["member"].as_str().unwrap_or_default();
+            let name = name.rsplit('/').next().unwrap_or_default().to_owned();
+            (name, m["state"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    Some((
+        g["primary"].as_str()?.to_owned(),
+        g["streaming"].as_u64()?,
+        g["replicas"].as_u64()?,
+        members,
+    ))
+}
+
+/// Replicas stream through replication slots (as `pg_basebackup -C -S` makes them). The
+/// primary's region is lost: the remaining replica gets its slot on the new primary before it
+/// is pointed there and streams through it, and the failover completes. A replica then
+/// pointed nowhere is pointed back by the healer, and the status shows the group's
+/// redundancy throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_through_their_slots_and_the_healer_repoints_one_left_behind(
+) -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut lab = lab(1 << 20, FailoverSection::default(), None, false).await?;
+    let before = lab
+        .leader_status_until("both replicas streaming", |s| {
+            redundancy(s).filter(|r| r.1 == 2 && r.2 == 2)
+        })
+        .await
+        .with_context(|| lab.logs())?;
+    assert!(before.0.ends_with("pg-eu-west-3"), "{before:?}");
+    let slot_of = |s: &Value, name: &str| {
+        s["cluster"]["redundancy"][GROUP]["members"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter()
+                    .find(|m| m["member"].as_str().is_some_and(|t| t.ends_with(name)))
+            })
+            .and_then(|m| m["slot"].as_str().map(str::to_owned))
+    };
+    let status = lab.cluster.agents[lab.first_leader]
+        .status()
+        .await
+        .context("status")?;
+    assert_eq!(
+        slot_of(&status, "pg-us-east-1").as_deref(),
+        Some("pg_us_east_1")
+    );
+
+    kill_region_one_services(&mut lab)?;
+    let failover = wait_for_async(
+        "the promotion to complete",
+        Duration::from_secs(30),
+        || async {
+            lab.failovers(None)
+                .await?
+                .into_iter()
+                .find(|f| !f["decision"]["promotion"].is_null() && !f["outcome"].is_null())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(failover["outcome"], "completed", "{failover:#}");
+    let (new_primary, other) = match failover["decision"]["promotion"]["to"].as_str() {
+        Some("postgres/main/pg-eu-central-1") => (&lab.pg().replica, &lab.pg().others[0]),
+        Some("postgres/main/pg-us-east-1") => (&lab.pg().others[0], &lab.pg().replica),
+        to => anyhow::bail!("promoted {to:?}"),
+    };
+    let follow = steps(&failover)
+        .into_iter()
+        .find(|s| s["id"].as_str().is_some_and(|id| id.starts_with("follow:")))
+        .context("a follow step")?;
+    assert_eq!(follow["state"], "succeeded", "{follow:#}");
+    let slot = slot_name(&other.name);
+    assert!(
+        follow["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("through slot {slot} (made)"))),
+        "{follow:#}"
+    );
+    let streaming = format!("streaming {} 2", new_primary.port);
+    assert_eq!(receiver(other).await.as_deref(), Some(streaming.as_str()));
+    assert_eq!(slots(new_primary).await?, [(slot.clone(), true)]);
+    let after = lab
+        .leader_status_until("the redundancy against the new primary", |s| {
+            redundancy(s).filter(|r| r.1 == 1 && !r.0.ends_with("pg-eu-west-3"))
+        })
+        .await
+        .with_context(|| lab.logs())?;
+    assert_eq!(after.2, 2, "{after:?}");
+    assert!(
+        after
+            .3
+            .contains(&("pg-eu-west-3".to_owned(), "down".to_owned())),
+        "{after:?}"
+    );
+
+    // Pointed nowhere, the replica is pointed back at the primary by the healer.
+    let leader = &lab.cluster.agents[lab.first_leader];
+    other.stop_streaming().await?;
+    wait_for_async(
+        "the healer to point the replica back",
+        Duration::from_secs(30),
+        || async { (receiver(other).await? == streaming).then_some(()) },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(slots(new_primary).await?, [(slot, true)]);
+    // Counted once the healer's follow has seen it stream.
+    let metrics = wait_for_async("the heal counted", Duration::from_secs(10), || async {
+        let metrics = reqwest::get(format!("http://{}/metrics", leader.admin))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .any(|l| {
+                l.starts_with(r#"failoverd_heal_attempts_total{result="ok"}"#) && !l.ends_with(" 0")
+            })
+            .then_some(metrics)
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    assert!(metrics.contains(r#"failoverd_postgres_replicas{group="postgres/main"} 2"#));
+    lab.leader_status_until("the status to show the replica streaming again", |s| {
+        redundancy(s).filter(|r| r.1 == 1)
+    })
+    .await
+    .with_context(|| lab.logs())?;
     Ok(())
 }

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::TargetKind;
-use crate::failover::heal;
 use crate::consensus::reports::ReportAge;
 use crate::consensus::{ClusterStatus, LeaseStatus, Member, MemberStatus, SilentSince};
 use crate::desired::{
@@ -19,6 +18,7 @@ use crate::desired::{
     Refusal, SlotMove, Step, StepRecord, StepState, Trigger,
 };
 use crate::failover::candidate::{Choice, Evidence};
+use crate::failover::heal;
 use crate::failover::inputs;
 use crate::health::{Change, LastResult, State};
 use crate::probe::postgres::{PgRole, ReplicationLink, WalReceiver};

@@ -94,7 +94,7 @@ pub struct Lab {
     webhook: Option<WebhookReceiver>,
     token_file: Option<std::path::PathBuf>,
     /// The agent every agent named leader once the lab had started.
-    first_leader: usize,
+    pub first_leader: usize,
     _proxy: Option<FaultProxy>,
     _secrets: tempfile::TempDir,
 }

@@ -34,7 +34,7 @@ pub use self::{
     http::{get_json, BlackHole, FaultProxy, HttpServer, HttpsServer, TestCerts, WebhookReceiver},
     lab::{Lab, LabOptions, PostgresLab, RedisLab, Route53Lab},
     ministack::{weighted, Ministack, RECORD, ZONE},
-    postgres::{PgPair, PgServer, MONITOR_PASSWORD, MONITOR_USER, PG_BIN},
+    postgres::{slot_name, PgPair, PgServer, MONITOR_PASSWORD, MONITOR_USER, PG_BIN},
     process::{free_port, free_port_with_bus, free_ports, AgentProcess},
     redis::{RedisCluster, RedisPair, RedisServer},
     wait::{wait_for, wait_for_async},

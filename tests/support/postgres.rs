@@ -164,6 +164,29 @@ impl PgServer {
         Ok(())
     }
 
+    /// A replica is pointed nowhere: its `primary_conninfo` emptied and reloaded, so its WAL
+    /// receiver stops (what a replica restored with an old configuration, or repointed by
+    /// hand, looks like to failoverd).
+    pub async fn stop_streaming(&self) -> anyhow::Result<()> {
+        let client = self.connect().await?;
+        client
+            .batch_execute("ALTER SYSTEM SET primary_conninfo = ''")
+            .await?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        wait_for_async(
+            "the WAL receiver to stop",
+            Duration::from_secs(10),
+            || async {
+                let row = client
+                    .query_one("SELECT count(*) FROM pg_stat_wal_receiver", &[])
+                    .await
+                    .ok()?;
+                (row.get::<_, i64>(0) == 0).then_some(())
+            },
+        )
+        .await
+    }
+
     /// A replica's link to its primary stalls: its WAL receiver is stopped (SIGSTOP), so it
     /// receives nothing more while it still shows as streaming — a stuck network, which
     /// failoverd must not mistake for a replica to repoint. [`PgServer::resume_receiver`]
@@ -306,6 +329,20 @@ impl PgPair {
     pub async fn stall_receivers(&self) -> anyhow::Result<()> {
         for replica in std::iter::once(&self.replica).chain(&self.others) {
             replica.stall_receiver().await?;
+        }
+        Ok(())
+    }
+
+    /// Kills every WAL receiver [`PgPair::stall_receivers`] stopped, with what it had not
+    /// read yet: each replica restarts (Postgres restarts a server whose child crashed) with
+    /// only what it had received, and its link is down.
+    pub fn kill_receivers(&self) -> anyhow::Result<()> {
+        for replica in std::iter::once(&self.replica).chain(&self.others) {
+            let pids =
+                std::mem::take(&mut *replica.stalled.lock().unwrap_or_else(|p| p.into_inner()));
+            for pid in pids {
+                signal(pid, "-KILL")?;
+            }
         }
         Ok(())
     }

@@ -843,6 +843,7 @@ wal_sender_timeout = 5s
 wal_receiver_timeout = 5s
 wal_receiver_status_interval = 1s
 wal_keep_size = 256MB
+max_slot_wal_keep_size = 1GB
 cluster_name = 'pg-{region}'
 fsync = off
 """)
@@ -867,13 +868,15 @@ fsync = off
             check=True, capture_output=True)
 
     def _clone_postgres(self, region: str, primary_region: str) -> None:
-        """A base backup of the primary into `region`'s data directory, set up to stream."""
+        """A base backup of the primary into `region`'s data directory, set up to stream
+        through a replication slot of its own (`pg_<region>`), as real deployments do."""
         member = self.state.postgres[region]
+        slot = "pg_" + region.replace("-", "_")
         subprocess.run(
             as_postgres([f"{PG_BIN}/pg_basebackup", "-h", address(primary_region), "-p",
                          str(self.state.postgres[primary_region].port), "-U", "postgres",
                          "-D", member.data, "-R", "-X", "stream", "-c", "fast", "-d",
-                         f"application_name=pg-{region}"]),
+                         f"application_name=pg-{region}", "-C", "-S", slot]),
             check=True, capture_output=True)
 
     def _start_redis(self) -> None:

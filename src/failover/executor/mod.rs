@@ -314,6 +314,9 @@ impl Reconciler {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clear();
+                // Only the leader counts replicas: a former leader's figures would go stale.
+                self.metrics.replicas.reset();
+                self.metrics.streaming.reset();
                 continue;
             }
             let desired = self.consensus.desired();

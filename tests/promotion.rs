@@ -5,7 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use failoverd::actions::postgres::{await_streaming, follow, promote, Member};
+use failoverd::actions::postgres::{
+    await_streaming, ensure_slot, follow, primary_slot_name, promote, Member,
+};
 use support::PgPair;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -77,6 +79,13 @@ async fn a_replica_is_promoted_and_the_other_follows_it_on_the_new_timeline() ->
         "host=127.0.0.1 port={} user=postgres application_name={}",
         pg.replica.port, pg.others[0].name
     );
+    // It streams through a slot, which the new primary has to have first (slots are not
+    // replicated): the follow step makes it, as here.
+    let slot = primary_slot_name(&other, TIMEOUT)
+        .await?
+        .expect("the harness's replicas stream through a slot");
+    assert!(ensure_slot(&new_primary, &slot, TIMEOUT).await?, "made");
+    assert!(!ensure_slot(&new_primary, &slot, TIMEOUT).await?, "made once");
     follow(&other, &conninfo, TIMEOUT).await?;
     follow(&other, &conninfo, TIMEOUT).await?;
     await_streaming(&other, pg.replica.port, 2, TIMEOUT).await?;

@@ -85,7 +85,10 @@ async fn a_replica_is_promoted_and_the_other_follows_it_on_the_new_timeline() ->
         .await?
         .expect("the harness's replicas stream through a slot");
     assert!(ensure_slot(&new_primary, &slot, TIMEOUT).await?, "made");
-    assert!(!ensure_slot(&new_primary, &slot, TIMEOUT).await?, "made once");
+    assert!(
+        !ensure_slot(&new_primary, &slot, TIMEOUT).await?,
+        "made once"
+    );
     follow(&other, &conninfo, TIMEOUT).await?;
     follow(&other, &conninfo, TIMEOUT).await?;
     await_streaming(&other, pg.replica.port, 2, TIMEOUT).await?;

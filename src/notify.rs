@@ -22,7 +22,8 @@ const QUEUE: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
     /// `failover_started`, `failover_completed`, `failover_failed`, `refusal`, `fenced`,
-    /// `unfenced`, `replica_not_following`, `replica_repointed`, `redundancy_restored`.
+    /// `unfenced`, `demoted`, `rejoined`, `rejoin_failed`, `replica_not_following`,
+    /// `replica_repointed`, `redundancy_restored`.
     pub event: &'static str,
     /// The agent that sends it.
     pub agent: String,

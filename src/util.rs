@@ -59,6 +59,14 @@ pub fn registered<T: prometheus::core::Collector + Clone + 'static>(
     Ok(metric)
 }
 
+/// The first `max` characters of `text`, with `…` when it was longer.
+pub fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ async fn lab() -> anyhow::Result<Lab> {
             setup: "CREATE TABLE orders (id int)",
             max_lag: 65536,
             slow_replica: None,
+            rejoin: false,
         }),
         redis: Some(RedisLab::Pair),
         route53: Some(Route53Lab::default()),

@@ -32,6 +32,7 @@ async fn lab(
             setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
             max_lag,
             slow_replica,
+            rejoin: false,
         }),
         redis: Some(RedisLab::Pair),
         route53: Some(Route53Lab { writers }),
@@ -951,6 +952,7 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
             setup: "CREATE TABLE orders (id int)",
             max_lag: 1 << 20,
             slow_replica: None,
+            rejoin: false,
         }),
         redis: Some(RedisLab::Pair),
         self_fencing: true,
@@ -997,16 +999,17 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
             Some((code, serde_json::from_str::<Value>(&text).ok()?))
         }
     };
+    // Its probe must first have seen the member Up: until then the answer is a 503.
     wait_for_async(
         "eu-central-1's member to answer as a replica",
         Duration::from_secs(10),
-        || role(frankfurt, "pg-eu-central-1/replica"),
+        || async {
+            let (code, body) = role(frankfurt, "pg-eu-central-1/replica").await?;
+            (code == 200 && body["observed"] == true).then_some(())
+        },
     )
     .await
-    .and_then(|(code, body)| {
-        anyhow::ensure!(code == 200 && body["observed"] == true, "{code} {body}");
-        Ok(())
-    })?;
+    .with_context(|| lab.logs())?;
     let (code, body) = role(frankfurt, "pg-eu-west-3/primary")
         .await
         .context("answer")?;
@@ -1211,5 +1214,136 @@ async fn replicas_follow_through_their_slots_and_the_healer_repoints_one_left_be
     })
     .await
     .with_context(|| lab.logs())?;
+    Ok(())
+}
+
+/// The Postgres primary's postmaster crashes (nothing else does): a replica is promoted, and
+/// then the agent beside the old primary rejoins it with `[postgres.rejoin]`
+/// (`deploy/postgres/pg-rejoin`: `pg_rewind` against the new primary): it streams from the
+/// new primary on its timeline through a slot made for it there, holds the rows written
+/// since, and the group is back to full redundancy with nobody's help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_primary_is_rewound_and_rejoins_as_a_replica_of_the_new_one() -> anyhow::Result<()>
+{
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let lab = Lab::start(LabOptions {
+        postgres: Some(PostgresLab {
+            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
+            max_lag: 1 << 20,
+            slow_replica: None,
+            rejoin: true,
+        }),
+        webhook: true,
+        ..Default::default()
+    })
+    .await?;
+    lab.leader_status_until("both replicas streaming", |s| {
+        redundancy(s).filter(|r| r.0.ends_with("pg-eu-west-3") && r.1 == 2 && r.2 == 2)
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    // Written on the old primary and never replicated: a rewind has something to undo.
+    let old = &lab.pg().primary;
+    lab.pg().stall_receivers().await?;
+    old.connect()
+        .await?
+        .batch_execute("INSERT INTO orders SELECT generate_series(100, 5000)")
+        .await?;
+    old.kill()?;
+    lab.pg().kill_receivers()?;
+
+    let failover = wait_for_async(
+        "the promotion to complete",
+        Duration::from_secs(60),
+        || async {
+            lab.failovers(None)
+                .await?
+                .into_iter()
+                .find(|f| !f["decision"]["promotion"].is_null() && !f["outcome"].is_null())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(failover["outcome"], "completed", "{failover:#}");
+    let new_primary = match failover["decision"]["promotion"]["to"].as_str() {
+        Some("postgres/main/pg-eu-central-1") => &lab.pg().replica,
+        Some("postgres/main/pg-us-east-1") => &lab.pg().others[0],
+        to => anyhow::bail!("promoted {to:?}"),
+    };
+    new_primary
+        .connect()
+        .await?
+        .batch_execute("INSERT INTO orders VALUES (3)")
+        .await?;
+
+    // Nobody restarts the old primary: its agent rewinds it, starts it as a standby, and it
+    // streams from the new primary on timeline 2.
+    let streaming = format!("streaming {} 2", new_primary.port);
+    wait_for_async(
+        "the old primary to stream from the new one",
+        Duration::from_secs(90),
+        || async { (receiver(old).await? == streaming).then_some(()) },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert!(in_recovery(old).await?, "the old primary runs as a standby");
+    let slot = failoverd::actions::postgres::member_slot_name(&old.name);
+    assert!(
+        slots(new_primary).await?.contains(&(slot.clone(), true)),
+        "it streams through the slot made for it: {:?}",
+        slots(new_primary).await?
+    );
+    let client = old.connect().await?;
+    let rows = wait_for_async(
+        "the new row on the old primary",
+        Duration::from_secs(10),
+        || async {
+            let rows: Vec<i32> = client
+                .query("SELECT id FROM orders ORDER BY id", &[])
+                .await
+                .ok()?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            rows.contains(&3).then_some(rows)
+        },
+    )
+    .await?;
+    assert_eq!(rows, [1, 2, 3], "its unreplicated rows were rewound away");
+    assert!(
+        slots(old).await?.is_empty(),
+        "the slots it held as primary are gone: {:?}",
+        slots(old).await?
+    );
+    lab.leader_status_until("full redundancy", |s| {
+        redundancy(s).filter(|r| !r.0.ends_with("pg-eu-west-3") && r.1 == 2 && r.2 == 2)
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    let rejoined = lab
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "rejoined")
+        .with_context(|| format!("no rejoined event: {:?}", lab.events()))?;
+    assert!(
+        rejoined["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("rewound from")),
+        "{rejoined:#}"
+    );
+    let agent = &lab.cluster.agents[0];
+    let metrics = reqwest::get(format!("http://{}/metrics", agent.admin))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(r#"failoverd_rejoins_total{result="ok"} 1"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("rejoin"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     Ok(())
 }

@@ -477,6 +477,38 @@ pub async fn in_recovery(member: &Member, timeout: Duration) -> Result<bool, Act
     .await
 }
 
+/// Makes a promoted `primary` fit to be rewound from: it must be out of recovery, and its
+/// control file must name the timeline it writes on. Promotion updates the control file only
+/// at the checkpoint that follows, and until then `pg_rewind` takes the source for the old
+/// timeline, finds nothing to rewind and leaves the old primary unable to follow; so this
+/// checkpoints when the two differ.
+pub async fn ready_as_rewind_source(
+    primary: &Member,
+    timeout: Duration,
+) -> Result<(), ActionError> {
+    super::bounded(timeout, async {
+        let client = connect(primary, timeout).await?;
+        let state = query_text(
+            &client,
+            "read rewind source",
+            "SELECT CASE WHEN pg_is_in_recovery() THEN 'recovery' \
+             WHEN (SELECT timeline_id FROM pg_control_checkpoint()) = \
+             ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int \
+             THEN 'ready' ELSE 'checkpoint' END",
+        )
+        .await?;
+        match state.as_deref() {
+            Some("ready") => Ok(()),
+            Some("checkpoint") => run(&client, "checkpoint the new primary", "CHECKPOINT").await,
+            _ => Err(ActionError::Step {
+                step: "read rewind source",
+                message: format!("{} is not promoted yet", primary.name),
+            }),
+        }
+    })
+    .await
+}
+
 /// The member's current timeline (as a primary: the one it writes on).
 pub async fn timeline(member: &Member, timeout: Duration) -> Result<u32, ActionError> {
     super::bounded(timeout, async {
@@ -511,6 +543,148 @@ pub fn address(member: &Member) -> Result<(String, u16), ActionError> {
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     Ok((host, port))
+}
+
+/// The `primary_conninfo` a replica named `application_name` streams from `primary` with:
+/// host and port from the primary's DSN, user, password and sslmode from
+/// `postgres.replication`. Holds the replication password when one is configured.
+pub fn streaming_conninfo(
+    primary: &Member,
+    application_name: &str,
+    replication: &crate::config::ReplicationConfig,
+) -> Result<String, ActionError> {
+    let (host, port) = address(primary)?;
+    let password = match &replication.password {
+        Some(secret) => Some(secret.load().map_err(|e| ActionError::Step {
+            step: "replication credentials",
+            message: format!("postgres.replication.password: {e}"),
+        })?),
+        None => None,
+    };
+    let port_text = port.to_string();
+    let mut pairs = vec![
+        ("host", host.as_str()),
+        ("port", port_text.as_str()),
+        ("user", replication.user.as_str()),
+        ("application_name", application_name),
+    ];
+    if let Some(p) = &password {
+        pairs.push(("password", p.expose()));
+    }
+    if let Some(mode) = &replication.sslmode {
+        pairs.push(("sslmode", mode.as_str()));
+    }
+    Ok(conninfo(&pairs))
+}
+
+/// The slot a member streams through when it has none of its own yet (an old primary that
+/// rejoins): its name in lower case, every character a slot name cannot hold made `_`.
+pub fn member_slot_name(member: &str) -> String {
+    let mut name: String = member
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '_' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        })
+        .take(63)
+        .collect();
+    if name.is_empty() {
+        name.push('_');
+    }
+    name
+}
+
+/// What a rejoin command is told about the primary an old primary rejoins.
+#[derive(Debug, Clone, Copy)]
+pub struct RejoinTo<'a> {
+    /// The command, `{member}` and `{region}` still in it.
+    pub command: &'a [String],
+    /// The old primary's region.
+    pub region: &'a str,
+    /// The primary the cluster names.
+    pub primary: &'a Member,
+    /// The `primary_conninfo` the old primary is to stream with (may hold a password).
+    pub conninfo: &'a str,
+    /// The slot made for it on the primary, if it streams through one.
+    pub slot: Option<&'a str>,
+    /// The command is killed after this long.
+    pub timeout: Duration,
+}
+
+/// Runs the rejoin command for old primary `member` (`docs/failover.md`, rejoining): it is
+/// to make the member a replica streaming from `to.primary`. The environment holds the member
+/// (`FAILOVERD_MEMBER`, `FAILOVERD_REGION`, `FAILOVERD_DSN`), the primary (`FAILOVERD_PRIMARY`,
+/// `FAILOVERD_SOURCE_DSN`, and its password as `PGPASSWORD` when one is configured), the
+/// `primary_conninfo` to stream with (`FAILOVERD_PRIMARY_CONNINFO`) and the slot
+/// (`FAILOVERD_SLOT`, empty for none). Returns the last line the command printed.
+pub async fn rejoin(member: &Member, to: RejoinTo<'_>) -> Result<String, ActionError> {
+    const STEP: &str = "rejoin command";
+    let argv: Vec<String> = to
+        .command
+        .iter()
+        .map(|a| {
+            a.replace("{member}", &member.name)
+                .replace("{region}", to.region)
+        })
+        .collect();
+    let (program, args) = argv.split_first().ok_or(ActionError::Step {
+        step: STEP,
+        message: "empty command".into(),
+    })?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env("FAILOVERD_MEMBER", &member.name)
+        .env("FAILOVERD_REGION", to.region)
+        .env("FAILOVERD_DSN", &member.dsn)
+        .env("FAILOVERD_PRIMARY", &to.primary.name)
+        .env("FAILOVERD_SOURCE_DSN", &to.primary.dsn)
+        .env("FAILOVERD_PRIMARY_CONNINFO", to.conninfo)
+        .env("FAILOVERD_SLOT", to.slot.unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(secret) = &to.primary.password {
+        let password = secret.load().map_err(|e| ActionError::Step {
+            step: STEP,
+            message: format!("the primary's password: {e}"),
+        })?;
+        command.env("PGPASSWORD", password.expose());
+    }
+    let output = tokio::time::timeout(to.timeout, command.output())
+        .await
+        .map_err(|_| ActionError::Step {
+            step: STEP,
+            message: format!(
+                "{program} did not finish within {}; killed",
+                humantime::format_duration(to.timeout)
+            ),
+        })?
+        .map_err(|e| ActionError::Step {
+            step: STEP,
+            message: format!("cannot run {program}: {e}"),
+        })?;
+    let last_line = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        crate::util::truncate_chars(line.trim(), 300)
+    };
+    if output.status.success() {
+        Ok(last_line(&output.stdout))
+    } else {
+        Err(ActionError::Step {
+            step: STEP,
+            message: format!(
+                "{program} exited with {}: {}",
+                output.status,
+                last_line(&output.stderr)
+            ),
+        })
+    }
 }
 
 /// A `primary_conninfo` value: libpq keywords, values quoted so spaces and quotes survive.

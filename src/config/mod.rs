@@ -57,7 +57,7 @@ pub use secret::{Secret, SecretError, SecretRef};
 pub use targets::{
     ConnectionMode, HttpTargetConfig, PostgresConfig, PostgresFence, PostgresMemberConfig,
     RedisConfig, RedisMemberConfig, RedisMode, RedisSelfFencing, RedisShardConfig, RegionConfig,
-    ReplicationConfig, ReplicationSlots, SynchronousConfig, SynchronousMode,
+    RejoinConfig, ReplicationConfig, ReplicationSlots, SynchronousConfig, SynchronousMode,
     DEFAULT_CLUSTER_NODE_TIMEOUT, DEFAULT_MAX_LAG_ON_FAILOVER, DEFAULT_PG_PRIORITY, MAX_WEIGHT,
 };
 

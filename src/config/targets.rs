@@ -113,8 +113,27 @@ pub struct PostgresConfig {
     /// Replication slots on a new primary for the replicas that follow it (default `auto`).
     #[serde(default)]
     pub replication_slots: ReplicationSlots,
+    /// How an old primary is made a replica of the new one (none: it stays fenced).
+    pub rejoin: Option<RejoinConfig>,
     /// The members: one primary and its streaming replicas.
     pub members: Vec<PostgresMemberConfig>,
+}
+
+/// `[postgres.rejoin]`: the command the agent beside an old primary runs to make it a
+/// streaming replica of the primary the cluster names (`pg_rewind`, or a new base backup).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejoinConfig {
+    /// Program and arguments; `{member}` and `{region}` in an argument are replaced by the old
+    /// primary's name and region. Its environment is documented in `docs/failover.md`.
+    pub command: Vec<String>,
+    /// The command is killed after this long and tried again later (default 10 min).
+    #[serde(default = "default_rejoin_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_rejoin_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// Whether failoverd manages the replication slots replicas stream through.
@@ -447,6 +466,18 @@ fn validate_http_target(v: &mut Validator, key: &str, api: &HttpTargetConfig, pr
 }
 
 /// Checks `postgres.fence`: a command names a program, a role is a simple name.
+pub(super) fn validate_postgres_rejoin(v: &mut Validator, rejoin: &RejoinConfig) {
+    if rejoin.command.first().is_none_or(|p| p.trim().is_empty()) {
+        v.push("postgres.rejoin.command", "must name a program");
+    }
+    if rejoin.timeout < Duration::from_secs(10) {
+        v.push(
+            "postgres.rejoin.timeout",
+            "must be at least 10s: a rewind or a base backup takes longer",
+        );
+    }
+}
+
 pub(super) fn validate_postgres_fence(v: &mut Validator, fence: &PostgresFence) {
     match fence {
         PostgresFence::Command(argv) if argv.is_empty() => {

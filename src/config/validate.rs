@@ -17,8 +17,8 @@ use super::failover::{validate_failover, validate_notify};
 use super::probe::validate_probe;
 use super::route53::validate_route53;
 use super::targets::{
-    validate_postgres, validate_postgres_fence, validate_postgres_replication, validate_redis,
-    validate_regions,
+    validate_postgres, validate_postgres_fence, validate_postgres_rejoin,
+    validate_postgres_replication, validate_redis, validate_regions,
 };
 use super::{Config, ConfigIssue, SecretRef};
 
@@ -35,6 +35,9 @@ impl Config {
         validate_cluster(&mut v, &self.cluster, &self.agent, agents);
         if let Some(pg) = &self.postgres {
             validate_postgres_fence(&mut v, &pg.fence);
+            if let Some(rejoin) = &pg.rejoin {
+                validate_postgres_rejoin(&mut v, rejoin);
+            }
         }
         if let Some(tls) = &self.tls {
             validate_tls(&mut v, tls, &self.peers);

@@ -14,7 +14,7 @@ use prometheus::IntCounter;
 use super::fence_rule::{may_promote_around, Reach, Wait};
 use crate::actions::route53::{Route53, Route53Error};
 use crate::actions::{self, ActionError};
-use crate::config::{PostgresFence, ReplicationConfig, ReplicationSlots, SecretRef};
+use crate::config::{PostgresFence, ReplicationConfig, ReplicationSlots};
 use crate::datastore::redis::RedisRole;
 use crate::desired::{Action, Decision, FailoverRecord, FenceProof, Step, WriterRecord};
 use crate::topology::TargetId;
@@ -150,25 +150,9 @@ impl Steps {
             let made = actions::postgres::ensure_slot(new_primary, slot, self.step_timeout).await?;
             through = format!(" through slot {slot}{}", if made { " (made)" } else { "" });
         }
-        let (host, port) = actions::postgres::address(new_primary)?;
-        let password = match &self.replication.password {
-            Some(secret) => Some(load(secret)?),
-            None => None,
-        };
-        let port_text = port.to_string();
-        let mut pairs = vec![
-            ("host", host.as_str()),
-            ("port", port_text.as_str()),
-            ("user", self.replication.user.as_str()),
-            ("application_name", member.name.as_str()),
-        ];
-        if let Some(p) = &password {
-            pairs.push(("password", p.expose()));
-        }
-        if let Some(mode) = &self.replication.sslmode {
-            pairs.push(("sslmode", mode.as_str()));
-        }
-        let conninfo = actions::postgres::conninfo(&pairs);
+        let (_, port) = actions::postgres::address(new_primary)?;
+        let conninfo =
+            actions::postgres::streaming_conninfo(new_primary, &member.name, &self.replication)?;
         actions::postgres::follow(member, &conninfo, self.step_timeout).await?;
         actions::postgres::await_streaming(member, port, timeline, self.step_timeout).await?;
         Ok(format!(
@@ -608,12 +592,6 @@ struct Grounds<'a> {
 /// a server that answered with an error or did not answer.
 fn refused(message: &str) -> bool {
     message.contains("Connection refused")
-}
-
-fn load(secret: &SecretRef) -> Result<crate::config::Secret, StepError> {
-    secret
-        .load()
-        .map_err(|e| fatal(format!("postgres.replication.password: {e}")))
 }
 
 fn show(weights: &BTreeMap<String, u32>) -> String {

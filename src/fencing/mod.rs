@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub mod rules;
 
 use crate::actions::{self, ActionError};
-use crate::config::{Config, PostgresFence};
+use crate::config::{Config, PostgresFence, RejoinConfig, ReplicationConfig, ReplicationSlots};
 use crate::consensus::Consensus;
 use crate::health::HealthBoard;
 use crate::probe::postgres::PgRole;
@@ -82,7 +82,42 @@ pub struct Fencer {
     /// Fence, unfence and demote attempts failing in a row, so that one retried every check
     /// is logged when it starts, changes or has gone on for [`REPEAT_LOG_EVERY`].
     failing: Failing,
+    /// How old primaries rejoin, when configured.
+    rejoin: Option<Rejoin>,
+    /// Rejoins of local members: running, or when the next may start.
+    rejoining: BTreeMap<TargetId, Rejoining>,
+    rejoins: IntCounterVec,
 }
+
+/// `postgres.rejoin` with what it needs to tell the command.
+#[derive(Debug, Clone)]
+struct Rejoin {
+    config: RejoinConfig,
+    replication: ReplicationConfig,
+    slots: ReplicationSlots,
+    /// Every Postgres member, to reach the primary the log names.
+    members: std::collections::HashMap<TargetId, actions::postgres::Member>,
+    /// The region of each local member.
+    regions: std::collections::HashMap<TargetId, String>,
+}
+
+/// One local member's rejoin.
+#[derive(Debug, Clone, Default)]
+struct Rejoining {
+    running: bool,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// No attempt before this.
+    not_before: Option<std::time::Instant>,
+}
+
+/// The first retry of a failed rejoin waits this long, each next one twice as long.
+pub const REJOIN_RETRY: Duration = Duration::from_secs(10);
+/// Retries of a failed rejoin are at most this far apart.
+pub const REJOIN_RETRY_MAX: Duration = Duration::from_secs(300);
+/// After a rejoin that succeeded, the member has this long to answer as a replica before
+/// another is tried.
+pub const REJOIN_SETTLE: Duration = Duration::from_secs(30);
 
 /// Actions failing in a row, by action and target.
 #[derive(Debug, Default)]
@@ -179,6 +214,36 @@ impl Fencer {
             &["action", "result"],
         )?;
         registry.register(Box::new(actions.clone()))?;
+        let rejoins = crate::util::registered(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "failoverd_rejoins_total",
+                    "Runs of the rejoin command on a local old primary, by result.",
+                ),
+                &["result"],
+            )?,
+        )?;
+        let rejoin = config
+            .postgres
+            .as_ref()
+            .and_then(|pg| Some((pg, pg.rejoin.clone()?)))
+            .map(|(pg, rejoin)| Rejoin {
+                config: rejoin,
+                replication: pg.replication.clone(),
+                slots: pg.replication_slots,
+                members: topology
+                    .targets
+                    .iter()
+                    .filter_map(|t| Some((t.id.clone(), actions::postgres::Member::of(t)?)))
+                    .collect(),
+                regions: topology
+                    .targets
+                    .iter()
+                    .filter(|t| t.region == config.agent.region)
+                    .map(|t| (t.id.clone(), t.region.clone()))
+                    .collect(),
+            });
         Ok(Fencer {
             locals,
             pg_method: config
@@ -203,6 +268,9 @@ impl Fencer {
             fenced_gauge,
             actions,
             failing: Failing::default(),
+            rejoin,
+            rejoining: BTreeMap::new(),
+            rejoins,
         })
     }
 
@@ -226,10 +294,21 @@ impl Fencer {
     ) {
         let mut ticker = tokio::time::interval(CHECK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Rejoins take minutes: they run beside the checks (dropping the set kills them).
+        let mut rejoins: tokio::task::JoinSet<(TargetId, Result<String, ActionError>)> =
+            tokio::task::JoinSet::new();
         loop {
-            tokio::select! {
+            let finished = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
+                Some(done) = rejoins.join_next(), if !rejoins.is_empty() => Some(done),
+                _ = ticker.tick() => None,
+            };
+            if let Some(done) = finished {
+                match done {
+                    Ok((id, result)) => self.rejoined(&id, result),
+                    Err(e) => tracing::error!(error = %e, "a rejoin task ended without an answer"),
+                }
+                continue;
             }
             let valid = consensus.lease_valid();
             if !valid && self.valid_since.is_some() {
@@ -308,6 +387,7 @@ impl Fencer {
                         lease,
                         named: named.as_ref(),
                         cluster,
+                        can_rejoin: self.rejoin.is_some(),
                     },
                     memory,
                 );
@@ -330,6 +410,13 @@ impl Fencer {
                         }
                     }
                     (rules::FenceAction::Unfence, _, Some(fence)) => Some(Op::Unfence(fence)),
+                    (rules::FenceAction::Release, _, Some(fence)) => Some(Op::Release(fence)),
+                    (rules::FenceAction::Rejoin { to }, Local::Postgres(m), _) => {
+                        if let Some(task) = self.start_rejoin(&id, m, &to, now) {
+                            rejoins.spawn(task);
+                        }
+                        None
+                    }
                     (rules::FenceAction::Stay(rules::Hold::NotOwner), ..) => {
                         tracing::debug!(target_id = %id, "stays fenced: the cluster has not shown it is still the owner of its slots");
                         None
@@ -428,6 +515,10 @@ impl Fencer {
                     );
                     self.fenced.remove(id);
                 }
+                (Op::Release(_), _) => {
+                    tracing::info!(target_id = %id, "released the fence: the old primary answers as a replica");
+                    self.fenced.remove(id);
+                }
                 (Op::Fence { .. }, Ok(None)) => {
                     tracing::error!(target_id = %id, "a fence reported no setting to restore");
                 }
@@ -446,8 +537,81 @@ impl Fencer {
                 Op::Demote { .. } => {
                     tracing::error!(target_id = %id, error = %e, attempts, "cannot demote the stale local Redis master; retrying")
                 }
-                Op::Unfence(_) => {
+                Op::Unfence(_) | Op::Release(_) => {
                     tracing::error!(target_id = %id, error = %e, attempts, "cannot lift the fence; retrying")
+                }
+            }
+        }
+    }
+
+    /// The task that rejoins local old primary `id` as a replica of `to`, unless one runs or
+    /// the last one's backoff has not passed.
+    fn start_rejoin(
+        &mut self,
+        id: &TargetId,
+        member: &actions::postgres::Member,
+        to: &TargetId,
+        now: std::time::Instant,
+    ) -> Option<impl std::future::Future<Output = (TargetId, Result<String, ActionError>)>> {
+        let rejoin = self.rejoin.as_ref()?;
+        let state = self.rejoining.entry(id.clone()).or_default();
+        if state.running || state.not_before.is_some_and(|t| now < t) {
+            return None;
+        }
+        let Some(primary) = rejoin.members.get(to).cloned() else {
+            tracing::error!(target_id = %id, named = %to, "the named primary is not a configured Postgres member");
+            return None;
+        };
+        state.running = true;
+        tracing::warn!(target_id = %id, primary = %to, "rejoining the old primary as a replica of the named one");
+        let (id, member, rejoin) = (id.clone(), member.clone(), rejoin.clone());
+        let timeout = self.timeout;
+        Some(async move {
+            let result = rejoin_member(&id, &member, &primary, &rejoin, timeout).await;
+            (id, result)
+        })
+    }
+
+    /// Records how a rejoin ended: the counter, the log, the event and when the next may run.
+    fn rejoined(&mut self, id: &TargetId, result: Result<String, ActionError>) {
+        let now = std::time::Instant::now();
+        let state = self.rejoining.entry(id.clone()).or_default();
+        state.running = false;
+        match result {
+            Ok(said) => {
+                state.failures = 0;
+                state.not_before = Some(now + REJOIN_SETTLE);
+                self.rejoins.with_label_values(&["ok"]).inc();
+                self.failing.succeeded("rejoin", id);
+                tracing::warn!(target_id = %id, said, "rejoined the old primary as a replica");
+                self.event(
+                    "rejoined",
+                    format!("failoverd rejoined {id} as a replica: {said}"),
+                    serde_json::json!({ "target": id, "output": said }),
+                );
+            }
+            Err(e) => {
+                state.failures = state.failures.saturating_add(1);
+                let wait = REJOIN_RETRY
+                    .saturating_mul(1 << state.failures.saturating_sub(1).min(8))
+                    .min(REJOIN_RETRY_MAX);
+                state.not_before = Some(now + wait);
+                let attempts = state.failures;
+                self.rejoins.with_label_values(&["error"]).inc();
+                let error = e.to_string();
+                if self.failing.failed("rejoin", id, &error, now).is_some() {
+                    tracing::error!(
+                        target_id = %id,
+                        error,
+                        attempts,
+                        retry_in = %humantime::format_duration(wait),
+                        "cannot rejoin the old primary; retrying"
+                    );
+                    self.event(
+                        "rejoin_failed",
+                        format!("failoverd cannot rejoin {id} as a replica: {error}"),
+                        serde_json::json!({ "target": id, "error": error, "attempts": attempts }),
+                    );
                 }
             }
         }
@@ -473,6 +637,8 @@ enum Op {
     },
     /// Lift the fence.
     Unfence(Fence),
+    /// Lift the fence of an old primary that answers as a replica.
+    Release(Fence),
 }
 
 impl Op {
@@ -481,8 +647,49 @@ impl Op {
             Op::Fence { .. } => "fence",
             Op::Demote { .. } => "demote",
             Op::Unfence(_) => "unfence",
+            Op::Release(_) => "release",
         }
     }
+}
+
+/// Makes old primary `member` a replica of `primary`: checks that `primary` is out of
+/// recovery (the log names a member at the decision, before its promotion), makes its slot
+/// there, then runs the rejoin command.
+async fn rejoin_member(
+    id: &TargetId,
+    member: &actions::postgres::Member,
+    primary: &actions::postgres::Member,
+    rejoin: &Rejoin,
+    timeout: Duration,
+) -> Result<String, ActionError> {
+    actions::postgres::ready_as_rewind_source(primary, timeout).await?;
+    let slot = match rejoin.slots {
+        ReplicationSlots::Off => None,
+        ReplicationSlots::Auto => {
+            let slot = actions::postgres::member_slot_name(&member.name);
+            actions::postgres::ensure_slot(primary, &slot, timeout).await?;
+            Some(slot)
+        }
+    };
+    let conninfo =
+        actions::postgres::streaming_conninfo(primary, &member.name, &rejoin.replication)?;
+    let region = rejoin
+        .regions
+        .get(id)
+        .map(String::as_str)
+        .unwrap_or_default();
+    actions::postgres::rejoin(
+        member,
+        actions::postgres::RejoinTo {
+            command: &rejoin.config.command,
+            region,
+            primary,
+            conninfo: &conninfo,
+            slot: slot.as_deref(),
+            timeout: rejoin.config.timeout,
+        },
+    )
+    .await
 }
 
 /// Carries `op` out on `local`; a fence returns what it set.
@@ -499,10 +706,12 @@ async fn perform(
         (Op::Fence { .. }, Local::Redis(m)) => actions::redis::fence(m, timeout)
             .await
             .map(|previous| Some(Fence::Redis(previous))),
-        (Op::Unfence(_), Local::Postgres(m)) => actions::postgres::unfence(m, method, timeout)
-            .await
-            .map(|()| None),
-        (Op::Unfence(fence), Local::Redis(m)) => {
+        (Op::Unfence(_) | Op::Release(_), Local::Postgres(m)) => {
+            actions::postgres::unfence(m, method, timeout)
+                .await
+                .map(|()| None)
+        }
+        (Op::Unfence(fence) | Op::Release(fence), Local::Redis(m)) => {
             let previous = match fence {
                 Fence::Redis(previous) => *previous,
                 Fence::Postgres => 0,

@@ -13,7 +13,11 @@
 //! 3. With the lease, a Postgres member that is writable or was last seen as primary (its
 //!    probe may fail while its sessions still write) and that the log does not name while it
 //!    names another member is fenced as stale.
-//! 4. With the lease settled, a fenced member is unfenced only when the log still names it
+//! 4. With the lease settled, while the log names another member: a fenced Postgres member
+//!    that answers as a replica (rejoined) has its fence released; with a rejoin command
+//!    configured, one that is fenced and answers as primary, or was last seen as primary and
+//!    its probe fails (crashed), is rejoined as a replica of the named one.
+//! 5. With the lease settled, a fenced member is unfenced only when the log still names it
 //!    (a Redis Cluster node: when it turned replica, or its own view is healthy and the log's
 //!    slot owners still name it); otherwise it stays fenced.
 //!
@@ -89,6 +93,8 @@ pub struct Check<'a> {
     pub named: Option<&'a TargetId>,
     /// For a Redis Cluster node: its standing.
     pub cluster: ClusterStanding,
+    /// A rejoin command is configured for it (`postgres.rejoin`).
+    pub can_rejoin: bool,
 }
 
 /// Why a member is fenced.
@@ -140,6 +146,14 @@ pub enum FenceAction {
     },
     /// Lift the fence.
     Unfence,
+    /// Make this old Postgres primary a streaming replica of the named one (the rejoin
+    /// command; the fence stays until it answers as a replica).
+    Rejoin {
+        /// The primary the log names.
+        to: TargetId,
+    },
+    /// Lift the fence of a member that rejoined as a replica.
+    Release,
     /// Keep the fence (said at debug level).
     Stay(Hold),
 }
@@ -163,6 +177,20 @@ pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
             } else {
                 FenceAction::Demote { to: named.clone() }
             };
+        }
+    }
+    if check.lease.settled && check.kind == Kind::Postgres {
+        if let Some(named) = named_other {
+            match check.role {
+                Some(Role::Replica) if check.fenced => return FenceAction::Release,
+                Some(Role::Primary) if check.fenced && check.can_rejoin => {
+                    return FenceAction::Rejoin { to: named.clone() }
+                }
+                None if memory.last_known_primary && check.can_rejoin => {
+                    return FenceAction::Rejoin { to: named.clone() }
+                }
+                _ => {}
+            }
         }
     }
     if !check.lease.valid

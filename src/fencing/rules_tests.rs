@@ -54,6 +54,7 @@ fn run(
             lease,
             named,
             cluster: ClusterStanding::default(),
+            can_rejoin: true,
         },
         &mut memory,
     )
@@ -106,7 +107,7 @@ fn every_role_lease_and_named_primary_case() {
         (Kind::Postgres, Some(Role::Primary), false, SETTLED, Some(&me), false, Nothing),
         (Kind::Postgres, Some(Role::Primary), false, FRESH_LEASE, Some(&other), false, stale()),
         (Kind::Postgres, Some(Role::Primary), false, SETTLED, Some(&other), false, stale()),
-        (Kind::Postgres, None, false, SETTLED, Some(&other), true, stale()),
+        (Kind::Postgres, None, false, FRESH_LEASE, Some(&other), true, stale()),
         (Kind::Postgres, None, false, SETTLED, Some(&other), false, Nothing),
         (Kind::Postgres, Some(Role::Primary), false, SETTLED, None, false, Nothing),
         (Kind::Postgres, Some(Role::Replica), false, SETTLED, Some(&other), false, Nothing),
@@ -114,7 +115,16 @@ fn every_role_lease_and_named_primary_case() {
         (Kind::Postgres, Some(Role::Primary), true, FRESH_LEASE, Some(&me), false, Nothing),
         (Kind::Postgres, Some(Role::Primary), true, SETTLED, Some(&me), false, Unfence),
         (Kind::Postgres, None, true, SETTLED, Some(&me), true, Unfence),
-        (Kind::Postgres, Some(Role::Primary), true, SETTLED, Some(&other), false, not_named(Some(&other))),
+        // Postgres, lease settled, the log names another: a fenced old primary, or one last
+        // seen primary whose probe fails (crashed), is rejoined as a replica of the named one;
+        // once it answers as a replica its fence is released. Never before the lease settled.
+        (Kind::Postgres, Some(Role::Primary), true, SETTLED, Some(&other), false, Rejoin { to: other.clone() }),
+        (Kind::Postgres, None, false, SETTLED, Some(&other), true, Rejoin { to: other.clone() }),
+        (Kind::Postgres, None, true, SETTLED, Some(&other), true, Rejoin { to: other.clone() }),
+        (Kind::Postgres, Some(Role::Primary), true, FRESH_LEASE, Some(&other), false, Nothing),
+        (Kind::Postgres, Some(Role::Replica), true, SETTLED, Some(&other), false, Release),
+        (Kind::Postgres, Some(Role::Replica), true, FRESH_LEASE, Some(&other), false, Nothing),
+        (Kind::Postgres, None, true, SETTLED, Some(&other), false, not_named(Some(&other))),
         (Kind::Postgres, Some(Role::Primary), true, SETTLED, None, false, not_named(None)),
         // Redis replication shard: a master the log no longer names is demoted once settled,
         // never fenced as stale; one unreachable after its lease is gone is fenced.
@@ -160,6 +170,7 @@ fn a_cluster_master_is_unfenced_when_its_view_is_healthy_and_it_still_owns_its_s
                 view_ok,
                 still_owner,
             },
+            can_rejoin: false,
         };
         assert_eq!(decide(&check, &mut Memory::default()), want);
     }
@@ -178,6 +189,7 @@ fn a_demoted_master_is_demoted_once_and_forgotten_when_it_answers_as_replica() {
         lease: SETTLED,
         named: Some(&other),
         cluster: ClusterStanding::default(),
+        can_rejoin: false,
     };
     assert_eq!(
         decide(&check(Role::Primary), &mut memory),
@@ -205,6 +217,7 @@ fn the_last_known_role_is_kept_while_the_probe_fails() {
         lease: SETTLED,
         named: Some(&other),
         cluster: ClusterStanding::default(),
+        can_rejoin: false,
     };
     decide(&check(Some(Role::Primary)), &mut memory);
     assert!(memory.last_known_primary);
@@ -248,6 +261,48 @@ fn any_lease() -> impl Strategy<Value = Lease> {
     ]
 }
 
+#[test]
+fn without_a_rejoin_command_an_old_primary_stays_fenced_and_a_crashed_one_is_fenced_as_stale() {
+    let me = pg("me");
+    let other = pg("other");
+    let decide_for = |role, fenced, last_known_primary| {
+        let mut memory = Memory {
+            last_known_primary,
+            demoted: false,
+        };
+        decide(
+            &Check {
+                id: &me,
+                kind: Kind::Postgres,
+                role,
+                fenced,
+                lease: SETTLED,
+                named: Some(&other),
+                cluster: ClusterStanding::default(),
+                can_rejoin: false,
+            },
+            &mut memory,
+        )
+    };
+    assert_eq!(
+        decide_for(Some(Role::Primary), true, true),
+        FenceAction::Stay(Hold::NotNamed {
+            named: Some(other.clone())
+        })
+    );
+    assert_eq!(
+        decide_for(None, false, true),
+        FenceAction::Fence(FenceReason::Stale {
+            named: other.clone()
+        })
+    );
+    // Rejoined by someone else: the fence on a replica is released all the same.
+    assert_eq!(
+        decide_for(Some(Role::Replica), true, false),
+        FenceAction::Release
+    );
+}
+
 proptest! {
     /// Whatever it knows, the fencer: never fences a member it already fenced; lifts a fence
     /// only with a settled lease; never fences the primary the log names while it holds the
@@ -265,6 +320,7 @@ proptest! {
         demoted in any::<bool>(),
         view_ok in any::<bool>(),
         still_owner in any::<bool>(),
+        can_rejoin in any::<bool>(),
     ) {
         let me = pg("me");
         let other = pg("other");
@@ -278,6 +334,7 @@ proptest! {
             lease,
             named,
             cluster: ClusterStanding { view_ok, still_owner },
+            can_rejoin,
         };
         let action = decide(&check, &mut memory);
         match &action {
@@ -289,10 +346,26 @@ proptest! {
                 prop_assert_eq!(to, &other);
             }
             FenceAction::Stay(_) => prop_assert!(fenced && lease.settled),
+            FenceAction::Rejoin { to } => {
+                prop_assert!(can_rejoin);
+                prop_assert_eq!(kind, Kind::Postgres);
+                prop_assert!(lease.settled);
+                prop_assert_eq!(to, &other);
+                prop_assert!(
+                    (fenced && role == Some(Role::Primary)) || (role.is_none() && last_known_primary),
+                    "rejoined a member that is neither a fenced primary nor a crashed one"
+                );
+            }
+            FenceAction::Release => {
+                prop_assert!(kind == Kind::Postgres && fenced && lease.settled);
+                prop_assert_eq!(role, Some(Role::Replica));
+                prop_assert_eq!(named, Some(&other));
+            }
             FenceAction::Nothing => {}
         }
         if lease.valid && named == Some(&me) {
             prop_assert!(!matches!(action, FenceAction::Fence(_)));
+            prop_assert!(!matches!(action, FenceAction::Rejoin { .. }), "rejoined the named primary");
         }
         let was_primary = role == Some(Role::Primary) || (role.is_none() && last_known_primary);
         if !lease.valid && lease.joined && was_primary && !fenced {

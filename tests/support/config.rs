@@ -152,6 +152,8 @@ pub struct PostgresSection {
     pub replication_user: Option<String>,
     /// `[postgres.synchronous]` with `mode = "quorum"`: `count`, `relax`.
     pub synchronous: Option<(u32, bool)>,
+    /// `[postgres.rejoin]` `command`.
+    pub rejoin: Option<Vec<String>>,
     /// `[[postgres.members]]`.
     pub members: Vec<PostgresMember>,
 }
@@ -546,6 +548,12 @@ fn write_postgres(doc: &mut Document, pg: &PostgresSection) {
                 .opt("password", m.password.as_ref())
                 .opt("no_failover", m.no_failover.then_some(true))
                 .opt("probe", (!probe.is_empty()).then_some(probe)),
+        );
+    }
+    if let Some(command) = &pg.rejoin {
+        doc.table(
+            &["postgres", "rejoin"],
+            Entries::default().set("command", command.as_slice()),
         );
     }
     if let Some((count, relax)) = pg.synchronous {

@@ -61,6 +61,9 @@ pub struct PostgresLab<'a> {
     /// The agents reach the us-east-1 replica through a proxy that delays every byte by this
     /// much each way; that replica is never promoted and its probe timeout is 900 ms.
     pub slow_replica: Option<Duration>,
+    /// `[postgres.rejoin]` runs `deploy/postgres/pg-rejoin` on the member's data directory:
+    /// an old primary is rewound and rejoins as a replica.
+    pub rejoin: bool,
 }
 
 /// The lab's Redis.
@@ -163,6 +166,7 @@ impl Lab {
                     max_lag_on_failover: Some(setup.max_lag),
                     replication_user: Some("postgres".into()),
                     synchronous: options.self_fencing.then_some((1, false)),
+                    rejoin: setup.rejoin.then(|| pg.rejoin_command()),
                     members,
                     ..PostgresSection::default()
                 });

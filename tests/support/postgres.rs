@@ -277,10 +277,25 @@ pub struct PgPair {
     /// More replicas, when asked for.
     pub others: Vec<PgServer>,
     // Dropped last, after both servers stopped.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PgPair {
+    /// `[postgres.rejoin]`'s command for these servers: `deploy/postgres/pg-rejoin` on the
+    /// member's data directory (each server's directory and log are named after it).
+    pub fn rejoin_command(&self) -> Vec<String> {
+        let dir = self.dir.path().display();
+        vec![
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/postgres/pg-rejoin").to_owned(),
+            "--pgdata".into(),
+            format!("{dir}/{{member}}"),
+            "--log".into(),
+            format!("{dir}/{{member}}.log"),
+            "--bindir".into(),
+            PG_BIN.into(),
+        ]
+    }
+
     /// Pauses WAL replay on every replica: they keep receiving and fall behind.
     pub async fn pause_replay(&self) -> anyhow::Result<()> {
         for replica in std::iter::once(&self.replica).chain(&self.others) {
@@ -372,9 +387,9 @@ impl PgPair {
         let dir = pg_tempdir()?;
         let primary = PgServer {
             port: free_port(),
-            data: dir.path().join("primary"),
+            data: dir.path().join(primary_name),
             name: primary_name.into(),
-            log: dir.path().join("primary.log"),
+            log: dir.path().join(format!("{primary_name}.log")),
             stalled: Default::default(),
         };
         run(
@@ -390,7 +405,7 @@ impl PgPair {
         )?;
         let conf = format!(
             "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             fsync = off\nsynchronous_commit = off\nwal_log_hints = on\n\
              wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n\
              wal_sender_timeout = 5s\nwal_receiver_status_interval = 1s\n\
              cluster_name = '{}'\nshared_buffers = 16MB\n",
@@ -461,7 +476,7 @@ impl PgPair {
             primary,
             replica,
             others,
-            _dir: dir,
+            dir,
         };
         let client = pair.primary.connect().await?;
         let replicas = 1 + pair.others.len();

@@ -65,6 +65,25 @@ class Context:
             return done[0] if done else None
         return lablib.wait_until("a failover to end", deadline_s, ended, 0.2)
 
+    def wait_redundancy(self, group: str = "postgres/main", deadline_s: float = 120) -> None:
+        """Until the leader shows every other member of `group` streaming from its primary
+        (the old primary rejoined, each replica repointed); notes the seconds since the fault
+        as `redundancy_restored_s`, or a violation when it is not so within `deadline_s`."""
+        lab = self.lab
+
+        def full() -> bool:
+            g = lab.status(lab.leader_region())["cluster"]["redundancy"][group]
+            return g["replicas"] > 0 and g["streaming"] == g["replicas"]
+        try:
+            lablib.wait_until(f"{group} back to full redundancy", deadline_s, full, 0.5)
+            self.notes["redundancy_restored_s"] = round(time.monotonic() - self.fault_at, 1)
+        except TimeoutError as e:
+            try:
+                shown = lab.status(lab.leader_region())["cluster"]["redundancy"].get(group)
+            except lablib.NOT_YET as error:
+                shown = str(error)
+            self.violations.append(f"{e}: {json.dumps(shown)[:400]}")
+
     def wait_writes(self, for_s: float = 3, deadline_s: float = 60) -> None:
         """Until every write of the last `for_s` seconds succeeded."""
         lablib.wait_until(f"writes to succeed for {for_s} s", deadline_s,

@@ -2,9 +2,10 @@
 
 Per region (eu-west-3, eu-central-1, us-east-1), on its own loopback address 127.0.1.N:
 an API (chaos/api.py, writing through the current Postgres primary), a Postgres 15 member
-(primary in eu-west-3, streaming replicas in the other two), Redis (shard `sessions`: master
-eu-west-3, replica eu-central-1; shard `carts`: master eu-central-1, replica us-east-1) and a
-failoverd agent. Postgres and Redis also listen on a second address per region, 127.0.2.N,
+(primary in eu-west-3, streaming replicas in the other two, each through its slot; an old
+primary is rejoined as a replica by its region's agent with deploy/postgres/pg-rejoin), Redis
+(shard `sessions`: master eu-west-3, replica eu-central-1; shard `carts`: master
+eu-central-1, replica us-east-1) and a failoverd agent. Postgres and Redis also listen on a second address per region, 127.0.2.N,
 for the region's own clients and the checker: `Lab.partition_datastores(region)` cuts the
 first (what the agents, the APIs and the replicas use) with an iptables chain of the lab's
 own and leaves the second open. `FAILOVERD_LAB_SYNC=1` has the agents keep every primary
@@ -844,6 +845,7 @@ wal_receiver_timeout = 5s
 wal_receiver_status_interval = 1s
 wal_keep_size = 256MB
 max_slot_wal_keep_size = 1GB
+wal_log_hints = on
 cluster_name = 'pg-{region}'
 fsync = off
 """)
@@ -1038,6 +1040,14 @@ replication = { user = "postgres" }
 name = "pg-{member}"
 region = "{member}"
 dsn = "host={address(member)} port={pg.port} user=postgres dbname=postgres"
+""")
+        # An old primary of the agent's region is rewound and rejoined as a replica of the new
+        # one: a member's data directory and server log are named after it.
+        rejoin = json.dumps([os.path.join(ROOT, "deploy", "postgres", "pg-rejoin"),
+                             "--pgdata", os.path.join(d, "{member}"), "--bindir", PG_BIN,
+                             "--log", os.path.join(d, "{member}.log")])
+        lines.append(f"""[postgres.rejoin]
+command = {rejoin}
 """)
         for shard, _, _ in REDIS_SHARDS:
             lines.append(f"""

@@ -1,19 +1,20 @@
 """The local three-region lab: start, describe, stop.
 
-Per region (eu-west-3, eu-central-1, us-east-1), on its own loopback address 127.0.1.N:
-an API (chaos/api.py, writing through the current Postgres primary), a Postgres 15 member
+Per region (eu-west-3, eu-central-1, us-east-1), on its own loopback address 127.0.1.N: an
+API (chaos/api.py, writing through the current Postgres primary), a Postgres 15 member
 (primary in eu-west-3, streaming replicas in the other two, each through its slot; an old
-primary is rejoined as a replica by its region's agent with deploy/postgres/pg-rejoin), Redis
-(shard `sessions`: master eu-west-3, replica eu-central-1; shard `carts`: master
-eu-central-1, replica us-east-1) and a failoverd agent. Postgres and Redis also listen on a second address per region, 127.0.2.N,
-for the region's own clients and the checker: `Lab.partition_datastores(region)` cuts the
-first (what the agents, the APIs and the replicas use) with an iptables chain of the lab's
-own and leaves the second open. `FAILOVERD_LAB_SYNC=1` has the agents keep every primary
-fencing itself, so that one cut off from every replica elsewhere cannot acknowledge a write
-(`SYNC_CONFIG`, `SYNC_REDIS_REPLICAS`). Plus ministack serving the hosted zone `lab.example.`
-with one weighted record per region, and chaos/links.py carrying the traffic between regions
-(agents' peer links and their probes of other regions' APIs) with about 20 ms of latency
-within Europe and 80 ms to us-east-1.
+primary is rejoined as a replica by its region's agent with deploy/postgres/pg-rejoin),
+Redis (shard `sessions`: master eu-west-3, replica eu-central-1; shard `carts`: master
+eu-central-1, replica us-east-1) and a failoverd agent. Postgres and Redis also listen on a
+second address per region, 127.0.2.N, for the region's own clients and the checker:
+`Lab.partition_datastores(region)` cuts the first (what the agents, the APIs and the
+replicas use) with an iptables chain of the lab's own and leaves the second open.
+`FAILOVERD_LAB_SYNC=1` has the agents keep every primary fencing itself, so that one cut off
+from every replica elsewhere cannot acknowledge a write (`SYNC_CONFIG`,
+`SYNC_REDIS_REPLICAS`). Plus ministack serving the hosted zone `lab.example.` with one
+weighted record per region, and chaos/links.py carrying the traffic between regions (agents'
+peer links and their probes of other regions' APIs) with about 20 ms of latency within
+Europe and 80 ms to us-east-1.
 
 Everything lives under one directory; `lab.json` there names every process, port and file
 (a `LabState`, saved after every change), so another command (a drill, `chaos/lab down`) can

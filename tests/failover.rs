@@ -901,11 +901,7 @@ async fn a_paused_replay_is_no_loss_and_does_not_block_the_promotion() -> anyhow
             .is_some_and(|e| e.contains("replay paused")),
         "{promotion:#}"
     );
-    let new_primary = match promotion["to"].as_str() {
-        Some("postgres/main/pg-eu-central-1") => &lab.pg().replica,
-        Some("postgres/main/pg-us-east-1") => &lab.pg().others[0],
-        other => anyhow::bail!("promoted {other:?}"),
-    };
+    let (new_primary, _) = promoted(&lab, &promotion)?;
     let rows = wait_for_async(
         "every acknowledged row on the new primary",
         Duration::from_secs(10),
@@ -1060,6 +1056,30 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
     Ok(())
 }
 
+/// The first failover with a promotion, once it has ended; it must have completed.
+async fn completed_promotion(lab: &Lab, deadline: Duration) -> anyhow::Result<Value> {
+    let failover = wait_for_async("the promotion to complete", deadline, || async {
+        lab.failovers(None)
+            .await?
+            .into_iter()
+            .find(|f| !f["decision"]["promotion"].is_null() && !f["outcome"].is_null())
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    anyhow::ensure!(failover["outcome"] == "completed", "{failover:#}");
+    Ok(failover)
+}
+
+/// The member a promotion promoted, and the other replica.
+fn promoted<'a>(lab: &'a Lab, promotion: &Value) -> anyhow::Result<(&'a PgServer, &'a PgServer)> {
+    let pg = lab.pg();
+    match promotion["to"].as_str() {
+        Some("postgres/main/pg-eu-central-1") => Ok((&pg.replica, &pg.others[0])),
+        Some("postgres/main/pg-us-east-1") => Ok((&pg.others[0], &pg.replica)),
+        to => anyhow::bail!("promoted {to:?}"),
+    }
+}
+
 /// `slot active` of each physical slot on a member.
 async fn slots(server: &PgServer) -> anyhow::Result<Vec<(String, bool)>> {
     let rows = server
@@ -1133,24 +1153,8 @@ async fn replicas_follow_through_their_slots_and_the_healer_repoints_one_left_be
     );
 
     kill_region_one_services(&mut lab)?;
-    let failover = wait_for_async(
-        "the promotion to complete",
-        Duration::from_secs(30),
-        || async {
-            lab.failovers(None)
-                .await?
-                .into_iter()
-                .find(|f| !f["decision"]["promotion"].is_null() && !f["outcome"].is_null())
-        },
-    )
-    .await
-    .with_context(|| lab.logs())?;
-    assert_eq!(failover["outcome"], "completed", "{failover:#}");
-    let (new_primary, other) = match failover["decision"]["promotion"]["to"].as_str() {
-        Some("postgres/main/pg-eu-central-1") => (&lab.pg().replica, &lab.pg().others[0]),
-        Some("postgres/main/pg-us-east-1") => (&lab.pg().others[0], &lab.pg().replica),
-        to => anyhow::bail!("promoted {to:?}"),
-    };
+    let failover = completed_promotion(&lab, Duration::from_secs(30)).await?;
+    let (new_primary, other) = promoted(&lab, &failover["decision"]["promotion"])?;
     let follow = steps(&failover)
         .into_iter()
         .find(|s| s["id"].as_str().is_some_and(|id| id.starts_with("follow:")))
@@ -1252,24 +1256,8 @@ async fn a_crashed_primary_is_rewound_and_rejoins_as_a_replica_of_the_new_one() 
     old.kill()?;
     lab.pg().kill_receivers()?;
 
-    let failover = wait_for_async(
-        "the promotion to complete",
-        Duration::from_secs(60),
-        || async {
-            lab.failovers(None)
-                .await?
-                .into_iter()
-                .find(|f| !f["decision"]["promotion"].is_null() && !f["outcome"].is_null())
-        },
-    )
-    .await
-    .with_context(|| lab.logs())?;
-    assert_eq!(failover["outcome"], "completed", "{failover:#}");
-    let new_primary = match failover["decision"]["promotion"]["to"].as_str() {
-        Some("postgres/main/pg-eu-central-1") => &lab.pg().replica,
-        Some("postgres/main/pg-us-east-1") => &lab.pg().others[0],
-        to => anyhow::bail!("promoted {to:?}"),
-    };
+    let failover = completed_promotion(&lab, Duration::from_secs(60)).await?;
+    let (new_primary, _) = promoted(&lab, &failover["decision"]["promotion"])?;
     new_primary
         .connect()
         .await?

@@ -465,7 +465,7 @@ fn validate_http_target(v: &mut Validator, key: &str, api: &HttpTargetConfig, pr
     }
 }
 
-/// Checks `postgres.fence`: a command names a program, a role is a simple name.
+/// Checks `postgres.rejoin`: a command names a program, the timeout leaves it time to work.
 pub(super) fn validate_postgres_rejoin(v: &mut Validator, rejoin: &RejoinConfig) {
     if rejoin.command.first().is_none_or(|p| p.trim().is_empty()) {
         v.push("postgres.rejoin.command", "must name a program");
@@ -478,6 +478,7 @@ pub(super) fn validate_postgres_rejoin(v: &mut Validator, rejoin: &RejoinConfig)
     }
 }
 
+/// Checks `postgres.fence`: a command names a program, a role is a simple name.
 pub(super) fn validate_postgres_fence(v: &mut Validator, fence: &PostgresFence) {
     match fence {
         PostgresFence::Command(argv) if argv.is_empty() => {

@@ -21,11 +21,7 @@ pub enum HookAnswer {
 }
 
 fn clip(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(500) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
-    }
+    crate::util::truncate_chars(text.trim(), 500)
 }
 
 /// Asks the hook about `decision` (JSON).

@@ -97,8 +97,8 @@ struct Rejoin {
     slots: ReplicationSlots,
     /// Every Postgres member, to reach the primary the log names.
     members: std::collections::HashMap<TargetId, actions::postgres::Member>,
-    /// The region of each local member.
-    regions: std::collections::HashMap<TargetId, String>,
+    /// This agent's region: the region of every member it rejoins.
+    region: String,
 }
 
 /// One local member's rejoin.
@@ -237,12 +237,7 @@ impl Fencer {
                     .iter()
                     .filter_map(|t| Some((t.id.clone(), actions::postgres::Member::of(t)?)))
                     .collect(),
-                regions: topology
-                    .targets
-                    .iter()
-                    .filter(|t| t.region == config.agent.region)
-                    .map(|t| (t.id.clone(), t.region.clone()))
-                    .collect(),
+                region: config.agent.region.clone(),
             });
         Ok(Fencer {
             locals,
@@ -411,11 +406,13 @@ impl Fencer {
                     }
                     (rules::FenceAction::Unfence, _, Some(fence)) => Some(Op::Unfence(fence)),
                     (rules::FenceAction::Release, _, Some(fence)) => Some(Op::Release(fence)),
-                    (rules::FenceAction::Rejoin { to }, Local::Postgres(m), _) => {
+                    (rules::FenceAction::Rejoin { to, fence_too }, Local::Postgres(m), _) => {
                         if let Some(task) = self.start_rejoin(&id, m, &to, now) {
                             rejoins.spawn(task);
                         }
-                        None
+                        fence_too.then(|| Op::Fence {
+                            reason: rules::FenceReason::Stale { named: to }.to_string(),
+                        })
                     }
                     (rules::FenceAction::Stay(rules::Hold::NotOwner), ..) => {
                         tracing::debug!(target_id = %id, "stays fenced: the cluster has not shown it is still the owner of its slots");
@@ -567,7 +564,7 @@ impl Fencer {
         let (id, member, rejoin) = (id.clone(), member.clone(), rejoin.clone());
         let timeout = self.timeout;
         Some(async move {
-            let result = rejoin_member(&id, &member, &primary, &rejoin, timeout).await;
+            let result = rejoin_member(&member, &primary, &rejoin, timeout).await;
             (id, result)
         })
     }
@@ -597,7 +594,7 @@ impl Fencer {
                     .min(REJOIN_RETRY_MAX);
                 state.not_before = Some(now + wait);
                 let attempts = state.failures;
-                self.rejoins.with_label_values(&["error"]).inc();
+                self.rejoins.with_label_values(&["failed"]).inc();
                 let error = e.to_string();
                 if self.failing.failed("rejoin", id, &error, now).is_some() {
                     tracing::error!(
@@ -656,7 +653,6 @@ impl Op {
 /// recovery (the log names a member at the decision, before its promotion), makes its slot
 /// there, then runs the rejoin command.
 async fn rejoin_member(
-    id: &TargetId,
     member: &actions::postgres::Member,
     primary: &actions::postgres::Member,
     rejoin: &Rejoin,
@@ -673,16 +669,11 @@ async fn rejoin_member(
     };
     let conninfo =
         actions::postgres::streaming_conninfo(primary, &member.name, &rejoin.replication)?;
-    let region = rejoin
-        .regions
-        .get(id)
-        .map(String::as_str)
-        .unwrap_or_default();
     actions::postgres::rejoin(
         member,
         actions::postgres::RejoinTo {
             command: &rejoin.config.command,
-            region,
+            region: &rejoin.region,
             primary,
             conninfo: &conninfo,
             slot: slot.as_deref(),

@@ -16,7 +16,8 @@
 //! 4. With the lease settled, while the log names another member: a fenced Postgres member
 //!    that answers as a replica (rejoined) has its fence released; with a rejoin command
 //!    configured, one that is fenced and answers as primary, or was last seen as primary and
-//!    its probe fails (crashed), is rejoined as a replica of the named one.
+//!    its probe fails (crashed), is rejoined as a replica of the named one — the latter
+//!    fenced as stale too while no fence holds (it may only be out of this agent's sight).
 //! 5. With the lease settled, a fenced member is unfenced only when the log still names it
 //!    (a Redis Cluster node: when it turned replica, or its own view is healthy and the log's
 //!    slot owners still name it); otherwise it stays fenced.
@@ -151,6 +152,10 @@ pub enum FenceAction {
     Rejoin {
         /// The primary the log names.
         to: TargetId,
+        /// Not fenced yet (its probe fails): fence it as stale too, at every check, as rule 3
+        /// would — it may still take writes where this agent cannot see it, and a rejoin that
+        /// fails waits minutes before the next.
+        fence_too: bool,
     },
     /// Lift the fence of a member that rejoined as a replica.
     Release,
@@ -184,10 +189,16 @@ pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
             match check.role {
                 Some(Role::Replica) if check.fenced => return FenceAction::Release,
                 Some(Role::Primary) if check.fenced && check.can_rejoin => {
-                    return FenceAction::Rejoin { to: named.clone() }
+                    return FenceAction::Rejoin {
+                        to: named.clone(),
+                        fence_too: false,
+                    }
                 }
                 None if memory.last_known_primary && check.can_rejoin => {
-                    return FenceAction::Rejoin { to: named.clone() }
+                    return FenceAction::Rejoin {
+                        to: named.clone(),
+                        fence_too: !check.fenced,
+                    }
                 }
                 _ => {}
             }

@@ -40,6 +40,19 @@ fn run(
     named: Option<&TargetId>,
     last_known_primary: bool,
 ) -> FenceAction {
+    run_with(kind, role, fenced, lease, named, last_known_primary, true)
+}
+
+/// [`run`], with or without a rejoin command.
+fn run_with(
+    kind: Kind,
+    role: Option<Role>,
+    fenced: bool,
+    lease: Lease,
+    named: Option<&TargetId>,
+    last_known_primary: bool,
+    can_rejoin: bool,
+) -> FenceAction {
     let me = pg("me");
     let mut memory = Memory {
         last_known_primary,
@@ -54,7 +67,7 @@ fn run(
             lease,
             named,
             cluster: ClusterStanding::default(),
-            can_rejoin: true,
+            can_rejoin,
         },
         &mut memory,
     )
@@ -118,9 +131,9 @@ fn every_role_lease_and_named_primary_case() {
         // Postgres, lease settled, the log names another: a fenced old primary, or one last
         // seen primary whose probe fails (crashed), is rejoined as a replica of the named one;
         // once it answers as a replica its fence is released. Never before the lease settled.
-        (Kind::Postgres, Some(Role::Primary), true, SETTLED, Some(&other), false, Rejoin { to: other.clone() }),
-        (Kind::Postgres, None, false, SETTLED, Some(&other), true, Rejoin { to: other.clone() }),
-        (Kind::Postgres, None, true, SETTLED, Some(&other), true, Rejoin { to: other.clone() }),
+        (Kind::Postgres, Some(Role::Primary), true, SETTLED, Some(&other), false, Rejoin { to: other.clone(), fence_too: false }),
+        (Kind::Postgres, None, false, SETTLED, Some(&other), true, Rejoin { to: other.clone(), fence_too: true }),
+        (Kind::Postgres, None, true, SETTLED, Some(&other), true, Rejoin { to: other.clone(), fence_too: false }),
         (Kind::Postgres, Some(Role::Primary), true, FRESH_LEASE, Some(&other), false, Nothing),
         (Kind::Postgres, Some(Role::Replica), true, SETTLED, Some(&other), false, Release),
         (Kind::Postgres, Some(Role::Replica), true, FRESH_LEASE, Some(&other), false, Nothing),
@@ -263,25 +276,16 @@ fn any_lease() -> impl Strategy<Value = Lease> {
 
 #[test]
 fn without_a_rejoin_command_an_old_primary_stays_fenced_and_a_crashed_one_is_fenced_as_stale() {
-    let me = pg("me");
     let other = pg("other");
     let decide_for = |role, fenced, last_known_primary| {
-        let mut memory = Memory {
+        run_with(
+            Kind::Postgres,
+            role,
+            fenced,
+            SETTLED,
+            Some(&other),
             last_known_primary,
-            demoted: false,
-        };
-        decide(
-            &Check {
-                id: &me,
-                kind: Kind::Postgres,
-                role,
-                fenced,
-                lease: SETTLED,
-                named: Some(&other),
-                cluster: ClusterStanding::default(),
-                can_rejoin: false,
-            },
-            &mut memory,
+            false,
         )
     };
     assert_eq!(
@@ -346,8 +350,10 @@ proptest! {
                 prop_assert_eq!(to, &other);
             }
             FenceAction::Stay(_) => prop_assert!(fenced && lease.settled),
-            FenceAction::Rejoin { to } => {
+            FenceAction::Rejoin { to, fence_too } => {
                 prop_assert!(can_rejoin);
+                // A member last seen primary that no fence holds is always fenced too.
+                prop_assert_eq!(*fence_too, !fenced);
                 prop_assert_eq!(kind, Kind::Postgres);
                 prop_assert!(lease.settled);
                 prop_assert_eq!(to, &other);

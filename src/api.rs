@@ -152,23 +152,31 @@ pub enum Operation {
         /// Promote a candidate further behind than `postgres.max_lag_on_failover`.
         allow_data_loss: bool,
     },
+    /// Move a Postgres group's primary to the member `to`, planned (no data lost), without
+    /// touching the regions' weights.
+    Switchover {
+        /// The member: its name, or its id (`postgres/<cluster>/<name>`).
+        to: String,
+    },
 }
 
 impl Operation {
-    /// `drain`, `restore` or `failover`.
+    /// `drain`, `restore`, `failover` or `switchover`.
     pub fn action(&self) -> &'static str {
         match self {
             Operation::Drain { .. } => "drain",
             Operation::Restore { .. } => "restore",
             Operation::Failover { .. } => "failover",
+            Operation::Switchover { .. } => "switchover",
         }
     }
 
-    /// The region it concerns.
-    pub fn region(&self) -> &str {
+    /// What it concerns: the region, or the member a switchover moves the primary to.
+    pub fn subject(&self) -> &str {
         match self {
             Operation::Drain { region } | Operation::Restore { region } => region,
             Operation::Failover { from, .. } => from,
+            Operation::Switchover { to } => to,
         }
     }
 }

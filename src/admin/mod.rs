@@ -77,6 +77,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/resume", post(ops::resume))
         .route("/v1/regions/{name}/drain", post(ops::drain))
         .route("/v1/regions/{name}/restore", post(ops::restore))
+        .route("/v1/switchover", post(ops::switchover))
         .route("/v1/failover", post(ops::failover))
         .route("/v1/drills", post(ops::drill));
     Router::new()

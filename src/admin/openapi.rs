@@ -9,7 +9,7 @@ use schemars::generate::{Contract, SchemaSettings};
 use schemars::SchemaGenerator;
 use serde_json::{json, Map, Value};
 
-use super::ops::{DrillBody, FailoverBody, ReasonBody, RegionBody};
+use super::ops::{DrillBody, FailoverBody, ReasonBody, RegionBody, SwitchoverBody};
 use super::roles::RoleResponse;
 use super::{ErrorBody, GateResponse, HistoryResponse, Liveness, Readiness, StatusResponse};
 use crate::desired::FailoverRecord;
@@ -66,6 +66,7 @@ pub fn document(open_reads: bool) -> Value {
     let region_body = requests.root_schema_for::<RegionBody>().to_value();
     let failover_body = requests.root_schema_for::<FailoverBody>().to_value();
     let drill_body = requests.root_schema_for::<DrillBody>().to_value();
+    let switchover_body = requests.root_schema_for::<SwitchoverBody>().to_value();
 
     let error = Body::Json(responses.subschema_for::<ErrorBody>().to_value());
     let err = |status: u16, what: &'static str| (status, what, error.clone());
@@ -75,7 +76,7 @@ pub fn document(open_reads: bool) -> Value {
         "A configured region",
         json!({"type": "string", "minLength": 1}),
     );
-    let change_errors = |with_region: bool| {
+    let change_errors = |not_found: Option<&'static str>| {
         let mut list = vec![
             err(
                 400,
@@ -89,8 +90,8 @@ pub fn document(open_reads: bool) -> Value {
             err(429, "`rate_limited`: see Retry-After"),
             err(503, "`no_leader`, `no_quorum` or `timeout`"),
         ];
-        if with_region {
-            list.push(err(404, "`unknown_region`"));
+        if let Some(what) = not_found {
+            list.push(err(404, what));
         }
         list
     };
@@ -299,6 +300,12 @@ pub fn document(open_reads: bool) -> Value {
             &failover_body,
         ),
         (
+            "/v1/switchover",
+            "switchover",
+            "Planned move of a Postgres group's primary to a member (dry_run: the plan only)",
+            &switchover_body,
+        ),
+        (
             "/v1/drills",
             "drill",
             "A readiness drill, or a live drill of one region",
@@ -315,7 +322,11 @@ pub fn document(open_reads: bool) -> Value {
             request: Some(body.clone()),
             responses: {
                 let mut list = vec![(200, "done", Body::Json(reply.clone()))];
-                list.extend(change_errors(matches!(id, "force_failover" | "drill")));
+                list.extend(change_errors(match id {
+                    "force_failover" | "drill" => Some("`unknown_region`"),
+                    "switchover" => Some("`unknown_member`"),
+                    _ => None,
+                }));
                 list
             },
         });
@@ -342,7 +353,7 @@ pub fn document(open_reads: bool) -> Value {
             request: Some(region_body.clone()),
             responses: {
                 let mut list = vec![(200, "done", Body::Json(reply.clone()))];
-                list.extend(change_errors(true));
+                list.extend(change_errors(Some("`unknown_region`")));
                 list
             },
         });
@@ -448,6 +459,7 @@ mod tests {
             ("/v1/pause", "post"),
             ("/v1/resume", "post"),
             ("/v1/failover", "post"),
+            ("/v1/switchover", "post"),
             ("/v1/drills", "post"),
             ("/v1/regions/{name}/drain", "post"),
             ("/v1/regions/{name}/restore", "post"),

@@ -152,6 +152,21 @@ pub struct FailoverBody {
     pub dry_run: bool,
 }
 
+/// `POST /v1/switchover` body.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverBody {
+    /// The member to promote: its name, or `postgres/<cluster>/<name>`.
+    #[schemars(length(min = 1))]
+    pub to: String,
+    /// Why (recorded in the history; not blank).
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
+    pub reason: String,
+    /// Only plan it.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|e| ApiError {
         status: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -485,6 +500,24 @@ pub async fn failover(
                 to: body.to,
                 allow_data_loss: body.allow_data_loss,
             },
+            actor,
+            reason: body.reason,
+            dry_run: body.dry_run,
+        })
+    })
+    .await
+}
+
+/// `POST /v1/switchover`.
+pub async fn switchover(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    call(&state, &headers, "switchover", |actor| {
+        let body: SwitchoverBody = parse(body)?;
+        Ok(Request::Change {
+            operation: Operation::Switchover { to: body.to },
             actor,
             reason: body.reason,
             dry_run: body.dry_run,

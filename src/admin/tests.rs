@@ -196,6 +196,7 @@ fn decision() -> Decision {
             },
         ],
         drill: None,
+        homeward: Default::default(),
     }
 }
 

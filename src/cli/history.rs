@@ -75,6 +75,7 @@ fn describe_trigger(t: &Trigger) -> String {
         } => format!("{action} {region} by {actor}: {reason}"),
         Trigger::RegionDown { region } => format!("region {region} down"),
         Trigger::PrimaryDown { target, .. } => format!("primary {target} lost"),
+        Trigger::ReturnHome { member, .. } => format!("return home to {member}"),
         Trigger::Failback { .. } | Trigger::DnsRepair => t.label().to_owned(),
     }
 }

@@ -1,5 +1,5 @@
 //! The operator's commands against a running agent's admin API: status, history, pause,
-//! resume, drain, restore and failover. Human tables by default, `--json` for scripts.
+//! resume, drain, restore, failover and switchover. Human tables by default, `--json` for scripts.
 //!
 //! Exit codes: 0 done; 1 refused (the API answered 4xx: bad input, conflict, guard); 2 usage
 //! (including a live change without `--yes` when no terminal can confirm it); 3 the agent
@@ -156,6 +156,23 @@ pub enum Op {
         /// Promote beyond postgres.max_lag_on_failover.
         #[arg(long)]
         allow_data_loss: bool,
+        /// Only show the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Move a Postgres group's primary to a member, planned (nothing lost), DNS untouched.
+    Switchover {
+        #[command(flatten)]
+        target: Target,
+        /// The member to promote (its name, or postgres/<cluster>/<name>).
+        #[arg(long)]
+        to: String,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        reason: String,
         /// Only show the plan.
         #[arg(long)]
         dry_run: bool,
@@ -330,6 +347,22 @@ async fn dispatch(op: Op) -> anyhow::Result<ExitCode> {
                 "dry_run": dry_run,
             });
             let (status, body) = call(&target, "POST", "/v1/failover", Some(body)).await?;
+            Ok(answer(&target, status, &body, ops::print_reply))
+        }
+        Op::Switchover {
+            target,
+            to,
+            reason,
+            dry_run,
+            yes,
+        } => {
+            if !dry_run && !yes {
+                if let Some(code) = confirm(&format!("move the primary to {to}"), &to) {
+                    return Ok(code);
+                }
+            }
+            let body = serde_json::json!({ "to": to, "reason": reason, "dry_run": dry_run });
+            let (status, body) = call(&target, "POST", "/v1/switchover", Some(body)).await?;
             Ok(answer(&target, status, &body, ops::print_reply))
         }
     }

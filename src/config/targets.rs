@@ -115,6 +115,9 @@ pub struct PostgresConfig {
     pub replication_slots: ReplicationSlots,
     /// How an old primary is made a replica of the new one (none: it stays fenced).
     pub rejoin: Option<RejoinConfig>,
+    /// The member the primary belongs on: a restore of its region moves the primary back to
+    /// it (always, with `failover.auto_failback`) once it streams and has caught up.
+    pub home: Option<String>,
     /// The members: one primary and its streaming replicas.
     pub members: Vec<PostgresMemberConfig>,
 }
@@ -547,6 +550,19 @@ pub(super) fn validate_postgres(
             "postgres.members",
             "every member has no_failover = true: no member could ever be promoted",
         );
+    }
+    if let Some(home) = &pg.home {
+        match pg.members.iter().find(|m| &m.name == home) {
+            None => v.push(
+                "postgres.home",
+                format!("{home:?} is not the name of a member in postgres.members"),
+            ),
+            Some(m) if m.no_failover => v.push(
+                "postgres.home",
+                format!("member {home:?} has no_failover = true: it can never be primary"),
+            ),
+            Some(_) => {}
+        }
     }
 }
 

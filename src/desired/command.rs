@@ -261,6 +261,11 @@ pub struct Desired {
     /// The live drill in progress, if any.
     #[serde(default)]
     pub live_drill: Option<LiveDrill>,
+    /// Groups whose primary is to go back to a member (group → member) once that member
+    /// streams and has caught up: set by a live drill's drain (the primary it moved) and by a
+    /// restore (the region of a configured home); cleared by the group's next promotion.
+    #[serde(default)]
+    pub returning: BTreeMap<String, TargetId>,
     /// Failovers, refusals and mode changes, oldest first, at most [`HISTORY_LIMIT`].
     pub history: Vec<HistoryEntry>,
 }
@@ -333,6 +338,17 @@ impl Desired {
                         }
                     }
                     None => {}
+                }
+                if let Some(p) = &decision.promotion {
+                    self.returning.remove(&p.group);
+                    // A live drill leaves the cluster as it found it: the primary it moves
+                    // goes back once the drill is over and its old member has caught up.
+                    if matches!(decision.drill, Some(DrillPart::Drain(_))) {
+                        self.returning.insert(p.group.clone(), p.from.clone());
+                    }
+                }
+                for (group, member) in &decision.homeward {
+                    self.returning.insert(group.clone(), member.clone());
                 }
                 let by_operator = matches!(decision.trigger, Trigger::Manual { .. });
                 for region in &decision.drain {

@@ -32,11 +32,19 @@ pub enum Trigger {
     },
     /// The weights the log wants were not written by the last DNS change (it failed).
     DnsRepair,
+    /// A group's primary moves back to its home member: after a live drill or a restore, or
+    /// with `auto_failback`, once that member streams and has caught up.
+    ReturnHome {
+        /// The group (`postgres/<cluster>`).
+        group: String,
+        /// The home member.
+        member: TargetId,
+    },
     /// An operator asked for it through the admin API.
     Manual {
-        /// `drain`, `restore` or `failover`.
+        /// `drain`, `restore`, `failover` or `switchover`.
         action: String,
-        /// The region it concerns.
+        /// The region it concerns (a switchover: the region its primary leaves).
         region: String,
         /// Who asked (the admin token's name).
         actor: String,
@@ -53,6 +61,7 @@ impl Trigger {
             Trigger::PrimaryDown { .. } => "primary_down",
             Trigger::Failback { .. } => "failback",
             Trigger::DnsRepair => "dns_repair",
+            Trigger::ReturnHome { .. } => "return_home",
             Trigger::Manual { .. } => "manual",
         }
     }
@@ -271,6 +280,10 @@ pub struct Decision {
     /// one log entry, so that a drill is never half started or half restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillPart>,
+    /// Groups whose primary goes back to this member once it streams and has caught up (a
+    /// restore brings back the region of a group's configured home).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub homeward: BTreeMap<String, TargetId>,
 }
 
 impl Decision {
@@ -303,6 +316,7 @@ pub fn describe(decision: &Decision) -> String {
         Trigger::PrimaryDown { target, .. } => format!("primary {target} lost"),
         Trigger::Failback { region } => format!("region {region} back"),
         Trigger::DnsRepair => "DNS weights not written".to_owned(),
+        Trigger::ReturnHome { group, member } => format!("{group} returns home to {member}"),
         Trigger::Manual {
             action,
             region,

@@ -45,6 +45,7 @@ fn decision() -> Decision {
         }),
         refusal: None,
         drill: None,
+        homeward: Default::default(),
         // As the planner lays them out: fence, then promote; DNS on its own.
         steps: vec![
             Step {
@@ -311,4 +312,40 @@ fn the_history_keeps_the_latest_entries() {
     }
     assert_eq!(d.history.len(), HISTORY_LIMIT);
     assert!(matches!(d.history[0], HistoryEntry::Mode { at_ms: 10, .. }));
+}
+
+#[test]
+fn a_live_drill_remembers_where_the_primary_was_and_the_next_promotion_forgets_it() {
+    let mut d = Desired::default();
+    let mut drain = decision();
+    drain.drill = Some(DrillPart::Drain(Box::new(LiveDrill {
+        region: "r1".into(),
+        actor: "alice".into(),
+        reason: "drill".into(),
+        hold_ms: 30_000,
+        started_ms: 1_000,
+        drain_epoch: 0,
+        restore_epoch: None,
+    })));
+    d.apply(FailoverCommand::Decide(Box::new(drain)), 7);
+    assert_eq!(
+        d.returning.get("postgres/main"),
+        Some(&target("a")),
+        "the drill moved the primary from a: it goes back there"
+    );
+    // The return home (or any later promotion of the group) clears it.
+    let mut back = decision();
+    back.drain.clear();
+    back.promotion.as_mut().unwrap().from = target("b");
+    back.promotion.as_mut().unwrap().to = target("a");
+    d.apply(FailoverCommand::Decide(Box::new(back)), 8);
+    assert!(d.returning.is_empty());
+    // A restore of a configured home's region asks for it again.
+    let mut restore = decision();
+    restore.promotion = None;
+    restore.drain.clear();
+    restore.restore = vec!["r1".into()];
+    restore.homeward = [("postgres/main".to_string(), target("a"))].into();
+    d.apply(FailoverCommand::Decide(Box::new(restore)), 9);
+    assert_eq!(d.returning.get("postgres/main"), Some(&target("a")));
 }

@@ -421,6 +421,7 @@ mod tests {
             }],
             refusal: None,
             drill: None,
+            homeward: Default::default(),
             steps: vec![crate::desired::Step {
                 id: "redis-takeover:redis/cache/a2".into(),
                 action: Action::TakeoverRedisCluster {

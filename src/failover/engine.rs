@@ -151,6 +151,7 @@ pub fn trigger_key(trigger: &Trigger) -> String {
         }
         Trigger::PrimaryDown { group, .. } => format!("primary/{group}"),
         Trigger::DnsRepair => "dns".to_owned(),
+        Trigger::ReturnHome { group, .. } => format!("home/{group}"),
         Trigger::Manual { action, region, .. } => format!("manual/{action}/{region}"),
     }
 }
@@ -496,7 +497,9 @@ impl Engine {
                 writers: &writers,
             },
         );
+        let homeward = settings.roster.homes_in(&proposal.restore);
         Decision {
+            homeward,
             first_seen_ms: self
                 .first_seen
                 .get(&trigger_key(&proposal.trigger))

@@ -31,6 +31,7 @@ fn agent(region: &str) -> String {
 /// Three regions, one agent and one Postgres member each; the primary in r1.
 fn settings(pre_hook: bool) -> Settings {
     let roster = Roster {
+        pg_home: None,
         agents: REGIONS
             .iter()
             .map(|r| (agent(r), (*r).to_owned()))

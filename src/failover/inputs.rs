@@ -16,6 +16,7 @@ use crate::config::{Config, SynchronousMode, TargetKind};
 use crate::consensus::reports::{Position, RedisOffset};
 use crate::consensus::LeaderView;
 use crate::datastore::acks::Acks;
+use crate::desired::Guard;
 use crate::health::State;
 use crate::topology::{TargetId, TargetSpec, Topology};
 use crate::verdict::{AgentId, Verdict};
@@ -69,6 +70,8 @@ pub struct Roster {
     pub(super) clusters: BTreeMap<String, (Vec<super::cluster::Node>, u64)>,
     /// The data-loss guard, in bytes.
     pub(super) max_lag_on_failover: u64,
+    /// `postgres.home`: the member a group's primary returns to.
+    pub(super) pg_home: Option<TargetId>,
     /// `[postgres.synchronous]` when its mode is `quorum`.
     pub(super) synchronous: Option<quorum::Policy>,
     /// `[redis.self_fencing]`: its policy and `min-replicas-max-lag` in seconds.
@@ -112,6 +115,10 @@ impl Roster {
                 .as_ref()
                 .map(|p| p.max_lag_on_failover)
                 .unwrap_or(crate::config::DEFAULT_MAX_LAG_ON_FAILOVER),
+            pg_home: config.postgres.as_ref().and_then(|p| {
+                let home = p.home.as_deref()?;
+                Some(TargetId::new(TargetKind::Postgres, &p.cluster, home))
+            }),
             synchronous: config
                 .postgres
                 .as_ref()
@@ -343,8 +350,14 @@ impl Roster {
         let positions = &view.positions;
         let cut_off = view.cut_off.clone();
         let mut groups = Vec::new();
+        let (redundancy, _) = self.redundancy(view);
         for (group, primary, region) in self.named_pg_groups(&view.primaries) {
             let members = self.candidate_members(&group, verdict, positions);
+            let standbys = self.standbys(
+                &members,
+                &primary,
+                redundancy.iter().find(|g| g.group == group),
+            );
             let choice =
                 super::candidate::choose(&members, &region, self.max_lag_on_failover, false);
             let primary_verdict = verdict.targets.get(&primary);
@@ -355,6 +368,10 @@ impl Roster {
                 super::candidate::choose(&members, "", self.max_lag_on_failover, false);
             let self_fencing = self.pg_self_fencing(view, &group, &primary, &region, false);
             let if_partitioned = self.pg_self_fencing(view, &group, &primary, &region, true);
+            let home = self
+                .pg_home
+                .clone()
+                .filter(|h| self.group_of(h) == Some(group.as_str()));
             groups.push(super::trigger::Group {
                 self_fencing,
                 if_partitioned,
@@ -375,6 +392,8 @@ impl Roster {
                 primary_region: region,
                 home_says_down,
                 choice,
+                home,
+                standbys,
             });
         }
         let mut redis = self.redis_groups(view);
@@ -387,6 +406,81 @@ impl Roster {
             cut_off,
             slot_owners,
         }
+    }
+
+    /// The configured home of each group whose home member is in one of `regions`.
+    pub fn homes_in(&self, regions: &[String]) -> BTreeMap<String, TargetId> {
+        self.pg_home
+            .iter()
+            .filter(|home| regions.contains(&self.region_of(home)))
+            .filter_map(|home| Some((self.group_of(home)?.to_owned(), home.clone())))
+            .collect()
+    }
+
+    /// Every member of a group but its primary, and whether a planned switchover to it may go
+    /// ahead now: it streams from the primary (as the redundancy table judges it), is within
+    /// `max_lag_on_failover` of it, and is not `no_failover`.
+    fn standbys(
+        &self,
+        members: &[super::candidate::Member],
+        primary: &TargetId,
+        redundancy: Option<&super::heal::Group>,
+    ) -> Vec<super::trigger::Standby> {
+        members
+            .iter()
+            .filter(|m| m.target != *primary)
+            .map(|m| {
+                let name = member_name(&m.target);
+                let judged =
+                    redundancy.and_then(|g| g.members.iter().find(|j| j.member == m.target));
+                let blocked = |reason: String, guard| Choice::Blocked { reason, guard };
+                let choice = match judged {
+                    _ if m.no_failover => {
+                        blocked(format!("{name} has no_failover = true"), Guard::NoCandidate)
+                    }
+                    Some(j) if j.state == super::heal::MemberState::Streaming => {
+                        match j.lag_bytes {
+                            Some(lag) if lag > self.max_lag_on_failover => blocked(
+                                format!(
+                                    "{name} is {lag} bytes behind the primary (more than \
+                                     max_lag_on_failover {})",
+                                    self.max_lag_on_failover
+                                ),
+                                Guard::MaxLagOnFailover,
+                            ),
+                            _ => {
+                                // Only this member is eligible; the estimate is measured as
+                                // for any promotion.
+                                let only: Vec<_> = members
+                                    .iter()
+                                    .map(|o| super::candidate::Member {
+                                        no_failover: o.target != m.target,
+                                        ..o.clone()
+                                    })
+                                    .collect();
+                                super::candidate::choose(&only, "", u64::MAX, true)
+                            }
+                        }
+                    }
+                    Some(j) => blocked(
+                        format!(
+                            "{name} does not stream from the primary ({})",
+                            j.why.as_deref().unwrap_or("down")
+                        ),
+                        Guard::NoCandidate,
+                    ),
+                    None => blocked(
+                        format!("{name} does not stream from the primary (no report)"),
+                        Guard::NoCandidate,
+                    ),
+                };
+                super::trigger::Standby {
+                    target: m.target.clone(),
+                    region: m.region.clone(),
+                    choice,
+                }
+            })
+            .collect()
     }
 
     /// Whether `group`'s primary refuses writes by itself once cut off from the leader: its

@@ -10,6 +10,10 @@
 //!   loss, within the data-loss guard unless `allow_data_loss`; optionally the Postgres
 //!   candidate is taken from region `to`.
 //!
+//! - **Switchover** a Postgres group's primary to a named member: planned as a drain's, with
+//!   no change of weights. Refused unless that member streams from the primary and is within
+//!   `max_lag_on_failover` of it.
+//!
 //! Nothing is asked while automation is paused or while a failover runs.
 
 use super::candidate::Choice;
@@ -43,8 +47,11 @@ pub fn propose(
     choose: impl Fn(&Group, Option<&str>, bool) -> Choice,
 ) -> Result<Proposal, OpError> {
     let desired = inputs.desired;
+    if let Operation::Switchover { to } = operation {
+        return switchover(to, actor, reason, inputs);
+    }
     let known = |r: &str| inputs.regions.iter().any(|(name, _)| name == r);
-    let region = operation.region();
+    let region = operation.subject();
     if !known(region) {
         return Err(OpError::new(
             ErrorKind::NotFound,
@@ -52,27 +59,7 @@ pub fn propose(
             format!("no region {region:?} in the configuration"),
         ));
     }
-    if reason.trim().is_empty() {
-        return Err(OpError::new(
-            ErrorKind::BadInput,
-            "reason_required",
-            "say why in `reason`: it goes into the history",
-        ));
-    }
-    if desired.paused {
-        return Err(OpError::new(
-            ErrorKind::Conflict,
-            "paused",
-            "automation is paused: resume it first (POST /v1/resume)",
-        ));
-    }
-    if let Some(epoch) = desired.running.iter().next() {
-        return Err(OpError::new(
-            ErrorKind::Conflict,
-            "failover_running",
-            format!("failover {epoch} is in progress: wait for it (GET /v1/failovers/{epoch})"),
-        ));
-    }
+    may_change(desired, reason)?;
     let trigger = Trigger::Manual {
         action: operation.action().to_owned(),
         region: region.to_owned(),
@@ -137,6 +124,7 @@ pub fn propose(
             }
             (false, to.as_deref(), *allow_data_loss)
         }
+        Operation::Switchover { .. } => unreachable!("handled above"),
     };
     if !drained {
         let serving_elsewhere = inputs
@@ -224,6 +212,89 @@ pub fn propose(
     Ok(proposal)
 }
 
+/// An operator's change needs a reason, automation running and no failover in progress.
+fn may_change(desired: &Desired, reason: &str) -> Result<(), OpError> {
+    if reason.trim().is_empty() {
+        return Err(OpError::new(
+            ErrorKind::BadInput,
+            "reason_required",
+            "say why in `reason`: it goes into the history",
+        ));
+    }
+    if desired.paused {
+        return Err(OpError::new(
+            ErrorKind::Conflict,
+            "paused",
+            "automation is paused: resume it first (POST /v1/resume)",
+        ));
+    }
+    if let Some(epoch) = desired.running.iter().next() {
+        return Err(OpError::new(
+            ErrorKind::Conflict,
+            "failover_running",
+            format!("failover {epoch} is in progress: wait for it (GET /v1/failovers/{epoch})"),
+        ));
+    }
+    Ok(())
+}
+
+/// A planned switchover of the Postgres group that has member `to` (its name or its id).
+fn switchover(
+    to: &str,
+    actor: &str,
+    reason: &str,
+    inputs: &Inputs<'_>,
+) -> Result<Proposal, OpError> {
+    let is = |t: &TargetId| t.as_str() == to || t.as_str().rsplit('/').next() == Some(to);
+    if let Some(group) = inputs.groups.iter().find(|g| is(&g.primary)) {
+        return Err(OpError::new(
+            ErrorKind::Conflict,
+            "already_primary",
+            format!(
+                "{} is the primary of {} already",
+                group.primary, group.group
+            ),
+        ));
+    }
+    let Some((group, standby)) = inputs
+        .groups
+        .iter()
+        .find_map(|g| Some((g, g.standbys.iter().find(|s| is(&s.target))?)))
+    else {
+        return Err(OpError::new(
+            ErrorKind::NotFound,
+            "unknown_member",
+            format!("no Postgres member {to:?} in a group with a known primary"),
+        ));
+    };
+    may_change(inputs.desired, reason)?;
+    if group.primary_down || inputs.cut_off.contains(&group.primary_region) {
+        return Err(OpError::new(
+            ErrorKind::Refused,
+            "primary_unreachable",
+            format!(
+                "a switchover needs the primary {} to stop writes first, and it cannot be \
+                 reached: use a failover (POST /v1/failover)",
+                group.primary
+            ),
+        ));
+    }
+    if let Choice::Blocked { reason, guard } = &standby.choice {
+        return Err(OpError::new(
+            ErrorKind::Refused,
+            guard.as_str(),
+            reason.clone(),
+        ));
+    }
+    let trigger = Trigger::Manual {
+        action: "switchover".to_owned(),
+        region: group.primary_region.clone(),
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+    };
+    Ok(super::trigger::switchover(group, standby, trigger))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +302,7 @@ mod tests {
     use crate::desired::Guard;
 
     use crate::failover::fence_rule::SelfFencing;
+    use crate::failover::trigger::Standby;
 
     fn pg(n: &str) -> TargetId {
         TargetId::new(TargetKind::Postgres, "main", n)
@@ -256,9 +328,26 @@ mod tests {
                 reason: "unused".into(),
                 guard: Guard::NoCandidate,
             },
-            local_followers: vec![],
+            local_followers: vec![pg("b"), pg("c")],
             self_fencing: SelfFencing::default(),
             if_partitioned: SelfFencing::default(),
+            home: None,
+            standbys: vec![
+                Standby {
+                    target: pg("b"),
+                    region: "r2".into(),
+                    choice: promote("b"),
+                },
+                Standby {
+                    target: pg("c"),
+                    region: "r1".into(),
+                    choice: Choice::Blocked {
+                        reason: "c does not stream from the primary (no WAL receiver streaming)"
+                            .into(),
+                        guard: Guard::NoCandidate,
+                    },
+                },
+            ],
         }
     }
 
@@ -404,5 +493,61 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, "reason_required");
+    }
+
+    #[test]
+    fn a_switchover_is_planned_leaves_dns_alone_and_names_its_refusals() {
+        let to = |m: &str| Operation::Switchover { to: m.into() };
+        let p = run(to("b"), &Desired::default(), promote("b")).unwrap();
+        assert!(p.drain.is_empty() && p.restore.is_empty());
+        let promotion = p.promotion.unwrap();
+        assert!(promotion.planned && !promotion.forced);
+        assert_eq!((promotion.from, promotion.to), (pg("a"), pg("b")));
+        assert_eq!(p.followers, [pg("c")], "every other replica follows");
+        assert!(matches!(
+            p.trigger,
+            Trigger::Manual { ref action, ref region, .. } if action == "switchover" && region == "r1"
+        ));
+        // By id as well as by name.
+        assert!(run(to("postgres/main/b"), &Desired::default(), promote("b")).is_ok());
+
+        let code = |op: Operation| run(op, &Desired::default(), promote("b")).unwrap_err();
+        let e = code(to("a"));
+        assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "already_primary"));
+        let e = code(to("zz"));
+        assert_eq!((e.kind, e.code), (ErrorKind::NotFound, "unknown_member"));
+        let e = code(to("c"));
+        assert_eq!((e.kind, e.code), (ErrorKind::Refused, "no_candidate"));
+        assert!(e.message.contains("does not stream"), "{}", e.message);
+        let paused = Desired {
+            paused: true,
+            ..Desired::default()
+        };
+        assert_eq!(
+            run(to("b"), &paused, promote("b")).unwrap_err().code,
+            "paused"
+        );
+
+        // An old primary that cannot be reached cannot stop writes first.
+        let mut down = group();
+        down.primary_down = true;
+        let e = propose(
+            &to("b"),
+            "alice",
+            "maintenance",
+            &Inputs {
+                desired: &Desired::default(),
+                regions: &regions(),
+                groups: &[down],
+                redis: &[],
+                cut_off: &Default::default(),
+            },
+            |_, _, _| promote("b"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.kind, e.code),
+            (ErrorKind::Refused, "primary_unreachable")
+        );
     }
 }

@@ -187,6 +187,7 @@ mod tests {
                 redis: vec![],
                 refusal: None,
                 drill: None,
+                homeward: Default::default(),
                 steps: steps.clone(),
             },
             steps: steps

@@ -13,6 +13,10 @@
 //!   is reported, and a region drain goes ahead without the promotion.
 //! - A drained region comes back only with `auto_failback`, never one an operator drained,
 //!   once Up by verdict for the hold-down.
+//! - A group's primary goes back home — to the member a live drill moved it from, to the
+//!   configured `postgres.home` after a restore of its region, or always with
+//!   `auto_failback` — as a planned switchover, once nothing else runs, the home region is
+//!   in service and the home member streams from the primary and has caught up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -53,6 +57,65 @@ pub struct Group {
     /// The same, were its region partitioned from the others now (the readiness drill's
     /// question).
     pub if_partitioned: SelfFencing,
+    /// `postgres.home`: the member its primary returns to.
+    pub home: Option<TargetId>,
+    /// Every other member, and whether a planned switchover to it may go ahead now.
+    pub standbys: Vec<Standby>,
+}
+
+/// A member a planned switchover could move its group's primary to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standby {
+    /// The member.
+    pub target: TargetId,
+    /// Its region.
+    pub region: String,
+    /// Promote it (it streams from the primary and is within `max_lag_on_failover`), or why
+    /// not now.
+    pub choice: Choice,
+}
+
+/// A planned switchover of `group`'s primary to `to` (a promotion the choice allows): the
+/// old primary is fenced, `to` replays everything it wrote and is promoted, every other
+/// replica is repointed; DNS weights are not touched.
+pub fn switchover(group: &Group, to: &Standby, trigger: Trigger) -> Proposal {
+    let (estimated_loss_bytes, evidence) = match &to.choice {
+        Choice::Promote {
+            estimated_loss_bytes,
+            evidence,
+            measured_from,
+            ..
+        } => (
+            *estimated_loss_bytes,
+            super::candidate::evidence_text(evidence, measured_from),
+        ),
+        Choice::Blocked { .. } => (0, String::new()),
+    };
+    Proposal {
+        trigger,
+        drain: Vec::new(),
+        restore: Vec::new(),
+        promotion: Some(Promotion {
+            group: group.group.clone(),
+            from: group.primary.clone(),
+            to: to.target.clone(),
+            estimated_loss_bytes,
+            evidence,
+            old_primary_cut_off: false,
+            self_fencing: group.self_fencing.holds().map(str::to_owned),
+            exposed: group.self_fencing.missing().map(str::to_owned),
+            forced: false,
+            planned: true,
+        }),
+        followers: group
+            .local_followers
+            .iter()
+            .filter(|f| **f != to.target)
+            .cloned()
+            .collect(),
+        redis: Vec::new(),
+        refusal: None,
+    }
 }
 
 /// A Redis replication shard with a named master, or one master of a Redis Cluster (with
@@ -832,6 +895,46 @@ pub fn assess(world: &World<'_>) -> Assessment {
                     redis: Vec::new(),
                     refusal: None,
                 });
+                return out;
+            }
+        }
+    }
+
+    // Return home.
+    if !busy {
+        for group in world.groups {
+            let home = match desired.returning.get(&group.group) {
+                Some(member) => Some(member),
+                None if world.auto_failback && !cooling => group.home.as_ref(),
+                None => None,
+            };
+            let Some(home) = home.filter(|h| **h != group.primary) else {
+                continue;
+            };
+            let Some(standby) = group.standbys.iter().find(|s| s.target == *home) else {
+                continue;
+            };
+            let waits = |why: String| format!("{} returns home to {home} once {why}", group.group);
+            if desired.drained.contains(&standby.region) {
+                out.waiting
+                    .push(waits(format!("region {} is restored", standby.region)));
+            } else if world.cut_off.contains(&standby.region) {
+                out.waiting
+                    .push(waits(format!("region {} is reachable", standby.region)));
+            } else if group.primary_down || world.cut_off.contains(&group.primary_region) {
+                out.waiting
+                    .push(waits(format!("its primary {} is up", group.primary)));
+            } else if let Choice::Blocked { reason, .. } = &standby.choice {
+                out.waiting.push(format!(
+                    "{} returns home to {home} once it has caught up: {reason}",
+                    group.group
+                ));
+            } else {
+                let trigger = Trigger::ReturnHome {
+                    group: group.group.clone(),
+                    member: home.clone(),
+                };
+                out.proposal = Some(switchover(group, standby, trigger));
                 return out;
             }
         }

@@ -29,6 +29,8 @@ fn group(primary_down: bool, home_says_down: bool, choice: Choice) -> Group {
         ],
         self_fencing: SelfFencing::default(),
         if_partitioned: SelfFencing::default(),
+        home: None,
+        standbys: Vec::new(),
     }
 }
 
@@ -53,6 +55,7 @@ fn blocked() -> Choice {
     }
 }
 
+#[derive(Clone)]
 struct Case {
     desired: Desired,
     states: BTreeMap<String, State>,
@@ -296,6 +299,7 @@ fn decide_with_steps(case: &mut Case, promotion: Option<Promotion>, steps: Vec<S
             redis: vec![],
             refusal: None,
             drill: None,
+            homeward: Default::default(),
             steps,
         })),
         epoch,
@@ -556,6 +560,7 @@ fn slots_just_taken_over_are_not_taken_over_again_before_the_view_shows_it() {
         redis: p.redis,
         refusal: None,
         drill: None,
+        homeward: Default::default(),
         steps: vec![],
     };
     case.desired
@@ -827,4 +832,128 @@ fn a_lost_region_whose_primaries_fence_themselves_is_failed_over_without_the_lea
         .groups(vec![group(false, false, promote_b())])
         .assess();
     assert_eq!(a.proposal.unwrap().promotion, None);
+}
+
+fn standby(name: &str, region: &str, choice: Choice) -> super::Standby {
+    super::Standby {
+        target: id(&format!("postgres/main/{name}")),
+        region: region.into(),
+        choice,
+    }
+}
+
+/// The group after a switchover moved its primary from `a` (r1) to `b` (r2).
+fn moved_away(home_choice: Choice) -> Group {
+    Group {
+        primary: id("postgres/main/b"),
+        primary_region: "r2".into(),
+        local_followers: vec![id("postgres/main/a"), id("postgres/main/c")],
+        standbys: vec![
+            standby("a", "r1", home_choice),
+            standby("c", "r3", blocked()),
+        ],
+        ..group(false, false, promote_b())
+    }
+}
+
+fn promote_a() -> Choice {
+    Choice::Promote {
+        target: id("postgres/main/a"),
+        estimated_loss_bytes: 0,
+        evidence: Evidence::ReplicaReceived {
+            target: id("postgres/main/a"),
+            lsn: "0/5000000".into(),
+        },
+        measured_from: String::new(),
+    }
+}
+
+#[test]
+fn a_primary_returns_home_as_a_planned_switchover_once_home_has_caught_up() {
+    let mut case = Case::new().groups(vec![moved_away(promote_a())]);
+    // Nothing asks for it: no return.
+    assert_eq!(case.assess().proposal, None);
+    case.desired
+        .returning
+        .insert("postgres/main".into(), id("postgres/main/a"));
+    let p = case.assess().proposal.expect("a return home");
+    assert_eq!(
+        p.trigger,
+        Trigger::ReturnHome {
+            group: "postgres/main".into(),
+            member: id("postgres/main/a"),
+        }
+    );
+    let promotion = p.promotion.unwrap();
+    assert!(promotion.planned && !promotion.forced);
+    assert_eq!(
+        (promotion.from, promotion.to),
+        (id("postgres/main/b"), id("postgres/main/a"))
+    );
+    assert!(
+        p.drain.is_empty() && p.restore.is_empty(),
+        "DNS is not touched"
+    );
+    assert_eq!(p.followers, [id("postgres/main/c")]);
+
+    // Home not caught up, its region drained, or cut off: it waits, and says why.
+    for (case, why) in [
+        (
+            Case {
+                groups: vec![moved_away(Choice::Blocked {
+                    reason: "a does not stream from the primary (no WAL receiver streaming)".into(),
+                    guard: Guard::NoCandidate,
+                })],
+                ..case.clone()
+            },
+            "once it has caught up: a does not stream",
+        ),
+        (
+            Case {
+                desired: Desired {
+                    drained: ["r1".to_string()].into(),
+                    ..case.desired.clone()
+                },
+                ..case.clone()
+            },
+            "once region r1 is restored",
+        ),
+        (case.clone().cut("r1"), "once region r1 is reachable"),
+    ] {
+        let a = case.assess();
+        assert_eq!(a.proposal, None);
+        assert!(
+            a.waiting.iter().any(|w| w.contains(why)),
+            "{why:?} not in {:?}",
+            a.waiting
+        );
+    }
+    // Paused, or another failover running: nothing.
+    let mut paused = case.clone();
+    paused.desired.paused = true;
+    assert_eq!(paused.assess().proposal, None);
+    let mut running = case.clone();
+    running.desired.running.insert(7);
+    assert_eq!(running.assess().proposal, None);
+}
+
+#[test]
+fn auto_failback_returns_a_primary_to_its_configured_home_after_the_cooldown() {
+    let mut case = Case::new().groups(vec![Group {
+        home: Some(id("postgres/main/a")),
+        ..moved_away(promote_a())
+    }]);
+    assert_eq!(case.assess().proposal, None, "home alone does not move it");
+    case.auto_failback = true;
+    case.desired.cooldown_until_ms = case.now_ms + 1;
+    assert_eq!(case.assess().proposal, None, "cooling down");
+    case.desired.cooldown_until_ms = 0;
+    let p = case.assess().proposal.expect("a return home");
+    assert!(matches!(p.trigger, Trigger::ReturnHome { .. }));
+    // At home already: nothing.
+    case.groups = vec![Group {
+        home: Some(id("postgres/main/a")),
+        ..group(false, false, promote_b())
+    }];
+    assert_eq!(case.assess().proposal, None);
 }

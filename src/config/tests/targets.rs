@@ -121,6 +121,30 @@ url = "https://api2.us-east-1.example.com/healthz""#,
             "at least one member is required",
         ),
         Case::alone(
+            "postgres.home names a member",
+            &[Replace(
+                "cluster = \"main\"",
+                "cluster = \"main\"\nhome = \"pg-mars\"",
+            )],
+            "postgres.home",
+            "\"pg-mars\" is not the name of a member in postgres.members",
+        ),
+        Case::alone(
+            "postgres.home may be primary",
+            &[
+                Replace(
+                    "cluster = \"main\"",
+                    "cluster = \"main\"\nhome = \"pg-iad\"",
+                ),
+                After(
+                    "dsn = \"host=pg-iad.internal port=5432 user=failoverd dbname=postgres\"",
+                    "\nno_failover = true",
+                ),
+            ],
+            "postgres.home",
+            "member \"pg-iad\" has no_failover = true: it can never be primary",
+        ),
+        Case::alone(
             "Postgres cluster name is a simple name",
             &[Replace(r#"cluster = "main""#, r#"cluster = "main db""#)],
             "postgres.cluster",

@@ -95,7 +95,7 @@ impl Reconciler {
                     actor = %actor,
                     reason = %reason,
                     action = operation.action(),
-                    region = operation.region(),
+                    subject = operation.subject(),
                     dry_run,
                     "operator request"
                 );

@@ -1335,3 +1335,158 @@ async fn a_crashed_primary_is_rewound_and_rejoins_as_a_replica_of_the_new_one() 
     );
     Ok(())
 }
+
+/// Inserts `id`s into `orders` on `server` one at a time until `stop` is set (or a minute
+/// passes); returns the ids whose insert was acknowledged.
+fn write_until(
+    server: &PgServer,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<i32>> {
+    let dsn = server.dsn();
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut client = None;
+        let mut id = 10_000;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+            if client.is_none() {
+                client = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                    .await
+                    .ok()
+                    .map(|(c, conn)| {
+                        tokio::spawn(conn);
+                        c
+                    });
+            }
+            id += 1;
+            let ok = match &client {
+                Some(c) => c
+                    .execute("INSERT INTO orders VALUES ($1)", &[&id])
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            if ok {
+                acked.push(id);
+            } else {
+                client = None;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        acked
+    })
+}
+
+/// `failoverd switchover --to` under a writer: the primary moves to the member named with no
+/// acknowledged write lost and no DNS change, and the old primary rejoins as its replica. A
+/// live drill of the new primary's region then moves the primary out and back: once the drill
+/// is over and its member has rejoined, the primary returns home, and the cluster is as the
+/// drill found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_loses_nothing_and_a_live_drill_leaves_the_primary_where_it_was(
+) -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let lab = Lab::start(LabOptions {
+        postgres: Some(PostgresLab {
+            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
+            max_lag: 1 << 20,
+            slow_replica: None,
+            rejoin: true,
+        }),
+        admin_token: Some("alice-s3cret-token"),
+        ..Default::default()
+    })
+    .await?;
+    let full_on = |primary: &'static str| {
+        move |s: &Value| redundancy(s).filter(|r| r.0.ends_with(primary) && r.1 == 2 && r.2 == 2)
+    };
+    lab.leader_status_until("full redundancy", full_on("pg-eu-west-3"))
+        .await
+        .with_context(|| lab.logs())?;
+    let token = Some("alice-s3cret-token");
+
+    // Refused with its code: a member that is the primary already.
+    let (status, body) = lab
+        .post(
+            "/v1/switchover",
+            token,
+            r#"{"to":"pg-eu-west-3","reason":"test"}"#,
+        )
+        .await?;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_primary"))
+    );
+
+    let (old, new) = (&lab.pg().primary, &lab.pg().replica);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = write_until(old, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = lab
+        .post(
+            "/v1/switchover",
+            token,
+            r#"{"to":"pg-eu-central-1","reason":"kernel upgrade"}"#,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body:#}");
+    let epoch = body["epoch"].as_u64().context("an epoch")?;
+    let failover = lab.finished(epoch, Duration::from_secs(60)).await?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writer.await?;
+    assert_eq!(failover["outcome"], "completed", "{failover:#}");
+    assert!(failover["decision"]["promotion"]["planned"] == true);
+    assert!(
+        !steps(&failover).iter().any(|s| s["action"] == "route53"),
+        "no DNS change: {failover:#}"
+    );
+    assert!(acked.len() > 5, "the writer wrote: {}", acked.len());
+    let rows: Vec<i32> = new
+        .connect()
+        .await?
+        .query("SELECT id FROM orders", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost: Vec<&i32> = acked.iter().filter(|id| !rows.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+
+    // The old primary rejoins as a replica of the new one.
+    lab.leader_status_until("the old primary streaming", full_on("pg-eu-central-1"))
+        .await
+        .with_context(|| lab.logs())?;
+    assert!(in_recovery(old).await?);
+
+    // A live drill of eu-central-1 moves the primary out, restores the region, then moves the
+    // primary back to pg-eu-central-1.
+    let (status, body) = lab
+        .post(
+            "/v1/drills",
+            token,
+            r#"{"kind":"live","region":"eu-central-1","reason":"weekly drill","hold_seconds":3}"#,
+        )
+        .await?;
+    assert_eq!(status, 200, "{body:#}");
+    let home = wait_for_async(
+        "the primary back home after the drill",
+        Duration::from_secs(150),
+        || async {
+            lab.failovers(None).await?.into_iter().find(|f| {
+                f["decision"]["trigger"]["kind"] == "return_home" && !f["outcome"].is_null()
+            })
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    assert_eq!(home["outcome"], "completed", "{home:#}");
+    assert_eq!(
+        home["decision"]["promotion"]["to"],
+        "postgres/main/pg-eu-central-1"
+    );
+    lab.leader_status_until("full redundancy at home", full_on("pg-eu-central-1"))
+        .await
+        .with_context(|| lab.logs())?;
+    assert!(!in_recovery(new).await?, "pg-eu-central-1 is primary again");
+    Ok(())
+}

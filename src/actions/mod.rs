@@ -24,6 +24,25 @@ pub enum ActionError {
     /// The action did not finish in time.
     #[error("no answer within {}", humantime::format_duration(*.0))]
     Timeout(std::time::Duration),
+    /// What it needs has not happened yet: try again soon; no failure.
+    #[error("{0}")]
+    NotYet(NotYet),
+}
+
+/// What an action waits for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotYet {
+    /// The named primary is still in recovery.
+    #[error("{0} is not promoted yet")]
+    Promotion(String),
+    /// Replicas still stream from the member.
+    #[error("{count} replica(s) still stream from {member}: they are repointed first")]
+    Replicas {
+        /// The member.
+        member: String,
+        /// How many.
+        count: u64,
+    },
 }
 
 /// Runs an action under its timeout: an action that does not finish in time is a

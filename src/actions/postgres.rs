@@ -130,6 +130,34 @@ pub async fn fence(
     super::bounded(timeout, apply(member, method, true, timeout)).await
 }
 
+/// How many physical WAL senders `member` runs (replicas streaming from it).
+pub async fn wal_senders(member: &Member, timeout: Duration) -> Result<u64, ActionError> {
+    super::bounded(timeout, async {
+        let client = connect(member, timeout).await?;
+        let n = query_text(
+            &client,
+            "count WAL senders",
+            "SELECT count(*)::text FROM pg_stat_replication",
+        )
+        .await?;
+        Ok(n.and_then(|n| n.parse().ok()).unwrap_or(0))
+    })
+    .await
+}
+
+/// A `CHECKPOINT` on a primary about to be switched over from, while it still takes writes:
+/// the last checkpoint the old and new timelines share is then this one, whose WAL the old
+/// primary still holds, so `pg_rewind` can later make it a replica (without it, the last
+/// shared checkpoint may lie in a segment the old primary has recycled, and the rewind fails
+/// with "could not find previous WAL record").
+pub async fn checkpoint(member: &Member, timeout: Duration) -> Result<(), ActionError> {
+    super::bounded(timeout, async {
+        let client = connect(member, timeout).await?;
+        run(&client, "checkpoint the old primary", "CHECKPOINT").await
+    })
+    .await
+}
+
 /// Undoes [`fence`].
 pub async fn unfence(
     member: &Member,
@@ -500,10 +528,9 @@ pub async fn ready_as_rewind_source(
         match state.as_deref() {
             Some("ready") => Ok(()),
             Some("checkpoint") => run(&client, "checkpoint the new primary", "CHECKPOINT").await,
-            _ => Err(ActionError::Step {
-                step: "read rewind source",
-                message: format!("{} is not promoted yet", primary.name),
-            }),
+            _ => Err(ActionError::NotYet(super::NotYet::Promotion(
+                primary.name.clone(),
+            ))),
         }
     })
     .await
@@ -673,6 +700,19 @@ pub async fn rejoin(member: &Member, to: RejoinTo<'_>) -> Result<String, ActionE
             .unwrap_or("");
         crate::util::truncate_chars(line.trim(), 300)
     };
+    // A failure says what the tools it ran said, not only its own last word.
+    let tail = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let mut lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .rev()
+            .take(4)
+            .collect();
+        lines.reverse();
+        crate::util::truncate_chars(&lines.join(" | "), 800)
+    };
     if output.status.success() {
         Ok(last_line(&output.stdout))
     } else {
@@ -681,7 +721,7 @@ pub async fn rejoin(member: &Member, to: RejoinTo<'_>) -> Result<String, ActionE
             message: format!(
                 "{program} exited with {}: {}",
                 output.status,
-                last_line(&output.stderr)
+                tail(&output.stderr)
             ),
         })
     }

@@ -195,8 +195,17 @@ impl Steps {
                     })
                     .unwrap_or_default();
                 let reach = self.step_timeout.min(FENCE_REACH_TIMEOUT);
+                // A planned switchover: checkpoint first, so the old primary can be rewound.
+                let checkpoint = match decision.promotion.as_ref().filter(|p| p.planned) {
+                    Some(_) => actions::postgres::checkpoint(member, self.step_timeout)
+                        .await
+                        .err()
+                        .map(|e| format!("; no checkpoint before the fence ({e})")),
+                    None => None,
+                };
                 let result = actions::postgres::fence(member, &self.fence_method, reach).await;
-                let (detail, proof) = fence_outcome(&member.name, result, &grounds)?;
+                let (mut detail, proof) = fence_outcome(&member.name, result, &grounds)?;
+                detail.push_str(checkpoint.as_deref().unwrap_or_default());
                 return Ok(Done {
                     detail,
                     replaced_min_replicas: None,

@@ -109,7 +109,13 @@ struct Rejoining {
     failures: u32,
     /// No attempt before this.
     not_before: Option<std::time::Instant>,
+    /// Since when the rejoin has waited for replicas still streaming from the old primary.
+    replicas_since: Option<std::time::Instant>,
 }
+
+/// A rejoin waits at most this long for the replicas still streaming from the old primary to
+/// be repointed: stopping it sends them WAL the new primary does not have.
+pub const REJOIN_REPLICAS_WAIT: Duration = Duration::from_secs(60);
 
 /// The first retry of a failed rejoin waits this long, each next one twice as long.
 pub const REJOIN_RETRY: Duration = Duration::from_secs(10);
@@ -560,11 +566,15 @@ impl Fencer {
             return None;
         };
         state.running = true;
+        let wait_for_replicas = state
+            .replicas_since
+            .is_none_or(|since| now.saturating_duration_since(since) < REJOIN_REPLICAS_WAIT);
         tracing::warn!(target_id = %id, primary = %to, "rejoining the old primary as a replica of the named one");
         let (id, member, rejoin) = (id.clone(), member.clone(), rejoin.clone());
         let timeout = self.timeout;
         Some(async move {
-            let result = rejoin_member(&member, &primary, &rejoin, timeout).await;
+            let result =
+                rejoin_member(&member, &primary, &rejoin, timeout, wait_for_replicas).await;
             (id, result)
         })
     }
@@ -577,6 +587,7 @@ impl Fencer {
         match result {
             Ok(said) => {
                 state.failures = 0;
+                state.replicas_since = None;
                 state.not_before = Some(now + REJOIN_SETTLE);
                 self.rejoins.with_label_values(&["ok"]).inc();
                 self.failing.succeeded("rejoin", id);
@@ -586,6 +597,14 @@ impl Fencer {
                     format!("failoverd rejoined {id} as a replica: {said}"),
                     serde_json::json!({ "target": id, "output": said }),
                 );
+            }
+            Err(ActionError::NotYet(why)) => {
+                // The promotion or the repointing of replicas is still under way: look again
+                // at the next check.
+                if matches!(why, actions::NotYet::Replicas { .. }) {
+                    state.replicas_since.get_or_insert(now);
+                }
+                tracing::info!(target_id = %id, why = %why, "the rejoin waits");
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
@@ -657,8 +676,18 @@ async fn rejoin_member(
     primary: &actions::postgres::Member,
     rejoin: &Rejoin,
     timeout: Duration,
+    wait_for_replicas: bool,
 ) -> Result<String, ActionError> {
     actions::postgres::ready_as_rewind_source(primary, timeout).await?;
+    if wait_for_replicas {
+        // Unreachable (crashed): nobody streams from it.
+        if let Ok(count @ 1..) = actions::postgres::wal_senders(member, timeout).await {
+            return Err(ActionError::NotYet(actions::NotYet::Replicas {
+                member: member.name.clone(),
+                count,
+            }));
+        }
+    }
     let slot = match rejoin.slots {
         ReplicationSlots::Off => None,
         ReplicationSlots::Auto => {

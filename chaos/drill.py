@@ -47,6 +47,8 @@ class Context:
     # agents record their history).
     fault_at: float = 0.0
     fault_ms: int = 0
+    # The primary of each Postgres group and Redis replication shard before the fault.
+    primaries_before: dict[str, str] = field(default_factory=dict)
 
     def require(self, ok: object, message: str) -> None:
         if not ok:
@@ -83,6 +85,22 @@ class Context:
             except lablib.NOT_YET as error:
                 shown = str(error)
             self.violations.append(f"{e}: {json.dumps(shown)[:400]}")
+
+    def primaries(self) -> dict[str, str]:
+        """The primary the leader names for each Postgres group and Redis replication
+        shard."""
+        return dict(self.lab.status(self.lab.leader_region())["cluster"]["primaries"])
+
+    def wait_primaries_home(self, deadline_s: float = 120) -> None:
+        """Until every group's primary is the one it had before the fault; notes the seconds
+        since the fault as `primaries_home_s`, or a violation."""
+        try:
+            lablib.wait_until("the primaries back where they were", deadline_s,
+                              lambda: self.primaries() == self.primaries_before, 0.5)
+            self.notes["primaries_home_s"] = round(time.monotonic() - self.fault_at, 1)
+        except TimeoutError as e:
+            self.violations.append(f"{e}: before {self.primaries_before}, now "
+                                   f"{self.primaries()}")
 
     def wait_writes(self, for_s: float = 3, deadline_s: float = 60) -> None:
         """Until every write of the last `for_s` seconds succeeded."""
@@ -153,6 +171,7 @@ def run(
         progress("workload running; waiting for a steady state")
         ctx.fault_at = time.monotonic()
         lablib.wait_until("steady writes", 30, lambda: load.succeeding(started, 3), 0.2)
+        ctx.primaries_before = ctx.primaries()
         ctx.fault_at = time.monotonic()
         ctx.fault_ms = int(time.time() * 1000)
         progress("injecting the fault")

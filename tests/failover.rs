@@ -1274,14 +1274,20 @@ async fn a_crashed_primary_is_rewound_and_rejoins_as_a_replica_of_the_new_one() 
     )
     .await
     .with_context(|| lab.logs())?;
-    assert!(in_recovery(old).await?, "the old primary runs as a standby");
+    assert!(
+        in_recovery(old).await.with_context(|| lab.logs())?,
+        "the old primary runs as a standby"
+    );
     let slot = failoverd::actions::postgres::member_slot_name(&old.name);
     assert!(
-        slots(new_primary).await?.contains(&(slot.clone(), true)),
+        slots(new_primary)
+            .await
+            .with_context(|| lab.logs())?
+            .contains(&(slot.clone(), true)),
         "it streams through the slot made for it: {:?}",
         slots(new_primary).await?
     );
-    let client = old.connect().await?;
+    let client = old.connect().await.with_context(|| lab.logs())?;
     let rows = wait_for_async(
         "the new row on the old primary",
         Duration::from_secs(10),
@@ -1296,10 +1302,11 @@ async fn a_crashed_primary_is_rewound_and_rejoins_as_a_replica_of_the_new_one() 
             rows.contains(&3).then_some(rows)
         },
     )
-    .await?;
+    .await
+    .with_context(|| lab.logs())?;
     assert_eq!(rows, [1, 2, 3], "its unreplicated rows were rewound away");
     assert!(
-        slots(old).await?.is_empty(),
+        slots(old).await.with_context(|| lab.logs())?.is_empty(),
         "the slots it held as primary are gone: {:?}",
         slots(old).await?
     );

@@ -347,6 +347,12 @@ impl Desired {
                         self.returning.insert(p.group.clone(), p.from.clone());
                     }
                 }
+                for r in decision.redis.iter().filter(|r| r.slots.is_empty()) {
+                    self.returning.remove(&r.group);
+                    if matches!(decision.drill, Some(DrillPart::Drain(_))) {
+                        self.returning.insert(r.group.clone(), r.from.clone());
+                    }
+                }
                 for (group, member) in &decision.homeward {
                     self.returning.insert(group.clone(), member.clone());
                 }

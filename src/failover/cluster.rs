@@ -179,6 +179,7 @@ pub fn masters(view: &ClusterView<'_>) -> Masters {
             followers: Vec::new(),
             local_candidate: replicas.first().map(|(n, o)| (n.target.clone(), *o)),
             local_followers: Vec::new(),
+            replicas: Vec::new(),
             cluster_electing: flagged_fail(master) && majority,
             cluster_grace_ms: view.grace_ms,
             slots,

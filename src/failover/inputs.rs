@@ -626,6 +626,7 @@ impl Roster {
                 local_candidate: replicas.first().map(|r| (r.0.clone(), r.2)),
                 local_followers: members.iter().map(|m| m.0.clone()).collect(),
                 master_region,
+                replicas,
                 ..super::trigger::RedisGroup::default()
             });
         }

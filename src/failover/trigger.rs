@@ -155,6 +155,45 @@ pub struct RedisGroup {
     pub self_fencing: SelfFencing,
     /// The same, were its region partitioned from the others now.
     pub if_partitioned: SelfFencing,
+    /// Replication shard: its healthy replicas with their regions and offsets, furthest
+    /// first.
+    pub replicas: Vec<(TargetId, String, u64)>,
+}
+
+/// A planned switchover of a replication shard's master to `to` (of `region`, at `offset`):
+/// the old master stops writes, `to` catches up and takes over, the others follow it.
+pub fn redis_switchover(
+    shard: &RedisGroup,
+    to: &TargetId,
+    offset: u64,
+    trigger: Trigger,
+) -> Proposal {
+    Proposal {
+        trigger,
+        drain: Vec::new(),
+        restore: Vec::new(),
+        promotion: None,
+        followers: Vec::new(),
+        redis: vec![RedisPromotion {
+            group: shard.group.clone(),
+            from: shard.master.clone(),
+            to: to.clone(),
+            offset,
+            followers: shard
+                .local_followers
+                .iter()
+                .filter(|f| *f != to)
+                .cloned()
+                .collect(),
+            old_master_cut_off: false,
+            self_fencing: shard.self_fencing.holds().map(str::to_owned),
+            exposed: shard.self_fencing.missing().map(str::to_owned),
+            forced: false,
+            slots: Vec::new(),
+            planned: true,
+        }],
+        refusal: None,
+    }
 }
 
 /// Everything the trigger looks at.
@@ -936,6 +975,39 @@ pub fn assess(world: &World<'_>) -> Assessment {
                 };
                 out.proposal = Some(switchover(group, standby, trigger));
                 return out;
+            }
+        }
+        for shard in world.redis.iter().filter(|s| s.slots.is_empty()) {
+            let Some(home) = desired
+                .returning
+                .get(&shard.group)
+                .filter(|h| **h != shard.master)
+            else {
+                continue;
+            };
+            let waits = |why: String| format!("{} returns home to {home} once {why}", shard.group);
+            let replica = shard.replicas.iter().find(|(t, ..)| t == home);
+            match replica {
+                _ if shard.master_down || world.cut_off.contains(&shard.master_region) => out
+                    .waiting
+                    .push(waits(format!("its master {} is up", shard.master))),
+                None => out
+                    .waiting
+                    .push(waits("it is a healthy replica again".to_owned())),
+                Some((_, region, _)) if desired.drained.contains(region) => out
+                    .waiting
+                    .push(waits(format!("region {region} is restored"))),
+                Some((_, region, _)) if world.cut_off.contains(region) => out
+                    .waiting
+                    .push(waits(format!("region {region} is reachable"))),
+                Some((target, _, offset)) => {
+                    let trigger = Trigger::ReturnHome {
+                        group: shard.group.clone(),
+                        member: target.clone(),
+                    };
+                    out.proposal = Some(redis_switchover(shard, target, *offset, trigger));
+                    return out;
+                }
             }
         }
     }

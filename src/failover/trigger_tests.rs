@@ -957,3 +957,40 @@ fn auto_failback_returns_a_primary_to_its_configured_home_after_the_cooldown() {
     }];
     assert_eq!(case.assess().proposal, None);
 }
+
+#[test]
+fn a_redis_master_a_live_drill_moved_returns_home_once_it_is_a_healthy_replica() {
+    let r = |n: &str| TargetId::new(crate::config::TargetKind::Redis, "sessions", n);
+    // The drill moved the master from m1 (r1) to m2 (r2).
+    let moved = RedisGroup {
+        master: r("m2"),
+        master_region: "r2".into(),
+        local_followers: vec![r("m1"), r("m3")],
+        replicas: vec![],
+        ..shard(false, false)
+    };
+    let mut case = Case::new().groups(vec![]);
+    case.redis = vec![moved.clone()];
+    case.desired
+        .returning
+        .insert("redis/sessions".into(), r("m1"));
+    let a = case.assess();
+    assert_eq!(a.proposal, None);
+    assert!(
+        a.waiting
+            .iter()
+            .any(|w| w.contains("healthy replica again")),
+        "{a:?}"
+    );
+    case.redis = vec![RedisGroup {
+        replicas: vec![(r("m1"), "r1".into(), 700), (r("m3"), "r3".into(), 650)],
+        ..moved
+    }];
+    let p = case.assess().proposal.expect("a return home");
+    assert_eq!(p.promotion, None);
+    let back = &p.redis[0];
+    assert!(back.planned && !back.forced);
+    assert_eq!((&back.from, &back.to), (&r("m2"), &r("m1")));
+    assert_eq!(back.followers, [r("m3")]);
+    assert!(p.drain.is_empty() && p.restore.is_empty());
+}

@@ -12,7 +12,9 @@
 //!    fence holds: its sessions may still write while the probe cannot reach it.
 //! 3. With the lease, a Postgres member that is writable or was last seen as primary (its
 //!    probe may fail while its sessions still write) and that the log does not name while it
-//!    names another member is fenced as stale.
+//!    names another member is fenced as stale — except, for [`PROMOTION_GRACE_CHECKS`], a
+//!    member that answered as a replica before: a promotion, which the log this agent has
+//!    applied may not name yet (the leader promotes right after it commits the decision).
 //! 4. With the lease settled, while the log names another member: a fenced Postgres member
 //!    that answers as a replica (rejoined) has its fence released; with a rejoin command
 //!    configured, one that is fenced and answers as primary, or was last seen as primary and
@@ -53,7 +55,16 @@ pub struct Memory {
     pub last_known_primary: bool,
     /// Made a replica of the named master; cleared once it answers as replica.
     pub demoted: bool,
+    /// Has answered as a replica (since this agent started).
+    pub seen_replica: bool,
+    /// Checks it has answered as primary since it last answered as a replica.
+    pub primary_checks: u32,
 }
+
+/// A member that answered as a replica, then as primary (promoted), is not fenced as stale
+/// for this many checks (2 s at the lease check's 100 ms): the log this agent has applied may
+/// lag the leader's by the commit of the decision.
+pub const PROMOTION_GRACE_CHECKS: u32 = 20;
 
 /// The lease as the fencer sees it at this check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,13 +177,19 @@ pub enum FenceAction {
 /// The rules (see the module doc). Updates `memory` with what this check saw.
 pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
     match check.role {
-        Some(Role::Primary) => memory.last_known_primary = true,
+        Some(Role::Primary) => {
+            memory.last_known_primary = true;
+            memory.primary_checks = memory.primary_checks.saturating_add(1);
+        }
         Some(Role::Replica) => {
             memory.last_known_primary = false;
             memory.demoted = false;
+            memory.seen_replica = true;
+            memory.primary_checks = 0;
         }
         None => {}
     }
+    let just_promoted = memory.seen_replica && memory.primary_checks <= PROMOTION_GRACE_CHECKS;
     let writable = check.role == Some(Role::Primary);
     let named_other = check.named.filter(|n| *n != check.id);
     if check.lease.settled && writable && check.kind == Kind::Redis {
@@ -211,7 +228,11 @@ pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
     {
         return FenceAction::Fence(FenceReason::NoQuorum);
     }
-    if check.lease.valid && (writable || memory.last_known_primary) && !check.fenced {
+    if check.lease.valid
+        && (writable || memory.last_known_primary)
+        && !check.fenced
+        && !(writable && just_promoted)
+    {
         return match (check.kind, named_other) {
             (Kind::Postgres, Some(named)) => FenceAction::Fence(FenceReason::Stale {
                 named: named.clone(),

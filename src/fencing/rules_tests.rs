@@ -57,6 +57,7 @@ fn run_with(
     let mut memory = Memory {
         last_known_primary,
         demoted: false,
+        ..Memory::default()
     };
     decide(
         &Check {
@@ -214,7 +215,13 @@ fn a_demoted_master_is_demoted_once_and_forgotten_when_it_answers_as_replica() {
         FenceAction::Nothing
     );
     decide(&check(Role::Replica), &mut memory);
-    assert_eq!(memory, Memory::default());
+    assert_eq!(
+        memory,
+        Memory {
+            seen_replica: true,
+            ..Memory::default()
+        }
+    );
 }
 
 #[test]
@@ -329,7 +336,11 @@ proptest! {
         let me = pg("me");
         let other = pg("other");
         let named = match named { 0 => None, 1 => Some(&me), _ => Some(&other) };
-        let mut memory = Memory { last_known_primary, demoted };
+        let mut memory = Memory {
+            last_known_primary,
+            demoted,
+            ..Memory::default()
+        };
         let check = Check {
             id: &me,
             kind,
@@ -386,4 +397,48 @@ proptest! {
             None => prop_assert_eq!(memory.last_known_primary, last_known_primary),
         }
     }
+}
+
+#[test]
+fn a_member_just_promoted_is_not_fenced_before_this_agent_applies_the_decision() {
+    let me = pg("me");
+    let old = pg("old");
+    let lease = Lease {
+        valid: true,
+        settled: true,
+        joined: true,
+    };
+    let check = |role| Check {
+        id: &me,
+        kind: Kind::Postgres,
+        role: Some(role),
+        fenced: false,
+        lease,
+        // The log this agent applied still names the old primary.
+        named: Some(&old),
+        cluster: ClusterStanding::default(),
+        can_rejoin: true,
+    };
+    let mut memory = Memory::default();
+    assert_eq!(
+        decide(&check(Role::Replica), &mut memory),
+        FenceAction::Nothing
+    );
+    for _ in 0..PROMOTION_GRACE_CHECKS {
+        assert_eq!(
+            decide(&check(Role::Primary), &mut memory),
+            FenceAction::Nothing
+        );
+    }
+    // Still not named after the grace: a primary the cluster did not make, fenced as stale.
+    assert_eq!(
+        decide(&check(Role::Primary), &mut memory),
+        FenceAction::Fence(FenceReason::Stale { named: old.clone() })
+    );
+    // A member never seen as a replica (an old primary restarted) gets no grace.
+    let mut fresh = Memory::default();
+    assert_eq!(
+        decide(&check(Role::Primary), &mut fresh),
+        FenceAction::Fence(FenceReason::Stale { named: old })
+    );
 }

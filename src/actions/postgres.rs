@@ -446,6 +446,11 @@ pub async fn await_streaming(
     })
 }
 
+/// How often, and how many times at most, a planned switchover reads the fenced old
+/// primary's WAL position until it stands still.
+const STILL_INTERVAL: Duration = Duration::from_millis(100);
+const STILL_READS: u32 = 20;
+
 /// For a planned switchover: reads how far the fenced `old_primary` wrote and waits until
 /// `candidate` has replayed that far, so promoting it loses nothing. A candidate already out
 /// of recovery (a resumed step) is not waited for. Returns the position.
@@ -465,17 +470,31 @@ pub async fn catch_up(
             return Ok(None);
         }
         let primary = connect(old_primary, timeout).await?;
-        let wrote = query_text(
-            &primary,
-            "read the old primary's position",
-            "SELECT pg_current_wal_lsn()::text",
-        )
-        .await?
-        .and_then(|t| crate::datastore::Lsn::parse(&t))
-        .ok_or(ActionError::Step {
-            step: "read the old primary's position",
-            message: "the old primary is in recovery: it is not the primary".into(),
-        })?;
+        let read = || async {
+            query_text(
+                &primary,
+                "read the old primary's position",
+                "SELECT pg_current_wal_insert_lsn()::text",
+            )
+            .await?
+            .and_then(|t| crate::datastore::Lsn::parse(&t))
+            .ok_or(ActionError::Step {
+                step: "read the old primary's position",
+                message: "the old primary is in recovery: it is not the primary".into(),
+            })
+        };
+        // Until it stops moving: the sessions the fence terminated write their abort records
+        // a moment after, and a replica still streaming from the old primary would receive
+        // WAL the candidate never replays — and could not follow it.
+        let mut wrote = read().await?;
+        for _ in 0..STILL_READS {
+            tokio::time::sleep(STILL_INTERVAL).await;
+            let now = read().await?;
+            if now == wrote {
+                break;
+            }
+            wrote = now;
+        }
         // Bounded by the timeout: a replica that never gets there fails the promotion.
         loop {
             let replayed = query_text(&replica, "read replay position", position)

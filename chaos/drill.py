@@ -95,8 +95,12 @@ class Context:
         """Until every group's primary is the one it had before the fault; notes the seconds
         since the fault as `primaries_home_s`, or a violation."""
         try:
-            lablib.wait_until("the primaries back where they were", deadline_s,
-                              lambda: self.primaries() == self.primaries_before, 0.5)
+            # The log names a primary when its promotion is decided: home means named, and no
+            # failover still under way.
+            lablib.wait_until(
+                "the primaries back where they were", deadline_s,
+                lambda: (self.primaries() == self.primaries_before
+                         and all(f.get("outcome") for f in self.failovers())), 0.5)
             self.notes["primaries_home_s"] = round(time.monotonic() - self.fault_at, 1)
         except TimeoutError as e:
             self.violations.append(f"{e}: before {self.primaries_before}, now "

@@ -150,24 +150,45 @@ async fn bad_calls_get_their_documented_status_and_code_and_change_nothing() -> 
         },
     )
     .await?;
-    let mut exported = String::new();
-    for agent in &lab.cluster.agents {
-        let url = format!("http://{}/metrics", agent.admin);
-        exported.push_str(&reqwest::get(url).await?.text().await?);
-    }
+    // The leader's per-group gauges appear once it has judged the group's redundancy, which
+    // can be a tick after the verdict: wait for every queried name, then name what is missing.
+    let mut queried = Vec::new();
     for file in [
         "deploy/monitoring/failoverd.rules.yml",
         "deploy/monitoring/failoverd-dashboard.json",
     ] {
         let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR")))?;
-        let used = metric_names(&text);
+        let used: Vec<String> = metric_names(&text).into_iter().map(String::from).collect();
         assert!(used.len() >= 10, "{file}: {used:?}");
-        for name in used {
-            assert!(
-                exported.contains(&format!("# TYPE {name} ")),
-                "{file} queries {name}, which no agent exports"
+        queried.extend(used.into_iter().map(|name| (file, name)));
+    }
+    let admins: Vec<_> = lab.cluster.agents.iter().map(|a| a.admin).collect();
+    let all_exported = |exported: &str| {
+        queried
+            .iter()
+            .all(|(_, name)| exported.contains(&format!("# TYPE {name} ")))
+    };
+    let mut exported = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        exported.clear();
+        for admin in &admins {
+            exported.push_str(
+                &fetch_text(format!("http://{admin}/metrics"))
+                    .await
+                    .unwrap_or_default(),
             );
         }
+        if all_exported(&exported) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (file, name) in &queried {
+        assert!(
+            exported.contains(&format!("# TYPE {name} ")),
+            "{file} queries {name}, which no agent exports"
+        );
     }
     let verdict = |name: &str, labels: &str| {
         metrics

@@ -163,27 +163,25 @@ async fn bad_calls_get_their_documented_status_and_code_and_change_nothing() -> 
         queried.extend(used.into_iter().map(|name| (file, name)));
     }
     let admins: Vec<_> = lab.cluster.agents.iter().map(|a| a.admin).collect();
-    let all_exported = |exported: &str| {
+    let scrape_all = || async {
+        let mut exported = String::new();
+        for admin in &admins {
+            exported.push_str(&fetch_text(format!("http://{admin}/metrics")).await?);
+        }
+        Some(exported)
+    };
+    let exported = match wait_for_async("every queried metric", Duration::from_secs(15), || async {
+        let exported = scrape_all().await?;
         queried
             .iter()
             .all(|(_, name)| exported.contains(&format!("# TYPE {name} ")))
+            .then_some(exported)
+    })
+    .await
+    {
+        Ok(exported) => exported,
+        Err(_) => scrape_all().await.unwrap_or_default(),
     };
-    let mut exported = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        exported.clear();
-        for admin in &admins {
-            exported.push_str(
-                &fetch_text(format!("http://{admin}/metrics"))
-                    .await
-                    .unwrap_or_default(),
-            );
-        }
-        if all_exported(&exported) || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     for (file, name) in &queried {
         assert!(
             exported.contains(&format!("# TYPE {name} ")),

@@ -1022,8 +1022,18 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
     assert_eq!((code, body["code"].as_str()), (404, Some("unknown_member")));
 
     kill_region_one_services(&mut lab)?;
-    let new_primary = &lab.pg().replica; // eu-central-1
-    let second = r#"ANY 1 ("pg-eu-west-3", "pg-us-east-1")"#;
+    // Both replicas are equally fresh: either may be promoted, and the rule names the others.
+    let failover = completed_promotion(&lab, Duration::from_secs(30)).await?;
+    let (new_primary, other) = promoted(&lab, &failover["decision"]["promotion"])?;
+    // Agents run in REGIONS order: eu-central-1's probes pg-eu-central-1, us-east-1's the other.
+    let new_agent = if new_primary.name == lab.pg().replica.name {
+        frankfurt
+    } else {
+        lab.cluster.agents[2].admin
+    };
+    let mut others = [other.name.as_str(), "pg-eu-west-3"];
+    others.sort_unstable();
+    let second = format!(r#"ANY 1 ("{}", "{}")"#, others[0], others[1]);
     wait_for_async(
         "the new primary's quorum rule, a confirmed commit, a Redis write",
         Duration::from_secs(30),
@@ -1043,7 +1053,8 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
         "the new primary's role endpoint",
         Duration::from_secs(10),
         || async {
-            let (code, body) = role(frankfurt, "pg-eu-central-1/primary").await?;
+            let path = format!("{}/primary", new_primary.name);
+            let (code, body) = role(new_agent, &path).await?;
             (code == 200 && body["observed"] == true).then_some(())
         },
     )

@@ -24,6 +24,7 @@ async fn lab() -> anyhow::Result<Lab> {
             max_lag: 65536,
             slow_replica: None,
             rejoin: false,
+            reporting_replica: false,
         }),
         redis: Some(RedisLab::Pair),
         route53: Some(Route53Lab::default()),

@@ -43,6 +43,15 @@ pub enum NotYet {
         /// How many.
         count: u64,
     },
+    /// A replica that does not stream is not on an older timeline than its primary: there is
+    /// nothing to rewind, and repointing it is the healer's work.
+    #[error("{member} is not left on an older timeline: {why}")]
+    NotStranded {
+        /// The replica.
+        member: String,
+        /// What was seen.
+        why: String,
+    },
 }
 
 /// Runs an action under its timeout: an action that does not finish in time is a

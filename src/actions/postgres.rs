@@ -145,6 +145,27 @@ pub async fn wal_senders(member: &Member, timeout: Duration) -> Result<u64, Acti
     .await
 }
 
+/// A replica's timeline: the one its WAL receiver last received on, or without a receiver the
+/// one of its last restartpoint. `None` when the member is out of recovery.
+pub async fn replica_timeline(
+    member: &Member,
+    timeout: Duration,
+) -> Result<Option<u32>, ActionError> {
+    super::bounded(timeout, async {
+        let client = connect(member, timeout).await?;
+        let tli = query_text(
+            &client,
+            "read the replica's timeline",
+            "SELECT CASE WHEN pg_is_in_recovery() THEN coalesce(\
+             (SELECT received_tli FROM pg_stat_wal_receiver WHERE received_tli > 0), \
+             (SELECT timeline_id FROM pg_control_checkpoint()))::text END",
+        )
+        .await?;
+        Ok(tli.and_then(|t| t.parse().ok()))
+    })
+    .await
+}
+
 /// A `CHECKPOINT` on a primary about to be switched over from, while it still takes writes:
 /// the last checkpoint the old and new timelines share is then this one, whose WAL the old
 /// primary still holds, so `pg_rewind` can later make it a replica (without it, the last

@@ -111,6 +111,8 @@ struct Rejoining {
     not_before: Option<std::time::Instant>,
     /// Since when the rejoin has waited for replicas still streaming from the old primary.
     replicas_since: Option<std::time::Instant>,
+    /// The member rejoined is a stranded replica, not an old primary.
+    stranded: bool,
 }
 
 /// A rejoin waits at most this long for the replicas still streaming from the old primary to
@@ -389,6 +391,8 @@ impl Fencer {
                         named: named.as_ref(),
                         cluster,
                         can_rejoin: self.rejoin.is_some(),
+                        streaming: matches!(facts, Some(Facts::Postgres(p))
+                            if p.wal_receiver.as_ref().is_some_and(|r| r.status == "streaming")),
                     },
                     memory,
                 );
@@ -413,7 +417,8 @@ impl Fencer {
                     (rules::FenceAction::Unfence, _, Some(fence)) => Some(Op::Unfence(fence)),
                     (rules::FenceAction::Release, _, Some(fence)) => Some(Op::Release(fence)),
                     (rules::FenceAction::Rejoin { to, fence_too }, Local::Postgres(m), _) => {
-                        if let Some(task) = self.start_rejoin(&id, m, &to, now) {
+                        let stranded = role == Some(rules::Role::Replica);
+                        if let Some(task) = self.start_rejoin(&id, m, &to, stranded, now) {
                             rejoins.spawn(task);
                         }
                         fence_too.then(|| Op::Fence {
@@ -547,13 +552,14 @@ impl Fencer {
         }
     }
 
-    /// The task that rejoins local old primary `id` as a replica of `to`, unless one runs or
-    /// the last one's backoff has not passed.
+    /// The task that rejoins local old primary `id` (or `stranded` replica) as a replica of
+    /// `to`, unless one runs or the last one's backoff has not passed.
     fn start_rejoin(
         &mut self,
         id: &TargetId,
         member: &actions::postgres::Member,
         to: &TargetId,
+        stranded: bool,
         now: std::time::Instant,
     ) -> Option<impl std::future::Future<Output = (TargetId, Result<String, ActionError>)>> {
         let rejoin = self.rejoin.as_ref()?;
@@ -566,15 +572,25 @@ impl Fencer {
             return None;
         };
         state.running = true;
-        let wait_for_replicas = state
-            .replicas_since
-            .is_none_or(|since| now.saturating_duration_since(since) < REJOIN_REPLICAS_WAIT);
-        tracing::warn!(target_id = %id, primary = %to, "rejoining the old primary as a replica of the named one");
+        state.stranded = stranded;
+        // A stranded replica's own cascading replicas are stranded with it.
+        let wait_for_replicas = !stranded
+            && state
+                .replicas_since
+                .is_none_or(|since| now.saturating_duration_since(since) < REJOIN_REPLICAS_WAIT);
+        if stranded {
+            tracing::debug!(target_id = %id, primary = %to, "a replica that does not stream: checking its timeline");
+        } else {
+            tracing::warn!(target_id = %id, primary = %to, "rejoining the old primary as a replica of the named one");
+        }
         let (id, member, rejoin) = (id.clone(), member.clone(), rejoin.clone());
         let timeout = self.timeout;
         Some(async move {
-            let result =
-                rejoin_member(&member, &primary, &rejoin, timeout, wait_for_replicas).await;
+            let how = RejoinHow {
+                wait_for_replicas,
+                stranded,
+            };
+            let result = rejoin_member(&member, &primary, &rejoin, timeout, how).await;
             (id, result)
         })
     }
@@ -591,12 +607,22 @@ impl Fencer {
                 state.not_before = Some(now + REJOIN_SETTLE);
                 self.rejoins.with_label_values(&["ok"]).inc();
                 self.failing.succeeded("rejoin", id);
-                tracing::warn!(target_id = %id, said, "rejoined the old primary as a replica");
+                if state.stranded {
+                    tracing::warn!(target_id = %id, said, "rejoined the replica stranded on an older timeline");
+                } else {
+                    tracing::warn!(target_id = %id, said, "rejoined the old primary as a replica");
+                }
                 self.event(
                     "rejoined",
                     format!("failoverd rejoined {id} as a replica: {said}"),
                     serde_json::json!({ "target": id, "output": said }),
                 );
+            }
+            Err(ActionError::NotYet(why @ actions::NotYet::NotStranded { .. })) => {
+                // A replica that does not stream for another reason (its primary is down, a
+                // slot or a password is missing): nothing to rewind; look again later.
+                state.not_before = Some(now + REJOIN_RETRY);
+                tracing::debug!(target_id = %id, why = %why, "no rejoin");
             }
             Err(ActionError::NotYet(why)) => {
                 // The promotion or the repointing of replicas is still under way: look again
@@ -668,18 +694,31 @@ impl Op {
     }
 }
 
-/// Makes old primary `member` a replica of `primary`: checks that `primary` is out of
-/// recovery (the log names a member at the decision, before its promotion), makes its slot
-/// there, then runs the rejoin command.
+/// How [`rejoin_member`] goes about it.
+#[derive(Debug, Clone, Copy)]
+struct RejoinHow {
+    /// Wait until no replica streams from the member.
+    wait_for_replicas: bool,
+    /// The member is a replica that does not stream: rejoin it only when it is on an older
+    /// timeline than `primary`.
+    stranded: bool,
+}
+
+/// Makes old primary `member` (or a stranded replica) a replica of `primary`: checks that
+/// `primary` is out of recovery (the log names a member at the decision, before its
+/// promotion), makes its slot there, then runs the rejoin command.
 async fn rejoin_member(
     member: &actions::postgres::Member,
     primary: &actions::postgres::Member,
     rejoin: &Rejoin,
     timeout: Duration,
-    wait_for_replicas: bool,
+    how: RejoinHow,
 ) -> Result<String, ActionError> {
+    if how.stranded {
+        stranded_on_older_timeline(member, primary, timeout).await?;
+    }
     actions::postgres::ready_as_rewind_source(primary, timeout).await?;
-    if wait_for_replicas {
+    if how.wait_for_replicas {
         // Unreachable (crashed): nobody streams from it.
         if let Ok(count @ 1..) = actions::postgres::wal_senders(member, timeout).await {
             return Err(ActionError::NotYet(actions::NotYet::Replicas {
@@ -710,6 +749,34 @@ async fn rejoin_member(
         },
     )
     .await
+}
+
+/// `Ok` when replica `member` is on an older timeline than `primary`: a failover left it with
+/// WAL the new timeline may not have, and only a rewind makes it stream again. Anything else
+/// (it answers as primary, the primary cannot be read, the same timeline) is
+/// [`actions::NotYet::NotStranded`].
+async fn stranded_on_older_timeline(
+    member: &actions::postgres::Member,
+    primary: &actions::postgres::Member,
+    timeout: Duration,
+) -> Result<(), ActionError> {
+    let not_stranded = |why: String| {
+        ActionError::NotYet(actions::NotYet::NotStranded {
+            member: member.name.clone(),
+            why,
+        })
+    };
+    let theirs = actions::postgres::timeline(primary, timeout)
+        .await
+        .map_err(|e| not_stranded(format!("the primary {}: {e}", primary.name)))?;
+    match actions::postgres::replica_timeline(member, timeout).await {
+        Ok(Some(mine)) if mine < theirs => Ok(()),
+        Ok(Some(mine)) => Err(not_stranded(format!(
+            "on timeline {mine}, the primary on {theirs}"
+        ))),
+        Ok(None) => Err(not_stranded("it is out of recovery".to_owned())),
+        Err(e) => Err(not_stranded(e.to_string())),
+    }
 }
 
 /// Carries `op` out on `local`; a fence returns what it set.

@@ -20,6 +20,10 @@
 //!    configured, one that is fenced and answers as primary, or was last seen as primary and
 //!    its probe fails (crashed), is rejoined as a replica of the named one — the latter
 //!    fenced as stale too while no fence holds (it may only be out of this agent's sight).
+//!    So is a replica, not fenced, whose WAL receiver has not streamed for
+//!    [`STRANDED_CHECKS`]: a failover can leave one on the old timeline with WAL the new
+//!    primary never had, and no repointing makes it stream again (the rejoin itself goes on
+//!    only when the replica is on an older timeline than the named primary).
 //! 5. With the lease settled, a fenced member is unfenced only when the log still names it
 //!    (a Redis Cluster node: when it turned replica, or its own view is healthy and the log's
 //!    slot owners still name it); otherwise it stays fenced.
@@ -59,12 +63,19 @@ pub struct Memory {
     pub seen_replica: bool,
     /// Checks it has answered as primary since it last answered as a replica.
     pub primary_checks: u32,
+    /// Checks in a row it has answered as a replica whose WAL receiver does not stream (kept
+    /// while its probe fails).
+    pub unstreamed_checks: u32,
 }
 
 /// A member that answered as a replica, then as primary (promoted), is not fenced as stale
 /// for this many checks (2 s at the lease check's 100 ms): the log this agent has applied may
 /// lag the leader's by the commit of the decision.
 pub const PROMOTION_GRACE_CHECKS: u32 = 20;
+
+/// A replica whose WAL receiver has not streamed for this many checks (15 s) is stranded: the
+/// healer has had the time to repoint it a few times, and a failover takes less.
+pub const STRANDED_CHECKS: u32 = 150;
 
 /// The lease as the fencer sees it at this check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +118,8 @@ pub struct Check<'a> {
     pub cluster: ClusterStanding,
     /// A rejoin command is configured for it (`postgres.rejoin`).
     pub can_rejoin: bool,
+    /// As a replica: its WAL receiver streams, from whichever member.
+    pub streaming: bool,
 }
 
 /// Why a member is fenced.
@@ -180,12 +193,18 @@ pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
         Some(Role::Primary) => {
             memory.last_known_primary = true;
             memory.primary_checks = memory.primary_checks.saturating_add(1);
+            memory.unstreamed_checks = 0;
         }
         Some(Role::Replica) => {
             memory.last_known_primary = false;
             memory.demoted = false;
             memory.seen_replica = true;
             memory.primary_checks = 0;
+            memory.unstreamed_checks = if check.streaming {
+                0
+            } else {
+                memory.unstreamed_checks.saturating_add(1)
+            };
         }
         None => {}
     }
@@ -205,6 +224,14 @@ pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
         if let Some(named) = named_other {
             match check.role {
                 Some(Role::Replica) if check.fenced => return FenceAction::Release,
+                Some(Role::Replica)
+                    if check.can_rejoin && memory.unstreamed_checks >= STRANDED_CHECKS =>
+                {
+                    return FenceAction::Rejoin {
+                        to: named.clone(),
+                        fence_too: false,
+                    }
+                }
                 Some(Role::Primary) if check.fenced && check.can_rejoin => {
                     return FenceAction::Rejoin {
                         to: named.clone(),

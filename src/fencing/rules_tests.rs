@@ -69,6 +69,7 @@ fn run_with(
             named,
             cluster: ClusterStanding::default(),
             can_rejoin,
+            streaming: true,
         },
         &mut memory,
     )
@@ -185,6 +186,7 @@ fn a_cluster_master_is_unfenced_when_its_view_is_healthy_and_it_still_owns_its_s
                 still_owner,
             },
             can_rejoin: false,
+            streaming: true,
         };
         assert_eq!(decide(&check, &mut Memory::default()), want);
     }
@@ -204,6 +206,7 @@ fn a_demoted_master_is_demoted_once_and_forgotten_when_it_answers_as_replica() {
         named: Some(&other),
         cluster: ClusterStanding::default(),
         can_rejoin: false,
+        streaming: true,
     };
     assert_eq!(
         decide(&check(Role::Primary), &mut memory),
@@ -238,6 +241,7 @@ fn the_last_known_role_is_kept_while_the_probe_fails() {
         named: Some(&other),
         cluster: ClusterStanding::default(),
         can_rejoin: false,
+        streaming: true,
     };
     decide(&check(Some(Role::Primary)), &mut memory);
     assert!(memory.last_known_primary);
@@ -332,6 +336,8 @@ proptest! {
         view_ok in any::<bool>(),
         still_owner in any::<bool>(),
         can_rejoin in any::<bool>(),
+        streaming in any::<bool>(),
+        unstreamed_checks in prop_oneof![Just(0u32), Just(STRANDED_CHECKS - 1), 0..400u32],
     ) {
         let me = pg("me");
         let other = pg("other");
@@ -339,6 +345,7 @@ proptest! {
         let mut memory = Memory {
             last_known_primary,
             demoted,
+            unstreamed_checks,
             ..Memory::default()
         };
         let check = Check {
@@ -350,6 +357,7 @@ proptest! {
             named,
             cluster: ClusterStanding { view_ok, still_owner },
             can_rejoin,
+            streaming,
         };
         let action = decide(&check, &mut memory);
         match &action {
@@ -363,14 +371,22 @@ proptest! {
             FenceAction::Stay(_) => prop_assert!(fenced && lease.settled),
             FenceAction::Rejoin { to, fence_too } => {
                 prop_assert!(can_rejoin);
-                // A member last seen primary that no fence holds is always fenced too.
-                prop_assert_eq!(*fence_too, !fenced);
+                // A member last seen primary that no fence holds is always fenced too; a
+                // stranded replica never is.
+                prop_assert_eq!(*fence_too, !fenced && role != Some(Role::Replica));
                 prop_assert_eq!(kind, Kind::Postgres);
                 prop_assert!(lease.settled);
                 prop_assert_eq!(to, &other);
+                let stranded = role == Some(Role::Replica)
+                    && !fenced
+                    && !streaming
+                    && unstreamed_checks + 1 >= STRANDED_CHECKS;
                 prop_assert!(
-                    (fenced && role == Some(Role::Primary)) || (role.is_none() && last_known_primary),
-                    "rejoined a member that is neither a fenced primary nor a crashed one"
+                    (fenced && role == Some(Role::Primary))
+                        || (role.is_none() && last_known_primary)
+                        || stranded,
+                    "rejoined a member that is neither a fenced primary, a crashed one nor a \
+                     stranded replica"
                 );
             }
             FenceAction::Release => {
@@ -390,6 +406,9 @@ proptest! {
         }
         if !lease.joined {
             prop_assert!(!matches!(action, FenceAction::Fence(_)), "a starting agent fenced");
+        }
+        if role == Some(Role::Replica) && streaming {
+            prop_assert!(!matches!(action, FenceAction::Rejoin { .. }), "rejoined a streaming replica");
         }
         match role {
             Some(Role::Primary) => prop_assert!(memory.last_known_primary),
@@ -418,6 +437,7 @@ fn a_member_just_promoted_is_not_fenced_before_this_agent_applies_the_decision()
         named: Some(&old),
         cluster: ClusterStanding::default(),
         can_rejoin: true,
+        streaming: true,
     };
     let mut memory = Memory::default();
     assert_eq!(
@@ -440,5 +460,61 @@ fn a_member_just_promoted_is_not_fenced_before_this_agent_applies_the_decision()
     assert_eq!(
         decide(&check(Role::Primary), &mut fresh),
         FenceAction::Fence(FenceReason::Stale { named: old })
+    );
+}
+
+#[test]
+fn a_replica_that_stops_streaming_is_rejoined_only_once_it_is_stranded() {
+    let me = pg("me");
+    let named = pg("named");
+    let check = |streaming, lease, can_rejoin| Check {
+        id: &me,
+        kind: Kind::Postgres,
+        role: Some(Role::Replica),
+        fenced: false,
+        lease,
+        named: Some(&named),
+        cluster: ClusterStanding::default(),
+        can_rejoin,
+        streaming,
+    };
+    let mut memory = Memory::default();
+    for _ in 1..STRANDED_CHECKS {
+        assert_eq!(
+            decide(&check(false, SETTLED, true), &mut memory),
+            FenceAction::Nothing
+        );
+    }
+    // A probe that fails meanwhile (the server restarting) neither resets nor counts.
+    let failed = Check {
+        role: None,
+        ..check(false, SETTLED, true)
+    };
+    assert_eq!(decide(&failed, &mut memory), FenceAction::Nothing);
+    assert_eq!(memory.unstreamed_checks, STRANDED_CHECKS - 1);
+    // Without a settled lease or a rejoin command, nothing; with both, the rejoin.
+    let mut unsettled = memory;
+    assert_eq!(
+        decide(&check(false, FRESH_LEASE, true), &mut unsettled),
+        FenceAction::Nothing
+    );
+    let mut no_command = memory;
+    assert_eq!(
+        decide(&check(false, SETTLED, false), &mut no_command),
+        FenceAction::Nothing
+    );
+    assert_eq!(
+        decide(&check(false, SETTLED, true), &mut memory),
+        FenceAction::Rejoin {
+            to: named.clone(),
+            fence_too: false
+        }
+    );
+    // One check that streams starts the count over.
+    decide(&check(true, SETTLED, true), &mut memory);
+    assert_eq!(memory.unstreamed_checks, 0);
+    assert_eq!(
+        decide(&check(false, SETTLED, true), &mut memory),
+        FenceAction::Nothing
     );
 }

@@ -64,6 +64,9 @@ pub struct PostgresLab<'a> {
     /// `[postgres.rejoin]` runs `deploy/postgres/pg-rejoin` on the member's data directory:
     /// an old primary is rewound and rejoins as a replica.
     pub rejoin: bool,
+    /// The eu-central-1 replica is `no_failover` (a reporting replica): never promoted, it
+    /// may hold WAL the member promoted instead never received.
+    pub reporting_replica: bool,
 }
 
 /// The lab's Redis.
@@ -158,6 +161,7 @@ impl Lab {
                     };
                     proxy = Some(p);
                 }
+                members[1].no_failover = setup.reporting_replica;
                 for member in &mut members {
                     member.writer_value = writer_value(&member.name, "db");
                 }

@@ -21,6 +21,7 @@ use crate::failover::candidate::{Choice, Evidence};
 use crate::failover::heal;
 use crate::failover::inputs;
 use crate::health::{Change, LastResult, State};
+use crate::probe::postgres::RewindSettings;
 use crate::probe::postgres::{PgRole, ReplicationLink, WalReceiver};
 use crate::probe::redis::{RedisReplica, RedisRole};
 use crate::probe::{Facts, HttpFacts, Lsn, Observation, PostgresFacts, RedisFacts};
@@ -117,6 +118,11 @@ fn targets() -> Vec<TargetView> {
                 }],
                 slot_name: Some("pg_a".into()),
                 slots: vec![],
+                rewind: Some(RewindSettings {
+                    wal_log_hints: true,
+                    data_checksums: false,
+                    full_page_writes: true,
+                }),
             })),
         ),
         view(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use failoverd::admin::{FailoverStatus, HistoryResponse, StatusResponse};
 use failoverd::api::Reply;
-use failoverd::desired::{HistoryEntry, Outcome};
+use failoverd::desired::{CheckScope, HistoryEntry, Outcome};
 use serde_json::Value;
 
 use super::{call, decode, error_parts, history, table, Target, EXIT_NOT_READY};
@@ -51,7 +51,12 @@ pub(super) fn print_drill(r: &Reply) {
                 vec![
                     region.region.clone(),
                     c.check.clone(),
-                    if c.ok { "ok" } else { "BLOCKED" }.into(),
+                    match (c.ok, c.scope) {
+                        (true, _) => "ok",
+                        (false, CheckScope::Afterwards) => "WARN",
+                        (false, _) => "BLOCKED",
+                    }
+                    .into(),
                     c.detail.clone(),
                 ]
             })

@@ -99,6 +99,9 @@ pub struct Position {
     /// Its physical replication slots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<crate::probe::postgres::Slot>,
+    /// The settings `pg_rewind` needs on it; absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewind: Option<crate::probe::postgres::RewindSettings>,
 }
 
 /// Why a report was not taken.
@@ -469,6 +472,7 @@ pub(crate) fn position_of(view: &crate::health::TargetView) -> Option<Position> 
             .collect(),
         slot_name: pg.slot_name.clone(),
         slots: pg.slots.clone(),
+        rewind: pg.rewind,
     })
 }
 

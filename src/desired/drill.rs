@@ -31,6 +31,9 @@ pub enum CheckScope {
     /// Only a failover that cannot reach the old primary (a partition): a planned
     /// switchover, which fences it for real, does not need it.
     Unreachable,
+    /// Not the failover but the healing after it (the old primary's rejoin): shown, and it
+    /// leaves the region ready.
+    Afterwards,
 }
 
 /// A readiness drill's findings for one region: what failing it over would meet.

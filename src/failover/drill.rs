@@ -1,12 +1,14 @@
 //! Readiness drills: for each region, whether failing it over would go through now — a
 //! candidate for each Postgres group and Redis shard whose primary is there (streaming,
-//! within the data-loss guard), another region left in DNS, and Route53 answering with the
-//! epoch record the log last wrote. Pure: the runtime reads Route53 and hands in what it saw.
+//! within the data-loss guard), another region left in DNS, Route53 answering with the
+//! epoch record the log last wrote, and (with `[postgres.rejoin]`) an old primary that
+//! `pg_rewind` can rewind. Pure: the runtime reads Route53 and hands in what it saw.
 
 use super::candidate::Choice;
 use super::fence_rule::SelfFencing;
 use super::inputs::TriggerInputs;
 use crate::desired::{CheckScope, Desired, DrillCheck, DrillRegion, DrillReport};
+use crate::probe::postgres::RewindSettings;
 use crate::topology::TargetId;
 
 /// The Route53 check of a drill: `seen` is the epoch the TXT record holds (or why it could not
@@ -56,12 +58,14 @@ pub struct Asked<'a> {
 
 /// What the drill of `only` (or of every region) finds, against `desired` and what the
 /// trigger reads; `choose(group, region)` is the candidate a loss of `region` would promote
-/// in `group`; `route53` the Route53 check, when Route53 is configured.
+/// in `group`; `rewind(member)`, with `[postgres.rejoin]` configured, the settings `pg_rewind`
+/// needs as last seen on a member; `route53` the Route53 check, when Route53 is configured.
 pub fn report(
     configured: &[(String, u32)],
     desired: &Desired,
     inputs: &TriggerInputs,
     choose: impl Fn(&str, &str) -> Choice,
+    rewind: Option<&dyn Fn(&TargetId) -> Option<RewindSettings>>,
     route53: Option<&DrillCheck>,
     asked: Asked<'_>,
     (now_ms, run_by): (u64, &str),
@@ -113,6 +117,35 @@ pub fn report(
                     ok: false,
                     detail: reason,
                     scope: CheckScope::Any,
+                },
+            });
+        }
+        // The old primary must be rewound to rejoin after a failover.
+        for group in inputs.groups.iter().filter(|g| &g.primary_region == region) {
+            let Some(settings) = rewind.and_then(|r| r(&group.primary)) else {
+                continue;
+            };
+            let primary = &group.primary;
+            checks.push(match settings.blocker() {
+                None => DrillCheck {
+                    check: format!("{} rejoin", group.group),
+                    ok: true,
+                    detail: format!(
+                        "after a failover {primary} can be rewound and rejoined as a replica \
+                         ({})",
+                        settings.enabler()
+                    ),
+                    scope: CheckScope::Afterwards,
+                },
+                Some(blocker) => DrillCheck {
+                    check: format!("{} rejoin", group.group),
+                    ok: false,
+                    detail: format!(
+                        "after a failover {primary} cannot be rewound ({blocker}): it stays \
+                         fenced unless the rejoin command takes a new base backup \
+                         (pg-rejoin --basebackup-fallback); see docs/failover.md"
+                    ),
+                    scope: CheckScope::Afterwards,
                 },
             });
         }
@@ -170,7 +203,9 @@ pub fn report(
         checks.extend(route53.cloned());
         regions.push(DrillRegion {
             region: region.clone(),
-            ready: checks.iter().all(|c| c.ok),
+            ready: checks
+                .iter()
+                .all(|c| c.ok || c.scope == CheckScope::Afterwards),
             checks,
         });
     }
@@ -181,5 +216,118 @@ pub fn report(
         at_ms: now_ms,
         run_by: run_by.to_owned(),
         regions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TargetKind;
+    use crate::desired::Guard;
+
+    fn inputs() -> TriggerInputs {
+        let primary = TargetId::new(TargetKind::Postgres, "main", "pg-a");
+        let none = Choice::Blocked {
+            reason: "no replica".into(),
+            guard: Guard::NoCandidate,
+        };
+        TriggerInputs {
+            verdict: crate::verdict::Verdict {
+                quorum: 2,
+                targets: Default::default(),
+                regions: Default::default(),
+            },
+            groups: vec![super::super::trigger::Group {
+                group: "postgres/main".into(),
+                primary,
+                primary_region: "r1".into(),
+                primary_down: false,
+                home_says_down: false,
+                choice: none.clone(),
+                followers: Vec::new(),
+                local_choice: none,
+                local_followers: Vec::new(),
+                self_fencing: SelfFencing::default(),
+                if_partitioned: SelfFencing::default(),
+                home: None,
+                standbys: Vec::new(),
+            }],
+            redis: Vec::new(),
+            cut_off: Default::default(),
+            slot_owners: Default::default(),
+        }
+    }
+
+    /// The rejoin check of region r1, with the primary's settings as seen (or no check).
+    fn rejoin_check(rejoin: bool, settings: Option<RewindSettings>) -> Option<DrillCheck> {
+        let rewind = |_: &TargetId| settings;
+        let report = report(
+            &[("r1".into(), 100), ("r2".into(), 100)],
+            &Desired::default(),
+            &inputs(),
+            |_, _| Choice::Blocked {
+                reason: "no replica".into(),
+                guard: Guard::NoCandidate,
+            },
+            rejoin.then_some(&rewind as _),
+            None,
+            Asked {
+                actor: "alice".into(),
+                reason: "test".into(),
+                only: Some("r1"),
+            },
+            (0, "agent"),
+        );
+        report.regions[0]
+            .checks
+            .iter()
+            .find(|c| c.check == "postgres/main rejoin")
+            .cloned()
+    }
+
+    const HINTS: RewindSettings = RewindSettings {
+        wal_log_hints: true,
+        data_checksums: false,
+        full_page_writes: true,
+    };
+
+    #[test]
+    fn the_drill_says_whether_the_old_primary_can_be_rewound() {
+        let ok = rejoin_check(true, Some(HINTS)).expect("a rejoin check");
+        assert!(ok.ok && ok.detail.contains("wal_log_hints on"), "{ok:?}");
+        let checksums = RewindSettings {
+            wal_log_hints: false,
+            data_checksums: true,
+            ..HINTS
+        };
+        let ok = rejoin_check(true, Some(checksums)).expect("a rejoin check");
+        assert!(ok.ok && ok.detail.contains("data checksums"), "{ok:?}");
+        let neither = RewindSettings {
+            wal_log_hints: false,
+            ..HINTS
+        };
+        let refused = rejoin_check(true, Some(neither)).expect("a rejoin check");
+        assert!(!refused.ok, "{refused:?}");
+        assert_eq!(
+            refused.scope,
+            CheckScope::Afterwards,
+            "it leaves the region ready"
+        );
+        assert!(
+            refused.detail.contains("wal_log_hints is off"),
+            "{refused:?}"
+        );
+        let no_fpw = RewindSettings {
+            full_page_writes: false,
+            ..HINTS
+        };
+        let refused = rejoin_check(true, Some(no_fpw)).expect("a rejoin check");
+        assert!(
+            !refused.ok && refused.detail.contains("full_page_writes is off"),
+            "{refused:?}"
+        );
+        // Without a rejoin command, or before the primary's settings are seen: no check.
+        assert_eq!(rejoin_check(false, Some(neither)), None);
+        assert_eq!(rejoin_check(true, None), None);
     }
 }

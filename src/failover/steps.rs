@@ -116,6 +116,8 @@ pub struct Steps {
     pub replication: ReplicationConfig,
     /// Whether a new primary gets the slots its replicas stream through.
     pub slots: ReplicationSlots,
+    /// `[postgres.rejoin]` is configured: old primaries are rewound and rejoined.
+    pub rejoin: bool,
     /// The Route53 client, when configured.
     pub route53: Option<Route53>,
     /// `failover.step_timeout`.

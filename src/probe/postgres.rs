@@ -39,7 +39,10 @@ SELECT pg_is_in_recovery(),
   CASE WHEN pg_is_in_recovery() THEN greatest(0, extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())) END,
   current_setting('synchronous_standby_names'),
   current_setting('synchronous_commit'),
-  current_setting('primary_slot_name');
+  current_setting('primary_slot_name'),
+  current_setting('wal_log_hints'),
+  current_setting('data_checksums'),
+  current_setting('full_page_writes');
 SELECT status, received_tli, flushed_lsn, greatest(0, extract(epoch FROM clock_timestamp() - last_msg_receipt_time)),
   sender_host, sender_port
   FROM pg_stat_wal_receiver;
@@ -81,6 +84,45 @@ pub struct PostgresFacts {
     /// Its physical replication slots (`pg_replication_slots`).
     #[serde(default)]
     pub slots: Vec<Slot>,
+    /// The settings `pg_rewind` needs on it, to rejoin it once it is an old primary.
+    #[serde(default)]
+    pub rewind: Option<RewindSettings>,
+}
+
+/// The settings `pg_rewind` needs on the server it rewinds: `wal_log_hints` or data
+/// checksums, and `full_page_writes`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct RewindSettings {
+    /// `wal_log_hints`.
+    pub wal_log_hints: bool,
+    /// `data_checksums` (set at initdb).
+    pub data_checksums: bool,
+    /// `full_page_writes`.
+    pub full_page_writes: bool,
+}
+
+impl RewindSettings {
+    /// Why `pg_rewind` cannot rewind the server, or `None` when it can.
+    pub fn blocker(&self) -> Option<&'static str> {
+        if !self.full_page_writes {
+            Some("full_page_writes is off")
+        } else if !self.wal_log_hints && !self.data_checksums {
+            Some("wal_log_hints is off and the cluster has no data checksums")
+        } else {
+            None
+        }
+    }
+
+    /// What lets `pg_rewind` rewind it, for people.
+    pub fn enabler(&self) -> &'static str {
+        if self.data_checksums {
+            "data checksums"
+        } else {
+            "wal_log_hints on"
+        }
+    }
 }
 
 /// A physical replication slot on a server.
@@ -264,6 +306,17 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
     let slot_name = text(row, 10)
         .filter(|name| !name.is_empty())
         .map(str::to_owned);
+    let on = |i: usize| text(row, i).map(|t| t == "on");
+    let rewind = match (on(11), on(12), on(13)) {
+        (Some(wal_log_hints), Some(data_checksums), Some(full_page_writes)) => {
+            Some(RewindSettings {
+                wal_log_hints,
+                data_checksums,
+                full_page_writes,
+            })
+        }
+        _ => None,
+    };
 
     let wal_receiver = stmts
         .get(1)
@@ -355,5 +408,6 @@ fn parse_facts(messages: &[SimpleQueryMessage]) -> Result<PostgresFacts, ProbeEr
         replicas,
         slot_name: slot_name.filter(|_| in_recovery),
         slots,
+        rewind,
     })
 }

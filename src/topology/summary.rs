@@ -96,6 +96,23 @@ impl Config {
             );
         }
         push_line!(out, "  (* = probed by this agent)");
+        if let Some(pg) = &self.postgres {
+            match &pg.rejoin {
+                Some(rejoin) => push_line!(
+                    out,
+                    "\npostgres rejoin: {} (timeout {}); pg_rewind needs wal_log_hints or data \
+                     checksums, and full_page_writes, on every member: `failoverd drill` shows \
+                     each primary's",
+                    rejoin.command.join(" "),
+                    humantime::format_duration(rejoin.timeout)
+                ),
+                None => push_line!(
+                    out,
+                    "\npostgres rejoin: none; an old primary stays fenced until it is rejoined by \
+                     hand ([postgres.rejoin], docs/failover.md)"
+                ),
+            }
+        }
         if let Some(r53) = &self.route53 {
             push_line!(
                 out,

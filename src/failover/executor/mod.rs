@@ -211,6 +211,7 @@ impl Reconciler {
                 .as_ref()
                 .map(|p| p.replication_slots)
                 .unwrap_or_default(),
+            rejoin: config.postgres.as_ref().is_some_and(|p| p.rejoin.is_some()),
             route53,
             step_timeout,
             drift: metrics.drift.clone(),

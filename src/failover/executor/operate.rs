@@ -266,11 +266,14 @@ impl Reconciler {
         let engine = self.engine();
         let inputs = engine.inputs(&view);
         let roster = &engine.settings().roster;
+        let rewind =
+            |member: &crate::topology::TargetId| view.positions.get(member).and_then(|p| p.rewind);
         Ok(crate::failover::drill::report(
             &regions,
             &desired,
             &inputs,
             |group, region| roster.manual_choice(&view, group, region, None, false),
+            self.steps.rejoin.then_some(&rewind as _),
             route53.as_ref(),
             crate::failover::drill::Asked {
                 actor,

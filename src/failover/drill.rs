@@ -56,17 +56,27 @@ pub struct Asked<'a> {
     pub only: Option<&'a str>,
 }
 
+/// The settings `pg_rewind` needs, as last seen on a member.
+pub type RewindOf<'a> = &'a dyn Fn(&TargetId) -> Option<RewindSettings>;
+
+/// What the runtime read for a drill besides the trigger's inputs.
+#[derive(Clone, Copy, Default)]
+pub struct Seen<'a> {
+    /// The Route53 check, when Route53 is configured.
+    pub route53: Option<&'a DrillCheck>,
+    /// With `[postgres.rejoin]` configured: each member's settings for `pg_rewind`.
+    pub rewind: Option<RewindOf<'a>>,
+}
+
 /// What the drill of `only` (or of every region) finds, against `desired` and what the
 /// trigger reads; `choose(group, region)` is the candidate a loss of `region` would promote
-/// in `group`; `rewind(member)`, with `[postgres.rejoin]` configured, the settings `pg_rewind`
-/// needs as last seen on a member; `route53` the Route53 check, when Route53 is configured.
+/// in `group`.
 pub fn report(
     configured: &[(String, u32)],
     desired: &Desired,
     inputs: &TriggerInputs,
     choose: impl Fn(&str, &str) -> Choice,
-    rewind: Option<&dyn Fn(&TargetId) -> Option<RewindSettings>>,
-    route53: Option<&DrillCheck>,
+    seen: Seen<'_>,
     asked: Asked<'_>,
     (now_ms, run_by): (u64, &str),
 ) -> DrillReport {
@@ -75,6 +85,7 @@ pub fn report(
         reason,
         only,
     } = asked;
+    let Seen { route53, rewind } = seen;
     let mut regions = Vec::new();
     for (region, _) in configured
         .iter()
@@ -269,8 +280,10 @@ mod tests {
                 reason: "no replica".into(),
                 guard: Guard::NoCandidate,
             },
-            rejoin.then_some(&rewind as _),
-            None,
+            Seen {
+                route53: None,
+                rewind: rejoin.then_some(&rewind as _),
+            },
             Asked {
                 actor: "alice".into(),
                 reason: "test".into(),

@@ -273,8 +273,10 @@ impl Reconciler {
             &desired,
             &inputs,
             |group, region| roster.manual_choice(&view, group, region, None, false),
-            self.steps.rejoin.then_some(&rewind as _),
-            route53.as_ref(),
+            crate::failover::drill::Seen {
+                route53: route53.as_ref(),
+                rewind: self.steps.rejoin.then_some(&rewind as _),
+            },
             crate::failover::drill::Asked {
                 actor,
                 reason,

@@ -890,22 +890,43 @@ fsync = off
                 name = f"{shard}-{region}"
                 self.state.redis[name] = RedisMember(
                     shard=shard, region=region, port=port, url=f"redis://{address(region)}:{port}")
-                argv = ["redis-server", "--port", str(port), "--bind", address(region),
-                        client_address(region), "--save", "", "--appendonly", "no",
-                        "--protected-mode", "no", "--dir", self.dir,
-                        "--repl-diskless-sync-delay", "0",
-                        # A replica notices a cut link after 5 s, as Postgres's replicas do
-                        # (wal_receiver_timeout): the leader counts on it before promoting
-                        # around a master it cannot reach (docs/safety.md).
-                        "--repl-timeout", "5"]
-                if region != master:
-                    argv += ["--replicaof", address(master),
-                             str(self.state.redis[f"{shard}-{master}"].port)]
-                self.spawn(f"redis:{name}", argv, f"redis-{name}.log")
+                self.spawn(f"redis:{name}", self._redis_argv(name, master),
+                           f"redis-{name}.log")
         for name, member in self.state.redis.items():
             wait_until(f"redis {name}", 15, lambda m=member: subprocess.run(
                 ["redis-cli", "-h", address(m.region), "-p", str(m.port), "ping"],
                 capture_output=True, text=True).stdout.strip() == "PONG")
+
+    def _redis_argv(self, name: str, master: str) -> list[str]:
+        """How Redis member `name` is started: as the master of its shard, or a replica of
+        the member in region `master`."""
+        member = self.state.redis[name]
+        region = member.region
+        argv = ["redis-server", "--port", str(member.port), "--bind", address(region),
+                client_address(region), "--save", "", "--appendonly", "no",
+                "--protected-mode", "no", "--dir", self.dir,
+                "--repl-diskless-sync-delay", "0",
+                # A replica notices a cut link after 5 s, as Postgres's replicas do
+                # (wal_receiver_timeout): the leader counts on it before promoting
+                # around a master it cannot reach (docs/safety.md).
+                "--repl-timeout", "5"]
+        if region != master:
+            argv += ["--replicaof", address(master),
+                     str(self.state.redis[f"{member.shard}-{master}"].port)]
+        return argv
+
+    def restart_region(self, region: str) -> None:
+        """A region lost by `kill_region` comes back as its hosts would reboot: its Redis
+        members as configured (an old master as an empty master), its agent and its API.
+        Its Postgres member is not started: the agent rejoins the primary the log deposed as
+        a replica with the rejoin command, which starts it (docs/failover.md)."""
+        for shard, master, _ in self.redis_layout():
+            name = f"{shard}-{region}"
+            if name in self.state.redis:
+                self.spawn(f"redis:{name}", self._redis_argv(name, master),
+                           f"redis-{name}.log")
+        self.start_agent(region)
+        self.start_api(region)
 
     def _choose_ports(self) -> None:
         """The ports the APIs and agents will listen on: the links must know them first."""

@@ -286,6 +286,20 @@ impl Desired {
         })
     }
 
+    /// The member the latest promotion of Postgres `group` moved the primary away from, as
+    /// far as the history still holds it.
+    pub fn deposed(&self, group: &str) -> Option<&TargetId> {
+        self.history.iter().rev().find_map(|e| match e {
+            HistoryEntry::Failover(f) => f
+                .decision
+                .promotion
+                .as_ref()
+                .filter(|p| p.group == group)
+                .map(|p| &p.from),
+            _ => None,
+        })
+    }
+
     /// The failovers in progress, oldest first.
     pub fn in_progress(&self) -> Vec<&FailoverRecord> {
         self.running

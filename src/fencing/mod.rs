@@ -391,6 +391,13 @@ impl Fencer {
                         named: named.as_ref(),
                         cluster,
                         can_rejoin: self.rejoin.is_some(),
+                        deposed: kind == rules::Kind::Postgres
+                            && consensus.read_desired(|d| {
+                                consensus
+                                    .group_of(&id)
+                                    .and_then(|g| d.deposed(g))
+                                    .is_some_and(|t| *t == id)
+                            }),
                         streaming: matches!(facts, Some(Facts::Postgres(p))
                             if p.wal_receiver.as_ref().is_some_and(|r| r.status == "streaming")),
                     },

@@ -20,6 +20,8 @@
 //!    configured, one that is fenced and answers as primary, or was last seen as primary and
 //!    its probe fails (crashed), is rejoined as a replica of the named one — the latter
 //!    fenced as stale too while no fence holds (it may only be out of this agent's sight).
+//!    A member the log's latest promotion of its group deposed counts as last seen primary
+//!    until it answers as a replica, so an agent that restarted knows it too.
 //!    So is a replica, not fenced, whose WAL receiver has not streamed for
 //!    [`STRANDED_CHECKS`]: a failover can leave one on the old timeline with WAL the new
 //!    primary never had, and no repointing makes it stream again (the rejoin itself goes on
@@ -120,6 +122,10 @@ pub struct Check<'a> {
     pub can_rejoin: bool,
     /// As a replica: its WAL receiver streams, from whichever member.
     pub streaming: bool,
+    /// The log's latest promotion of its group moved the primary away from it: until this
+    /// agent sees it as a replica, it counts as last seen primary (an agent that restarts
+    /// with its region still knows which of its members to rejoin rather than start).
+    pub deposed: bool,
 }
 
 /// Why a member is fenced.
@@ -207,6 +213,9 @@ pub fn decide(check: &Check<'_>, memory: &mut Memory) -> FenceAction {
             };
         }
         None => {}
+    }
+    if check.deposed && !memory.seen_replica && check.role != Some(Role::Replica) {
+        memory.last_known_primary = true;
     }
     let just_promoted = memory.seen_replica && memory.primary_checks <= PROMOTION_GRACE_CHECKS;
     let writable = check.role == Some(Role::Primary);

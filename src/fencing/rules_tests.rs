@@ -70,6 +70,7 @@ fn run_with(
             cluster: ClusterStanding::default(),
             can_rejoin,
             streaming: true,
+            deposed: false,
         },
         &mut memory,
     )
@@ -187,6 +188,7 @@ fn a_cluster_master_is_unfenced_when_its_view_is_healthy_and_it_still_owns_its_s
             },
             can_rejoin: false,
             streaming: true,
+            deposed: false,
         };
         assert_eq!(decide(&check, &mut Memory::default()), want);
     }
@@ -207,6 +209,7 @@ fn a_demoted_master_is_demoted_once_and_forgotten_when_it_answers_as_replica() {
         cluster: ClusterStanding::default(),
         can_rejoin: false,
         streaming: true,
+        deposed: false,
     };
     assert_eq!(
         decide(&check(Role::Primary), &mut memory),
@@ -242,6 +245,7 @@ fn the_last_known_role_is_kept_while_the_probe_fails() {
         cluster: ClusterStanding::default(),
         can_rejoin: false,
         streaming: true,
+        deposed: false,
     };
     decide(&check(Some(Role::Primary)), &mut memory);
     assert!(memory.last_known_primary);
@@ -338,6 +342,7 @@ proptest! {
         can_rejoin in any::<bool>(),
         streaming in any::<bool>(),
         unstreamed_checks in prop_oneof![Just(0u32), Just(STRANDED_CHECKS - 1), 0..400u32],
+        deposed in any::<bool>(),
     ) {
         let me = pg("me");
         let other = pg("other");
@@ -358,8 +363,11 @@ proptest! {
             cluster: ClusterStanding { view_ok, still_owner },
             can_rejoin,
             streaming,
+            deposed,
         };
         let action = decide(&check, &mut memory);
+        // What the member counts as before this check: a deposed one as last seen primary.
+        let remembered = last_known_primary || (deposed && role != Some(Role::Replica));
         match &action {
             FenceAction::Fence(_) => prop_assert!(!fenced),
             FenceAction::Unfence => prop_assert!(fenced && lease.settled),
@@ -383,7 +391,7 @@ proptest! {
                     && unstreamed_checks + 1 >= STRANDED_CHECKS;
                 prop_assert!(
                     (fenced && role == Some(Role::Primary))
-                        || (role.is_none() && last_known_primary)
+                        || (role.is_none() && remembered)
                         || stranded,
                     "rejoined a member that is neither a fenced primary, a crashed one nor a \
                      stranded replica"
@@ -400,7 +408,7 @@ proptest! {
             prop_assert!(!matches!(action, FenceAction::Fence(_)));
             prop_assert!(!matches!(action, FenceAction::Rejoin { .. }), "rejoined the named primary");
         }
-        let was_primary = role == Some(Role::Primary) || (role.is_none() && last_known_primary);
+        let was_primary = role == Some(Role::Primary) || (role.is_none() && remembered);
         if !lease.valid && lease.joined && was_primary && !fenced {
             prop_assert_eq!(&action, &FenceAction::Fence(FenceReason::NoQuorum));
         }
@@ -413,7 +421,7 @@ proptest! {
         match role {
             Some(Role::Primary) => prop_assert!(memory.last_known_primary),
             Some(Role::Replica) => prop_assert!(!memory.last_known_primary && !memory.demoted),
-            None => prop_assert_eq!(memory.last_known_primary, last_known_primary),
+            None => prop_assert_eq!(memory.last_known_primary, remembered),
         }
     }
 }
@@ -438,6 +446,7 @@ fn a_member_just_promoted_is_not_fenced_before_this_agent_applies_the_decision()
         cluster: ClusterStanding::default(),
         can_rejoin: true,
         streaming: true,
+        deposed: false,
     };
     let mut memory = Memory::default();
     assert_eq!(
@@ -477,6 +486,7 @@ fn a_replica_that_stops_streaming_is_rejoined_only_once_it_is_stranded() {
         cluster: ClusterStanding::default(),
         can_rejoin,
         streaming,
+        deposed: false,
     };
     let mut memory = Memory::default();
     for _ in 1..STRANDED_CHECKS {
@@ -515,6 +525,52 @@ fn a_replica_that_stops_streaming_is_rejoined_only_once_it_is_stranded() {
     assert_eq!(memory.unstreamed_checks, 0);
     assert_eq!(
         decide(&check(false, SETTLED, true), &mut memory),
+        FenceAction::Nothing
+    );
+}
+
+#[test]
+fn a_restarted_agent_rejoins_the_member_the_log_deposed_rather_than_leave_it_for_a_start() {
+    let me = pg("me");
+    let named = pg("named");
+    let check = |role, deposed| Check {
+        id: &me,
+        kind: Kind::Postgres,
+        role,
+        fenced: false,
+        lease: SETTLED,
+        named: Some(&named),
+        cluster: ClusterStanding::default(),
+        can_rejoin: true,
+        streaming: false,
+        deposed,
+    };
+    // A fresh memory (the agent restarted) and the member not running: rejoined, and fenced
+    // as stale until a fence holds, because the log deposed it.
+    assert_eq!(
+        decide(&check(None, true), &mut Memory::default()),
+        FenceAction::Rejoin {
+            to: named.clone(),
+            fence_too: true
+        }
+    );
+    // Started writable by someone else: fenced as stale at once.
+    assert_eq!(
+        decide(&check(Some(Role::Primary), true), &mut Memory::default()),
+        FenceAction::Fence(FenceReason::Stale {
+            named: named.clone()
+        })
+    );
+    // Once it has answered as a replica, a failing probe is no reason to rejoin it.
+    let mut memory = Memory::default();
+    decide(&check(Some(Role::Replica), true), &mut memory);
+    assert_eq!(
+        decide(&check(None, true), &mut memory),
+        FenceAction::Nothing
+    );
+    // A member the log did not depose, never seen: nothing.
+    assert_eq!(
+        decide(&check(None, false), &mut Memory::default()),
         FenceAction::Nothing
     );
 }

@@ -1370,6 +1370,110 @@ async fn a_crashed_primary_is_rewound_and_rejoins_as_a_replica_of_the_new_one() 
     Ok(())
 }
 
+/// A planned switchover whose candidate dies while it catches up: the promotion fails, the log
+/// names the old primary again, and since nothing listens on the candidate's port any more,
+/// the old primary's fence is lifted: it takes writes again instead of leaving the group with
+/// no writable member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_whose_candidate_dies_midway_gives_the_old_primary_its_writes_back(
+) -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let lab = Lab::start(LabOptions {
+        postgres: Some(PostgresLab {
+            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
+            max_lag: 1 << 20,
+            slow_replica: None,
+            rejoin: false,
+            reporting_replica: false,
+        }),
+        admin_token: Some("alice-s3cret-token"),
+        webhook: true,
+        ..Default::default()
+    })
+    .await?;
+    lab.leader_status_until("both replicas streaming", |s| {
+        redundancy(s).filter(|r| r.0.ends_with("pg-eu-west-3") && r.1 == 2 && r.2 == 2)
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    let (old, candidate) = (&lab.pg().primary, &lab.pg().replica);
+    // The candidate stops replaying: the promotion waits for it to catch up.
+    candidate
+        .connect()
+        .await?
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await?;
+    old.connect()
+        .await?
+        .batch_execute("INSERT INTO orders VALUES (3)")
+        .await?;
+    // Accepted once the leader's last report of the candidate shows it a streaming replica.
+    let epoch = wait_for_async(
+        "the switchover to be accepted",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = lab
+                .post(
+                    "/v1/switchover",
+                    Some("alice-s3cret-token"),
+                    r#"{"to":"pg-eu-central-1","reason":"kernel upgrade"}"#,
+                )
+                .await
+                .ok()?;
+            (status == 200).then(|| body["epoch"].as_u64())?
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    wait_for_async(
+        "the promotion to wait for the candidate",
+        Duration::from_secs(20),
+        || async {
+            let (_, text) = lab.get(&format!("/v1/failovers/{epoch}")).await.ok()?;
+            let f: Value = serde_json::from_str(&text).ok()?;
+            steps(&f)
+                .iter()
+                .any(|s| {
+                    s["id"] == "promote:postgres/main/pg-eu-central-1" && s["state"] == "running"
+                })
+                .then_some(())
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    candidate.kill()?;
+
+    let failover = lab.finished(epoch, Duration::from_secs(90)).await?;
+    assert_eq!(failover["outcome"], "failed", "{failover:#}");
+    wait_for_async(
+        "the old primary to take writes again",
+        Duration::from_secs(20),
+        || async {
+            let client = old.connect().await.ok()?;
+            client
+                .batch_execute("INSERT INTO orders VALUES (4)")
+                .await
+                .ok()
+        },
+    )
+    .await
+    .with_context(|| lab.logs())?;
+    lab.leader_status_until("the log to name the old primary", |s| {
+        (s["cluster"]["primaries"]["postgres/main"] == "postgres/main/pg-eu-west-3").then_some(())
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    assert!(
+        lab.events()
+            .iter()
+            .any(|e| e["event"] == "unfenced"
+                && e["details"]["target"] == "postgres/main/pg-eu-west-3"),
+        "an unfenced event: {:?}",
+        lab.events()
+    );
+    Ok(())
+}
+
 /// The primary crashes while the replica that will be promoted has fallen behind a reporting
 /// replica (`no_failover`) that received more: once the other is promoted, the reporting
 /// replica holds WAL the new timeline never had and cannot stream from it, however often it

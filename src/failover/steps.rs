@@ -419,7 +419,8 @@ impl Steps {
 
     /// A planned switchover whose promotion did not happen must not leave the old primary
     /// fenced (the group would have no writable member): its fence is lifted — but only once
-    /// the candidate is seen still a replica, so that two writable primaries never stand.
+    /// the candidate is seen still a replica, or not listening at all (it died midway), so
+    /// that two writable primaries never stand.
     pub async fn undo_planned_fences(&self, record: &FailoverRecord) {
         use crate::desired::StepState;
         let succeeded = |f: &dyn Fn(&Action) -> bool| {
@@ -439,7 +440,14 @@ impl Steps {
             {
                 let outcome =
                     match actions::postgres::in_recovery(candidate, self.step_timeout).await {
+                        // Still a replica; or nothing listens on its port (it died midway),
+                        // so nothing can write to it, as a fence step counts it.
                         Ok(true) => {
+                            actions::postgres::unfence(old, &self.fence_method, self.step_timeout)
+                                .await
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(ActionError::Connect(e)) if refused(&e) => {
                             actions::postgres::unfence(old, &self.fence_method, self.step_timeout)
                                 .await
                                 .map_err(|e| e.to_string())
@@ -475,6 +483,11 @@ impl Steps {
                 let previous = step.replaced_min_replicas.unwrap_or(0);
                 let outcome = match actions::redis::role(candidate, self.step_timeout).await {
                     Ok(RedisRole::Replica) => {
+                        actions::redis::unfence(old, previous, self.step_timeout)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(ActionError::Connect(e)) if refused(&e) => {
                         actions::redis::unfence(old, previous, self.step_timeout)
                             .await
                             .map_err(|e| e.to_string())

@@ -334,6 +334,10 @@ pub struct RedisShardConfig {
     /// own election for twice this long before failoverd takes them over.
     #[serde(default, with = "humantime_serde")]
     pub cluster_node_timeout: Option<Duration>,
+    /// Replication mode: the member whose region the master belongs in. After a restore of
+    /// its region (and at any time with `failover.auto_failback`), the master moves back to
+    /// it by a planned switchover once it is a healthy replica (as `postgres.home` does).
+    pub home: Option<String>,
     /// The members.
     pub members: Vec<RedisMemberConfig>,
 }
@@ -679,6 +683,19 @@ pub(super) fn validate_redis(
                 v.push(
                     format!("{key}.ca_file"),
                     "is only used with TLS: every member's url must start with rediss://",
+                );
+            }
+        }
+        if let Some(home) = &shard.home {
+            if shard.mode == RedisMode::Cluster {
+                v.push(
+                    format!("{key}.home"),
+                    "is only used with mode = \"replication\": a Redis Cluster places its own masters",
+                );
+            } else if !shard.members.iter().any(|m| &m.name == home) {
+                v.push(
+                    format!("{key}.home"),
+                    format!("{home:?} is not the name of a member in {key}.members"),
                 );
             }
         }

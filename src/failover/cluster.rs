@@ -180,6 +180,7 @@ pub fn masters(view: &ClusterView<'_>) -> Masters {
             local_candidate: replicas.first().map(|(n, o)| (n.target.clone(), *o)),
             local_followers: Vec::new(),
             replicas: Vec::new(),
+            home: None,
             cluster_electing: flagged_fail(master) && majority,
             cluster_grace_ms: view.grace_ms,
             slots,

@@ -32,6 +32,7 @@ fn agent(region: &str) -> String {
 fn settings(pre_hook: bool) -> Settings {
     let roster = Roster {
         pg_home: None,
+        redis_homes: Vec::new(),
         agents: REGIONS
             .iter()
             .map(|r| (agent(r), (*r).to_owned()))

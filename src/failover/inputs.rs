@@ -72,6 +72,8 @@ pub struct Roster {
     pub(super) max_lag_on_failover: u64,
     /// `postgres.home`: the member a group's primary returns to.
     pub(super) pg_home: Option<TargetId>,
+    /// `redis.shards[].home`: the member each replication shard's master returns to.
+    pub(super) redis_homes: Vec<TargetId>,
     /// `[postgres.synchronous]` when its mode is `quorum`.
     pub(super) synchronous: Option<quorum::Policy>,
     /// `[redis.self_fencing]`: its policy and `min-replicas-max-lag` in seconds.
@@ -119,6 +121,18 @@ impl Roster {
                 let home = p.home.as_deref()?;
                 Some(TargetId::new(TargetKind::Postgres, &p.cluster, home))
             }),
+            redis_homes: config
+                .redis
+                .shards
+                .iter()
+                .filter_map(|s| {
+                    Some(TargetId::new(
+                        TargetKind::Redis,
+                        &s.name,
+                        s.home.as_deref()?,
+                    ))
+                })
+                .collect(),
             synchronous: config
                 .postgres
                 .as_ref()
@@ -412,6 +426,7 @@ impl Roster {
     pub fn homes_in(&self, regions: &[String]) -> BTreeMap<String, TargetId> {
         self.pg_home
             .iter()
+            .chain(&self.redis_homes)
             .filter(|home| regions.contains(&self.region_of(home)))
             .filter_map(|home| Some((self.group_of(home)?.to_owned(), home.clone())))
             .collect()
@@ -625,6 +640,11 @@ impl Roster {
                     .collect(),
                 local_candidate: replicas.first().map(|r| (r.0.clone(), r.2)),
                 local_followers: members.iter().map(|m| m.0.clone()).collect(),
+                home: self
+                    .redis_homes
+                    .iter()
+                    .find(|h| self.group_of(h) == Some(group))
+                    .cloned(),
                 master_region,
                 replicas,
                 ..super::trigger::RedisGroup::default()

@@ -158,6 +158,8 @@ pub struct RedisGroup {
     /// Replication shard: its healthy replicas with their regions and offsets, furthest
     /// first.
     pub replicas: Vec<(TargetId, String, u64)>,
+    /// Replication shard: `redis.shards[].home`, the member its master returns to.
+    pub home: Option<TargetId>,
 }
 
 /// A planned switchover of a replication shard's master to `to` (of `region`, at `offset`):
@@ -978,11 +980,12 @@ pub fn assess(world: &World<'_>) -> Assessment {
             }
         }
         for shard in world.redis.iter().filter(|s| s.slots.is_empty()) {
-            let Some(home) = desired
-                .returning
-                .get(&shard.group)
-                .filter(|h| **h != shard.master)
-            else {
+            let home = match desired.returning.get(&shard.group) {
+                Some(member) => Some(member),
+                None if world.auto_failback && !cooling => shard.home.as_ref(),
+                None => None,
+            };
+            let Some(home) = home.filter(|h| **h != shard.master) else {
                 continue;
             };
             let waits = |why: String| format!("{} returns home to {home} once {why}", shard.group);

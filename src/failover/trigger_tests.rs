@@ -994,3 +994,36 @@ fn a_redis_master_a_live_drill_moved_returns_home_once_it_is_a_healthy_replica()
     assert_eq!(back.followers, [r("m3")]);
     assert!(p.drain.is_empty() && p.restore.is_empty());
 }
+
+#[test]
+fn auto_failback_returns_a_redis_master_to_its_configured_home() {
+    let r = |n: &str| TargetId::new(crate::config::TargetKind::Redis, "sessions", n);
+    // A failover moved the master from m1 (r1, its home) to m2 (r2); m1 is a healthy replica.
+    let moved = RedisGroup {
+        master: r("m2"),
+        master_region: "r2".into(),
+        local_followers: vec![r("m1"), r("m3")],
+        replicas: vec![(r("m1"), "r1".into(), 700), (r("m3"), "r3".into(), 650)],
+        home: Some(r("m1")),
+        ..shard(false, false)
+    };
+    let mut case = Case::new().groups(vec![]);
+    case.redis = vec![moved.clone()];
+    assert_eq!(case.assess().proposal, None, "home alone does not move it");
+    case.auto_failback = true;
+    case.desired.cooldown_until_ms = case.now_ms + 1;
+    assert_eq!(case.assess().proposal, None, "cooling down");
+    case.desired.cooldown_until_ms = 0;
+    let p = case.assess().proposal.expect("a return home");
+    assert!(matches!(p.trigger, Trigger::ReturnHome { .. }));
+    let back = &p.redis[0];
+    assert!(back.planned && !back.forced);
+    assert_eq!((&back.from, &back.to), (&r("m2"), &r("m1")));
+    // At home already: nothing.
+    case.redis = vec![RedisGroup {
+        master: r("m1"),
+        master_region: "r1".into(),
+        ..moved
+    }];
+    assert_eq!(case.assess().proposal, None);
+}

@@ -145,6 +145,18 @@ url = "https://api2.us-east-1.example.com/healthz""#,
             "member \"pg-iad\" has no_failover = true: it can never be primary",
         ),
         Case::alone(
+            "a Redis shard's home names one of its members",
+            &[After(r#"mode = "replication""#, r#"home = "r-mars""#)],
+            "redis.shards[0].home",
+            "\"r-mars\" is not the name of a member in redis.shards[0].members",
+        ),
+        Case::alone(
+            "a Redis Cluster has no home",
+            &[After(r#"mode = "cluster""#, r#"home = "cache-par""#)],
+            "redis.shards[1].home",
+            "is only used with mode = \"replication\"",
+        ),
+        Case::alone(
             "Postgres cluster name is a simple name",
             &[Replace(r#"cluster = "main""#, r#"cluster = "main db""#)],
             "postgres.cluster",

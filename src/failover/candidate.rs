@@ -44,6 +44,9 @@ pub struct Member {
     pub primary_lsn: Option<Lsn>,
     /// Its replay is paused on purpose (replica).
     pub replay_paused: bool,
+    /// Its WAL receiver does not stream while its primary is up (the readiness drill's
+    /// question only: once the primary is lost, no receiver streams).
+    pub not_streaming: bool,
 }
 
 impl Member {
@@ -155,11 +158,27 @@ pub fn choose(
         m.healthy
             && m.replica
             && !m.no_failover
+            && !m.not_streaming
             && m.region != failed_region
             && m.replay_lsn.is_some()
     };
     let mut candidates: Vec<&Member> = members.iter().filter(eligible).collect();
     if candidates.is_empty() {
+        let detached: Vec<&str> = members
+            .iter()
+            .filter(|m| m.replica && m.region != failed_region && m.healthy && m.not_streaming)
+            .map(|m| m.target.as_str())
+            .collect();
+        if !detached.is_empty() {
+            return Choice::Blocked {
+                reason: format!(
+                    "no replica outside the failed region streams from the primary ({} has no \
+                     WAL receiver streaming: it falls further behind)",
+                    detached.join(", ")
+                ),
+                guard: Guard::NoCandidate,
+            };
+        }
         let reason = if members
             .iter()
             .any(|m| m.replica && m.region != failed_region && m.healthy)
@@ -263,6 +282,7 @@ mod tests {
             receive_lsn: Some(Lsn(receive)),
             primary_lsn: None,
             replay_paused: false,
+            not_streaming: false,
         }
     }
 
@@ -285,6 +305,7 @@ mod tests {
             receive_lsn: None,
             primary_lsn: Some(Lsn(lsn)),
             replay_paused: false,
+            not_streaming: false,
         }
     }
 
@@ -495,5 +516,39 @@ mod tests {
         excluded.no_failover = true;
         let choice = choose(&[primary("par", "r1", 1000), excluded], "r1", 0, true);
         assert!(matches!(choice, Choice::Blocked { .. }));
+    }
+
+    #[test]
+    fn a_replica_whose_receiver_does_not_stream_is_not_offered_while_the_primary_is_up() {
+        let detached = |m: Member| Member {
+            not_streaming: true,
+            ..m
+        };
+        // The most advanced replica does not stream: the other is offered.
+        let members = vec![
+            primary("par", "r1", 1000),
+            detached(replica("fra", "r2", 990, 990, 100)),
+            replica("iad", "r3", 950, 950, 100),
+        ];
+        assert_eq!(
+            promoted(&choose(&members, "r1", 1 << 20, false)),
+            Some(("postgres/main/iad", 50))
+        );
+        // Neither streams: blocked, naming them.
+        let members = vec![
+            primary("par", "r1", 1000),
+            detached(replica("fra", "r2", 990, 990, 100)),
+            detached(replica("iad", "r3", 950, 950, 100)),
+        ];
+        match choose(&members, "r1", 1 << 20, false) {
+            Choice::Blocked { reason, guard } => {
+                assert_eq!(guard, Guard::NoCandidate);
+                assert!(
+                    reason.contains("postgres/main/fra, postgres/main/iad has no WAL receiver"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -285,6 +285,7 @@ impl Roster {
                     receive_lsn: position.and_then(|p| p.receive_lsn),
                     primary_lsn: position.and_then(|p| p.primary_lsn),
                     replay_paused: position.is_some_and(|p| p.replay_paused),
+                    not_streaming: false,
                 }
             })
             .collect()
@@ -333,6 +334,27 @@ impl Roster {
             );
         }
         readiness
+    }
+
+    /// The readiness drill's answer for `group` were `region` lost now: as an operator's
+    /// failover from it would choose, except that while the primary is up a replica whose WAL
+    /// receiver does not stream is not offered (it only falls further behind).
+    pub fn readiness_choice(&self, view: &LeaderView, group: &str, region: &str) -> Choice {
+        let mut members = self.candidate_members(group, &view.verdict, &view.positions);
+        let primary_up = view
+            .primaries
+            .get(group)
+            .and_then(|p| view.verdict.targets.get(p))
+            .is_some_and(|v| v.state != State::Down);
+        if primary_up {
+            for m in &mut members {
+                m.not_streaming = view
+                    .positions
+                    .get(&m.target)
+                    .is_some_and(|p| p.replica && p.streaming == Some(false));
+            }
+        }
+        super::candidate::choose(&members, region, self.max_lag_on_failover, false)
     }
 
     /// The candidate to promote in `group` when its primary leaves `from` at an operator's

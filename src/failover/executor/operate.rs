@@ -272,7 +272,7 @@ impl Reconciler {
             &regions,
             &desired,
             &inputs,
-            |group, region| roster.manual_choice(&view, group, region, None, false),
+            |group, region| roster.readiness_choice(&view, group, region),
             crate::failover::drill::Seen {
                 route53: route53.as_ref(),
                 rewind: self.steps.rejoin.then_some(&rewind as _),

@@ -391,7 +391,13 @@ impl Fencer {
                         named: named.as_ref(),
                         cluster,
                         can_rejoin: self.rejoin.is_some(),
+                        // Once its probe answered as primary or has failed for good: not
+                        // before its first probe, which would read a replica as down.
                         deposed: kind == rules::Kind::Postgres
+                            && (role == Some(rules::Role::Primary)
+                                || view
+                                    .as_ref()
+                                    .is_some_and(|v| v.state == crate::health::State::Down))
                             && consensus.read_desired(|d| {
                                 consensus
                                     .group_of(&id)

@@ -122,9 +122,11 @@ pub struct Check<'a> {
     pub can_rejoin: bool,
     /// As a replica: its WAL receiver streams, from whichever member.
     pub streaming: bool,
-    /// The log's latest promotion of its group moved the primary away from it: until this
-    /// agent sees it as a replica, it counts as last seen primary (an agent that restarts
-    /// with its region still knows which of its members to rejoin rather than start).
+    /// The log's latest promotion of its group moved the primary away from it, and its probe
+    /// answers as primary or has failed `fall` times (not merely before its first answer):
+    /// until this agent sees it as a replica, it counts as last seen primary (an agent that
+    /// restarts with its region still knows which of its members to rejoin rather than
+    /// start).
     pub deposed: bool,
 }
 

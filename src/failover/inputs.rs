@@ -475,6 +475,12 @@ impl Roster {
                     _ if m.no_failover => {
                         blocked(format!("{name} has no_failover = true"), Guard::NoCandidate)
                     }
+                    // Restarted a moment ago (a rejoin): its probe has not seen it up `rise`
+                    // times yet.
+                    _ if !m.healthy => blocked(
+                        format!("{name} is not reported up by its agent yet"),
+                        Guard::NoCandidate,
+                    ),
                     Some(j) if j.state == super::heal::MemberState::Streaming => {
                         match j.lag_bytes {
                             Some(lag) if lag > self.max_lag_on_failover => blocked(

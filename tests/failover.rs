@@ -1082,6 +1082,31 @@ async fn failoverd_keeps_each_primary_fencing_itself_across_a_failover() -> anyh
     Ok(())
 }
 
+/// A Postgres-only lab (`orders` with rows 1 and 2; with `[postgres.rejoin]` when `rejoin`;
+/// pg-eu-central-1 `no_failover` when `reporting_replica`), a webhook and alice's admin token;
+/// ready once both replicas stream from the primary.
+async fn postgres_lab(rejoin: bool, reporting_replica: bool) -> anyhow::Result<Lab> {
+    let lab = Lab::start(LabOptions {
+        postgres: Some(PostgresLab {
+            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
+            max_lag: 1 << 20,
+            slow_replica: None,
+            rejoin,
+            reporting_replica,
+        }),
+        admin_token: Some("alice-s3cret-token"),
+        webhook: true,
+        ..Default::default()
+    })
+    .await?;
+    lab.leader_status_until("both replicas streaming", |s| {
+        redundancy(s).filter(|r| r.0.ends_with("pg-eu-west-3") && r.1 == 2 && r.2 == 2)
+    })
+    .await
+    .with_context(|| lab.logs())?;
+    Ok(lab)
+}
+
 /// The first failover with a promotion, once it has ended; it must have completed.
 async fn completed_promotion(lab: &Lab, deadline: Duration) -> anyhow::Result<Value> {
     let failover = wait_for_async("the promotion to complete", deadline, || async {
@@ -1256,23 +1281,7 @@ async fn replicas_follow_through_their_slots_and_the_healer_repoints_one_left_be
 async fn a_crashed_primary_is_rewound_and_rejoins_as_a_replica_of_the_new_one() -> anyhow::Result<()>
 {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let lab = Lab::start(LabOptions {
-        postgres: Some(PostgresLab {
-            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
-            max_lag: 1 << 20,
-            slow_replica: None,
-            rejoin: true,
-            reporting_replica: false,
-        }),
-        webhook: true,
-        ..Default::default()
-    })
-    .await?;
-    lab.leader_status_until("both replicas streaming", |s| {
-        redundancy(s).filter(|r| r.0.ends_with("pg-eu-west-3") && r.1 == 2 && r.2 == 2)
-    })
-    .await
-    .with_context(|| lab.logs())?;
+    let lab = postgres_lab(true, false).await?;
     // Written on the old primary and never replicated: a rewind has something to undo.
     let old = &lab.pg().primary;
     lab.pg().stall_receivers().await?;
@@ -1378,24 +1387,7 @@ async fn a_crashed_primary_is_rewound_and_rejoins_as_a_replica_of_the_new_one() 
 async fn a_switchover_whose_candidate_dies_midway_gives_the_old_primary_its_writes_back(
 ) -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let lab = Lab::start(LabOptions {
-        postgres: Some(PostgresLab {
-            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
-            max_lag: 1 << 20,
-            slow_replica: None,
-            rejoin: false,
-            reporting_replica: false,
-        }),
-        admin_token: Some("alice-s3cret-token"),
-        webhook: true,
-        ..Default::default()
-    })
-    .await?;
-    lab.leader_status_until("both replicas streaming", |s| {
-        redundancy(s).filter(|r| r.0.ends_with("pg-eu-west-3") && r.1 == 2 && r.2 == 2)
-    })
-    .await
-    .with_context(|| lab.logs())?;
+    let lab = postgres_lab(false, false).await?;
     let (old, candidate) = (&lab.pg().primary, &lab.pg().replica);
     // The candidate stops replaying: the promotion waits for it to catch up.
     candidate
@@ -1483,23 +1475,7 @@ async fn a_switchover_whose_candidate_dies_midway_gives_the_old_primary_its_writ
 async fn a_replica_left_ahead_of_the_new_timeline_is_rewound_and_streams_again(
 ) -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let lab = Lab::start(LabOptions {
-        postgres: Some(PostgresLab {
-            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
-            max_lag: 1 << 20,
-            slow_replica: None,
-            rejoin: true,
-            reporting_replica: true,
-        }),
-        webhook: true,
-        ..Default::default()
-    })
-    .await?;
-    lab.leader_status_until("both replicas streaming", |s| {
-        redundancy(s).filter(|r| r.0.ends_with("pg-eu-west-3") && r.1 == 2 && r.2 == 2)
-    })
-    .await
-    .with_context(|| lab.logs())?;
+    let lab = postgres_lab(true, true).await?;
     let (old, reporting, candidate) = (&lab.pg().primary, &lab.pg().replica, &lab.pg().others[0]);
     // Only the reporting replica receives these rows; then the primary crashes.
     candidate.stall_receiver().await?;
@@ -1621,24 +1597,10 @@ fn write_until(
 async fn a_switchover_loses_nothing_and_a_live_drill_leaves_the_primary_where_it_was(
 ) -> anyhow::Result<()> {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let lab = Lab::start(LabOptions {
-        postgres: Some(PostgresLab {
-            setup: "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2)",
-            max_lag: 1 << 20,
-            slow_replica: None,
-            rejoin: true,
-            reporting_replica: false,
-        }),
-        admin_token: Some("alice-s3cret-token"),
-        ..Default::default()
-    })
-    .await?;
+    let lab = postgres_lab(true, false).await?;
     let full_on = |primary: &'static str| {
         move |s: &Value| redundancy(s).filter(|r| r.0.ends_with(primary) && r.1 == 2 && r.2 == 2)
     };
-    lab.leader_status_until("full redundancy", full_on("pg-eu-west-3"))
-        .await
-        .with_context(|| lab.logs())?;
     let token = Some("alice-s3cret-token");
 
     // Refused with its code: a member that is the primary already.

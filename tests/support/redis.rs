@@ -113,7 +113,18 @@ impl RedisServer {
             let mut c = client.get_multiplexed_async_connection().await.ok()?;
             redis::cmd("PING").query_async::<String>(&mut c).await.ok()
         })
-        .await?;
+        .await
+        .with_context(|| {
+            // Why it did not come up (a port taken, a bad argument): the end of its log.
+            let log = std::fs::read_to_string(self.dir.join(format!("redis-{}.log", self.port)))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            format!(
+                "redis-server on port {}: {}",
+                self.port,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        })?;
         Ok(())
     }
 

@@ -1440,13 +1440,7 @@ async fn a_switchover_whose_candidate_dies_midway_gives_the_old_primary_its_writ
     wait_for_async(
         "the old primary to take writes again",
         Duration::from_secs(20),
-        || async {
-            let client = old.connect().await.ok()?;
-            client
-                .batch_execute("INSERT INTO orders VALUES (4)")
-                .await
-                .ok()
-        },
+        || async { accepts_writes(old).await.then_some(()) },
     )
     .await
     .with_context(|| lab.logs())?;

@@ -137,27 +137,29 @@ pub fn report(
                 continue;
             };
             let primary = &group.primary;
-            checks.push(match settings.blocker() {
-                None => DrillCheck {
-                    check: format!("{} rejoin", group.group),
-                    ok: true,
-                    detail: format!(
+            let (ok, detail) = match settings.blocker() {
+                None => (
+                    true,
+                    format!(
                         "after a failover {primary} can be rewound and rejoined as a replica \
                          ({})",
                         settings.enabler()
                     ),
-                    scope: CheckScope::Afterwards,
-                },
-                Some(blocker) => DrillCheck {
-                    check: format!("{} rejoin", group.group),
-                    ok: false,
-                    detail: format!(
+                ),
+                Some(blocker) => (
+                    false,
+                    format!(
                         "after a failover {primary} cannot be rewound ({blocker}): it stays \
                          fenced unless the rejoin command takes a new base backup \
                          (pg-rejoin --basebackup-fallback); see docs/failover.md"
                     ),
-                    scope: CheckScope::Afterwards,
-                },
+                ),
+            };
+            checks.push(DrillCheck {
+                check: format!("{} rejoin", group.group),
+                ok,
+                detail,
+                scope: CheckScope::Afterwards,
             });
         }
         let partition = |group: &str, member: &TargetId, fencing: &SelfFencing| match fencing {

@@ -438,29 +438,29 @@ impl Steps {
             if let (None, Some(_), Ok(old), Ok(candidate)) =
                 (promoted, fenced, self.member(&p.from), self.member(&p.to))
             {
-                let outcome =
-                    match actions::postgres::in_recovery(candidate, self.step_timeout).await {
-                        // Still a replica; or nothing listens on its port (it died midway),
-                        // so nothing can write to it, as a fence step counts it.
-                        Ok(true) => {
-                            actions::postgres::unfence(old, &self.fence_method, self.step_timeout)
-                                .await
-                                .map_err(|e| e.to_string())
-                        }
-                        Err(ActionError::Connect(e)) if refused(&e) => {
-                            actions::postgres::unfence(old, &self.fence_method, self.step_timeout)
-                                .await
-                                .map_err(|e| e.to_string())
-                        }
-                        Ok(false) => Err(format!(
-                            "{} is out of recovery: the old primary stays fenced",
-                            candidate.name
-                        )),
-                        Err(e) => Err(format!(
-                            "cannot see whether {} is still a replica: {e}",
-                            candidate.name
-                        )),
-                    };
+                // Still a replica; or nothing listens on its port (it died midway), so
+                // nothing can write to it, as a fence step counts it.
+                let safe = match actions::postgres::in_recovery(candidate, self.step_timeout).await
+                {
+                    Ok(true) => Ok(()),
+                    Err(ActionError::Connect(e)) if refused(&e) => Ok(()),
+                    Ok(false) => Err(format!(
+                        "{} is out of recovery: the old primary stays fenced",
+                        candidate.name
+                    )),
+                    Err(e) => Err(format!(
+                        "cannot see whether {} is still a replica: {e}",
+                        candidate.name
+                    )),
+                };
+                let outcome = match safe {
+                    Ok(()) => {
+                        actions::postgres::unfence(old, &self.fence_method, self.step_timeout)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(why) => Err(why),
+                };
                 self.report_undo(&p.from, outcome);
             }
         }
@@ -481,17 +481,9 @@ impl Steps {
                 self.redis_member(&r.to),
             ) {
                 let previous = step.replaced_min_replicas.unwrap_or(0);
-                let outcome = match actions::redis::role(candidate, self.step_timeout).await {
-                    Ok(RedisRole::Replica) => {
-                        actions::redis::unfence(old, previous, self.step_timeout)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    Err(ActionError::Connect(e)) if refused(&e) => {
-                        actions::redis::unfence(old, previous, self.step_timeout)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
+                let safe = match actions::redis::role(candidate, self.step_timeout).await {
+                    Ok(RedisRole::Replica) => Ok(()),
+                    Err(ActionError::Connect(e)) if refused(&e) => Ok(()),
                     Ok(RedisRole::Master) => Err(format!(
                         "{} answers as master: the old master stays fenced",
                         candidate.name
@@ -500,6 +492,12 @@ impl Steps {
                         "cannot see whether {} is still a replica: {e}",
                         candidate.name
                     )),
+                };
+                let outcome = match safe {
+                    Ok(()) => actions::redis::unfence(old, previous, self.step_timeout)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(why) => Err(why),
                 };
                 self.report_undo(&r.from, outcome);
             }

@@ -958,16 +958,26 @@ fn auto_failback_returns_a_primary_to_its_configured_home_after_the_cooldown() {
     assert_eq!(case.assess().proposal, None);
 }
 
+/// The shard of [`shard`] with its master moved from m1 (r1) to m2 (r2), m1 and m3 healthy
+/// replicas.
+fn moved_to_m2() -> RedisGroup {
+    let r = |n: &str| TargetId::new(crate::config::TargetKind::Redis, "sessions", n);
+    RedisGroup {
+        master: r("m2"),
+        master_region: "r2".into(),
+        local_followers: vec![r("m1"), r("m3")],
+        replicas: vec![(r("m1"), "r1".into(), 700), (r("m3"), "r3".into(), 650)],
+        ..shard(false, false)
+    }
+}
+
 #[test]
 fn a_redis_master_a_live_drill_moved_returns_home_once_it_is_a_healthy_replica() {
     let r = |n: &str| TargetId::new(crate::config::TargetKind::Redis, "sessions", n);
     // The drill moved the master from m1 (r1) to m2 (r2).
     let moved = RedisGroup {
-        master: r("m2"),
-        master_region: "r2".into(),
-        local_followers: vec![r("m1"), r("m3")],
         replicas: vec![],
-        ..shard(false, false)
+        ..moved_to_m2()
     };
     let mut case = Case::new().groups(vec![]);
     case.redis = vec![moved.clone()];
@@ -1000,12 +1010,8 @@ fn auto_failback_returns_a_redis_master_to_its_configured_home() {
     let r = |n: &str| TargetId::new(crate::config::TargetKind::Redis, "sessions", n);
     // A failover moved the master from m1 (r1, its home) to m2 (r2); m1 is a healthy replica.
     let moved = RedisGroup {
-        master: r("m2"),
-        master_region: "r2".into(),
-        local_followers: vec![r("m1"), r("m3")],
-        replicas: vec![(r("m1"), "r1".into(), 700), (r("m3"), "r3".into(), 650)],
         home: Some(r("m1")),
-        ..shard(false, false)
+        ..moved_to_m2()
     };
     let mut case = Case::new().groups(vec![]);
     case.redis = vec![moved.clone()];
